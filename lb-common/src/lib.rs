@@ -1,0 +1,219 @@
+//! Map keys and values shared by the XDP program (`lb-ebpf`) and the agent (`lb-userspace`).
+//!
+//! Every type is `#[repr(C)]` with explicit padding so both sides agree byte for byte. With the
+//! `user` feature the types implement `aya::Pod` so the agent can read and write them.
+//!
+//! Addresses are 16 bytes in network order; an IPv4 address takes the first 4 bytes and the
+//! rest are zero (the `family` field tells them apart). Ports are kept in network byte order,
+//! exactly as they appear in the packet.
+#![no_std]
+
+pub mod hash;
+
+/// Address family tags used in keys.
+pub const FAMILY_V4: u8 = 4;
+pub const FAMILY_V6: u8 = 6;
+
+/// IP protocol numbers the data plane balances.
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+
+/// Largest Maglev table a service can use (a prime). Each ring slot in the `RINGS` map holds
+/// this many entries; a service with a smaller table uses the first `ring_size` of them.
+pub const MAX_RING_SIZE: usize = 65537;
+/// Default Maglev table size (the Maglev paper's and Katran's choice).
+pub const DEFAULT_RING_SIZE: u32 = 65537;
+/// Ring entry meaning "no backend": a service whose every backend is out (drops, counted).
+pub const RING_EMPTY: u32 = u32::MAX;
+
+/// Upper bound on services; the agent sizes the maps from its configuration below this.
+pub const MAX_SERVICES: u32 = 512;
+/// Upper bound on backends over all services (one entry per service and real server).
+pub const MAX_BACKENDS: u32 = 4096;
+/// Ring slots per service: the agent writes the idle one, then flips `Service::ring_slot`.
+pub const RING_SLOTS_PER_SERVICE: u32 = 2;
+
+/// Service key: (VIP, port, protocol, family). `port == 0` matches every port of the VIP.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct ServiceKey {
+    pub addr: [u8; 16],
+    /// Network byte order.
+    pub port: u16,
+    pub proto: u8,
+    pub family: u8,
+}
+
+/// `Service::flags`: pick the backend from the source address alone (LVS `sh`,
+/// keepalived `persistence_timeout`).
+pub const SERVICE_F_HASH_SOURCE: u32 = 1;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Service {
+    /// Index of this service in the per-service counters.
+    pub id: u32,
+    pub flags: u32,
+    /// Number of valid entries in the ring (a prime, at most `MAX_RING_SIZE`).
+    pub ring_size: u32,
+    /// Index into the `RINGS` map of the table currently in use.
+    pub ring_slot: u32,
+}
+
+/// One Maglev table: backend indices into `BACKENDS`.
+pub type Ring = [u32; MAX_RING_SIZE];
+
+/// `Backend::flags`: the entry is complete (MAC learnt) and may receive packets. A flow whose
+/// backend lost this flag is re-balanced on its next packet.
+pub const BACKEND_F_USABLE: u32 = 1;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Backend {
+    /// The backend's own MAC (destination of forwarded frames).
+    pub dst_mac: [u8; 6],
+    /// MAC of the node's interface the backend is reached through (source of forwarded frames).
+    pub src_mac: [u8; 6],
+    /// Interface the backend is reached through. Equal to the ingress interface: XDP_TX;
+    /// otherwise XDP_REDIRECT through the `EGRESS` devmap.
+    pub ifindex: u32,
+    pub flags: u32,
+}
+
+/// Flow table key: the 5-tuple in the client-to-VIP direction.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct FlowKey {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    /// Network byte order.
+    pub sport: u16,
+    /// Network byte order.
+    pub dport: u16,
+    pub proto: u8,
+    pub family: u8,
+    pub _pad: [u8; 2],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Flow {
+    /// Index into `BACKENDS`.
+    pub backend: u32,
+    /// Service id the flow belongs to (lets the agent purge a service's flows).
+    pub service: u32,
+}
+
+/// Packet and byte counters (bytes are IP packet lengths, headers included).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Counters {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// Indices of the global per-CPU `STATS` counters. Every packet the program sees is counted
+/// under exactly one *verdict* counter (`VERDICT_*`); the `EVENT_*` counters count things that
+/// happened on the way and overlap with the verdicts.
+pub mod stat {
+    /// Forwarded with XDP_TX (backend behind the ingress interface).
+    pub const VERDICT_TX: u32 = 0;
+    /// Forwarded with XDP_REDIRECT (backend behind another interface).
+    pub const VERDICT_REDIRECT: u32 = 1;
+    /// Passed: not IPv4/IPv6 (ARP, LLDP, ...).
+    pub const PASS_NOT_IP: u32 = 2;
+    /// Passed: IP but not addressed to a configured VIP/port/protocol (SSH, VRRP, health checks).
+    pub const PASS_NOT_SERVICE: u32 = 3;
+    /// Passed: header cut short or inconsistent (bad IHL, length, version); the kernel drops it.
+    pub const PASS_MALFORMED: u32 = 4;
+    /// Passed: IPv6 extension header other than Fragment before the transport header.
+    pub const PASS_IPV6_EXT: u32 = 5;
+    /// Passed: ICMP to a VIP that is not an error about one of its flows (echo, ND, ...).
+    pub const PASS_ICMP: u32 = 6;
+    /// Dropped: the service has no usable backend.
+    pub const DROP_NO_BACKEND: u32 = 7;
+    /// Dropped: the backend's egress interface refused the redirect.
+    pub const DROP_REDIRECT_FAILED: u32 = 8;
+    /// Event: established flow found in the flow table.
+    pub const EVENT_FLOW_HIT: u32 = 9;
+    /// Event: new flow, backend chosen from the Maglev table and recorded.
+    pub const EVENT_FLOW_NEW: u32 = 10;
+    /// Event: a flow whose backend became unusable was moved to a new one.
+    pub const EVENT_FLOW_REBALANCED: u32 = 11;
+    /// Event: IP fragment steered by the 3-tuple (no ports; no flow entry).
+    pub const EVENT_FRAGMENT: u32 = 12;
+    /// Event: ICMP frag-needed / ICMPv6 packet-too-big sent to the backend of the flow it is about.
+    pub const EVENT_ICMP_TOO_BIG: u32 = 13;
+    /// Event: IPv4 packet with options forwarded (options are carried unchanged).
+    pub const EVENT_IPV4_OPTIONS: u32 = 14;
+    /// Number of counters.
+    pub const COUNT: u32 = 15;
+
+    /// Names as the agent prints them, in index order.
+    pub const NAMES: [&str; COUNT as usize] = [
+        "tx",
+        "redirect",
+        "pass_not_ip",
+        "pass_not_service",
+        "pass_malformed",
+        "pass_ipv6_ext",
+        "pass_icmp",
+        "drop_no_backend",
+        "drop_redirect_failed",
+        "flow_hit",
+        "flow_new",
+        "flow_rebalanced",
+        "fragment",
+        "icmp_too_big",
+        "ipv4_options",
+    ];
+}
+
+/// Map names, shared so the agent finds exactly what the program declares.
+pub mod maps {
+    pub const SERVICES: &str = "SERVICES";
+    pub const RINGS: &str = "RINGS";
+    pub const BACKENDS: &str = "BACKENDS";
+    pub const FLOWS: &str = "FLOWS";
+    pub const EGRESS: &str = "EGRESS";
+    pub const SERVICE_STATS: &str = "SERVICE_STATS";
+    pub const BACKEND_STATS: &str = "BACKEND_STATS";
+    pub const STATS: &str = "STATS";
+}
+
+/// Name of the XDP program in the object.
+pub const PROGRAM_NAME: &str = "xlb";
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    // SAFETY: all of these are repr(C), contain only integers and byte arrays, and have no
+    // implicit padding (explicit `_pad` fields fill every gap).
+    unsafe impl aya::Pod for ServiceKey {}
+    unsafe impl aya::Pod for Service {}
+    unsafe impl aya::Pod for Backend {}
+    unsafe impl aya::Pod for FlowKey {}
+    unsafe impl aya::Pod for Flow {}
+    unsafe impl aya::Pod for Counters {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::size_of;
+
+    #[test]
+    fn layouts_have_no_hidden_padding() {
+        assert_eq!(size_of::<ServiceKey>(), 20);
+        assert_eq!(size_of::<Service>(), 16);
+        assert_eq!(size_of::<Backend>(), 20);
+        assert_eq!(size_of::<FlowKey>(), 40);
+        assert_eq!(size_of::<Flow>(), 8);
+        assert_eq!(size_of::<Counters>(), 16);
+    }
+
+    #[test]
+    fn stat_names_cover_every_counter() {
+        assert_eq!(stat::NAMES.len(), stat::COUNT as usize);
+    }
+}
