@@ -47,6 +47,9 @@ pub struct ServiceKey {
 /// `Service::flags`: pick the backend from the source address alone (LVS `sh`,
 /// keepalived `persistence_timeout`).
 pub const SERVICE_F_HASH_SOURCE: u32 = 1;
+/// `Service::flags`: a port-0 entry the agent adds for a VIP and protocol that has no all-ports
+/// service, so that IP fragments (which carry no ports) find a table. Matches fragments only.
+pub const SERVICE_F_FRAGMENTS_ONLY: u32 = 2;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]

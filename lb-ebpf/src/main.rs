@@ -1,1 +1,98 @@
-#![no_std] #![no_main]
+//! xlb's XDP program: direct-routing layer-4 load balancing.
+//!
+//! For each frame: parse (Ethernet, IP, TCP/UDP or a quoted ICMP error), find the service,
+//! find the backend (flow table, else Maglev), rewrite the Ethernet addresses, send with
+//! XDP_TX or XDP_REDIRECT. Anything that is not for a service goes to the kernel untouched.
+//! Every frame is counted under exactly one verdict counter.
+#![no_std]
+#![no_main]
+
+mod forward;
+mod parse;
+mod select;
+mod stats;
+
+use aya_ebpf::{
+    bindings::xdp_action,
+    macros::{map, xdp},
+    maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
+    programs::XdpContext,
+};
+use lb_common::{
+    stat, Backend, Counters, Flow, FlowKey, Ring, Service, ServiceKey, MAX_BACKENDS, MAX_SERVICES,
+    RING_SLOTS_PER_SERVICE,
+};
+
+use crate::forward::{forward, Verdict};
+
+// Sizes here are defaults; the agent sets the real ones from its configuration at load time.
+// The agent pins every map under its pin path so a restarted agent adopts them (flows and
+// counters survive); tests load them unpinned.
+
+/// (VIP, port, protocol, family) -> service.
+#[map]
+static SERVICES: HashMap<ServiceKey, Service> = HashMap::with_max_entries(MAX_SERVICES * 2, 0);
+/// Maglev tables, `RING_SLOTS_PER_SERVICE` per service; `Service::ring_slot` picks the live one.
+#[map]
+static RINGS: Array<Ring> = Array::with_max_entries(64 * RING_SLOTS_PER_SERVICE, 0);
+/// Backend index -> MACs, egress interface, flags.
+#[map]
+static BACKENDS: Array<Backend> = Array::with_max_entries(MAX_BACKENDS, 0);
+/// Established flows: client-to-VIP 5-tuple -> backend.
+#[map]
+static FLOWS: LruHashMap<FlowKey, Flow> = LruHashMap::with_max_entries(1 << 20, 0);
+/// Interfaces backends are reached through other than the ingress one (XDP_REDIRECT).
+#[map]
+static EGRESS: DevMapHash = DevMapHash::with_max_entries(64, 0);
+#[map]
+static SERVICE_STATS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(MAX_SERVICES, 0);
+#[map]
+static BACKEND_STATS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(MAX_BACKENDS, 0);
+/// Verdict and event counters, indexed by `lb_common::stat`.
+#[map]
+static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
+
+#[xdp]
+pub fn xlb(ctx: XdpContext) -> u32 {
+    let verdict = balance(&ctx);
+    stats::count(verdict.stat);
+    verdict.action
+}
+
+#[inline(always)]
+fn pass(reason: u32) -> Verdict {
+    Verdict { action: xdp_action::XDP_PASS, stat: reason }
+}
+
+#[inline(always)]
+fn balance(ctx: &XdpContext) -> Verdict {
+    let packet = match parse::parse(ctx) {
+        Ok(p) => p,
+        Err(reason) => return pass(reason),
+    };
+    let Some(svc) = select::service(&packet.key, packet.kind) else {
+        return pass(stat::PASS_NOT_SERVICE);
+    };
+    let (index, backend) = match select::backend(&svc, &packet.key, packet.kind) {
+        Ok(b) => b,
+        Err(reason) => return Verdict { action: xdp_action::XDP_DROP, stat: reason },
+    };
+    let verdict = forward(ctx, &backend);
+    if verdict.stat == stat::VERDICT_TX || verdict.stat == stat::VERDICT_REDIRECT {
+        stats::count_forwarded(svc.id, index, packet.ip_len);
+        if packet.ipv4_options {
+            stats::count(stat::EVENT_IPV4_OPTIONS);
+        }
+    }
+    verdict
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

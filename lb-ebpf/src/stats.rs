@@ -1,0 +1,28 @@
+//! Per-CPU counters: one add per counter, no atomics needed.
+
+use lb_common::Counters;
+
+use crate::{BACKEND_STATS, SERVICE_STATS, STATS};
+
+#[inline(always)]
+pub fn count(index: u32) {
+    if let Some(c) = STATS.get_ptr_mut(index) {
+        unsafe { *c += 1 };
+    }
+}
+
+#[inline(always)]
+fn add(counters: Option<*mut Counters>, bytes: u32) {
+    if let Some(c) = counters {
+        unsafe {
+            (*c).packets += 1;
+            (*c).bytes += bytes as u64;
+        }
+    }
+}
+
+#[inline(always)]
+pub fn count_forwarded(service: u32, backend: u32, bytes: u32) {
+    add(SERVICE_STATS.get_ptr_mut(service), bytes);
+    add(BACKEND_STATS.get_ptr_mut(backend), bytes);
+}

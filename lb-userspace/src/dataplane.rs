@@ -1,0 +1,376 @@
+//! The edge to the kernel: loads the XDP program, attaches it, pins it, and reads and writes
+//! its maps. No policy lives here; the agent decides what to write.
+
+use std::{
+    fs,
+    io,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    maps::{Array, DevMapHash, HashMap, MapData, MapError, MapInfo, PerCpuArray},
+    programs::{links::FdLink, links::PinnedLink, ProgramError, Xdp, XdpMode},
+    Ebpf, EbpfLoader,
+};
+use lb_common::{
+    maps, stat, Backend, Counters, Flow, FlowKey, Ring, Service, ServiceKey, MAX_BACKENDS,
+    MAX_RING_SIZE, PROGRAM_NAME, RING_EMPTY, RING_SLOTS_PER_SERVICE,
+};
+
+/// The compiled XDP program, built from `lb-ebpf` by build.rs.
+pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xlb"));
+
+/// Most interfaces a node redirects to (size of the `EGRESS` devmap).
+pub const MAX_INTERFACES: u32 = 64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneError {
+    #[error("loading the XDP program: {0}")]
+    Load(#[source] Box<aya::EbpfError>),
+    #[error("program {PROGRAM_NAME} is missing from the object")]
+    MissingProgram,
+    #[error("map {0} is missing from the object")]
+    MissingMap(&'static str),
+    #[error("map {name}: {source}")]
+    Map { name: &'static str, #[source] source: MapError },
+    #[error("map EGRESS, interface index {ifindex}: {message}")]
+    Egress { ifindex: u32, message: String },
+    #[error("program: {0}")]
+    Program(#[from] ProgramError),
+    #[error("interface {ifname}: {message}")]
+    Interface { ifname: String, message: String },
+    #[error("pin path {path}: {source}")]
+    Pin { path: PathBuf, #[source] source: io::Error },
+    #[error("service {0:?} has no ring slot (service id beyond max_services)")]
+    NoRingSlot(ServiceKey),
+    #[error("table of {0} entries is larger than {MAX_RING_SIZE}")]
+    TableTooLarge(usize),
+}
+
+type Result<T> = std::result::Result<T, DataplaneError>;
+
+fn map_err(name: &'static str) -> impl FnOnce(MapError) -> DataplaneError {
+    move |source| DataplaneError::Map { name, source }
+}
+
+/// Map sizes chosen by the configuration.
+#[derive(Clone, Copy, Debug)]
+pub struct Sizes {
+    pub flow_table: u32,
+    pub max_services: u32,
+}
+
+impl Sizes {
+    /// (map, max_entries, key size, value size) of every map whose shape depends on the sizes or
+    /// on the layout of lb-common: what a pinned map must match to be adopted.
+    fn shapes(&self) -> [(&'static str, u32, usize, usize); 8] {
+        use std::mem::size_of;
+        [
+            (maps::SERVICES, self.max_services * 2, size_of::<ServiceKey>(), size_of::<Service>()),
+            (maps::RINGS, self.max_services * RING_SLOTS_PER_SERVICE, 4, size_of::<Ring>()),
+            (maps::BACKENDS, MAX_BACKENDS, 4, size_of::<Backend>()),
+            (maps::FLOWS, self.flow_table, size_of::<FlowKey>(), size_of::<Flow>()),
+            (maps::EGRESS, MAX_INTERFACES, 4, 0),
+            (maps::SERVICE_STATS, self.max_services, 4, size_of::<Counters>()),
+            (maps::BACKEND_STATS, MAX_BACKENDS, 4, size_of::<Counters>()),
+            (maps::STATS, stat::COUNT, 4, 8),
+        ]
+    }
+}
+
+/// What `Dataplane::load` found under the pin path.
+#[derive(Debug, Default)]
+pub struct Adoption {
+    /// Maps reused from an earlier agent (flows and counters kept).
+    pub adopted: Vec<&'static str>,
+    /// Pinned maps dropped because their shape changed (named, with the reason).
+    pub replaced: Vec<String>,
+}
+
+pub struct Dataplane {
+    ebpf: Ebpf,
+    services: HashMap<MapData, ServiceKey, Service>,
+    rings: Array<MapData, Ring>,
+    backends: Array<MapData, Backend>,
+    flows: HashMap<MapData, FlowKey, Flow>,
+    egress: DevMapHash<MapData>,
+    service_stats: PerCpuArray<MapData, Counters>,
+    backend_stats: PerCpuArray<MapData, Counters>,
+    stats: PerCpuArray<MapData, u64>,
+    sizes: Sizes,
+    pin_dir: Option<PathBuf>,
+    /// Interfaces attached, with their link pin path (when pinning).
+    attached: Vec<(String, Option<PathBuf>)>,
+}
+
+fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T>
+where
+    T: TryFrom<aya::maps::Map, Error = MapError>,
+{
+    let map = ebpf.take_map(name).ok_or(DataplaneError::MissingMap(name))?;
+    T::try_from(map).map_err(map_err(name))
+}
+
+fn pin_error(path: &Path) -> impl FnOnce(io::Error) -> DataplaneError + '_ {
+    move |source| DataplaneError::Pin { path: path.to_owned(), source }
+}
+
+impl Dataplane {
+    /// Loads the program and creates its maps. With `pin_dir`, maps are pinned there, and maps
+    /// already pinned there by an earlier agent are adopted when their shape still matches.
+    pub fn load(sizes: Sizes, pin_dir: Option<&Path>) -> Result<(Self, Adoption)> {
+        let mut adoption = Adoption::default();
+        let mut loader = EbpfLoader::new();
+        for (name, entries, _, _) in sizes.shapes() {
+            if name != maps::STATS {
+                loader.map_max_entries(name, entries);
+            }
+        }
+        let pin_paths: Vec<(&'static str, PathBuf)> = match pin_dir {
+            Some(dir) => {
+                fs::create_dir_all(dir).map_err(pin_error(dir))?;
+                sizes.shapes().iter().map(|(name, ..)| (*name, dir.join(name))).collect()
+            }
+            None => Vec::new(),
+        };
+        for ((name, entries, key, value), (_, path)) in sizes.shapes().iter().zip(&pin_paths) {
+            if !path.exists() {
+                continue;
+            }
+            match MapInfo::from_pin(path) {
+                Ok(info)
+                    if info.max_entries() == *entries
+                        && info.key_size() as usize == *key
+                        && (*value == 0 || info.value_size() as usize == *value) =>
+                {
+                    adoption.adopted.push(name)
+                }
+                Ok(info) => {
+                    adoption.replaced.push(format!(
+                        "{name}: pinned map has {} entries of {}+{} bytes, configuration needs {entries} of {key}+{value}",
+                        info.max_entries(),
+                        info.key_size(),
+                        info.value_size()
+                    ));
+                    fs::remove_file(path).map_err(pin_error(path))?;
+                }
+                Err(e) => {
+                    adoption.replaced.push(format!("{name}: unreadable pinned map ({e})"));
+                    fs::remove_file(path).map_err(pin_error(path))?;
+                }
+            }
+        }
+        for (name, path) in &pin_paths {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut ebpf = loader.load(OBJECT).map_err(|e| DataplaneError::Load(Box::new(e)))?;
+        let program: &mut Xdp = ebpf
+            .program_mut(PROGRAM_NAME)
+            .ok_or(DataplaneError::MissingProgram)?
+            .try_into()?;
+        program.load()?;
+        if let Some(dir) = pin_dir {
+            let path = dir.join("prog");
+            if path.exists() {
+                fs::remove_file(&path).map_err(pin_error(&path))?;
+            }
+            program.pin(&path).map_err(|e| DataplaneError::Pin {
+                path: path.clone(),
+                source: io::Error::other(e.to_string()),
+            })?;
+        }
+        let dataplane = Self {
+            services: take(&mut ebpf, maps::SERVICES)?,
+            rings: take(&mut ebpf, maps::RINGS)?,
+            backends: take(&mut ebpf, maps::BACKENDS)?,
+            flows: take(&mut ebpf, maps::FLOWS)?,
+            egress: take(&mut ebpf, maps::EGRESS)?,
+            service_stats: take(&mut ebpf, maps::SERVICE_STATS)?,
+            backend_stats: take(&mut ebpf, maps::BACKEND_STATS)?,
+            stats: take(&mut ebpf, maps::STATS)?,
+            ebpf,
+            sizes,
+            pin_dir: pin_dir.map(Path::to_owned),
+            attached: Vec::new(),
+        };
+        Ok((dataplane, adoption))
+    }
+
+    pub fn program(&mut self) -> &mut Xdp {
+        self.ebpf
+            .program_mut(PROGRAM_NAME)
+            .and_then(|p| p.try_into().ok())
+            .expect("program checked at load")
+    }
+
+    pub fn sizes(&self) -> Sizes {
+        self.sizes
+    }
+
+    /// Attaches to `ifname`. When pinning and a link of an earlier agent is pinned for this
+    /// interface, the new program replaces the old one atomically in that link (no packet sees
+    /// a detached interface); otherwise a new link is created and pinned.
+    pub fn attach(&mut self, ifname: &str, mode: XdpMode) -> Result<()> {
+        let link_pin = self.pin_dir.as_ref().map(|d| d.join(format!("link_{ifname}")));
+        let iface_err = |message: String| DataplaneError::Interface { ifname: ifname.to_owned(), message };
+        let program = self.program();
+        let link_id = match link_pin.as_ref().filter(|p| p.exists()) {
+            Some(path) => {
+                let pinned = PinnedLink::from_pin(path).map_err(|e| iface_err(format!("reading pinned link {}: {e}", path.display())))?;
+                let link = aya::programs::xdp::XdpLink::try_from(FdLink::from(pinned))
+                    .map_err(|e| iface_err(format!("pinned link {} is not an XDP link: {e}", path.display())))?;
+                program.attach_to_link(link).map_err(|e| iface_err(format!("replacing the program in the pinned link: {e}")))?
+            }
+            None => program.attach(ifname, mode).map_err(|e| iface_err(format!("attaching XDP ({mode:?} mode): {e}")))?,
+        };
+        if let Some(path) = &link_pin {
+            if !path.exists() {
+                let link = program.take_link(link_id)?;
+                let fd_link = FdLink::try_from(link).map_err(|e| iface_err(format!("link cannot be pinned: {e}")))?;
+                let pinned = fd_link.pin(path).map_err(|e| iface_err(format!("pinning link at {}: {e}", path.display())))?;
+                // Keep the link owned by the program again so that dropping it detaches.
+                let link = aya::programs::xdp::XdpLink::try_from(FdLink::from(pinned))
+                    .map_err(|e| iface_err(format!("re-opening pinned link: {e}")))?;
+                program.attach_to_link(link)?;
+            }
+        }
+        self.attached.push((ifname.to_owned(), link_pin));
+        Ok(())
+    }
+
+    /// Detaches from every interface and removes every pin: a clean stop.
+    pub fn shutdown(mut self) -> Result<()> {
+        for (_, pin) in self.attached.drain(..) {
+            if let Some(path) = pin {
+                fs::remove_file(&path).map_err(pin_error(&path))?;
+            }
+        }
+        if let Some(dir) = self.pin_dir.take() {
+            for name in self.sizes.shapes().iter().map(|s| s.0).chain(["prog"]) {
+                let path = dir.join(name);
+                if path.exists() {
+                    fs::remove_file(&path).map_err(pin_error(&path))?;
+                }
+            }
+            let _ = fs::remove_dir(&dir);
+        }
+        // Dropping `ebpf` drops the links, which detaches the program.
+        drop(self);
+        Ok(())
+    }
+
+    /// Lets the backends behind `ifindex` be reached by XDP_REDIRECT.
+    pub fn add_egress(&mut self, ifindex: u32) -> Result<()> {
+        self.egress
+            .insert(ifindex, ifindex, None, 0)
+            .map_err(|e| DataplaneError::Egress { ifindex, message: e.to_string() })
+    }
+
+    pub fn set_backend(&mut self, index: u32, backend: &Backend) -> Result<()> {
+        self.backends.set(index, backend, 0).map_err(map_err(maps::BACKENDS))
+    }
+
+    pub fn backend(&self, index: u32) -> Result<Backend> {
+        self.backends.get(&index, 0).map_err(map_err(maps::BACKENDS))
+    }
+
+    /// Publishes `svc` with Maglev table `table` without exposing a half-written table: the
+    /// table goes into the service's idle ring slot, then one map update flips the service to
+    /// it. `svc.ring_slot` is chosen here.
+    pub fn publish_service(&mut self, key: &ServiceKey, mut svc: Service, table: &[u32]) -> Result<()> {
+        if table.len() > MAX_RING_SIZE {
+            return Err(DataplaneError::TableTooLarge(table.len()));
+        }
+        if svc.id >= self.sizes.max_services {
+            return Err(DataplaneError::NoRingSlot(*key));
+        }
+        let first = svc.id * RING_SLOTS_PER_SERVICE;
+        let live = self.services.get(key, 0).ok().map(|s| s.ring_slot);
+        let slot = if live == Some(first) { first + 1 } else { first };
+        let mut ring: Box<Ring> = vec![RING_EMPTY; MAX_RING_SIZE].into_boxed_slice().try_into().expect("length");
+        ring[..table.len()].copy_from_slice(table);
+        self.rings.set(slot, &*ring, 0).map_err(map_err(maps::RINGS))?;
+        svc.ring_slot = slot;
+        svc.ring_size = table.len() as u32;
+        self.services.insert(key, svc, 0).map_err(map_err(maps::SERVICES))
+    }
+
+    /// Points `key` at another service's live table (the fragment entries).
+    pub fn set_service_entry(&mut self, key: &ServiceKey, svc: Service) -> Result<()> {
+        self.services.insert(key, svc, 0).map_err(map_err(maps::SERVICES))
+    }
+
+    pub fn service_entry(&self, key: &ServiceKey) -> Option<Service> {
+        self.services.get(key, 0).ok()
+    }
+
+    pub fn remove_service(&mut self, key: &ServiceKey) -> Result<()> {
+        match self.services.remove(key) {
+            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(map_err(maps::SERVICES)(e)),
+        }
+    }
+
+    pub fn service_keys(&self) -> Vec<ServiceKey> {
+        self.services.keys().filter_map(|k| k.ok()).collect()
+    }
+
+    /// Reads back a ring slot (tests and diagnostics).
+    pub fn ring(&self, slot: u32) -> Result<Box<Ring>> {
+        self.rings.get(&slot, 0).map(Box::new).map_err(map_err(maps::RINGS))
+    }
+
+    pub fn flow(&self, key: &FlowKey) -> Option<Flow> {
+        self.flows.get(key, 0).ok()
+    }
+
+    pub fn insert_flow(&mut self, key: &FlowKey, flow: Flow) -> Result<()> {
+        self.flows.insert(key, flow, 0).map_err(map_err(maps::FLOWS))
+    }
+
+    /// Removes every flow `doomed` selects; returns how many went.
+    pub fn purge_flows(&mut self, mut doomed: impl FnMut(&FlowKey, &Flow) -> bool) -> Result<usize> {
+        let victims: Vec<FlowKey> = self
+            .flows
+            .iter()
+            .filter_map(|entry| entry.ok())
+            .filter(|(k, f)| doomed(k, f))
+            .map(|(k, _)| k)
+            .collect();
+        for key in &victims {
+            match self.flows.remove(key) {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(map_err(maps::FLOWS)(e)),
+            }
+        }
+        Ok(victims.len())
+    }
+
+    pub fn flow_count(&self) -> usize {
+        self.flows.keys().filter(|k| k.is_ok()).count()
+    }
+
+    pub fn service_counters(&self, id: u32) -> Result<Counters> {
+        sum_counters(&self.service_stats, id).map_err(map_err(maps::SERVICE_STATS))
+    }
+
+    pub fn backend_counters(&self, index: u32) -> Result<Counters> {
+        sum_counters(&self.backend_stats, index).map_err(map_err(maps::BACKEND_STATS))
+    }
+
+    /// The global counters, indexed by `lb_common::stat`.
+    pub fn stats(&self) -> Result<Vec<u64>> {
+        (0..stat::COUNT)
+            .map(|i| self.stats.get(&i, 0).map(|v| v.iter().sum()))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(map_err(maps::STATS))
+    }
+}
+
+fn sum_counters(map: &PerCpuArray<MapData, Counters>, index: u32) -> std::result::Result<Counters, MapError> {
+    let values = map.get(&index, 0)?;
+    Ok(values.iter().fold(Counters::default(), |acc, c| Counters {
+        packets: acc.packets + c.packets,
+        bytes: acc.bytes + c.bytes,
+    }))
+}

@@ -1,0 +1,193 @@
+//! Ethernet frames built byte by byte, with correct lengths and checksums, for feeding the XDP
+//! program through BPF_PROG_TEST_RUN (tests and `cargo xtask bench`).
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use pnet_packet::{
+    ip::IpNextHeaderProtocol,
+    util::{checksum, ipv4_checksum, ipv6_checksum},
+};
+
+pub const ETH_LEN: usize = 14;
+pub const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x10];
+pub const NODE_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
+
+pub const PROTO_ICMP: u8 = 1;
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+pub const PROTO_ICMPV6: u8 = 58;
+pub const PROTO_VRRP: u8 = 112;
+
+/// An Ethernet header (client to node) with `ethertype`.
+pub fn ethernet(ethertype: u16) -> Vec<u8> {
+    let mut f = Vec::with_capacity(128);
+    f.extend_from_slice(&NODE_MAC);
+    f.extend_from_slice(&CLIENT_MAC);
+    f.extend_from_slice(&ethertype.to_be_bytes());
+    f
+}
+
+/// Transport header and payload: TCP (20-byte header, `flags`) or UDP, checksum left zero for
+/// [`finish_l4`] to fill.
+pub fn transport(proto: u8, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let mut l4 = Vec::new();
+    l4.extend_from_slice(&sport.to_be_bytes());
+    l4.extend_from_slice(&dport.to_be_bytes());
+    if proto == PROTO_TCP {
+        l4.extend_from_slice(&1000u32.to_be_bytes()); // seq
+        l4.extend_from_slice(&0u32.to_be_bytes()); // ack
+        l4.extend_from_slice(&[0x50, 0x02]); // data offset 5, SYN
+        l4.extend_from_slice(&65535u16.to_be_bytes()); // window
+        l4.extend_from_slice(&[0, 0, 0, 0]); // checksum, urgent
+    } else {
+        l4.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+        l4.extend_from_slice(&[0, 0]);
+    }
+    l4.extend_from_slice(payload);
+    l4
+}
+
+fn l4_checksum_word(proto: u8) -> Option<usize> {
+    match proto {
+        PROTO_TCP => Some(8),
+        PROTO_UDP => Some(3),
+        PROTO_ICMPV6 => Some(1),
+        _ => None,
+    }
+}
+
+/// Fills the transport checksum of `l4` for the given addresses.
+pub fn finish_l4(l4: &mut [u8], src: IpAddr, dst: IpAddr, proto: u8) {
+    let Some(word) = l4_checksum_word(proto) else { return };
+    let sum = match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => ipv4_checksum(l4, word, &[], &s, &d, IpNextHeaderProtocol(proto)),
+        (IpAddr::V6(s), IpAddr::V6(d)) => ipv6_checksum(l4, word, &[], &s, &d, IpNextHeaderProtocol(proto)),
+        _ => panic!("mixed address families"),
+    };
+    l4[word * 2..word * 2 + 2].copy_from_slice(&sum.to_be_bytes());
+}
+
+/// IPv4 header fields a test may want to vary.
+#[derive(Clone, Debug)]
+pub struct V4 {
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub proto: u8,
+    pub ttl: u8,
+    /// Flags and fragment offset field (host order): 0x2000 = more fragments.
+    pub frag: u16,
+    /// Options (padded to a multiple of 4 by the caller).
+    pub options: Vec<u8>,
+}
+
+impl V4 {
+    pub fn new(src: Ipv4Addr, dst: Ipv4Addr, proto: u8) -> Self {
+        V4 { src, dst, proto, ttl: 64, frag: 0x4000, options: Vec::new() }
+    }
+
+    /// The IP packet (header and `payload`).
+    pub fn packet(&self, payload: &[u8]) -> Vec<u8> {
+        let ihl = 20 + self.options.len();
+        let mut p = Vec::with_capacity(ihl + payload.len());
+        p.push(0x40 | (ihl / 4) as u8);
+        p.push(0);
+        p.extend_from_slice(&((ihl + payload.len()) as u16).to_be_bytes());
+        p.extend_from_slice(&0x1234u16.to_be_bytes());
+        p.extend_from_slice(&self.frag.to_be_bytes());
+        p.push(self.ttl);
+        p.push(self.proto);
+        p.extend_from_slice(&[0, 0]);
+        p.extend_from_slice(&self.src.octets());
+        p.extend_from_slice(&self.dst.octets());
+        p.extend_from_slice(&self.options);
+        let sum = checksum(&p[..ihl], 5);
+        p[10..12].copy_from_slice(&sum.to_be_bytes());
+        p.extend_from_slice(payload);
+        p
+    }
+
+    pub fn frame(&self, payload: &[u8]) -> Vec<u8> {
+        let mut f = ethernet(0x0800);
+        f.extend_from_slice(&self.packet(payload));
+        f
+    }
+}
+
+/// An IPv6 packet: fixed header with `next` and `payload`.
+pub fn ipv6_packet(src: Ipv6Addr, dst: Ipv6Addr, next: u8, payload: &[u8]) -> Vec<u8> {
+    let mut p = Vec::with_capacity(40 + payload.len());
+    p.extend_from_slice(&[0x60, 0, 0, 0]);
+    p.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    p.push(next);
+    p.push(64);
+    p.extend_from_slice(&src.octets());
+    p.extend_from_slice(&dst.octets());
+    p.extend_from_slice(payload);
+    p
+}
+
+pub fn ipv6_frame(src: Ipv6Addr, dst: Ipv6Addr, next: u8, payload: &[u8]) -> Vec<u8> {
+    let mut f = ethernet(0x86dd);
+    f.extend_from_slice(&ipv6_packet(src, dst, next, payload));
+    f
+}
+
+/// A TCP SYN or UDP datagram frame between two addresses of the same family.
+pub fn flow_frame(proto: u8, src: IpAddr, sport: u16, dst: IpAddr, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let mut l4 = transport(proto, sport, dport, payload);
+    finish_l4(&mut l4, src, dst, proto);
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => V4::new(s, d, proto).frame(&l4),
+        (IpAddr::V6(s), IpAddr::V6(d)) => ipv6_frame(s, d, proto, &l4),
+        _ => panic!("mixed address families"),
+    }
+}
+
+/// ICMP "fragmentation needed" from `router` to `vip` quoting `quoted` (an IP packet the
+/// backend sent from the VIP; only its header and first 8 transport bytes are carried).
+pub fn icmp4_frag_needed(router: Ipv4Addr, vip: Ipv4Addr, quoted: &[u8], mtu: u16) -> Vec<u8> {
+    let ihl = ((quoted[0] & 0x0f) as usize) * 4;
+    let mut icmp = vec![3, 4, 0, 0, 0, 0];
+    icmp.extend_from_slice(&mtu.to_be_bytes());
+    icmp.extend_from_slice(&quoted[..(ihl + 8).min(quoted.len())]);
+    let sum = checksum(&icmp, 1);
+    icmp[2..4].copy_from_slice(&sum.to_be_bytes());
+    V4::new(router, vip, PROTO_ICMP).frame(&icmp)
+}
+
+/// ICMPv6 "packet too big" from `router` to `vip` quoting as much of `quoted` as fits.
+pub fn icmp6_packet_too_big(router: Ipv6Addr, vip: Ipv6Addr, quoted: &[u8], mtu: u32) -> Vec<u8> {
+    let mut icmp = vec![2, 0, 0, 0];
+    icmp.extend_from_slice(&mtu.to_be_bytes());
+    icmp.extend_from_slice(&quoted[..quoted.len().min(1232)]);
+    finish_l4(&mut icmp, IpAddr::V6(router), IpAddr::V6(vip), PROTO_ICMPV6);
+    ipv6_frame(router, vip, PROTO_ICMPV6, &icmp)
+}
+
+/// An ARP request for `target` from `sender`.
+pub fn arp_request(sender: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
+    let mut f = ethernet(0x0806);
+    f[..6].copy_from_slice(&[0xff; 6]);
+    f.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
+    f.extend_from_slice(&CLIENT_MAC);
+    f.extend_from_slice(&sender.octets());
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&target.octets());
+    f
+}
+
+/// A VRRPv3 advertisement (RFC 5798) for `vrid` at `priority` announcing `vips`.
+pub fn vrrp3_advert(src: Ipv4Addr, vrid: u8, priority: u8, vips: &[Ipv4Addr]) -> Vec<u8> {
+    let mut v = vec![0x31, vrid, priority, vips.len() as u8, 0x00, 100, 0, 0];
+    for vip in vips {
+        v.extend_from_slice(&vip.octets());
+    }
+    let dst = Ipv4Addr::new(224, 0, 0, 18);
+    let sum = ipv4_checksum(&v, 3, &[], &src, &dst, IpNextHeaderProtocol(PROTO_VRRP));
+    v[6..8].copy_from_slice(&sum.to_be_bytes());
+    let mut ip = V4::new(src, dst, PROTO_VRRP);
+    ip.ttl = 255;
+    let mut f = ip.frame(&v);
+    f[..6].copy_from_slice(&[0x01, 0x00, 0x5e, 0x00, 0x00, 0x12]);
+    f
+}

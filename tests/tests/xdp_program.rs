@@ -1,0 +1,698 @@
+//! The XDP program through BPF_PROG_TEST_RUN: a frame in, the exact frame out, and the verdict.
+//!
+//! Each test loads the program with small maps in a private network namespace (the program
+//! needs real interface indices for XDP_TX and XDP_REDIRECT), writes services, backends and
+//! Maglev tables by hand, and runs frames through it. Without ports in the frame, or with a
+//! header cut short, the program must leave the frame alone.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use aya::programs::{TestRun, TestRunOptions};
+use lb_common::{
+    hash::{flow_hash, source_hash},
+    stat, Backend, FlowKey, Service, ServiceKey, BACKEND_F_USABLE, FAMILY_V4, FAMILY_V6,
+    PROTO_TCP, PROTO_UDP, RING_EMPTY, SERVICE_F_FRAGMENTS_ONLY, SERVICE_F_HASH_SOURCE,
+};
+use lb_userspace::dataplane::{Dataplane, Sizes};
+use xlb_tests::frames::{self, flow_frame, V4, CLIENT_MAC, NODE_MAC, PROTO_ICMP};
+
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+const XDP_TX: u32 = 3;
+const XDP_REDIRECT: u32 = 4;
+
+const RING: u32 = 13;
+const CLIENT4: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+const VIP4: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 100);
+/// All TCP ports.
+const VIP4_ANY_PORT: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 101);
+/// Source persistence.
+const VIP4_SH: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 102);
+/// Backend behind another interface.
+const VIP4_REDIRECT: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 103);
+/// No usable backend.
+const VIP4_EMPTY: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 104);
+const OTHER4: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 50);
+const ROUTER4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+const CLIENT6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, 0, 0x10);
+const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, 0, 0x100);
+const ROUTER6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 2, 0, 0, 0, 1);
+
+/// Service ids of the fixture.
+const S_TCP4: u32 = 0;
+const S_UDP4: u32 = 1;
+const S_TCP6: u32 = 2;
+const S_UDP6: u32 = 3;
+const S_ANY: u32 = 4;
+const S_SH: u32 = 5;
+const S_REDIRECT: u32 = 6;
+const S_EMPTY: u32 = 7;
+
+fn mac(n: u8) -> [u8; 6] {
+    [0x02, 0, 0, 0, 1, n]
+}
+const REDIRECT_SRC_MAC: [u8; 6] = [0x02, 0, 0, 0, 9, 9];
+/// Backend 3 is reached through the veth `xb` (XDP_REDIRECT); 0-2 through `lo` (XDP_TX).
+const REDIRECT_BACKEND: u32 = 3;
+
+fn addr16(ip: IpAddr) -> [u8; 16] {
+    let mut a = [0u8; 16];
+    match ip {
+        IpAddr::V4(v4) => a[..4].copy_from_slice(&v4.octets()),
+        IpAddr::V6(v6) => a = v6.octets(),
+    }
+    a
+}
+
+fn service_key(vip: IpAddr, port: u16, proto: u8) -> ServiceKey {
+    ServiceKey { addr: addr16(vip), port: port.to_be(), proto, family: family(vip) }
+}
+
+fn family(ip: IpAddr) -> u8 {
+    if ip.is_ipv4() {
+        FAMILY_V4
+    } else {
+        FAMILY_V6
+    }
+}
+
+fn flow_key(proto: u8, src: IpAddr, sport: u16, dst: IpAddr, dport: u16) -> FlowKey {
+    FlowKey {
+        src: addr16(src),
+        dst: addr16(dst),
+        sport: sport.to_be(),
+        dport: dport.to_be(),
+        proto,
+        family: family(src),
+        _pad: [0; 2],
+    }
+}
+
+struct Fixture {
+    dp: Dataplane,
+    /// Maglev table of each service as written.
+    rings: Vec<Vec<u32>>,
+}
+
+/// Tables of 13 entries cycling over the given backends.
+fn cycle(backends: &[u32]) -> Vec<u32> {
+    (0..RING as usize).map(|i| backends[i % backends.len()]).collect()
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let (mut dp, _) = Dataplane::load(Sizes { flow_table: 1024, max_services: 8 }, None).expect("load XDP program");
+        let xb = xlb_tests::ifindex("xb").expect("veth xb");
+        for i in 0..3u32 {
+            dp.set_backend(i, &Backend { dst_mac: mac(i as u8 + 1), src_mac: NODE_MAC, ifindex: 1, flags: BACKEND_F_USABLE }).unwrap();
+        }
+        dp.set_backend(
+            REDIRECT_BACKEND,
+            &Backend { dst_mac: mac(4), src_mac: REDIRECT_SRC_MAC, ifindex: xb, flags: BACKEND_F_USABLE },
+        )
+        .unwrap();
+        dp.add_egress(xb).unwrap();
+        let mut fx = Fixture { dp, rings: vec![Vec::new(); 8] };
+        let v4 = IpAddr::V4(VIP4);
+        let v6 = IpAddr::V6(VIP6);
+        fx.publish(S_TCP4, service_key(v4, 80, PROTO_TCP), 0, cycle(&[0, 1, 2]));
+        fx.publish(S_UDP4, service_key(v4, 53, PROTO_UDP), 0, cycle(&[0, 1, 2]));
+        fx.publish(S_TCP6, service_key(v6, 80, PROTO_TCP), 0, cycle(&[0, 1, 2]));
+        fx.publish(S_UDP6, service_key(v6, 53, PROTO_UDP), 0, cycle(&[2, 1, 0]));
+        fx.publish(S_ANY, service_key(IpAddr::V4(VIP4_ANY_PORT), 0, PROTO_TCP), 0, cycle(&[0, 1, 2]));
+        fx.publish(S_SH, service_key(IpAddr::V4(VIP4_SH), 80, PROTO_TCP), SERVICE_F_HASH_SOURCE, cycle(&[0, 1, 2]));
+        fx.publish(S_REDIRECT, service_key(IpAddr::V4(VIP4_REDIRECT), 80, PROTO_TCP), 0, cycle(&[REDIRECT_BACKEND]));
+        fx.publish(S_EMPTY, service_key(IpAddr::V4(VIP4_EMPTY), 80, PROTO_TCP), 0, vec![RING_EMPTY; RING as usize]);
+        // Fragment entries, as the agent installs them: VIP4/UDP and VIP6/UDP fragments follow
+        // the UDP services' tables.
+        for (vip, id) in [(v4, S_UDP4), (v6, S_UDP6)] {
+            let key = if vip.is_ipv4() { service_key(v4, 53, PROTO_UDP) } else { service_key(v6, 53, PROTO_UDP) };
+            let live = fx.dp.service_entry(&key).unwrap();
+            fx.dp
+                .set_service_entry(&service_key(vip, 0, PROTO_UDP), Service { flags: live.flags | SERVICE_F_FRAGMENTS_ONLY, ..live })
+                .unwrap();
+            assert_eq!(live.id, id);
+        }
+        fx
+    }
+
+    fn publish(&mut self, id: u32, key: ServiceKey, flags: u32, table: Vec<u32>) {
+        self.dp.publish_service(&key, Service { id, flags, ..Default::default() }, &table).unwrap();
+        self.rings[id as usize] = table;
+    }
+
+    /// Rewrites one service's table (same key as before).
+    fn republish(&mut self, id: u32, key: ServiceKey, table: Vec<u32>) {
+        let flags = self.dp.service_entry(&key).unwrap().flags;
+        self.publish(id, key, flags, table);
+    }
+
+    /// The backend the table says for `hash`.
+    fn ring_choice(&self, id: u32, hash: u32) -> u32 {
+        self.rings[id as usize][(hash % RING) as usize]
+    }
+
+    fn run(&mut self, frame: &[u8]) -> (u32, Vec<u8>) {
+        let mut out = vec![0u8; frame.len() + 512];
+        let result = self
+            .dp
+            .program()
+            .test_run(TestRunOptions { data_in: Some(frame), data_out: Some(&mut out), repeat: 1, ..Default::default() })
+            .expect("BPF_PROG_TEST_RUN");
+        out.truncate(result.data_size_out as usize);
+        (result.return_value, out)
+    }
+
+    fn stat(&self, index: u32) -> u64 {
+        self.dp.stats().unwrap()[index as usize]
+    }
+
+    /// Runs `frame`, expects it forwarded to `backend` with `action`, only the MACs changed.
+    fn expect_forwarded(&mut self, frame: &[u8], backend: u32, action: u32) {
+        let (verdict, out) = self.run(frame);
+        assert_eq!(verdict, action, "verdict");
+        let b = self.dp.backend(backend).unwrap();
+        let mut expected = frame.to_vec();
+        expected[..6].copy_from_slice(&b.dst_mac);
+        expected[6..12].copy_from_slice(&b.src_mac);
+        assert_eq!(out, expected, "frame out differs from frame in beyond the MACs (backend {backend})");
+    }
+
+    /// Runs `frame`, expects it untouched with `action`, counted under `reason`.
+    fn expect_untouched(&mut self, frame: &[u8], action: u32, reason: u32) {
+        let before = self.stat(reason);
+        let (verdict, out) = self.run(frame);
+        assert_eq!(verdict, action, "verdict");
+        assert_eq!(out, frame, "frame must not change");
+        assert_eq!(self.stat(reason), before + 1, "counter {}", stat::NAMES[reason as usize]);
+    }
+}
+
+/// Runs `f` with a fresh fixture in a private network namespace holding veth `xa`/`xb`.
+fn with_fixture(test: &str, f: impl FnOnce(&mut Fixture) + Send) {
+    if !xlb_tests::privileged(test) {
+        return;
+    }
+    xlb_tests::in_private_netns(|| {
+        xlb_tests::ip(&["link", "add", "xa", "type", "veth", "peer", "name", "xb"]).unwrap();
+        xlb_tests::ip(&["link", "set", "lo", "up"]).unwrap();
+        let mut fx = Fixture::new();
+        f(&mut fx);
+    })
+    .unwrap();
+}
+
+fn tcp4(sport: u16, dst: Ipv4Addr, dport: u16) -> Vec<u8> {
+    flow_frame(PROTO_TCP, IpAddr::V4(CLIENT4), sport, IpAddr::V4(dst), dport, b"")
+}
+
+fn expected_flow_backend(fx: &Fixture, id: u32, proto: u8, src: IpAddr, sport: u16, dst: IpAddr, dport: u16) -> u32 {
+    fx.ring_choice(id, flow_hash(&flow_key(proto, src, sport, dst, dport)))
+}
+
+// ---- forwarding -------------------------------------------------------------------------
+
+#[test]
+fn tcp_v4_to_vip_only_macs_change() {
+    with_fixture("tcp_v4_to_vip_only_macs_change", |fx| {
+        let frame = flow_frame(PROTO_TCP, CLIENT4.into(), 40000, VIP4.into(), 80, b"GET / HTTP/1.0\r\n\r\n");
+        let b = expected_flow_backend(fx, S_TCP4, PROTO_TCP, CLIENT4.into(), 40000, VIP4.into(), 80);
+        fx.expect_forwarded(&frame, b, XDP_TX);
+        assert_eq!(fx.stat(stat::VERDICT_TX), 1);
+        assert_eq!(fx.stat(stat::EVENT_FLOW_NEW), 1);
+    });
+}
+
+#[test]
+fn udp_v4_to_vip_only_macs_change() {
+    with_fixture("udp_v4_to_vip_only_macs_change", |fx| {
+        let frame = flow_frame(PROTO_UDP, CLIENT4.into(), 5353, VIP4.into(), 53, b"query");
+        let b = expected_flow_backend(fx, S_UDP4, PROTO_UDP, CLIENT4.into(), 5353, VIP4.into(), 53);
+        fx.expect_forwarded(&frame, b, XDP_TX);
+    });
+}
+
+#[test]
+fn tcp_v6_to_vip_only_macs_change() {
+    with_fixture("tcp_v6_to_vip_only_macs_change", |fx| {
+        let frame = flow_frame(PROTO_TCP, CLIENT6.into(), 40000, VIP6.into(), 80, b"x");
+        let b = expected_flow_backend(fx, S_TCP6, PROTO_TCP, CLIENT6.into(), 40000, VIP6.into(), 80);
+        fx.expect_forwarded(&frame, b, XDP_TX);
+    });
+}
+
+#[test]
+fn udp_v6_to_vip_only_macs_change() {
+    with_fixture("udp_v6_to_vip_only_macs_change", |fx| {
+        let frame = flow_frame(PROTO_UDP, CLIENT6.into(), 5353, VIP6.into(), 53, b"query");
+        let b = expected_flow_backend(fx, S_UDP6, PROTO_UDP, CLIENT6.into(), 5353, VIP6.into(), 53);
+        fx.expect_forwarded(&frame, b, XDP_TX);
+    });
+}
+
+#[test]
+fn new_flows_spread_over_every_backend_by_the_table() {
+    with_fixture("new_flows_spread_over_every_backend_by_the_table", |fx| {
+        let mut seen = [0usize; 3];
+        for sport in 30000..30060 {
+            let b = expected_flow_backend(fx, S_TCP4, PROTO_TCP, CLIENT4.into(), sport, VIP4.into(), 80);
+            fx.expect_forwarded(&tcp4(sport, VIP4, 80), b, XDP_TX);
+            seen[b as usize] += 1;
+        }
+        assert!(seen.iter().all(|&n| n > 0), "every backend gets flows: {seen:?}");
+        assert_eq!(fx.stat(stat::EVENT_FLOW_NEW), 60);
+    });
+}
+
+#[test]
+fn flow_table_records_the_backend() {
+    with_fixture("flow_table_records_the_backend", |fx| {
+        let b = expected_flow_backend(fx, S_TCP4, PROTO_TCP, CLIENT4.into(), 41000, VIP4.into(), 80);
+        fx.expect_forwarded(&tcp4(41000, VIP4, 80), b, XDP_TX);
+        let flow = fx.dp.flow(&flow_key(PROTO_TCP, CLIENT4.into(), 41000, VIP4.into(), 80)).expect("flow recorded");
+        assert_eq!((flow.backend, flow.service), (b, S_TCP4));
+    });
+}
+
+#[test]
+fn established_flow_stays_when_its_table_entry_moves() {
+    with_fixture("established_flow_stays_when_its_table_entry_moves", |fx| {
+        let first = expected_flow_backend(fx, S_TCP4, PROTO_TCP, CLIENT4.into(), 42000, VIP4.into(), 80);
+        fx.expect_forwarded(&tcp4(42000, VIP4, 80), first, XDP_TX);
+        // Every entry now names another backend.
+        let other = (first + 1) % 3;
+        fx.republish(S_TCP4, service_key(VIP4.into(), 80, PROTO_TCP), vec![other; RING as usize]);
+        fx.expect_forwarded(&tcp4(42000, VIP4, 80), first, XDP_TX);
+        assert_eq!(fx.stat(stat::EVENT_FLOW_HIT), 1);
+        // A new flow follows the new table.
+        fx.expect_forwarded(&tcp4(42001, VIP4, 80), other, XDP_TX);
+    });
+}
+
+#[test]
+fn established_v6_flow_stays_when_its_table_entry_moves() {
+    with_fixture("established_v6_flow_stays_when_its_table_entry_moves", |fx| {
+        let frame = flow_frame(PROTO_UDP, CLIENT6.into(), 6000, VIP6.into(), 53, b"q");
+        let first = expected_flow_backend(fx, S_UDP6, PROTO_UDP, CLIENT6.into(), 6000, VIP6.into(), 53);
+        fx.expect_forwarded(&frame, first, XDP_TX);
+        let other = (first + 2) % 3;
+        fx.republish(S_UDP6, service_key(VIP6.into(), 53, PROTO_UDP), vec![other; RING as usize]);
+        fx.expect_forwarded(&frame, first, XDP_TX);
+    });
+}
+
+#[test]
+fn flow_of_an_unusable_backend_is_rebalanced() {
+    with_fixture("flow_of_an_unusable_backend_is_rebalanced", |fx| {
+        let first = expected_flow_backend(fx, S_TCP4, PROTO_TCP, CLIENT4.into(), 43000, VIP4.into(), 80);
+        fx.expect_forwarded(&tcp4(43000, VIP4, 80), first, XDP_TX);
+        let mut b = fx.dp.backend(first).unwrap();
+        b.flags = 0;
+        fx.dp.set_backend(first, &b).unwrap();
+        let other = (first + 1) % 3;
+        fx.republish(S_TCP4, service_key(VIP4.into(), 80, PROTO_TCP), vec![other; RING as usize]);
+        fx.expect_forwarded(&tcp4(43000, VIP4, 80), other, XDP_TX);
+        assert_eq!(fx.stat(stat::EVENT_FLOW_REBALANCED), 1);
+        let flow = fx.dp.flow(&flow_key(PROTO_TCP, CLIENT4.into(), 43000, VIP4.into(), 80)).unwrap();
+        assert_eq!(flow.backend, other, "flow table follows the move");
+    });
+}
+
+#[test]
+fn port_zero_service_takes_every_port() {
+    with_fixture("port_zero_service_takes_every_port", |fx| {
+        for port in [22u16, 80, 443, 8080, 65535] {
+            let b = expected_flow_backend(fx, S_ANY, PROTO_TCP, CLIENT4.into(), 44000, VIP4_ANY_PORT.into(), port);
+            fx.expect_forwarded(&tcp4(44000, VIP4_ANY_PORT, port), b, XDP_TX);
+        }
+        // Only for its protocol.
+        let udp = flow_frame(PROTO_UDP, CLIENT4.into(), 44000, VIP4_ANY_PORT.into(), 80, b"");
+        fx.expect_untouched(&udp, XDP_PASS, stat::PASS_NOT_SERVICE);
+    });
+}
+
+#[test]
+fn source_persistence_ignores_ports() {
+    with_fixture("source_persistence_ignores_ports", |fx| {
+        let key = flow_key(PROTO_TCP, CLIENT4.into(), 0, VIP4_SH.into(), 80);
+        let b = fx.ring_choice(S_SH, source_hash(&key));
+        for sport in [1024u16, 2000, 33333, 50000, 65000] {
+            fx.expect_forwarded(&tcp4(sport, VIP4_SH, 80), b, XDP_TX);
+        }
+    });
+}
+
+#[test]
+fn source_persistence_spreads_sources() {
+    with_fixture("source_persistence_spreads_sources", |fx| {
+        let mut seen = std::collections::BTreeSet::new();
+        for host in 1..=40u8 {
+            let src = Ipv4Addr::new(198, 51, 100, host);
+            let b = fx.ring_choice(S_SH, source_hash(&flow_key(PROTO_TCP, src.into(), 0, VIP4_SH.into(), 80)));
+            let frame = flow_frame(PROTO_TCP, src.into(), 40000 + host as u16, VIP4_SH.into(), 80, b"");
+            fx.expect_forwarded(&frame, b, XDP_TX);
+            seen.insert(b);
+        }
+        assert_eq!(seen.len(), 3, "40 sources reach all three backends");
+    });
+}
+
+#[test]
+fn backend_behind_another_interface_is_redirected() {
+    with_fixture("backend_behind_another_interface_is_redirected", |fx| {
+        let frame = tcp4(45000, VIP4_REDIRECT, 80);
+        fx.expect_forwarded(&frame, REDIRECT_BACKEND, XDP_REDIRECT);
+        assert_eq!(fx.stat(stat::VERDICT_REDIRECT), 1);
+        let (_, out) = fx.run(&frame);
+        assert_eq!(&out[6..12], &REDIRECT_SRC_MAC, "source MAC is the egress interface's");
+    });
+}
+
+#[test]
+fn service_without_backend_drops_and_counts() {
+    with_fixture("service_without_backend_drops_and_counts", |fx| {
+        let frame = tcp4(46000, VIP4_EMPTY, 80);
+        fx.expect_untouched(&frame, XDP_DROP, stat::DROP_NO_BACKEND);
+        assert_eq!(fx.dp.flow_count(), 0);
+    });
+}
+
+#[test]
+fn service_and_backend_counters_count_ip_bytes() {
+    with_fixture("service_and_backend_counters_count_ip_bytes", |fx| {
+        let frame = flow_frame(PROTO_UDP, CLIENT4.into(), 7000, VIP4.into(), 53, &[7u8; 100]);
+        let b = expected_flow_backend(fx, S_UDP4, PROTO_UDP, CLIENT4.into(), 7000, VIP4.into(), 53);
+        for _ in 0..5 {
+            fx.expect_forwarded(&frame, b, XDP_TX);
+        }
+        let ip_len = (frame.len() - frames::ETH_LEN) as u64;
+        let svc = fx.dp.service_counters(S_UDP4).unwrap();
+        assert_eq!((svc.packets, svc.bytes), (5, 5 * ip_len));
+        let be = fx.dp.backend_counters(b).unwrap();
+        assert_eq!((be.packets, be.bytes), (5, 5 * ip_len));
+        assert_eq!(fx.dp.service_counters(S_TCP4).unwrap().packets, 0);
+    });
+}
+
+// ---- left to the kernel -----------------------------------------------------------------
+
+#[test]
+fn non_vip_traffic_passes_untouched() {
+    with_fixture("non_vip_traffic_passes_untouched", |fx| {
+        fx.expect_untouched(&tcp4(47000, OTHER4, 22), XDP_PASS, stat::PASS_NOT_SERVICE);
+        let v6 = flow_frame(PROTO_TCP, CLIENT6.into(), 47000, IpAddr::V6(ROUTER6), 22, b"");
+        fx.expect_untouched(&v6, XDP_PASS, stat::PASS_NOT_SERVICE);
+    });
+}
+
+#[test]
+fn vip_on_unconfigured_port_passes() {
+    with_fixture("vip_on_unconfigured_port_passes", |fx| {
+        fx.expect_untouched(&tcp4(47001, VIP4, 22), XDP_PASS, stat::PASS_NOT_SERVICE);
+        let udp = flow_frame(PROTO_UDP, CLIENT4.into(), 47001, VIP4.into(), 80, b"");
+        fx.expect_untouched(&udp, XDP_PASS, stat::PASS_NOT_SERVICE);
+    });
+}
+
+#[test]
+fn arp_passes() {
+    with_fixture("arp_passes", |fx| {
+        fx.expect_untouched(&frames::arp_request(CLIENT4, VIP4), XDP_PASS, stat::PASS_NOT_IP);
+    });
+}
+
+#[test]
+fn vrrp_passes() {
+    with_fixture("vrrp_passes", |fx| {
+        let advert = frames::vrrp3_advert(Ipv4Addr::new(203, 0, 113, 2), 51, 100, &[VIP4]);
+        fx.expect_untouched(&advert, XDP_PASS, stat::PASS_NOT_SERVICE);
+    });
+}
+
+#[test]
+fn icmp_echo_to_vip_passes() {
+    with_fixture("icmp_echo_to_vip_passes", |fx| {
+        let echo = V4::new(CLIENT4, VIP4, PROTO_ICMP).frame(&[8, 0, 0xf7, 0xff, 0, 0, 0, 0]);
+        fx.expect_untouched(&echo, XDP_PASS, stat::PASS_ICMP);
+    });
+}
+
+#[test]
+fn ipv6_extension_header_passes() {
+    with_fixture("ipv6_extension_header_passes", |fx| {
+        // Hop-by-hop options (PadN) in front of TCP.
+        let mut payload = vec![PROTO_TCP, 0, 1, 4, 0, 0, 0, 0];
+        payload.extend_from_slice(&frames::transport(PROTO_TCP, 48000, 80, b""));
+        let frame = frames::ipv6_frame(CLIENT6, VIP6, 0, &payload);
+        fx.expect_untouched(&frame, XDP_PASS, stat::PASS_IPV6_EXT);
+    });
+}
+
+// ---- malformed and truncated ------------------------------------------------------------
+
+#[test]
+fn v4_frame_cut_at_every_header_boundary_passes() {
+    with_fixture("v4_frame_cut_at_every_header_boundary_passes", |fx| {
+        let full = tcp4(49000, VIP4, 80);
+        // Ethernet only, inside IPv4, IPv4 without TCP, inside TCP, TCP without its last byte.
+        for cut in [14, 14 + 10, 14 + 20, 14 + 20 + 4, full.len() - 1] {
+            fx.expect_untouched(&full[..cut], XDP_PASS, stat::PASS_MALFORMED);
+        }
+        assert_eq!(fx.dp.flow_count(), 0);
+    });
+}
+
+#[test]
+fn v6_frame_cut_at_every_header_boundary_passes() {
+    with_fixture("v6_frame_cut_at_every_header_boundary_passes", |fx| {
+        let full = flow_frame(PROTO_UDP, CLIENT6.into(), 49000, VIP6.into(), 53, b"");
+        for cut in [14, 14 + 20, 14 + 40, 14 + 40 + 4, full.len() - 1] {
+            fx.expect_untouched(&full[..cut], XDP_PASS, stat::PASS_MALFORMED);
+        }
+    });
+}
+
+#[test]
+fn ipv4_ethertype_without_ip_header_passes() {
+    with_fixture("ipv4_ethertype_without_ip_header_passes", |fx| {
+        // The kernel refuses test input shorter than an Ethernet header (EINVAL), so the
+        // shortest frame is 14 bytes: its type says IPv4 but no IP header follows.
+        let frame = frames::ethernet(0x0800);
+        fx.expect_untouched(&frame, XDP_PASS, stat::PASS_MALFORMED);
+    });
+}
+
+#[test]
+fn transport_header_beyond_ip_length_passes() {
+    with_fixture("transport_header_beyond_ip_length_passes", |fx| {
+        // The frame carries a whole TCP header but the IP length stops 10 bytes into it.
+        let mut frame = tcp4(49500, VIP4, 80);
+        frame[16..18].copy_from_slice(&30u16.to_be_bytes());
+        fx.expect_untouched(&frame, XDP_PASS, stat::PASS_MALFORMED);
+    });
+}
+
+#[test]
+fn bad_ipv4_header_passes() {
+    with_fixture("bad_ipv4_header_passes", |fx| {
+        let good = tcp4(50000, VIP4, 80);
+        let mut ihl_too_small = good.clone();
+        ihl_too_small[14] = 0x44;
+        fx.expect_untouched(&ihl_too_small, XDP_PASS, stat::PASS_MALFORMED);
+        let mut wrong_version = good.clone();
+        wrong_version[14] = 0x65;
+        fx.expect_untouched(&wrong_version, XDP_PASS, stat::PASS_MALFORMED);
+        let mut length_beyond_frame = good;
+        length_beyond_frame[16..18].copy_from_slice(&1500u16.to_be_bytes());
+        fx.expect_untouched(&length_beyond_frame, XDP_PASS, stat::PASS_MALFORMED);
+    });
+}
+
+#[test]
+fn bad_ipv6_header_passes() {
+    with_fixture("bad_ipv6_header_passes", |fx| {
+        let good = flow_frame(PROTO_TCP, CLIENT6.into(), 50000, VIP6.into(), 80, b"");
+        let mut wrong_version = good.clone();
+        wrong_version[14] = 0x40;
+        fx.expect_untouched(&wrong_version, XDP_PASS, stat::PASS_MALFORMED);
+        let mut payload_beyond_frame = good;
+        payload_beyond_frame[18..20].copy_from_slice(&1000u16.to_be_bytes());
+        fx.expect_untouched(&payload_beyond_frame, XDP_PASS, stat::PASS_MALFORMED);
+    });
+}
+
+#[test]
+fn trailing_ethernet_padding_is_forwarded_unchanged() {
+    with_fixture("trailing_ethernet_padding_is_forwarded_unchanged", |fx| {
+        // A short frame padded to the Ethernet minimum: the IP length rules, padding stays.
+        let mut frame = flow_frame(PROTO_UDP, CLIENT4.into(), 7100, VIP4.into(), 53, b"");
+        frame.resize(60, 0);
+        let b = expected_flow_backend(fx, S_UDP4, PROTO_UDP, CLIENT4.into(), 7100, VIP4.into(), 53);
+        fx.expect_forwarded(&frame, b, XDP_TX);
+    });
+}
+
+// ---- IPv4 options and fragments ---------------------------------------------------------
+
+#[test]
+fn ipv4_options_are_forwarded_with_the_flow() {
+    with_fixture("ipv4_options_are_forwarded_with_the_flow", |fx| {
+        let mut l4 = frames::transport(PROTO_TCP, 51000, 80, b"");
+        frames::finish_l4(&mut l4, CLIENT4.into(), VIP4.into(), PROTO_TCP);
+        let mut ip = V4::new(CLIENT4, VIP4, PROTO_TCP);
+        // Record route (7), length 11, pointer 4, then end-of-options padding to 12 bytes.
+        ip.options = vec![7, 11, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        let frame = ip.frame(&l4);
+        let b = expected_flow_backend(fx, S_TCP4, PROTO_TCP, CLIENT4.into(), 51000, VIP4.into(), 80);
+        fx.expect_forwarded(&frame, b, XDP_TX);
+        assert_eq!(fx.stat(stat::EVENT_IPV4_OPTIONS), 1);
+    });
+}
+
+/// The backend the fragment rule picks: the 3-tuple hash in the UDP service's table.
+fn fragment_backend(fx: &Fixture, id: u32, src: IpAddr, dst: IpAddr) -> u32 {
+    fx.ring_choice(id, flow_hash(&flow_key(PROTO_UDP, src, 0, dst, 0)))
+}
+
+#[test]
+fn first_and_later_v4_fragments_reach_the_same_backend() {
+    with_fixture("first_and_later_v4_fragments_reach_the_same_backend", |fx| {
+        let b = fragment_backend(fx, S_UDP4, CLIENT4.into(), VIP4.into());
+        let mut first = V4::new(CLIENT4, VIP4, PROTO_UDP);
+        first.frag = 0x2000; // more fragments, offset 0
+        let mut l4 = frames::transport(PROTO_UDP, 7200, 53, &[1u8; 64]);
+        l4[4..6].copy_from_slice(&1000u16.to_be_bytes()); // the whole datagram's length
+        fx.expect_forwarded(&first.frame(&l4), b, XDP_TX);
+        let mut later = V4::new(CLIENT4, VIP4, PROTO_UDP);
+        later.frag = 9; // offset 72 bytes, last fragment
+        fx.expect_forwarded(&later.frame(&[2u8; 64]), b, XDP_TX);
+        assert_eq!(fx.stat(stat::EVENT_FRAGMENT), 2);
+        assert_eq!(fx.dp.flow_count(), 0, "fragments are not recorded as flows");
+    });
+}
+
+#[test]
+fn v6_fragments_reach_the_same_backend() {
+    with_fixture("v6_fragments_reach_the_same_backend", |fx| {
+        let b = fragment_backend(fx, S_UDP6, CLIENT6.into(), VIP6.into());
+        // Fragment header: next UDP, offset 0 with M set, then offset 8 (64 bytes) without.
+        let mut first = vec![PROTO_UDP, 0, 0x00, 0x01, 0, 0, 0, 7];
+        first.extend_from_slice(&frames::transport(PROTO_UDP, 7300, 53, &[1u8; 56]));
+        fx.expect_forwarded(&frames::ipv6_frame(CLIENT6, VIP6, 44, &first), b, XDP_TX);
+        let mut later = vec![PROTO_UDP, 0, 0x00, 0x40, 0, 0, 0, 7];
+        later.extend_from_slice(&[2u8; 32]);
+        fx.expect_forwarded(&frames::ipv6_frame(CLIENT6, VIP6, 44, &later), b, XDP_TX);
+    });
+}
+
+#[test]
+fn fragment_for_a_vip_without_fragment_entry_passes() {
+    with_fixture("fragment_for_a_vip_without_fragment_entry_passes", |fx| {
+        // VIP4/TCP has no port-0 entry in this fixture.
+        let mut later = V4::new(CLIENT4, VIP4, PROTO_TCP);
+        later.frag = 20;
+        fx.expect_untouched(&later.frame(&[0u8; 40]), XDP_PASS, stat::PASS_NOT_SERVICE);
+    });
+}
+
+#[test]
+fn fragment_entry_does_not_capture_whole_packets() {
+    with_fixture("fragment_entry_does_not_capture_whole_packets", |fx| {
+        // VIP4 has a UDP fragment entry on port 0, which must not act as an all-ports service.
+        let frame = flow_frame(PROTO_UDP, CLIENT4.into(), 7400, VIP4.into(), 5000, b"");
+        fx.expect_untouched(&frame, XDP_PASS, stat::PASS_NOT_SERVICE);
+    });
+}
+
+// ---- ICMP errors about VIP flows --------------------------------------------------------
+
+/// Establishes a TCP flow, then points the whole table elsewhere so that only the flow table
+/// knows the flow's backend. Returns that backend.
+fn pinned_flow(fx: &mut Fixture, id: u32, client: IpAddr, sport: u16, vip: IpAddr) -> u32 {
+    let frame = flow_frame(PROTO_TCP, client, sport, vip, 80, b"");
+    let b = expected_flow_backend(fx, id, PROTO_TCP, client, sport, vip, 80);
+    fx.expect_forwarded(&frame, b, XDP_TX);
+    fx.republish(id, service_key(vip, 80, PROTO_TCP), vec![(b + 1) % 3; RING as usize]);
+    b
+}
+
+#[test]
+fn icmp_frag_needed_goes_to_the_flows_backend() {
+    with_fixture("icmp_frag_needed_goes_to_the_flows_backend", |fx| {
+        let b = pinned_flow(fx, S_TCP4, CLIENT4.into(), 52000, VIP4.into());
+        // What the backend sent: VIP:80 -> client:52000, too big for a router's next hop.
+        let reply = V4::new(VIP4, CLIENT4, PROTO_TCP).packet(&frames::transport(PROTO_TCP, 80, 52000, &[0u8; 1400]));
+        let icmp = frames::icmp4_frag_needed(ROUTER4, VIP4, &reply, 1280);
+        fx.expect_forwarded(&icmp, b, XDP_TX);
+        assert_eq!(fx.stat(stat::EVENT_ICMP_TOO_BIG), 1);
+    });
+}
+
+#[test]
+fn icmpv6_packet_too_big_goes_to_the_flows_backend() {
+    with_fixture("icmpv6_packet_too_big_goes_to_the_flows_backend", |fx| {
+        let b = pinned_flow(fx, S_TCP6, CLIENT6.into(), 52000, VIP6.into());
+        let reply = frames::ipv6_packet(VIP6, CLIENT6, PROTO_TCP, &frames::transport(PROTO_TCP, 80, 52000, &[0u8; 1400]));
+        let icmp = frames::icmp6_packet_too_big(ROUTER6, VIP6, &reply, 1280);
+        fx.expect_forwarded(&icmp, b, XDP_TX);
+    });
+}
+
+#[test]
+fn icmp_frag_needed_without_flow_follows_the_table() {
+    with_fixture("icmp_frag_needed_without_flow_follows_the_table", |fx| {
+        let reply = V4::new(VIP4, CLIENT4, PROTO_TCP).packet(&frames::transport(PROTO_TCP, 80, 52100, b""));
+        let icmp = frames::icmp4_frag_needed(ROUTER4, VIP4, &reply, 1280);
+        let b = expected_flow_backend(fx, S_TCP4, PROTO_TCP, CLIENT4.into(), 52100, VIP4.into(), 80);
+        fx.expect_forwarded(&icmp, b, XDP_TX);
+        assert_eq!(fx.dp.flow_count(), 0, "an ICMP error does not create a flow");
+    });
+}
+
+#[test]
+fn icmp_frag_needed_about_other_traffic_passes() {
+    with_fixture("icmp_frag_needed_about_other_traffic_passes", |fx| {
+        // About the node's own traffic (source 203.0.113.50, not a VIP).
+        let own = V4::new(OTHER4, CLIENT4, PROTO_TCP).packet(&frames::transport(PROTO_TCP, 22, 52200, b""));
+        let icmp = frames::icmp4_frag_needed(ROUTER4, OTHER4, &own, 1280);
+        fx.expect_untouched(&icmp, XDP_PASS, stat::PASS_NOT_SERVICE);
+    });
+}
+
+#[test]
+fn icmp_error_with_cut_quote_passes() {
+    with_fixture("icmp_error_with_cut_quote_passes", |fx| {
+        let reply = V4::new(VIP4, CLIENT4, PROTO_TCP).packet(&frames::transport(PROTO_TCP, 80, 52300, b""));
+        // Quote only the IP header and 2 bytes of the ports.
+        let icmp = frames::icmp4_frag_needed(ROUTER4, VIP4, &reply[..22], 1280);
+        fx.expect_untouched(&icmp, XDP_PASS, stat::PASS_MALFORMED);
+    });
+}
+
+#[test]
+fn every_frame_is_counted_once_under_a_verdict() {
+    with_fixture("every_frame_is_counted_once_under_a_verdict", |fx| {
+        let frames = [
+            tcp4(53000, VIP4, 80),
+            tcp4(53000, OTHER4, 80),
+            frames::arp_request(CLIENT4, VIP4),
+            tcp4(53000, VIP4_EMPTY, 80),
+            tcp4(53000, VIP4_REDIRECT, 80),
+            tcp4(53000, VIP4, 80)[..30].to_vec(),
+        ];
+        for f in &frames {
+            fx.run(f);
+        }
+        let stats = fx.dp.stats().unwrap();
+        let verdicts: u64 = stats[..=stat::DROP_REDIRECT_FAILED as usize].iter().sum();
+        assert_eq!(verdicts, frames.len() as u64, "{stats:?}");
+    });
+}
+
+#[test]
+fn client_mac_constant_is_what_frames_carry() {
+    // Guards the fixture itself: frames come from the client MAC to the node MAC.
+    let f = tcp4(1, VIP4, 80);
+    assert_eq!(&f[..6], &NODE_MAC);
+    assert_eq!(&f[6..12], &CLIENT_MAC);
+}
