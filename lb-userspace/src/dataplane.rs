@@ -18,7 +18,7 @@ use lb_common::{
 };
 
 /// The compiled XDP program, built from `lb-ebpf` by build.rs.
-pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xlb"));
+pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xlb-ebpf"));
 
 /// Most interfaces a node redirects to (size of the `EGRESS` devmap).
 pub const MAX_INTERFACES: u32 = 64;

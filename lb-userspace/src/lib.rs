@@ -1,4 +1,13 @@
 //! xlb's agent: configuration, Maglev tables, the XDP data plane's maps, neighbour learning,
 //! and the control socket. The binary (`src/main.rs`) is a thin CLI over these modules.
+//!
+//! Pure logic (config, maglev, layout) has no I/O; dataplane, net and control are the edges to
+//! the kernel and the operator; agent ties them together.
 
+pub mod agent;
+pub mod config;
+pub mod control;
 pub mod dataplane;
+pub mod layout;
+pub mod maglev;
+pub mod net;

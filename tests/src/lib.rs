@@ -20,6 +20,7 @@ use anyhow::{bail, Context as _, Result};
 use nix::sched::{setns, unshare, CloneFlags};
 
 pub mod frames;
+pub mod scenario;
 pub mod traffic;
 
 /// Prefix of every namespace the lab creates; `cargo xtask test` removes leftovers with it.
@@ -131,8 +132,9 @@ pub mod plan {
     pub fn v4(host: u8) -> String {
         format!("203.0.113.{host}")
     }
+    /// The IPv6 address whose last group reads like the IPv4 host number (.11 -> ::11).
     pub fn v6(host: u8) -> String {
-        format!("2001:db8:0:1::{host:x}")
+        format!("2001:db8:0:1::{host}")
     }
 }
 
@@ -201,6 +203,10 @@ impl Lab {
         ip(&["-n", &ns, "addr", "add", &format!("{v4}/{}", plan::V4_PREFIX), "dev", "eth0"])?;
         ip(&["-n", &ns, "addr", "add", &format!("{v6}/{}", plan::V6_PREFIX), "dev", "eth0", "nodad"])?;
         ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
+        // A veth leaves checksums to be filled in later (CHECKSUM_PARTIAL). XDP forwards the
+        // bare frame and that promise is lost, so a backend would see a bad TCP checksum and
+        // drop the packet. A real NIC fills the checksum on transmit; here the sender must.
+        run(Command::new("ip").args(["netns", "exec", &ns, "ethtool", "-K", "eth0", "tx", "off"]))?;
         Ok(Host { name: name.to_owned(), ns, v4: v4.parse()?, v6: v6.parse()? })
     }
 
@@ -252,8 +258,8 @@ impl Lab {
         std::fs::read_to_string(self.dir.join(format!("{log}.log"))).unwrap_or_default()
     }
 
-    /// Removes everything the lab made: processes, XDP programs, namespaces, its directory.
-    pub fn teardown(&mut self) {
+    /// Stops the processes the lab started: SIGTERM, then SIGKILL after 5 s.
+    pub fn teardown_processes(&mut self) {
         for child in &mut self.children {
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM);
         }
@@ -266,6 +272,11 @@ impl Lab {
             let _ = child.wait();
         }
         self.children.clear();
+    }
+
+    /// Removes everything the lab made: processes, XDP programs, namespaces, its directory.
+    pub fn teardown(&mut self) {
+        self.teardown_processes();
         self.xdp_links.clear();
         for ns in self.namespaces.drain(..).rev() {
             let _ = Command::new("ip").args(["netns", "del", &ns]).status();

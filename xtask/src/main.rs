@@ -1,1 +1,120 @@
-fn main(){}
+//! `cargo xtask`: build, run, lab, test. Each command installs what it needs first.
+
+mod lab;
+mod setup;
+
+use std::{
+    path::PathBuf,
+    process::{Command, ExitCode},
+};
+
+use anyhow::{bail, Context as _, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install the toolchain pieces and Debian packages the other commands need.
+    Setup,
+    /// Build xlb (the agent with the XDP program embedded).
+    Build {
+        #[arg(long)]
+        release: bool,
+    },
+    /// Build xlb in release mode and run it with the given arguments, e.g.
+    /// `cargo xtask run -- run --config /etc/xlb/xlb.toml`.
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// The demo: build, create the lab in network namespaces, start xlb with config/lab.toml,
+    /// send traffic, print which backend served how much, clean up.
+    Lab,
+    /// The whole test suite: unit tests, XDP program tests and lab tests (as root).
+    Test {
+        /// Extra arguments for `cargo test` (a test name filter, for instance).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_owned()
+}
+
+/// Runs a command, failing if it fails.
+pub fn cmd(c: &mut Command) -> Result<()> {
+    let status = c.status().with_context(|| format!("starting {c:?}"))?;
+    if !status.success() {
+        bail!("{c:?} failed: {status}");
+    }
+    Ok(())
+}
+
+/// Builds the `xlb` binary; returns its path.
+pub fn build(release: bool) -> Result<PathBuf> {
+    setup::toolchain()?;
+    let mut c = Command::new("cargo");
+    c.current_dir(root()).args(["build", "--package", "lb-userspace", "--bin", "xlb"]);
+    if release {
+        c.arg("--release");
+    }
+    cmd(&mut c)?;
+    Ok(root().join("target").join(if release { "release" } else { "debug" }).join("xlb"))
+}
+
+fn test(args: &[String]) -> Result<()> {
+    setup::toolchain()?;
+    let root_user = nix::unistd::geteuid().is_root();
+    if root_user {
+        setup::packages(setup::LAB_PACKAGES)?;
+        setup::packages(setup::TEST_PACKAGES)?;
+        for ns in xlb_tests::remove_stale_namespaces()? {
+            println!("xtask: removed namespace {ns} left by an earlier run");
+        }
+    }
+    let bin = build(false)?;
+    let skip_log = root().join("target/xlb-skipped-tests");
+    let _ = std::fs::remove_file(&skip_log);
+    let status = Command::new("cargo")
+        .current_dir(root())
+        // The default members: everything but lb-ebpf, which only builds for BPF.
+        .arg("test")
+        .args(args)
+        .env("XLB_BIN", &bin)
+        .env("XLB_SKIP_LOG", &skip_log)
+        .status()?;
+    let skipped = std::fs::read_to_string(&skip_log).map(|s| s.lines().count()).unwrap_or(0);
+    if skipped > 0 {
+        println!("xtask: {skipped} privileged tests were SKIPPED (not root, XLB_SKIP_PRIVILEGED=1)");
+    }
+    if !status.success() {
+        bail!("tests failed");
+    }
+    Ok(())
+}
+
+
+fn main() -> ExitCode {
+    let result = match Cli::parse().command {
+        Cmd::Setup => setup::toolchain().and_then(|()| setup::packages(setup::LAB_PACKAGES)).and_then(|()| setup::packages(setup::TEST_PACKAGES)),
+        Cmd::Build { release } => build(release).map(|p| println!("built {}", p.display())),
+        Cmd::Run { args } => build(true).and_then(|bin| cmd(Command::new(bin).args(&args))),
+        Cmd::Lab => lab::demo(),
+        Cmd::Test { args } => test(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,1828 @@
+//! The agent's configuration: a TOML file parsed into a [`Config`], with every problem reported
+//! as `file:line: message` (like `keepalived -t`), not only the first one.
+//!
+//! The text is parsed with `toml`'s span-keeping document parser ([`DeTable::parse`]) and the
+//! tree is walked by hand, so every diagnostic carries the line of the key or table header it is
+//! about. Each table is read through a `TableReader`: the walker takes the keys it knows, with
+//! their types, ranges and defaults; the reader reports wrong types, missing required keys and,
+//! when the walker is done, every key nobody took. Adding a key to a section is one line in that
+//! section's walker (`read_agent`, `read_service`, `read_backend`).
+//!
+//! [`check_environment`] then checks a configuration against this host's interfaces (pure logic:
+//! the caller lists the interfaces), and [`egress_interface`] tells which attached interface
+//! reaches a backend.
+//!
+//! # Reference (defaults shown)
+//!
+//! ```toml
+//! [agent]
+//! interfaces = ["eth0"]          # required, non-empty, unique names of 1..=15 characters
+//! xdp_mode = "native"            # "native" | "generic" (generic: warning, it is slow)
+//! pin_path = "/sys/fs/bpf/xlb"   # absolute path
+//! control_socket = "/run/xlb/xlb.sock"  # absolute path
+//! flow_table_size = 1048576      # 1024 ..= 16777216
+//! max_services = 64              # 1 ..= lb_common::MAX_SERVICES, at least the number of [[service]]
+//! assign_vips = true             # add each VIP to the first interface while running
+//!
+//! [[service]]
+//! name = "web"                   # required, unique, 1..=32 characters of [A-Za-z0-9_.-]
+//! vip = "203.0.113.100"          # required, IPv4 or IPv6; not unspecified, multicast, loopback
+//! port = 80                      # required, 0 ..= 65535; 0 = every port of the VIP
+//! protocol = "tcp"               # "tcp" | "udp"
+//! scheduler = "maglev"           # "maglev" (5-tuple hash) | "sh" (source hash)
+//! table_size = 65537             # a prime, 7 ..= lb_common::MAX_RING_SIZE
+//!
+//!   [[service.backend]]
+//!   address = "203.0.113.11"     # required; the VIP's family; not the VIP; unique in the service
+//!   weight = 1                   # 0 ..= 1000; 0 = drained (no new flows)
+//! ```
+//!
+//! Warnings (which do not make parsing fail): a service without backends (its traffic is
+//! dropped), a `table_size` below 100 x the number of backends (Maglev's imbalance can then
+//! exceed 1 %), and `xdp_mode = "generic"`.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
+
+use lb_common::{DEFAULT_RING_SIZE, MAX_BACKENDS, MAX_RING_SIZE, MAX_SERVICES, PROTO_TCP, PROTO_UDP};
+use toml::de::{DeTable, DeValue};
+use toml::Spanned;
+
+/// Default `[agent] pin_path`.
+pub const DEFAULT_PIN_PATH: &str = "/sys/fs/bpf/xlb";
+/// Default `[agent] control_socket`.
+pub const DEFAULT_CONTROL_SOCKET: &str = "/run/xlb/xlb.sock";
+/// Default `[agent] flow_table_size`.
+pub const DEFAULT_FLOW_TABLE_SIZE: u32 = 1 << 20;
+/// Accepted `[agent] flow_table_size` values.
+pub const FLOW_TABLE_SIZE_RANGE: RangeInclusive<u32> = 1024..=(1 << 24);
+/// Default `[agent] max_services`.
+pub const DEFAULT_MAX_SERVICES: u32 = 64;
+/// Longest interface name Linux accepts (IFNAMSIZ - 1).
+pub const MAX_INTERFACE_NAME_LEN: usize = 15;
+/// Longest `[[service]] name`.
+pub const MAX_SERVICE_NAME_LEN: usize = 32;
+/// Smallest `[[service]] table_size`.
+pub const MIN_TABLE_SIZE: u32 = 7;
+/// Default `[[service.backend]] weight`.
+pub const DEFAULT_WEIGHT: u32 = 1;
+/// Largest `[[service.backend]] weight`.
+pub const MAX_WEIGHT: u32 = 1000;
+
+// ---------------------------------------------------------------------------------------------
+// Public types
+// ---------------------------------------------------------------------------------------------
+
+/// A checked configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The file name given to [`parse`] (the path for [`load`]); [`check_environment`] names it
+    /// in its diagnostics.
+    pub file: String,
+    /// The `[agent]` section.
+    pub agent: AgentConfig,
+    /// The `[[service]]` tables, in file order.
+    pub services: Vec<ServiceConfig>,
+}
+
+/// `[agent]`: how the agent runs on this host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentConfig {
+    /// `interfaces` (required): the interfaces XDP is attached to, in file order. Not empty,
+    /// no name twice, each name 1..=15 characters without `/`, `:` or white space.
+    pub interfaces: Vec<String>,
+    /// Line of the `interfaces` key (for diagnostics about an interface).
+    pub interfaces_line: usize,
+    /// `xdp_mode`: `"native"` (default) or `"generic"` (works with any driver, but slow; a
+    /// warning).
+    pub xdp_mode: XdpMode,
+    /// `pin_path`: absolute path where the program, its links and its maps are pinned.
+    /// Default `/sys/fs/bpf/xlb`.
+    pub pin_path: PathBuf,
+    /// `control_socket`: absolute path of the control socket (`xlb stats`). Default
+    /// `/run/xlb/xlb.sock`.
+    pub control_socket: PathBuf,
+    /// `flow_table_size`: entries of the LRU flow table, 1024 ..= 16777216. Default 1048576.
+    pub flow_table_size: u32,
+    /// `max_services`: capacity of the service maps, 1 ..= `lb_common::MAX_SERVICES`; the
+    /// number of `[[service]]` tables must not exceed it. Default 64.
+    pub max_services: u32,
+    /// `assign_vips`: add each VIP to the first interface while the agent runs. Default true.
+    pub assign_vips: bool,
+}
+
+/// `[agent] xdp_mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum XdpMode {
+    /// `"native"`: in the driver, before any allocation.
+    Native,
+    /// `"generic"`: after the kernel built an skb; any driver, but slow.
+    Generic,
+}
+
+/// A `[[service]]` table: one virtual service (VIP, port, protocol) and its backends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceConfig {
+    /// `name` (required): unique, 1..=32 characters of `[A-Za-z0-9_.-]`.
+    pub name: String,
+    /// `vip` (required): the virtual IP, IPv4 or IPv6; not unspecified, multicast or loopback.
+    pub vip: IpAddr,
+    /// `port` (required): 0 ..= 65535; 0 means every port of the VIP for `protocol`.
+    pub port: u16,
+    /// `protocol`: `"tcp"` (default) or `"udp"`. No two services share (vip, port, protocol).
+    pub protocol: Protocol,
+    /// `scheduler`: `"maglev"` (default; 5-tuple hash) or `"sh"` (source hash: a client sticks
+    /// to its backend, like LVS `sh` or keepalived's `persistence_timeout`).
+    pub scheduler: Scheduler,
+    /// `table_size`: size M of the Maglev table, a prime in 7 ..= `lb_common::MAX_RING_SIZE`.
+    /// Default `lb_common::DEFAULT_RING_SIZE`. Below 100 x the number of backends, a warning.
+    pub table_size: u32,
+    /// The `[[service.backend]]` tables, in file order. May be empty (a warning): the
+    /// service's traffic is then dropped.
+    pub backends: Vec<BackendConfig>,
+    /// Line of the `[[service]]` header.
+    pub line: usize,
+}
+
+/// `[[service]] protocol`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+/// `[[service]] scheduler`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scheduler {
+    /// `"maglev"`: Maglev consistent hashing of the 5-tuple.
+    Maglev,
+    /// `"sh"`: Maglev consistent hashing of the source address only.
+    SourceHash,
+}
+
+/// A `[[service.backend]]` table: a real server reached by direct routing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendConfig {
+    /// `address` (required): of the VIP's family, not the VIP, unique within its service, and
+    /// (see [`check_environment`]) on the subnet of an attached interface.
+    pub address: IpAddr,
+    /// `weight`: 0 ..= 1000, default 1. 0 drains the backend: no new flows, flows stay.
+    pub weight: u32,
+    /// Line of the `[[service.backend]]` header.
+    pub line: usize,
+}
+
+/// One problem found in a configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub file: String,
+    /// 1-based line; 0 when it is about the whole file (it could not be read).
+    pub line: usize,
+    pub severity: Severity,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
+/// Why a configuration was refused: its errors, with any warnings, sorted by line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", one_per_line(.diagnostics))]
+pub struct ConfigError {
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// What [`check_environment`] and [`egress_interface`] need to know of a host interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InterfaceInfo {
+    pub name: String,
+    pub ifindex: u32,
+    pub mac: [u8; 6],
+    /// Addresses with their prefix lengths.
+    pub addrs: Vec<(IpAddr, u8)>,
+}
+
+impl Protocol {
+    /// The IP protocol number (`lb_common::PROTO_TCP` or `PROTO_UDP`).
+    pub fn number(self) -> u8 {
+        match self {
+            Protocol::Tcp => PROTO_TCP,
+            Protocol::Udp => PROTO_UDP,
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        })
+    }
+}
+
+impl fmt::Display for Scheduler {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Scheduler::Maglev => "maglev",
+            Scheduler::SourceHash => "sh",
+        })
+    }
+}
+
+impl fmt::Display for XdpMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            XdpMode::Native => "native",
+            XdpMode::Generic => "generic",
+        })
+    }
+}
+
+impl fmt::Display for Diagnostic {
+    /// `file:line: message`, or `file:line: warning: message`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: ", self.file, self.line)?;
+        if self.severity == Severity::Warning {
+            f.write_str("warning: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+fn one_per_line(diagnostics: &[Diagnostic]) -> String {
+    let lines: Vec<String> = diagnostics.iter().map(|d| d.to_string()).collect();
+    lines.join("\n")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Entry points
+// ---------------------------------------------------------------------------------------------
+
+/// Reads and parses the configuration file at `path`. A read failure is one diagnostic at
+/// line 0.
+pub fn load(path: &Path) -> Result<(Config, Vec<Diagnostic>), ConfigError> {
+    let file = path.display().to_string();
+    match std::fs::read_to_string(path) {
+        Ok(text) => parse(&file, &text),
+        Err(e) => Err(ConfigError {
+            diagnostics: vec![Diagnostic {
+                message: format!("cannot read {file}: {e}"),
+                file,
+                line: 0,
+                severity: Severity::Error,
+            }],
+        }),
+    }
+}
+
+/// Parses `text`, the contents of `file` (used in diagnostics only). On success returns the
+/// configuration and its warnings; otherwise every error found, with the warnings, sorted by
+/// line.
+pub fn parse(file: &str, text: &str) -> Result<(Config, Vec<Diagnostic>), ConfigError> {
+    let mut report = Report::new(file, text);
+    let config = match DeTable::parse(text) {
+        Ok(root) => read_config(&mut report, root.get_ref()),
+        Err(e) => {
+            let line = e.span().map_or(1, |span| report.line_of(span.start));
+            report.error(line, syntax_error(&e, text));
+            None
+        }
+    };
+    let has_errors = report.has_errors();
+    let diagnostics = report.finish();
+    match config {
+        Some(config) if !has_errors => Ok((config, diagnostics)),
+        _ => {
+            debug_assert!(has_errors, "a configuration was refused without an error");
+            Err(ConfigError { diagnostics })
+        }
+    }
+}
+
+/// "syntax error: duplicate key (at \"port\")": toml's message, with the text it points at
+/// when that is short (toml does not name a duplicate key in its message).
+fn syntax_error(e: &toml::de::Error, text: &str) -> String {
+    let at = e.span().and_then(|span| text.get(span)).unwrap_or("");
+    if at.is_empty() || at.len() > 40 || at.contains('\n') {
+        format!("syntax error: {}", e.message())
+    } else {
+        format!("syntax error: {} (at \"{at}\")", e.message())
+    }
+}
+
+/// Checks `cfg` against this host's interfaces `ifaces`: every interface of `[agent]
+/// interfaces` exists, and every backend is on the subnet of an address of one of them (which
+/// is how [`egress_interface`] finds the interface that reaches it). Returns errors only.
+pub fn check_environment(cfg: &Config, ifaces: &[InterfaceInfo]) -> Vec<Diagnostic> {
+    let error = |line: usize, message: String| Diagnostic {
+        file: cfg.file.clone(),
+        line,
+        severity: Severity::Error,
+        message,
+    };
+    let mut out = Vec::new();
+    for name in &cfg.agent.interfaces {
+        if !ifaces.iter().any(|i| &i.name == name) {
+            let existing: Vec<&str> = ifaces.iter().map(|i| i.name.as_str()).collect();
+            out.push(error(
+                cfg.agent.interfaces_line,
+                format!("interface \"{name}\" does not exist on this host (it has: {})", existing.join(", ")),
+            ));
+        }
+    }
+    for svc in &cfg.services {
+        for b in &svc.backends {
+            if egress_interface(b.address, ifaces, &cfg.agent.interfaces).is_none() {
+                out.push(error(
+                    b.line,
+                    format!(
+                        "backend {} of service \"{}\" is not on the subnet of any attached interface ({})",
+                        b.address,
+                        svc.name,
+                        describe_subnets(b.address, ifaces, &cfg.agent.interfaces)
+                    ),
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// The interface, among those named in `allowed`, that has an address whose subnet contains
+/// `addr`; the longest prefix wins, and between equal prefixes the interface listed first in
+/// `allowed`.
+pub fn egress_interface<'a>(
+    addr: IpAddr,
+    ifaces: &'a [InterfaceInfo],
+    allowed: &[String],
+) -> Option<&'a InterfaceInfo> {
+    let mut best: Option<(&'a InterfaceInfo, u8)> = None;
+    for name in allowed {
+        let Some(iface) = ifaces.iter().find(|i| &i.name == name) else {
+            continue;
+        };
+        for &(net, prefix) in &iface.addrs {
+            let longer = best.is_none_or(|(_, best_prefix)| prefix > best_prefix);
+            if longer && in_subnet(addr, net, prefix) {
+                best = Some((iface, prefix));
+            }
+        }
+    }
+    best.map(|(iface, _)| iface)
+}
+
+/// Whether `addr` is inside `net/prefix` (false across families or for an invalid prefix).
+fn in_subnet(addr: IpAddr, net: IpAddr, prefix: u8) -> bool {
+    match (addr, net) {
+        (IpAddr::V4(a), IpAddr::V4(n)) if prefix <= 32 => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+            u32::from(a) & mask == u32::from(n) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(n)) if prefix <= 128 => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+            u128::from(a) & mask == u128::from(n) & mask
+        }
+        _ => false,
+    }
+}
+
+/// "eth0: 203.0.113.2/24, eth1: no IPv4 address": the addresses of `addr`'s family on the
+/// existing interfaces of `allowed`.
+fn describe_subnets(addr: IpAddr, ifaces: &[InterfaceInfo], allowed: &[String]) -> String {
+    let mut parts = Vec::new();
+    for name in allowed {
+        let Some(iface) = ifaces.iter().find(|i| &i.name == name) else {
+            continue;
+        };
+        let before = parts.len();
+        for (net, prefix) in &iface.addrs {
+            if net.is_ipv4() == addr.is_ipv4() {
+                parts.push(format!("{name}: {net}/{prefix}"));
+            }
+        }
+        if parts.len() == before {
+            parts.push(format!("{name}: no {} address", family(addr)));
+        }
+    }
+    if parts.is_empty() {
+        "none of them exists".to_string()
+    } else {
+        parts.join(", ")
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Walking the document
+// ---------------------------------------------------------------------------------------------
+
+/// The root: `[agent]` and `[[service]]`. Returns a configuration if every required part could
+/// be read (the caller still refuses it when any error was reported).
+fn read_config(report: &mut Report, root: &DeTable<'_>) -> Option<Config> {
+    let mut top = TableReader::new(report, Located { value: root, line: 1 }, "");
+    let agent = top.required_table("agent");
+    let services = top.table_array("service");
+    top.finish();
+
+    let agent = agent.map(|table| read_agent(report, table));
+    let services: Vec<ServiceDraft> = services.into_iter().map(|table| read_service(report, table)).collect();
+    check_services(report, agent.as_ref(), &services);
+
+    let agent = agent?.build()?;
+    let services = services.into_iter().map(ServiceDraft::build).collect::<Option<Vec<_>>>()?;
+    Some(Config { file: report.file.clone(), agent, services })
+}
+
+/// Names of the values of `xdp_mode`, `protocol` and `scheduler`.
+const XDP_MODES: &[(&str, XdpMode)] = &[("native", XdpMode::Native), ("generic", XdpMode::Generic)];
+const PROTOCOLS: &[(&str, Protocol)] = &[("tcp", Protocol::Tcp), ("udp", Protocol::Udp)];
+const SCHEDULERS: &[(&str, Scheduler)] = &[("maglev", Scheduler::Maglev), ("sh", Scheduler::SourceHash)];
+
+/// `[agent]` as read: `None` for a value that was missing or wrong (and reported).
+struct AgentDraft {
+    /// Line of the `[agent]` header.
+    line: usize,
+    interfaces: Option<Located<Vec<Located<String>>>>,
+    xdp_mode: Option<Located<XdpMode>>,
+    pin_path: Option<Located<PathBuf>>,
+    control_socket: Option<Located<PathBuf>>,
+    flow_table_size: Option<Located<u32>>,
+    max_services: Option<Located<u32>>,
+    assign_vips: Option<Located<bool>>,
+}
+
+fn read_agent(report: &mut Report, table: Located<&DeTable<'_>>) -> AgentDraft {
+    let mut t = TableReader::new(report, table, "[agent]");
+    let agent = AgentDraft {
+        line: table.line,
+        interfaces: t.required_string_array("interfaces"),
+        xdp_mode: t.choice_or("xdp_mode", XDP_MODES, XdpMode::Native),
+        pin_path: t.absolute_path_or("pin_path", DEFAULT_PIN_PATH),
+        control_socket: t.absolute_path_or("control_socket", DEFAULT_CONTROL_SOCKET),
+        flow_table_size: t.integer_or("flow_table_size", FLOW_TABLE_SIZE_RANGE, DEFAULT_FLOW_TABLE_SIZE),
+        max_services: t.integer_or("max_services", 1..=MAX_SERVICES, DEFAULT_MAX_SERVICES),
+        assign_vips: t.bool_or("assign_vips", true),
+    };
+
+    if let Some(interfaces) = &agent.interfaces {
+        if interfaces.value.is_empty() {
+            t.error(interfaces.line, "interfaces must name at least one interface");
+        }
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        for name in &interfaces.value {
+            if let Err(problem) = valid_interface_name(&name.value) {
+                t.error(name.line, format!("invalid interface name \"{}\" in interfaces: {problem}", name.value));
+            }
+            match seen.get(name.value.as_str()) {
+                Some(first) => {
+                    let message = format!("interface \"{}\" is listed twice in interfaces (also line {first})", name.value);
+                    t.error(name.line, message);
+                }
+                None => {
+                    seen.insert(&name.value, name.line);
+                }
+            }
+        }
+    }
+    if let Some(mode) = &agent.xdp_mode {
+        if mode.value == XdpMode::Generic {
+            t.warning(
+                mode.line,
+                "xdp_mode = \"generic\" is slow (the kernel builds an skb for every packet first); \
+                 use \"native\" where the driver supports XDP",
+            );
+        }
+    }
+    t.finish();
+    agent
+}
+
+impl AgentDraft {
+    fn build(self) -> Option<AgentConfig> {
+        let interfaces = self.interfaces?;
+        Some(AgentConfig {
+            interfaces_line: interfaces.line,
+            interfaces: interfaces.value.into_iter().map(|name| name.value).collect(),
+            xdp_mode: self.xdp_mode?.value,
+            pin_path: self.pin_path?.value,
+            control_socket: self.control_socket?.value,
+            flow_table_size: self.flow_table_size?.value,
+            max_services: self.max_services?.value,
+            assign_vips: self.assign_vips?.value,
+        })
+    }
+}
+
+/// A `[[service]]` as read: `None` for a value that was missing or wrong (and reported).
+struct ServiceDraft {
+    line: usize,
+    name: Option<Located<String>>,
+    vip: Option<Located<IpAddr>>,
+    port: Option<Located<u16>>,
+    protocol: Option<Located<Protocol>>,
+    scheduler: Option<Located<Scheduler>>,
+    table_size: Option<Located<u32>>,
+    backends: Vec<BackendDraft>,
+}
+
+fn read_service(report: &mut Report, table: Located<&DeTable<'_>>) -> ServiceDraft {
+    let mut t = TableReader::new(report, table, "[[service]]");
+    let name = t.required_string("name");
+    let name = name.and_then(|name| t.check(name, valid_service_name));
+    let vip = t.required_ip("vip");
+    let vip = vip.and_then(|vip| t.check(vip, |a| usable_unicast("vip", a)));
+    let port = t.required_integer("port", 0..=u16::MAX);
+    let protocol = t.choice_or("protocol", PROTOCOLS, Protocol::Tcp);
+    let scheduler = t.choice_or("scheduler", SCHEDULERS, Scheduler::Maglev);
+    let table_size = t.integer_or("table_size", MIN_TABLE_SIZE..=MAX_RING_SIZE as u32, DEFAULT_RING_SIZE);
+    let table_size = table_size.and_then(|size| t.check(size, valid_table_size));
+    let backend_tables = t.table_array("backend");
+    t.finish();
+
+    let backends: Vec<BackendDraft> = backend_tables.into_iter().map(|b| read_backend(report, b)).collect();
+    let svc = ServiceDraft { line: table.line, name, vip, port, protocol, scheduler, table_size, backends };
+    check_backends(report, &svc);
+    svc
+}
+
+/// Checks within one service: backends against the VIP and each other, and the table size
+/// against the number of backends.
+fn check_backends(report: &mut Report, svc: &ServiceDraft) {
+    let called = service_called(svc);
+    let mut seen: HashMap<IpAddr, usize> = HashMap::new();
+    for address in svc.backends.iter().filter_map(|b| b.address.as_ref()) {
+        if let Some(first) = seen.get(&address.value) {
+            report.error(
+                address.line,
+                format!("duplicate backend address {} in {called} (first at line {first})", address.value),
+            );
+        } else {
+            seen.insert(address.value, address.line);
+        }
+        let Some(vip) = &svc.vip else { continue };
+        if address.value == vip.value {
+            report.error(address.line, format!("backend address {} is the vip of {called}", address.value));
+        } else if address.value.is_ipv4() != vip.value.is_ipv4() {
+            report.error(
+                address.line,
+                format!(
+                    "backend address {} is {} but the vip {} of {called} is {}: \
+                     a backend must be of the vip's address family",
+                    address.value,
+                    family(address.value),
+                    vip.value,
+                    family(vip.value)
+                ),
+            );
+        }
+    }
+
+    let n = svc.backends.len();
+    if n == 0 {
+        report.warning(svc.line, format!("{called} has no backends: its traffic is dropped"));
+    } else if let Some(size) = &svc.table_size {
+        let wanted = 100 * n as u64;
+        if u64::from(size.value) < wanted {
+            let advice = match next_prime(wanted).filter(|&p| p <= MAX_RING_SIZE as u64) {
+                Some(p) => format!("use a prime table_size of at least {wanted}, such as {p}"),
+                None => format!("{n} backends need more than the largest table_size, {MAX_RING_SIZE}"),
+            };
+            report.warning(
+                size.line,
+                format!(
+                    "table_size {} of {called} is below 100 x its {n} backends: \
+                     Maglev's imbalance can exceed 1% ({advice})",
+                    size.value
+                ),
+            );
+        }
+    }
+}
+
+/// Checks across services: unique names, unique (vip, port, protocol), and the limits on
+/// services and backends.
+fn check_services(report: &mut Report, agent: Option<&AgentDraft>, services: &[ServiceDraft]) {
+    let mut names: HashMap<&str, usize> = HashMap::new();
+    let mut keys: HashMap<(IpAddr, u16, Protocol), &ServiceDraft> = HashMap::new();
+    for svc in services {
+        if let Some(name) = &svc.name {
+            if let Some(first) = names.get(name.value.as_str()) {
+                let message = format!("duplicate service name \"{}\" (also used at line {first})", name.value);
+                report.error(name.line, message);
+            } else {
+                names.insert(&name.value, name.line);
+            }
+        }
+        if let (Some(vip), Some(port), Some(protocol)) = (&svc.vip, &svc.port, &svc.protocol) {
+            let key = (vip.value, port.value, protocol.value);
+            if let Some(other) = keys.get(&key) {
+                report.error(
+                    svc.line,
+                    format!(
+                        "{} has the same vip {}, port {} and protocol {} as {} at line {}",
+                        service_called(svc),
+                        key.0,
+                        key.1,
+                        key.2,
+                        service_called(other),
+                        other.line
+                    ),
+                );
+            } else {
+                keys.insert(key, svc);
+            }
+        }
+    }
+
+    if let Some(agent) = agent {
+        if let Some(max) = &agent.max_services {
+            if services.len() > max.value as usize {
+                let set_where = if max.line == agent.line { "by default".to_string() } else { format!("at line {}", max.line) };
+                report.error(
+                    services[max.value as usize].line,
+                    format!(
+                        "too many services: {} [[service]] tables, but max_services is {} ({set_where})",
+                        services.len(),
+                        max.value,
+                    ),
+                );
+            }
+        }
+    }
+
+    let total: usize = services.iter().map(|s| s.backends.len()).sum();
+    if let Some(first_over) = services.iter().flat_map(|s| &s.backends).nth(MAX_BACKENDS as usize) {
+        report.error(
+            first_over.line,
+            format!("too many backends: {total} over all services, at most {MAX_BACKENDS}"),
+        );
+    }
+}
+
+/// `service "web"`, or `this service` when its name is missing or invalid.
+fn service_called(svc: &ServiceDraft) -> String {
+    match &svc.name {
+        Some(name) => format!("service \"{}\"", name.value),
+        None => "this service".to_string(),
+    }
+}
+
+impl ServiceDraft {
+    fn build(self) -> Option<ServiceConfig> {
+        Some(ServiceConfig {
+            name: self.name?.value,
+            vip: self.vip?.value,
+            port: self.port?.value,
+            protocol: self.protocol?.value,
+            scheduler: self.scheduler?.value,
+            table_size: self.table_size?.value,
+            backends: self.backends.into_iter().map(BackendDraft::build).collect::<Option<Vec<_>>>()?,
+            line: self.line,
+        })
+    }
+}
+
+/// A `[[service.backend]]` as read: `None` for a value that was missing or wrong (and
+/// reported).
+struct BackendDraft {
+    line: usize,
+    address: Option<Located<IpAddr>>,
+    weight: Option<Located<u32>>,
+}
+
+fn read_backend(report: &mut Report, table: Located<&DeTable<'_>>) -> BackendDraft {
+    let mut t = TableReader::new(report, table, "[[service.backend]]");
+    let address = t.required_ip("address");
+    let address = address.and_then(|a| t.check(a, |a| usable_unicast("backend address", a)));
+    let weight = t.integer_or("weight", 0..=MAX_WEIGHT, DEFAULT_WEIGHT);
+    t.finish();
+    BackendDraft { line: table.line, address, weight }
+}
+
+impl BackendDraft {
+    fn build(self) -> Option<BackendConfig> {
+        Some(BackendConfig { address: self.address?.value, weight: self.weight?.value, line: self.line })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Value checks
+// ---------------------------------------------------------------------------------------------
+
+/// The kernel's rules for a device name (`dev_valid_name`).
+fn valid_interface_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > MAX_INTERFACE_NAME_LEN {
+        Err(format!("must be 1 to {MAX_INTERFACE_NAME_LEN} characters long"))
+    } else if name == "." || name == ".." {
+        Err("\".\" and \"..\" are not interface names".to_string())
+    } else if name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace()) {
+        Err("must not contain '/', ':' or white space".to_string())
+    } else {
+        Ok(())
+    }
+}
+
+fn valid_service_name(name: &String) -> Result<(), String> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-');
+    if name.is_empty() || name.len() > MAX_SERVICE_NAME_LEN || !name.chars().all(allowed) {
+        Err(format!(
+            "invalid name \"{name}\": use 1 to {MAX_SERVICE_NAME_LEN} letters, digits, '_', '.' or '-'"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// Refuses addresses that cannot be a VIP or a real server.
+fn usable_unicast(what: &str, addr: &IpAddr) -> Result<(), String> {
+    let kind = if addr.is_unspecified() {
+        "the unspecified address"
+    } else if addr.is_multicast() {
+        "a multicast address"
+    } else if addr.is_loopback() {
+        "a loopback address"
+    } else if matches!(addr, IpAddr::V4(v4) if v4.is_broadcast()) {
+        "the broadcast address"
+    } else {
+        return Ok(());
+    };
+    Err(format!("{what} {addr} is {kind}"))
+}
+
+fn valid_table_size(size: &u32) -> Result<(), String> {
+    let size = u64::from(*size);
+    if is_prime(size) {
+        return Ok(());
+    }
+    let below = (2..size).rev().find(|&n| is_prime(n) && n >= u64::from(MIN_TABLE_SIZE));
+    let above = next_prime(size).filter(|&p| p <= MAX_RING_SIZE as u64);
+    let nearest: Vec<String> = below.into_iter().chain(above).map(|p| p.to_string()).collect();
+    Err(format!("table_size {size} is not a prime (nearest: {})", nearest.join(" or ")))
+}
+
+fn is_prime(n: u64) -> bool {
+    n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| !n.is_multiple_of(d))
+}
+
+/// The smallest prime at least `n`.
+fn next_prime(n: u64) -> Option<u64> {
+    (n..=u64::MAX).find(|&p| is_prime(p))
+}
+
+fn family(addr: IpAddr) -> &'static str {
+    if addr.is_ipv4() {
+        "IPv4"
+    } else {
+        "IPv6"
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Diagnostics and the table reader
+// ---------------------------------------------------------------------------------------------
+
+/// A value and the line it was written on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Located<T> {
+    value: T,
+    line: usize,
+}
+
+/// Diagnostics of one file, and how to turn byte offsets into its line numbers.
+struct Report {
+    file: String,
+    /// Byte offset of the start of each line.
+    line_starts: Vec<usize>,
+    diagnostics: Vec<Diagnostic>,
+}
+
+impl Report {
+    fn new(file: &str, text: &str) -> Report {
+        let mut line_starts = vec![0];
+        line_starts.extend(text.bytes().enumerate().filter(|&(_, b)| b == b'\n').map(|(i, _)| i + 1));
+        Report { file: file.to_string(), line_starts, diagnostics: Vec::new() }
+    }
+
+    /// The 1-based line of byte `offset`.
+    fn line_of(&self, offset: usize) -> usize {
+        self.line_starts.partition_point(|&start| start <= offset)
+    }
+
+    fn error(&mut self, line: usize, message: impl Into<String>) {
+        self.push(line, Severity::Error, message.into());
+    }
+
+    fn warning(&mut self, line: usize, message: impl Into<String>) {
+        self.push(line, Severity::Warning, message.into());
+    }
+
+    fn push(&mut self, line: usize, severity: Severity, message: String) {
+        self.diagnostics.push(Diagnostic { file: self.file.clone(), line, severity, message });
+    }
+
+    fn has_errors(&self) -> bool {
+        self.diagnostics.iter().any(|d| d.severity == Severity::Error)
+    }
+
+    /// The diagnostics sorted by line (in the order found within a line).
+    fn finish(mut self) -> Vec<Diagnostic> {
+        self.diagnostics.sort_by_key(|d| d.line);
+        self.diagnostics
+    }
+}
+
+/// Reads one TOML table. The walker takes each key it knows with one call (`required_string`,
+/// `integer_or`, `table_array`, ...), which reports a wrong type, a value out of range or a
+/// missing required key, and returns the value with its line, or `None` after reporting.
+/// Optional keys get their default, located at the table's header. [`TableReader::finish`]
+/// then reports every key of the table that was not taken.
+#[must_use = "call finish() to report the keys nobody took"]
+struct TableReader<'r, 't> {
+    report: &'r mut Report,
+    table: &'t DeTable<'t>,
+    /// How diagnostics name the table: `[agent]`, `[[service]]`; empty for the root.
+    section: String,
+    /// Line of the table's header.
+    line: usize,
+    /// Keys taken so far (whether present or not).
+    taken: Vec<String>,
+}
+
+impl<'r, 't> TableReader<'r, 't> {
+    fn new(report: &'r mut Report, table: Located<&'t DeTable<'t>>, section: &str) -> Self {
+        TableReader { report, table: table.value, section: section.to_string(), line: table.line, taken: Vec::new() }
+    }
+
+    fn error(&mut self, line: usize, message: impl Into<String>) {
+        self.report.error(line, message);
+    }
+
+    fn warning(&mut self, line: usize, message: impl Into<String>) {
+        self.report.warning(line, message);
+    }
+
+    /// Takes `key`. Absent: `default` at the header's line, or, without a default, a "missing
+    /// required key" error. Present: `convert` turns the value (whose key is on `line`) into a
+    /// `T`, or reports why it cannot and returns `None`.
+    fn take<T>(
+        &mut self,
+        key: &str,
+        default: Option<T>,
+        convert: impl FnOnce(&mut Self, &str, &'t Spanned<DeValue<'t>>, usize) -> Option<T>,
+    ) -> Option<Located<T>> {
+        if !self.taken.iter().any(|k| k == key) {
+            self.taken.push(key.to_string());
+        }
+        let table = self.table;
+        match table.get_key_value(key) {
+            Some((k, v)) => {
+                let line = self.report.line_of(k.span().start);
+                let value = convert(self, key, v, line)?;
+                Some(Located { value, line })
+            }
+            None => match default {
+                Some(value) => Some(Located { value, line: self.line }),
+                None => {
+                    let message = if self.section.is_empty() {
+                        format!("missing required section [{key}]")
+                    } else {
+                        format!("missing required key \"{key}\" in {}", self.section)
+                    };
+                    self.error(self.line, message);
+                    None
+                }
+            },
+        }
+    }
+
+    /// Passes `item` through `valid`, reporting its error at the item's line.
+    fn check<T>(&mut self, item: Located<T>, valid: impl FnOnce(&T) -> Result<(), String>) -> Option<Located<T>> {
+        match valid(&item.value) {
+            Ok(()) => Some(item),
+            Err(message) => {
+                self.error(item.line, message);
+                None
+            }
+        }
+    }
+
+    fn required_string(&mut self, key: &str) -> Option<Located<String>> {
+        self.take(key, None, Self::string_value)
+    }
+
+    fn required_string_array(&mut self, key: &str) -> Option<Located<Vec<Located<String>>>> {
+        self.take(key, None, Self::string_array_value)
+    }
+
+    fn required_integer<T: Integer>(&mut self, key: &str, range: RangeInclusive<T>) -> Option<Located<T>> {
+        self.take(key, None, |r, key, v, line| r.integer_value(key, v, line, range))
+    }
+
+    fn integer_or<T: Integer>(&mut self, key: &str, range: RangeInclusive<T>, default: T) -> Option<Located<T>> {
+        self.take(key, Some(default), |r, key, v, line| r.integer_value(key, v, line, range))
+    }
+
+    fn bool_or(&mut self, key: &str, default: bool) -> Option<Located<bool>> {
+        self.take(key, Some(default), |r, key, v, line| match v.get_ref() {
+            DeValue::Boolean(b) => Some(*b),
+            other => r.wrong_type(key, line, "a boolean (true or false)", other),
+        })
+    }
+
+    /// A string that must be one of `options` (names and the values they stand for).
+    fn choice_or<T: Copy>(&mut self, key: &str, options: &[(&str, T)], default: T) -> Option<Located<T>> {
+        self.take(key, Some(default), |r, key, v, line| {
+            let s = r.string_value(key, v, line)?;
+            if let Some(&(_, value)) = options.iter().find(|(name, _)| *name == s) {
+                return Some(value);
+            }
+            let names: Vec<String> = options.iter().map(|(name, _)| format!("\"{name}\"")).collect();
+            r.error(line, format!("invalid {key} \"{s}\": expected {}", names.join(" or ")));
+            None
+        })
+    }
+
+    fn required_ip(&mut self, key: &str) -> Option<Located<IpAddr>> {
+        self.take(key, None, |r, key, v, line| {
+            let s = r.string_value(key, v, line)?;
+            match s.parse() {
+                Ok(addr) => Some(addr),
+                Err(_) => {
+                    r.error(line, format!("invalid IP address \"{s}\" for {key}"));
+                    None
+                }
+            }
+        })
+    }
+
+    fn absolute_path_or(&mut self, key: &str, default: &str) -> Option<Located<PathBuf>> {
+        self.take(key, Some(PathBuf::from(default)), |r, key, v, line| {
+            let s = r.string_value(key, v, line)?;
+            if Path::new(&s).is_absolute() {
+                Some(PathBuf::from(s))
+            } else {
+                r.error(line, format!("{key} must be an absolute path, not \"{s}\""));
+                None
+            }
+        })
+    }
+
+    /// A sub-table (`[key]`, or `key = { ... }`); its line is its header's.
+    fn required_table(&mut self, key: &str) -> Option<Located<&'t DeTable<'t>>> {
+        self.take(key, None, |r, key, v, line| match v.get_ref() {
+            DeValue::Table(table) => Some(table),
+            other => r.wrong_type(key, line, "a table", other),
+        })
+    }
+
+    /// An array of tables (`[[key]]`), empty when absent; each with its header's line.
+    fn table_array(&mut self, key: &str) -> Vec<Located<&'t DeTable<'t>>> {
+        let tables = self.take(key, Some(Vec::new()), |r, key, v, line| {
+            let DeValue::Array(items) = v.get_ref() else {
+                return r.wrong_type(key, line, &format!("an array of tables ([[{key}]])"), v.get_ref());
+            };
+            let mut tables = Vec::new();
+            for item in items.iter() {
+                let item_line = r.report.line_of(item.span().start);
+                match item.get_ref() {
+                    DeValue::Table(table) => tables.push(Located { value: table, line: item_line }),
+                    other => {
+                        r.error(item_line, format!("expected a table in array \"{key}\", found {}", a(other)));
+                    }
+                }
+            }
+            Some(tables)
+        });
+        tables.map(|t| t.value).unwrap_or_default()
+    }
+
+    fn string_value(&mut self, key: &str, v: &'t Spanned<DeValue<'t>>, line: usize) -> Option<String> {
+        match v.get_ref() {
+            DeValue::String(s) => Some(s.to_string()),
+            other => self.wrong_type(key, line, "a string", other),
+        }
+    }
+
+    /// An array of strings, each with its own line; `None` if any element is not a string.
+    fn string_array_value(
+        &mut self,
+        key: &str,
+        v: &'t Spanned<DeValue<'t>>,
+        line: usize,
+    ) -> Option<Vec<Located<String>>> {
+        let DeValue::Array(items) = v.get_ref() else {
+            return self.wrong_type(key, line, "an array of strings", v.get_ref());
+        };
+        let mut strings = Vec::new();
+        let mut ok = true;
+        for item in items.iter() {
+            let item_line = self.report.line_of(item.span().start);
+            match item.get_ref() {
+                DeValue::String(s) => strings.push(Located { value: s.to_string(), line: item_line }),
+                other => {
+                    self.error(item_line, format!("expected a string in array \"{key}\", found {}", a(other)));
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(strings)
+    }
+
+    fn integer_value<T: Integer>(
+        &mut self,
+        key: &str,
+        v: &'t Spanned<DeValue<'t>>,
+        line: usize,
+        range: RangeInclusive<T>,
+    ) -> Option<T> {
+        let DeValue::Integer(int) = v.get_ref() else {
+            return self.wrong_type(key, line, "an integer", v.get_ref());
+        };
+        let (low, high) = ((*range.start()).into(), (*range.end()).into());
+        match i64::from_str_radix(int.as_str(), int.radix()) {
+            Ok(n) if (low..=high).contains(&n) => T::try_from(n).ok(),
+            _ => {
+                self.error(line, format!("{key} = {int} is out of range {low}..={high}"));
+                None
+            }
+        }
+    }
+
+    fn wrong_type<T>(&mut self, key: &str, line: usize, expected: &str, found: &DeValue<'_>) -> Option<T> {
+        self.error(line, format!("expected {expected} for key \"{key}\", found {}", a(found)));
+        None
+    }
+
+    /// Reports every key of the table that no call took.
+    fn finish(self) {
+        for (key, value) in self.table.iter() {
+            let name: &str = key.get_ref();
+            if self.taken.iter().any(|k| k == name) {
+                continue;
+            }
+            let mut message = if !self.section.is_empty() {
+                format!("unknown key \"{name}\" in {}", self.section)
+            } else {
+                match value.get_ref() {
+                    DeValue::Table(_) => format!("unknown section [{name}]"),
+                    DeValue::Array(items) if !items.is_empty() && items.iter().all(|i| i.get_ref().is_table()) => {
+                        format!("unknown section [[{name}]]")
+                    }
+                    _ => format!("unknown key \"{name}\" at the top level"),
+                }
+            };
+            let closest = self.taken.iter().map(|known| (edit_distance(known, name), known)).min();
+            if let Some((_, known)) = closest.filter(|&(distance, _)| distance <= 2 && distance < name.len()) {
+                message.push_str(&format!(" (did you mean \"{known}\"?)"));
+            }
+            let line = self.report.line_of(key.span().start);
+            self.report.error(line, message);
+        }
+    }
+}
+
+/// The integer types keys are read as.
+trait Integer: Copy + Into<i64> + TryFrom<i64> {}
+impl Integer for u16 {}
+impl Integer for u32 {}
+
+/// "a string", "an integer", ...: how messages name a value's type.
+fn a(value: &DeValue<'_>) -> String {
+    let kind = value.type_str();
+    let article = if kind.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" };
+    format!("{article} {kind}")
+}
+
+/// Levenshtein distance, for "did you mean" hints.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut current = vec![i + 1];
+        for (j, &cb) in b.iter().enumerate() {
+            let substitution = previous[j] + usize::from(ca != cb);
+            current.push(substitution.min(previous[j + 1] + 1).min(current[j] + 1));
+        }
+        previous = current;
+    }
+    previous[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    const AGENT: &str = "[agent]\ninterfaces = [\"eth0\"]\n";
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    /// 1-based line of the `n`-th (0-based) line of `text` containing `needle`.
+    fn nth_line_of(text: &str, needle: &str, n: usize) -> usize {
+        let found = text.lines().enumerate().filter(|(_, line)| line.contains(needle)).nth(n);
+        found.unwrap_or_else(|| panic!("{needle:?} not in the text")).0 + 1
+    }
+
+    fn line_of(text: &str, needle: &str) -> usize {
+        nth_line_of(text, needle, 0)
+    }
+
+    fn ok(text: &str) -> (Config, Vec<Diagnostic>) {
+        match parse("test.toml", text) {
+            Ok(ok) => ok,
+            Err(e) => panic!("unexpected errors:\n{e}"),
+        }
+    }
+
+    /// The errors (not warnings) reported for `text`, which must fail.
+    fn errors(text: &str) -> Vec<Diagnostic> {
+        let Err(e) = parse("test.toml", text) else { panic!("parsed, but should have failed:\n{text}") };
+        e.diagnostics.into_iter().filter(|d| d.severity == Severity::Error).collect()
+    }
+
+    #[track_caller]
+    fn assert_has(diagnostics: &[Diagnostic], line: usize, fragment: &str) {
+        assert!(
+            diagnostics.iter().any(|d| d.line == line && d.message.contains(fragment)),
+            "no diagnostic at line {line} containing {fragment:?} in:\n{}",
+            one_per_line(diagnostics)
+        );
+    }
+
+    const FULL: &str = r#"# every key set
+[agent]
+interfaces = ["eth0", "eth1"]
+xdp_mode = "native"
+pin_path = "/sys/fs/bpf/xlb-test"
+control_socket = "/run/xlb/test.sock"
+flow_table_size = 65536
+max_services = 8
+assign_vips = false
+
+[[service]]
+name = "web"
+vip = "203.0.113.100"
+port = 80
+protocol = "tcp"
+scheduler = "sh"
+table_size = 251
+
+  [[service.backend]]
+  address = "203.0.113.11"
+  weight = 0
+
+  [[service.backend]]
+  address = "203.0.113.12"
+  weight = 1_000
+
+[[service]]
+name = "dns6.v2-b_c"
+vip = "2001:db8::100"
+port = 0
+protocol = "udp"
+scheduler = "maglev"
+table_size = 65537
+
+  [[service.backend]]
+  address = "2001:db8::11"
+"#;
+
+    #[test]
+    fn full_config_parses_to_expected_values() {
+        let (cfg, warnings) = ok(FULL);
+        assert_eq!(warnings, []);
+        let expected = Config {
+            file: "test.toml".to_string(),
+            agent: AgentConfig {
+                interfaces: vec!["eth0".to_string(), "eth1".to_string()],
+                interfaces_line: 3,
+                xdp_mode: XdpMode::Native,
+                pin_path: PathBuf::from("/sys/fs/bpf/xlb-test"),
+                control_socket: PathBuf::from("/run/xlb/test.sock"),
+                flow_table_size: 65536,
+                max_services: 8,
+                assign_vips: false,
+            },
+            services: vec![
+                ServiceConfig {
+                    name: "web".to_string(),
+                    vip: ip("203.0.113.100"),
+                    port: 80,
+                    protocol: Protocol::Tcp,
+                    scheduler: Scheduler::SourceHash,
+                    table_size: 251,
+                    backends: vec![
+                        BackendConfig { address: ip("203.0.113.11"), weight: 0, line: 19 },
+                        BackendConfig { address: ip("203.0.113.12"), weight: 1000, line: 23 },
+                    ],
+                    line: 11,
+                },
+                ServiceConfig {
+                    name: "dns6.v2-b_c".to_string(),
+                    vip: ip("2001:db8::100"),
+                    port: 0,
+                    protocol: Protocol::Udp,
+                    scheduler: Scheduler::Maglev,
+                    table_size: 65537,
+                    backends: vec![BackendConfig { address: ip("2001:db8::11"), weight: 1, line: 35 }],
+                    line: 27,
+                },
+            ],
+        };
+        assert_eq!(cfg, expected);
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let text = "[agent]\ninterfaces = [\"eth0\"]\n\n[[service]]\nname = \"web\"\nvip = \"203.0.113.100\"\nport = 443\n[[service.backend]]\naddress = \"203.0.113.11\"\n";
+        let (cfg, warnings) = ok(text);
+        assert_eq!(warnings, []);
+        let agent = &cfg.agent;
+        assert_eq!(agent.interfaces, ["eth0"]);
+        assert_eq!(agent.interfaces_line, 2);
+        assert_eq!(agent.xdp_mode, XdpMode::Native);
+        assert_eq!(agent.pin_path, Path::new("/sys/fs/bpf/xlb"));
+        assert_eq!(agent.control_socket, Path::new("/run/xlb/xlb.sock"));
+        assert_eq!(agent.flow_table_size, 1_048_576);
+        assert_eq!(agent.max_services, 64);
+        assert!(agent.assign_vips);
+        let svc = &cfg.services[0];
+        assert_eq!((svc.protocol, svc.scheduler, svc.table_size), (Protocol::Tcp, Scheduler::Maglev, DEFAULT_RING_SIZE));
+        assert_eq!(svc.backends[0].weight, 1);
+        assert_eq!((svc.line, svc.backends[0].line), (4, 8));
+    }
+
+    #[test]
+    fn no_services_is_valid() {
+        let (cfg, warnings) = ok(AGENT);
+        assert!(cfg.services.is_empty());
+        assert_eq!(warnings, []);
+    }
+
+    #[test]
+    fn lab_config_is_valid() {
+        let (cfg, warnings) = ok(include_str!("../../config/lab.toml"));
+        assert_eq!(warnings, []);
+        assert!(!cfg.services.is_empty());
+    }
+
+    #[test]
+    fn syntax_error_is_reported_at_its_line() {
+        let text = "[agent]\ninterfaces = [\"eth0\"]\nflow_table_size = 10x24\n";
+        let errs = errors(text);
+        assert_eq!(errs.len(), 1);
+        assert_has(&errs, 3, "syntax error");
+        assert_has(&errs, 3, "10x24");
+    }
+
+    #[test]
+    fn duplicate_key_is_a_syntax_error_naming_the_key() {
+        let text = format!("{AGENT}[[service]]\nname = \"a\"\nport = 1\nport = 2\n");
+        let errs = errors(&text);
+        assert_eq!(errs.len(), 1);
+        assert_has(&errs, 6, "duplicate key (at \"port\")");
+    }
+
+    #[test]
+    fn unknown_keys_are_reported_in_every_table() {
+        let text = format!(
+            "{AGENT}xdp_mod = \"native\"\ncolour = \"blue\"\n\n[vrrp]\nstate = \"MASTER\"\n\n[[service]]\nname = \"web\"\nvip = \"203.0.113.100\"\nport = 80\nprotcol = \"tcp\"\n[[service.backend]]\naddress = \"203.0.113.11\"\nport = 8080\n\n[[real_server]]\nx = 1\n"
+        );
+        let text = format!("stray = 1\n{text}");
+        let errs = errors(&text);
+        assert_has(&errs, 1, "unknown key \"stray\" at the top level");
+        assert_has(&errs, line_of(&text, "xdp_mod"), "unknown key \"xdp_mod\" in [agent] (did you mean \"xdp_mode\"?)");
+        assert_has(&errs, line_of(&text, "colour"), "unknown key \"colour\" in [agent]");
+        assert_has(&errs, line_of(&text, "[vrrp]"), "unknown section [vrrp]");
+        assert_has(&errs, line_of(&text, "protcol"), "unknown key \"protcol\" in [[service]] (did you mean \"protocol\"?)");
+        assert_has(&errs, line_of(&text, "port = 8080"), "unknown key \"port\" in [[service.backend]]");
+        assert_has(&errs, line_of(&text, "[[real_server]]"), "unknown section [[real_server]]");
+        // Keys of unknown sections are not reported one by one.
+        assert_eq!(errs.len(), 7, "{}", one_per_line(&errs));
+        let colour = errs.iter().find(|d| d.message.contains("colour")).unwrap();
+        assert!(!colour.message.contains("did you mean"), "no hint for a key far from every known one");
+    }
+
+    #[test]
+    fn wrong_types_name_the_key() {
+        let text = r#"[agent]
+interfaces = "eth0"
+assign_vips = "yes"
+max_services = 1.5
+[[service]]
+name = "web"
+vip = 203
+port = "80"
+backend = 3
+"#;
+        let errs = errors(text);
+        assert_has(&errs, 2, "expected an array of strings for key \"interfaces\", found a string");
+        assert_has(&errs, 3, "expected a boolean (true or false) for key \"assign_vips\", found a string");
+        assert_has(&errs, 4, "expected an integer for key \"max_services\", found a float");
+        assert_has(&errs, 7, "expected a string for key \"vip\", found an integer");
+        assert_has(&errs, 8, "expected an integer for key \"port\", found a string");
+        assert_has(&errs, 9, "expected an array of tables ([[backend]]) for key \"backend\", found an integer");
+        assert_eq!(errs.len(), 6, "{}", one_per_line(&errs));
+    }
+
+    #[test]
+    fn wrong_types_inside_arrays_are_reported_at_the_element() {
+        let text = "service = [3]\n[agent]\ninterfaces = [\n  \"eth0\",\n  7,\n]\n";
+        let errs = errors(text);
+        assert_has(&errs, 1, "expected a table in array \"service\", found an integer");
+        assert_has(&errs, 5, "expected a string in array \"interfaces\", found an integer");
+        assert_eq!(errs.len(), 2, "{}", one_per_line(&errs));
+    }
+
+    #[test]
+    fn missing_required_keys_are_reported_at_the_header() {
+        let text = "\n[agent]\nxdp_mode = \"native\"\n\n[[service]]\nprotocol = \"udp\"\n[[service.backend]]\nweight = 2\n";
+        let errs = errors(text);
+        assert_has(&errs, 2, "missing required key \"interfaces\" in [agent]");
+        assert_has(&errs, 5, "missing required key \"name\" in [[service]]");
+        assert_has(&errs, 5, "missing required key \"vip\" in [[service]]");
+        assert_has(&errs, 5, "missing required key \"port\" in [[service]]");
+        assert_has(&errs, 7, "missing required key \"address\" in [[service.backend]]");
+        assert_eq!(errs.len(), 5, "{}", one_per_line(&errs));
+    }
+
+    #[test]
+    fn missing_agent_section() {
+        let errs = errors("# nothing\n");
+        assert_eq!(errs.len(), 1);
+        assert_has(&errs, 1, "missing required section [agent]");
+    }
+
+    #[test]
+    fn invalid_addresses_are_reported() {
+        let text = format!(
+            "{AGENT}[[service]]\nname = \"web\"\nvip = \"203.0.113.300\"\nport = 80\n[[service.backend]]\naddress = \"backend-1\"\n[[service.backend]]\naddress = \"203.0.113.12\"\n"
+        );
+        let errs = errors(&text);
+        assert_has(&errs, 5, "invalid IP address \"203.0.113.300\" for vip");
+        assert_has(&errs, 8, "invalid IP address \"backend-1\" for address");
+        assert_eq!(errs.len(), 2, "{}", one_per_line(&errs));
+    }
+
+    #[test]
+    fn unusable_vips_and_backends_are_refused() {
+        let cases = [
+            ("0.0.0.0", "the unspecified address"),
+            ("::", "the unspecified address"),
+            ("224.0.0.18", "a multicast address"),
+            ("ff02::1", "a multicast address"),
+            ("127.0.0.1", "a loopback address"),
+            ("::1", "a loopback address"),
+            ("255.255.255.255", "the broadcast address"),
+        ];
+        for (addr, kind) in cases {
+            let text = format!("{AGENT}[[service]]\nname = \"s\"\nvip = \"{addr}\"\nport = 80\n");
+            assert_has(&errors(&text), 5, &format!("vip {addr} is {kind}"));
+            let text = format!(
+                "{AGENT}[[service]]\nname = \"s\"\nvip = \"192.0.2.1\"\nport = 80\n[[service.backend]]\naddress = \"{addr}\"\n"
+            );
+            assert_has(&errors(&text), 8, &format!("backend address {addr} is {kind}"));
+        }
+    }
+
+    #[test]
+    fn backend_of_the_other_family_or_equal_to_the_vip() {
+        let text = format!(
+            "{AGENT}[[service]]\nname = \"web\"\nvip = \"203.0.113.100\"\nport = 80\n[[service.backend]]\naddress = \"2001:db8::11\"\n[[service.backend]]\naddress = \"203.0.113.100\"\n[[service.backend]]\naddress = \"203.0.113.12\"\n"
+        );
+        let errs = errors(&text);
+        assert_has(&errs, 8, "backend address 2001:db8::11 is IPv6 but the vip 203.0.113.100 of service \"web\" is IPv4");
+        assert_has(&errs, 10, "backend address 203.0.113.100 is the vip of service \"web\"");
+        assert_eq!(errs.len(), 2, "{}", one_per_line(&errs));
+    }
+
+    fn service(name: &str, vip: &str, port: u16, protocol: &str) -> String {
+        format!(
+            "\n[[service]]\nname = \"{name}\"\nvip = \"{vip}\"\nport = {port}\nprotocol = \"{protocol}\"\n[[service.backend]]\naddress = \"203.0.113.11\"\n"
+        )
+    }
+
+    #[test]
+    fn duplicate_service_names_the_other_one_and_its_line() {
+        let text = [
+            AGENT.to_string(),
+            service("web", "203.0.113.100", 80, "tcp"),
+            service("dns", "203.0.113.100", 80, "udp"),
+            service("web-all", "203.0.113.100", 0, "tcp"),
+            service("web-again", "203.0.113.100", 80, "tcp"),
+        ]
+        .concat();
+        let errs = errors(&text);
+        let first = line_of(&text, "name = \"web\"") - 1;
+        let dup = line_of(&text, "web-again") - 1;
+        assert_has(
+            &errs,
+            dup,
+            &format!("service \"web-again\" has the same vip 203.0.113.100, port 80 and protocol tcp as service \"web\" at line {first}"),
+        );
+        assert_eq!(errs.len(), 1, "{}", one_per_line(&errs));
+    }
+
+    #[test]
+    fn duplicate_service_name() {
+        let text = [AGENT.to_string(), service("web", "203.0.113.100", 80, "tcp"), service("web", "203.0.113.100", 443, "tcp")].concat();
+        let errs = errors(&text);
+        let first = line_of(&text, "name = \"web\"");
+        let again = nth_line_of(&text, "name = \"web\"", 1);
+        assert_has(&errs, again, &format!("duplicate service name \"web\" (also used at line {first})"));
+        assert_eq!(errs.len(), 1, "{}", one_per_line(&errs));
+    }
+
+    #[test]
+    fn invalid_service_names() {
+        for name in ["", "has space", "a/b", "x23456789012345678901234567890123"] {
+            let text = format!("{AGENT}[[service]]\nname = \"{name}\"\nvip = \"192.0.2.1\"\nport = 80\n");
+            assert_has(&errors(&text), 4, &format!("invalid name \"{name}\""));
+        }
+    }
+
+    #[test]
+    fn duplicate_backend_within_a_service() {
+        // The same address in two services is fine; twice in one service is not.
+        let mut text = [AGENT.to_string(), service("web", "203.0.113.100", 80, "tcp"), service("tls", "203.0.113.100", 443, "tcp")].concat();
+        text.push_str("[[service.backend]]\naddress = \"203.0.113.11\"\n");
+        let errs = errors(&text);
+        let first = nth_line_of(&text, "address", 1);
+        let again = nth_line_of(&text, "address", 2);
+        assert_has(&errs, again, &format!("duplicate backend address 203.0.113.11 in service \"tls\" (first at line {first})"));
+        assert_eq!(errs.len(), 1, "{}", one_per_line(&errs));
+
+        // A third one still names the first.
+        text.push_str("[[service.backend]]\naddress = \"203.0.113.11\"\n");
+        let errs = errors(&text);
+        let third = nth_line_of(&text, "address", 3);
+        assert_has(&errs, third, &format!("(first at line {first})"));
+        assert_eq!(errs.len(), 2, "{}", one_per_line(&errs));
+    }
+
+    #[test]
+    fn numbers_out_of_range() {
+        let text = "[agent]\ninterfaces = [\"eth0\"]\nflow_table_size = 1000\nmax_services = 513\n[[service]]\nname = \"a\"\nvip = \"192.0.2.1\"\nport = 65536\n[[service.backend]]\naddress = \"192.0.2.11\"\nweight = 1001\n[[service.backend]]\naddress = \"192.0.2.12\"\nweight = -1\n[[service]]\nname = \"b\"\nvip = \"192.0.2.1\"\nport = 0x1_0000_0000_0000_0000\n";
+        let errs = errors(text);
+        assert_has(&errs, 3, "flow_table_size = 1000 is out of range 1024..=16777216");
+        assert_has(&errs, 4, "max_services = 513 is out of range 1..=512");
+        assert_has(&errs, 8, "port = 65536 is out of range 0..=65535");
+        assert_has(&errs, 11, "weight = 1001 is out of range 0..=1000");
+        assert_has(&errs, 14, "weight = -1 is out of range 0..=1000");
+        assert_has(&errs, 18, "port = ");
+        assert_eq!(errs.len(), 6, "{}", one_per_line(&errs));
+    }
+
+    #[test]
+    fn table_size_must_be_a_prime_in_range() {
+        let cases = [
+            ("1000", "table_size 1000 is not a prime (nearest: 997 or 1009)"),
+            ("65536", "table_size 65536 is not a prime (nearest: 65521 or 65537)"),
+            ("5", "table_size = 5 is out of range 7..=65537"),
+            ("65539", "table_size = 65539 is out of range 7..=65537"),
+        ];
+        for (size, message) in cases {
+            let text = format!("{AGENT}[[service]]\nname = \"a\"\nvip = \"192.0.2.1\"\nport = 1\ntable_size = {size}\n");
+            let errs = errors(&text);
+            assert_has(&errs, 7, message);
+            assert_eq!(errs.len(), 1, "{}", one_per_line(&errs));
+        }
+    }
+
+    #[test]
+    fn interface_list_checks() {
+        let text = "[agent]\ninterfaces = []\n";
+        assert_has(&errors(text), 2, "interfaces must name at least one interface");
+        let text = "[agent]\ninterfaces = [\n  \"eth0\",\n  \"eth0\",\n  \"a-very-long-name0\",\n  \"eth0:1\",\n  \"\",\n]\n";
+        let errs = errors(text);
+        assert_has(&errs, 4, "interface \"eth0\" is listed twice in interfaces (also line 3)");
+        assert_has(&errs, 5, "invalid interface name \"a-very-long-name0\" in interfaces: must be 1 to 15 characters long");
+        assert_has(&errs, 6, "invalid interface name \"eth0:1\"");
+        assert_has(&errs, 7, "invalid interface name \"\"");
+        assert_eq!(errs.len(), 4, "{}", one_per_line(&errs));
+    }
+
+    #[test]
+    fn choices_and_paths() {
+        let text = "[agent]\ninterfaces = [\"eth0\"]\nxdp_mode = \"offload\"\npin_path = \"bpf/xlb\"\ncontrol_socket = \"xlb.sock\"\n[[service]]\nname = \"a\"\nvip = \"192.0.2.1\"\nport = 1\nprotocol = \"sctp\"\nscheduler = \"wrr\"\n";
+        let errs = errors(text);
+        assert_has(&errs, 3, "invalid xdp_mode \"offload\": expected \"native\" or \"generic\"");
+        assert_has(&errs, 4, "pin_path must be an absolute path, not \"bpf/xlb\"");
+        assert_has(&errs, 5, "control_socket must be an absolute path");
+        assert_has(&errs, 10, "invalid protocol \"sctp\": expected \"tcp\" or \"udp\"");
+        assert_has(&errs, 11, "invalid scheduler \"wrr\": expected \"maglev\" or \"sh\"");
+        assert_eq!(errs.len(), 5, "{}", one_per_line(&errs));
+    }
+
+    #[test]
+    fn too_many_services_for_max_services() {
+        let text = [
+            "[agent]\ninterfaces = [\"eth0\"]\nmax_services = 2\n".to_string(),
+            service("a", "203.0.113.100", 1, "tcp"),
+            service("b", "203.0.113.100", 2, "tcp"),
+            service("c", "203.0.113.100", 3, "tcp"),
+        ]
+        .concat();
+        let errs = errors(&text);
+        let third = line_of(&text, "name = \"c\"") - 1;
+        assert_has(&errs, third, "too many services: 3 [[service]] tables, but max_services is 2 (at line 3)");
+        assert_eq!(errs.len(), 1, "{}", one_per_line(&errs));
+
+        let mut text = AGENT.to_string();
+        for port in 1..=DEFAULT_MAX_SERVICES as u16 + 1 {
+            text.push_str(&service(&format!("s{port}"), "203.0.113.100", port, "tcp"));
+        }
+        let errs = errors(&text);
+        let over = line_of(&text, "name = \"s65\"") - 1;
+        assert_has(&errs, over, "too many services: 65 [[service]] tables, but max_services is 64 (by default)");
+        assert_eq!(errs.len(), 1, "{}", one_per_line(&errs));
+    }
+
+    #[test]
+    fn too_many_backends_over_all_services() {
+        let per_service = 820; // 5 x 820 = 4100 > MAX_BACKENDS
+        let mut text = AGENT.to_string();
+        for s in 0..5 {
+            text.push_str(&format!("[[service]]\nname = \"s{s}\"\nvip = \"10.{s}.255.1\"\nport = 80\n"));
+            for i in 0..per_service {
+                text.push_str(&format!("[[service.backend]]\naddress = \"10.{s}.{}.{}\"\n", i / 200, i % 200 + 1));
+            }
+        }
+        let errs = errors(&text);
+        // The 4097th backend: the 77th of the fifth service.
+        let header = nth_line_of(&text, "[[service.backend]]", MAX_BACKENDS as usize);
+        assert_has(&errs, header, "too many backends: 4100 over all services, at most 4096");
+        assert_eq!(errs.len(), 1, "{}", one_per_line(&errs));
+    }
+
+    #[test]
+    fn several_errors_are_all_reported_in_line_order() {
+        let text = r#"[agent]
+interfaces = ["eth0"]
+xdp_mode = "fast"
+flow_table_size = 12
+
+[[service]]
+name = "web"
+vip = "203.0.113.300"
+port = 80
+protocol = "tcp"
+timeout = 30
+
+  [[service.backend]]
+  address = "203.0.113.11"
+  weight = 5000
+
+[[service]]
+name = "web"
+vip = "2001:db8::1"
+port = 80
+
+  [[service.backend]]
+  address = "203.0.113.12"
+"#;
+        let errs = errors(text);
+        let lines: Vec<usize> = errs.iter().map(|d| d.line).collect();
+        assert_eq!(lines, [3, 4, 8, 11, 15, 18, 23], "{}", one_per_line(&errs));
+        assert_has(&errs, 11, "unknown key \"timeout\" in [[service]]");
+        assert_has(&errs, 15, "weight = 5000");
+        assert_has(&errs, 18, "duplicate service name \"web\"");
+        assert_has(&errs, 23, "is IPv4 but the vip 2001:db8::1");
+        assert!(errs.iter().all(|d| d.file == "test.toml"));
+    }
+
+    #[test]
+    fn warnings_do_not_fail() {
+        let text = r#"[agent]
+interfaces = ["eth0"]
+xdp_mode = "generic"
+
+[[service]]
+name = "empty"
+vip = "203.0.113.100"
+port = 80
+
+[[service]]
+name = "small"
+vip = "203.0.113.100"
+port = 443
+table_size = 251
+[[service.backend]]
+address = "203.0.113.11"
+[[service.backend]]
+address = "203.0.113.12"
+[[service.backend]]
+address = "203.0.113.13"
+"#;
+        let (cfg, warnings) = ok(text);
+        assert_eq!(cfg.services.len(), 2);
+        assert!(cfg.services[0].backends.is_empty());
+        assert_eq!(warnings.len(), 3, "{}", one_per_line(&warnings));
+        assert!(warnings.iter().all(|w| w.severity == Severity::Warning));
+        assert_has(&warnings, 3, "xdp_mode = \"generic\" is slow");
+        assert_has(&warnings, 5, "service \"empty\" has no backends: its traffic is dropped");
+        assert_has(&warnings, 14, "table_size 251 of service \"small\" is below 100 x its 3 backends");
+        assert_has(&warnings, 14, "such as 307");
+        assert_eq!(warnings[0].to_string(), "test.toml:3: warning: xdp_mode = \"generic\" is slow (the kernel builds an skb for every packet first); use \"native\" where the driver supports XDP");
+    }
+
+    #[test]
+    fn default_table_size_warns_at_the_service_header() {
+        let mut text = format!("{AGENT}[[service]]\nname = \"big\"\nvip = \"10.0.0.1\"\nport = 80\n");
+        for i in 0..700 {
+            text.push_str(&format!("[[service.backend]]\naddress = \"10.1.{}.{}\"\n", i / 200, i % 200 + 1));
+        }
+        let (_, warnings) = ok(&text);
+        assert_eq!(warnings.len(), 1);
+        assert_has(&warnings, 3, "table_size 65537 of service \"big\" is below 100 x its 700 backends");
+        assert_has(&warnings, 3, "700 backends need more than the largest table_size, 65537");
+    }
+
+    #[test]
+    fn errors_come_with_the_warnings() {
+        let text = "[agent]\ninterfaces = [\"eth0\"]\nxdp_mode = \"generic\"\nbogus = 1\n";
+        let e = parse("x.toml", text).unwrap_err();
+        assert_eq!(e.diagnostics.len(), 2);
+        assert_eq!(e.diagnostics[0].severity, Severity::Warning);
+        assert_eq!(e.diagnostics[1].severity, Severity::Error);
+        assert_eq!(
+            e.to_string(),
+            "x.toml:3: warning: xdp_mode = \"generic\" is slow (the kernel builds an skb for every packet first); use \"native\" where the driver supports XDP\n\
+             x.toml:4: unknown key \"bogus\" in [agent]"
+        );
+    }
+
+    #[test]
+    fn diagnostic_display() {
+        let d = Diagnostic { file: "xlb.toml".into(), line: 7, severity: Severity::Error, message: "boom".into() };
+        assert_eq!(d.to_string(), "xlb.toml:7: boom");
+        let w = Diagnostic { severity: Severity::Warning, ..d };
+        assert_eq!(w.to_string(), "xlb.toml:7: warning: boom");
+    }
+
+    #[test]
+    fn line_numbers_follow_newlines() {
+        let report = Report::new("f", "a\nbc\n\nd");
+        let lines: Vec<usize> = (0..8).map(|offset| report.line_of(offset)).collect();
+        assert_eq!(lines, [1, 1, 2, 2, 2, 3, 4, 4]);
+    }
+
+    #[test]
+    fn load_reads_a_file_and_reports_a_read_failure_at_line_0() {
+        let dir = std::env::temp_dir().join(format!("xlb-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("xlb.toml");
+        std::fs::write(&path, FULL).unwrap();
+        let (cfg, _) = load(&path).unwrap();
+        assert_eq!(cfg.file, path.display().to_string());
+        assert_eq!(cfg.services.len(), 2);
+
+        let missing = dir.join("missing.toml");
+        let e = load(&missing).unwrap_err();
+        assert_eq!(e.diagnostics.len(), 1);
+        let d = &e.diagnostics[0];
+        assert_eq!((d.line, d.severity), (0, Severity::Error));
+        assert!(d.message.contains(&missing.display().to_string()), "{d}");
+        assert!(d.message.contains("No such file"), "{d}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn protocol_numbers_and_names() {
+        assert_eq!((Protocol::Tcp.number(), Protocol::Udp.number()), (6, 17));
+        assert_eq!((Protocol::Tcp.to_string(), Protocol::Udp.to_string()), ("tcp".into(), "udp".into()));
+        assert_eq!((Scheduler::Maglev.to_string(), Scheduler::SourceHash.to_string()), ("maglev".into(), "sh".into()));
+    }
+
+    fn iface(name: &str, ifindex: u32, addrs: &[(&str, u8)]) -> InterfaceInfo {
+        InterfaceInfo {
+            name: name.to_string(),
+            ifindex,
+            mac: [2, 0, 0, 0, 0, ifindex as u8],
+            addrs: addrs.iter().map(|&(a, p)| (ip(a), p)).collect(),
+        }
+    }
+
+    fn host() -> Vec<InterfaceInfo> {
+        vec![
+            iface("lo", 1, &[("127.0.0.1", 8), ("::1", 128)]),
+            iface("eth0", 2, &[("203.0.113.2", 24), ("2001:db8::2", 64)]),
+            iface("eth1", 3, &[("198.51.100.2", 24)]),
+        ]
+    }
+
+    #[test]
+    fn environment_ok() {
+        let (cfg, _) = ok(FULL);
+        assert_eq!(check_environment(&cfg, &host()), []);
+    }
+
+    #[test]
+    fn environment_missing_interface() {
+        let text = "[agent]\ninterfaces = [\"eth0\", \"eth9\"]\n";
+        let (cfg, _) = ok(text);
+        let diags = check_environment(&cfg, &host());
+        assert_eq!(diags.len(), 1);
+        assert_eq!(diags[0].to_string(), "test.toml:2: interface \"eth9\" does not exist on this host (it has: lo, eth0, eth1)");
+    }
+
+    #[test]
+    fn environment_backend_off_subnet() {
+        let text = r#"[agent]
+interfaces = ["eth0", "eth1"]
+[[service]]
+name = "web"
+vip = "203.0.113.100"
+port = 80
+[[service.backend]]
+address = "203.0.113.11"
+[[service.backend]]
+address = "192.0.2.7"
+[[service]]
+name = "web6"
+vip = "2001:db8::100"
+port = 80
+[[service.backend]]
+address = "2001:db8:1::7"
+"#;
+        let (cfg, _) = ok(text);
+        let diags = check_environment(&cfg, &host());
+        assert_eq!(diags.len(), 2, "{}", one_per_line(&diags));
+        assert_has(
+            &diags,
+            9,
+            "backend 192.0.2.7 of service \"web\" is not on the subnet of any attached interface (eth0: 203.0.113.2/24, eth1: 198.51.100.2/24)",
+        );
+        assert_has(
+            &diags,
+            15,
+            "backend 2001:db8:1::7 of service \"web6\" is not on the subnet of any attached interface (eth0: 2001:db8::2/64, eth1: no IPv6 address)",
+        );
+        assert!(diags.iter().all(|d| d.severity == Severity::Error));
+    }
+
+    #[test]
+    fn environment_ignores_interfaces_that_are_not_attached() {
+        // 198.51.100.7 is on eth1's subnet, but XDP is only attached to eth0.
+        let text = "[agent]\ninterfaces = [\"eth0\"]\n[[service]]\nname = \"web\"\nvip = \"198.51.100.100\"\nport = 80\n[[service.backend]]\naddress = \"198.51.100.7\"\n";
+        let (cfg, _) = ok(text);
+        let diags = check_environment(&cfg, &host());
+        assert_has(&diags, 7, "(eth0: 203.0.113.2/24)");
+    }
+
+    #[test]
+    fn egress_interface_longest_prefix_wins() {
+        let ifaces = vec![
+            iface("eth0", 2, &[("10.0.0.1", 8), ("2001:db8::1", 32)]),
+            iface("eth1", 3, &[("10.1.0.1", 16), ("2001:db8:1::1", 48)]),
+            iface("eth2", 4, &[("10.1.2.1", 24)]),
+            iface("eth3", 5, &[("10.0.0.2", 8)]),
+        ];
+        let all: Vec<String> = ["eth0", "eth1", "eth2", "eth3"].map(String::from).to_vec();
+        let via = |addr: &str, allowed: &[String]| egress_interface(ip(addr), &ifaces, allowed).map(|i| i.name.as_str());
+        assert_eq!(via("10.1.2.3", &all), Some("eth2"));
+        assert_eq!(via("10.1.9.9", &all), Some("eth1"));
+        assert_eq!(via("10.9.9.9", &all), Some("eth0"), "equal prefixes: the first allowed");
+        assert_eq!(via("2001:db8:1::9", &all), Some("eth1"));
+        assert_eq!(via("2001:db8:2::9", &all), Some("eth0"));
+        assert_eq!(via("192.0.2.1", &all), None);
+        assert_eq!(via("2001:db9::1", &all), None);
+        let some: Vec<String> = ["eth3", "eth1"].map(String::from).to_vec();
+        assert_eq!(via("10.1.2.3", &some), Some("eth1"), "eth2 is not allowed");
+        assert_eq!(via("10.9.9.9", &some), Some("eth3"));
+        assert_eq!(egress_interface(ip("10.1.2.3"), &ifaces, &[]), None);
+        // An IPv4-mapped address is not inside an IPv4 subnet.
+        assert_eq!(via("::ffff:10.1.2.3", &all), None);
+    }
+
+    #[test]
+    fn subnet_edges() {
+        let any4 = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+        assert!(in_subnet(ip("192.0.2.1"), any4, 0));
+        assert!(in_subnet(ip("192.0.2.1"), ip("192.0.2.1"), 32));
+        assert!(!in_subnet(ip("192.0.2.2"), ip("192.0.2.1"), 32));
+        assert!(!in_subnet(ip("192.0.2.1"), ip("192.0.2.1"), 33), "invalid prefix");
+        assert!(in_subnet(ip("2001:db8::1"), IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0));
+        assert!(in_subnet(ip("2001:db8::1"), ip("2001:db8::1"), 128));
+        assert!(!in_subnet(ip("2001:db8::1"), any4, 0), "families differ");
+    }
+
+    #[test]
+    fn primes() {
+        let primes: Vec<u64> = (0..30).filter(|&n| is_prime(n)).collect();
+        assert_eq!(primes, [2, 3, 5, 7, 11, 13, 17, 19, 23, 29]);
+        assert!(is_prime(65537) && is_prime(251) && !is_prime(65535));
+        assert_eq!(next_prime(300), Some(307));
+        assert_eq!(edit_distance("protcol", "protocol"), 1);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("weigth", "weight"), 2);
+    }
+}

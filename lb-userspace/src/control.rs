@@ -1,0 +1,197 @@
+//! The control socket: a root-only Unix socket where `xlb stats` (and later drain, weights,
+//! reload) talk to the running agent. One JSON request per line, one JSON response per line.
+//!
+//! The listener only forwards requests to the agent's loop, which owns the maps and answers:
+//! the agent stays the single writer.
+
+use std::{
+    os::unix::fs::PermissionsExt as _,
+    path::{Path, PathBuf},
+};
+
+use serde::{Deserialize, Serialize};
+use tokio::{
+    io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader},
+    net::{UnixListener, UnixStream},
+    sync::{mpsc, oneshot},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("control socket {path}: {source}")]
+    Io { path: PathBuf, #[source] source: std::io::Error },
+    #[error("control socket {path}: bad reply: {source}")]
+    Reply { path: PathBuf, #[source] source: serde_json::Error },
+    #[error("agent at {path} refused the request: {message}")]
+    Refused { path: PathBuf, message: String },
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "command", rename_all = "kebab-case")]
+pub enum Request {
+    /// Services, backends, counters.
+    Status,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "result", rename_all = "kebab-case")]
+pub enum Response {
+    Status(Status),
+    Error { message: String },
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Counters {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+impl From<lb_common::Counters> for Counters {
+    fn from(c: lb_common::Counters) -> Self {
+        Counters { packets: c.packets, bytes: c.bytes }
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Status {
+    pub interfaces: Vec<String>,
+    pub services: Vec<ServiceStatus>,
+    /// Global verdict and event counters by name (`lb_common::stat::NAMES`).
+    pub counters: std::collections::BTreeMap<String, u64>,
+    /// Entries in the flow table.
+    pub flows: usize,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct ServiceStatus {
+    pub name: String,
+    pub vip: String,
+    pub port: u16,
+    pub protocol: String,
+    pub scheduler: String,
+    pub counters: Counters,
+    pub backends: Vec<BackendStatus>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct BackendStatus {
+    pub address: String,
+    pub weight: u32,
+    /// The backend's MAC, once learnt from the neighbour table.
+    pub mac: Option<String>,
+    pub interface: String,
+    /// "up", or why it receives no new flows ("no-mac", "drained").
+    pub state: String,
+    pub counters: Counters,
+}
+
+/// A request waiting for the agent's answer.
+pub type Pending = (Request, oneshot::Sender<Response>);
+
+/// Binds the socket (mode 0600, replacing a stale one) and forwards each request to `agent`.
+pub fn serve(path: &Path, agent: mpsc::Sender<Pending>) -> Result<tokio::task::JoinHandle<()>, ControlError> {
+    let io = |source| ControlError::Io { path: path.to_owned(), source };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    if path.exists() {
+        // Only a socket nobody answers on is stale; a live agent keeps its socket.
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(io(std::io::Error::new(std::io::ErrorKind::AddrInUse, "another agent is answering on it")));
+        }
+        std::fs::remove_file(path).map_err(io)?;
+    }
+    let listener = UnixListener::bind(path).map_err(io)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+    Ok(tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            let agent = agent.clone();
+            tokio::spawn(async move {
+                if let Err(e) = answer(stream, agent).await {
+                    tracing::debug!("control connection: {e}");
+                }
+            });
+        }
+    }))
+}
+
+async fn answer(stream: UnixStream, agent: mpsc::Sender<Pending>) -> std::io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read).lines();
+    while let Some(line) = lines.next_line().await? {
+        let response = match serde_json::from_str::<Request>(&line) {
+            Ok(request) => {
+                let (tx, rx) = oneshot::channel();
+                if agent.send((request, tx)).await.is_err() {
+                    break;
+                }
+                rx.await.unwrap_or(Response::Error { message: "agent is stopping".into() })
+            }
+            Err(e) => Response::Error { message: format!("bad request: {e}") },
+        };
+        let mut out = serde_json::to_vec(&response).expect("serializable");
+        out.push(b'\n');
+        write.write_all(&out).await?;
+    }
+    Ok(())
+}
+
+/// Sends one request to the agent at `path` and waits for its answer (blocking; for the CLI and
+/// tests).
+pub fn request(path: &Path, request: &Request) -> Result<Response, ControlError> {
+    use std::io::{BufRead as _, Write as _};
+    let io = |source| ControlError::Io { path: path.to_owned(), source };
+    let mut stream = std::os::unix::net::UnixStream::connect(path).map_err(io)?;
+    let mut line = serde_json::to_vec(request).expect("serializable");
+    line.push(b'\n');
+    stream.write_all(&line).map_err(io)?;
+    let mut reply = String::new();
+    std::io::BufReader::new(stream).read_line(&mut reply).map_err(io)?;
+    serde_json::from_str(&reply).map_err(|source| ControlError::Reply { path: path.to_owned(), source })
+}
+
+/// The agent's status, or the agent's error.
+pub fn status(path: &Path) -> Result<Status, ControlError> {
+    match request(path, &Request::Status)? {
+        Response::Status(s) => Ok(s),
+        Response::Error { message } => Err(ControlError::Refused { path: path.to_owned(), message }),
+    }
+}
+
+impl Status {
+    /// An `ipvsadm -ln --stats`-like table.
+    pub fn render(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        let _ = writeln!(out, "xlb on {}  flows: {}", self.interfaces.join(","), self.flows);
+        let _ = writeln!(out, "{:<5} {:<34} {:<10} {:>12} {:>14}", "Prot", "LocalAddress:Port Scheduler", "", "Packets", "Bytes");
+        let _ = writeln!(out, "  -> {:<31} {:<6} {:<8} {:>12} {:>14}", "RemoteAddress", "Weight", "State", "Packets", "Bytes");
+        for s in &self.services {
+            let vip = if s.vip.contains(':') { format!("[{}]", s.vip) } else { s.vip.clone() };
+            let _ = writeln!(
+                out,
+                "{:<5} {:<34} {:<10} {:>12} {:>14}",
+                s.protocol.to_uppercase(),
+                format!("{vip}:{} {}", s.port, s.scheduler),
+                s.name,
+                s.counters.packets,
+                s.counters.bytes
+            );
+            for b in &s.backends {
+                let _ = writeln!(
+                    out,
+                    "  -> {:<31} {:<6} {:<8} {:>12} {:>14}",
+                    b.address, b.weight, b.state, b.counters.packets, b.counters.bytes
+                );
+            }
+        }
+        let _ = writeln!(out, "counters:");
+        for (name, value) in &self.counters {
+            if *value > 0 {
+                let _ = writeln!(out, "  {name:<22} {value}");
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,230 @@
+//! Where each configured service and backend lives in the data plane's maps, and the Maglev
+//! table each service should have given which of its backends are usable. Pure: the agent
+//! feeds it the configuration and backend states and writes what it returns.
+
+use std::net::IpAddr;
+
+use lb_common::{
+    Service, ServiceKey, FAMILY_V4, FAMILY_V6, SERVICE_F_FRAGMENTS_ONLY, SERVICE_F_HASH_SOURCE,
+};
+
+use crate::{
+    config::{Config, Scheduler},
+    maglev,
+};
+
+/// A service's place in the maps.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServiceSlot {
+    /// Service id: index of the service in the configuration, and of its counters.
+    pub id: u32,
+    pub name: String,
+    pub key: ServiceKey,
+    pub flags: u32,
+    pub table_size: u32,
+    /// Indices into [`Layout::backends`] (and into the `BACKENDS` map) of its backends.
+    pub backends: Vec<u32>,
+}
+
+/// A backend's place in the maps: one entry per (service, real server).
+#[derive(Clone, Debug, PartialEq)]
+pub struct BackendSlot {
+    pub index: u32,
+    pub service: u32,
+    pub address: IpAddr,
+    pub weight: u32,
+}
+
+/// A port-0 entry that lets fragments of a VIP and protocol find a table: it points at the
+/// table of `service`, the first service of that VIP and protocol in the configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FragmentEntry {
+    pub key: ServiceKey,
+    pub service: u32,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Layout {
+    pub services: Vec<ServiceSlot>,
+    pub backends: Vec<BackendSlot>,
+    pub fragments: Vec<FragmentEntry>,
+}
+
+pub fn addr16(ip: IpAddr) -> [u8; 16] {
+    let mut a = [0u8; 16];
+    match ip {
+        IpAddr::V4(v4) => a[..4].copy_from_slice(&v4.octets()),
+        IpAddr::V6(v6) => a = v6.octets(),
+    }
+    a
+}
+
+pub fn family(ip: IpAddr) -> u8 {
+    if ip.is_ipv4() {
+        FAMILY_V4
+    } else {
+        FAMILY_V6
+    }
+}
+
+pub fn service_key(vip: IpAddr, port: u16, proto: u8) -> ServiceKey {
+    ServiceKey { addr: addr16(vip), port: port.to_be(), proto, family: family(vip) }
+}
+
+impl Layout {
+    /// Services get ids in configuration order; backends get indices in the same order.
+    pub fn new(cfg: &Config) -> Layout {
+        let mut layout = Layout::default();
+        for (id, svc) in cfg.services.iter().enumerate() {
+            let id = id as u32;
+            let flags = match svc.scheduler {
+                Scheduler::SourceHash => SERVICE_F_HASH_SOURCE,
+                Scheduler::Maglev => 0,
+            };
+            let mut backends = Vec::new();
+            for b in &svc.backends {
+                let index = layout.backends.len() as u32;
+                layout.backends.push(BackendSlot { index, service: id, address: b.address, weight: b.weight });
+                backends.push(index);
+            }
+            layout.services.push(ServiceSlot {
+                id,
+                name: svc.name.clone(),
+                key: service_key(svc.vip, svc.port, svc.protocol.number()),
+                flags,
+                table_size: svc.table_size,
+                backends,
+            });
+        }
+        for svc in &layout.services {
+            let key = ServiceKey { port: 0, ..svc.key };
+            let taken = layout.services.iter().any(|s| s.key == key) || layout.fragments.iter().any(|f| f.key == key);
+            if !taken {
+                layout.fragments.push(FragmentEntry { key, service: svc.id });
+            }
+        }
+        layout
+    }
+
+    /// The map value for service `id` (ring slot and size are set when it is published).
+    pub fn service_value(&self, id: u32) -> Service {
+        let s = &self.services[id as usize];
+        Service { id, flags: s.flags, ..Default::default() }
+    }
+
+    /// The Maglev table of service `id`, holding backend indices, from the backends `usable`
+    /// accepts and that have a weight. Every node computes the same table for the same
+    /// configuration: a backend's place depends only on its address.
+    pub fn table(&self, id: u32, usable: impl Fn(u32) -> bool) -> Vec<u32> {
+        let svc = &self.services[id as usize];
+        let members: Vec<&BackendSlot> =
+            svc.backends.iter().map(|&i| &self.backends[i as usize]).filter(|b| usable(b.index)).collect();
+        let entries: Vec<maglev::Entry> = members
+            .iter()
+            .map(|b| maglev::Entry::for_name(b.address.to_string().as_bytes(), b.weight, svc.table_size))
+            .collect();
+        let table = maglev::build(&entries, svc.table_size).expect("table size validated by the configuration");
+        table
+            .into_iter()
+            .map(|local| if local == lb_common::RING_EMPTY { local } else { members[local as usize].index })
+            .collect()
+    }
+
+    /// The fragment entry's map value: the service it follows, flagged fragments-only.
+    pub fn fragment_value(&self, live: Service) -> Service {
+        Service { flags: live.flags | SERVICE_F_FRAGMENTS_ONLY, ..live }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config;
+
+    const CFG: &str = r#"
+[agent]
+interfaces = ["eth0"]
+
+[[service]]
+name = "web"
+vip = "203.0.113.100"
+port = 80
+[[service.backend]]
+address = "203.0.113.11"
+[[service.backend]]
+address = "203.0.113.12"
+weight = 2
+
+[[service]]
+name = "dns"
+vip = "203.0.113.100"
+port = 53
+protocol = "udp"
+scheduler = "sh"
+table_size = 251
+[[service.backend]]
+address = "203.0.113.13"
+
+[[service]]
+name = "web-tls"
+vip = "203.0.113.100"
+port = 443
+[[service.backend]]
+address = "203.0.113.11"
+"#;
+
+    fn layout() -> Layout {
+        let (cfg, _) = config::parse("test.toml", CFG).expect("valid");
+        Layout::new(&cfg)
+    }
+
+    #[test]
+    fn ids_and_indices_follow_the_configuration() {
+        let l = layout();
+        assert_eq!(l.services.iter().map(|s| s.id).collect::<Vec<_>>(), [0, 1, 2]);
+        assert_eq!(l.services[0].backends, [0, 1]);
+        assert_eq!(l.services[1].backends, [2]);
+        assert_eq!(l.services[2].backends, [3]);
+        assert_eq!(l.backends[3].address, "203.0.113.11".parse::<IpAddr>().unwrap());
+        assert_eq!(l.services[1].flags, SERVICE_F_HASH_SOURCE);
+        assert_eq!(l.services[0].key.port, 80u16.to_be());
+        assert_eq!(l.services[1].key.proto, lb_common::PROTO_UDP);
+    }
+
+    #[test]
+    fn one_fragment_entry_per_vip_and_protocol_following_the_first_service() {
+        let l = layout();
+        assert_eq!(l.fragments.len(), 2, "{:?}", l.fragments);
+        assert_eq!(l.fragments[0].service, 0);
+        assert_eq!(l.fragments[0].key.port, 0);
+        assert_eq!(l.fragments[0].key.proto, lb_common::PROTO_TCP);
+        assert_eq!(l.fragments[1].service, 1);
+    }
+
+    #[test]
+    fn tables_hold_backend_indices_of_usable_backends_only() {
+        let l = layout();
+        let all = l.table(0, |_| true);
+        assert_eq!(all.len(), 65537);
+        let ones = all.iter().filter(|&&b| b == 0).count();
+        let twos = all.iter().filter(|&&b| b == 1).count();
+        assert_eq!(ones + twos, 65537);
+        assert!((twos as f64 / ones as f64 - 2.0).abs() < 0.02, "weights 1:2 give {ones}:{twos}");
+        let without_first = l.table(0, |b| b != 0);
+        assert!(without_first.iter().all(|&b| b == 1));
+        let none = l.table(0, |_| false);
+        assert!(none.iter().all(|&b| b == lb_common::RING_EMPTY));
+        let dns = l.table(1, |_| true);
+        assert_eq!(dns.len(), 251);
+        assert!(dns.iter().all(|&b| b == 2));
+    }
+
+    #[test]
+    fn the_same_address_gets_the_same_place_in_every_service() {
+        // Nodes agree on a table; so do two services with the same backends.
+        let l = layout();
+        let web = l.table(0, |b| b == 0);
+        let tls = l.table(2, |_| true);
+        assert!(web.iter().all(|&b| b == 0) && tls.iter().all(|&b| b == 3));
+    }
+}

@@ -1,0 +1,200 @@
+//! The edge to the kernel's network configuration over rtnetlink: interfaces and their
+//! addresses, neighbour (ARP/ND) entries and their changes, and the VIPs the node holds.
+
+use std::net::IpAddr;
+
+use futures::{channel::mpsc::UnboundedReceiver, StreamExt, TryStreamExt};
+use netlink_packet_route::{
+    address::{AddressAttribute, AddressFlags, AddressMessage},
+    link::LinkAttribute,
+    neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState},
+    RouteNetlinkMessage,
+};
+use rtnetlink::{new_connection, new_multicast_connection, Handle, MulticastGroup};
+
+use crate::config::InterfaceInfo;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error("opening a netlink socket: {0}")]
+    Socket(#[from] std::io::Error),
+    #[error("{what}: {source}")]
+    Netlink { what: String, #[source] source: rtnetlink::Error },
+}
+
+type Result<T> = std::result::Result<T, NetError>;
+
+fn nl(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> NetError {
+    let what = what.into();
+    move |source| NetError::Netlink { what, source }
+}
+
+/// A netlink connection driven by a task on the current tokio runtime.
+#[derive(Clone)]
+pub struct Net {
+    handle: Handle,
+}
+
+/// One neighbour table entry as the kernel reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Neighbour {
+    pub ifindex: u32,
+    pub address: IpAddr,
+    /// The link-layer address, when the entry holds a usable one.
+    pub mac: Option<[u8; 6]>,
+    pub state: NeighbourState,
+    /// The kernel removed the entry.
+    pub deleted: bool,
+}
+
+impl Net {
+    pub fn new() -> Result<Net> {
+        let (conn, handle, _) = new_connection()?;
+        tokio::spawn(conn);
+        Ok(Net { handle })
+    }
+
+    /// Every interface with its index, MAC and addresses.
+    pub async fn interfaces(&self) -> Result<Vec<InterfaceInfo>> {
+        let mut links = self.handle.link().get().execute();
+        let mut out = Vec::new();
+        while let Some(msg) = links.try_next().await.map_err(nl("listing interfaces"))? {
+            let mut info = InterfaceInfo { name: String::new(), ifindex: msg.header.index, mac: [0; 6], addrs: Vec::new() };
+            for attr in &msg.attributes {
+                match attr {
+                    LinkAttribute::IfName(name) => info.name = name.clone(),
+                    LinkAttribute::Address(bytes) if bytes.len() == 6 => info.mac.copy_from_slice(bytes),
+                    _ => {}
+                }
+            }
+            out.push(info);
+        }
+        let mut addrs = self.handle.address().get().execute();
+        while let Some(msg) = addrs.try_next().await.map_err(nl("listing addresses"))? {
+            if let (Some(iface), Some(addr)) = (out.iter_mut().find(|i| i.ifindex == msg.header.index), address_of(&msg)) {
+                iface.addrs.push((addr, msg.header.prefix_len));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Current neighbour entries (both families).
+    pub async fn neighbours(&self) -> Result<Vec<Neighbour>> {
+        let mut entries = self.handle.neighbours().get().execute();
+        let mut out = Vec::new();
+        while let Some(msg) = entries.try_next().await.map_err(nl("listing neighbours"))? {
+            if let Some(n) = neighbour_of(&msg, false) {
+                out.push(n);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Asks the kernel to resolve (or re-confirm) `address` on `ifindex` as if traffic used it
+    /// (`NTF_USE`): it creates the entry if needed and sends ARP or neighbour solicitations.
+    /// The answer arrives as a neighbour event.
+    pub async fn resolve(&self, ifindex: u32, address: IpAddr) -> Result<()> {
+        self.handle
+            .neighbours()
+            .add(ifindex, address)
+            .flags(NeighbourFlags::Use)
+            .replace()
+            .execute()
+            .await
+            .map_err(nl(format!("resolving neighbour {address} on interface {ifindex}")))
+    }
+
+    /// Adds `address` (host prefix) to `ifindex`. Returns false if it was already there.
+    pub async fn add_address(&self, ifindex: u32, address: IpAddr) -> Result<bool> {
+        let plen = if address.is_ipv4() { 32 } else { 128 };
+        let mut req = self.handle.address().add(ifindex, address, plen);
+        if address.is_ipv6() {
+            req.message_mut().attributes.push(AddressAttribute::Flags(AddressFlags::Nodad));
+        }
+        match req.execute().await {
+            Ok(()) => Ok(true),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => Ok(false),
+            Err(e) => Err(nl(format!("adding {address}/{plen} to interface {ifindex}"))(e)),
+        }
+    }
+
+    /// Removes `address` from `ifindex` (no error if it is not there).
+    pub async fn del_address(&self, ifindex: u32, address: IpAddr) -> Result<()> {
+        let mut found = self.handle.address().get().set_link_index_filter(ifindex).set_address_filter(address).execute();
+        while let Some(msg) = found.try_next().await.map_err(nl(format!("looking up {address}")))? {
+            self.handle.address().del(msg).execute().await.map_err(nl(format!("removing {address} from interface {ifindex}")))?;
+        }
+        Ok(())
+    }
+}
+
+fn address_of(msg: &AddressMessage) -> Option<IpAddr> {
+    // IFA_LOCAL is the interface's own address on point-to-point links; IFA_ADDRESS otherwise.
+    let local = msg.attributes.iter().find_map(|a| match a {
+        AddressAttribute::Local(ip) => Some(*ip),
+        _ => None,
+    });
+    local.or_else(|| {
+        msg.attributes.iter().find_map(|a| match a {
+            AddressAttribute::Address(ip) => Some(*ip),
+            _ => None,
+        })
+    })
+}
+
+fn neighbour_of(msg: &NeighbourMessage, deleted: bool) -> Option<Neighbour> {
+    let mut address = None;
+    let mut mac = None;
+    for attr in &msg.attributes {
+        match attr {
+            NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => address = Some(IpAddr::V4(*a)),
+            NeighbourAttribute::Destination(NeighbourAddress::Inet6(a)) => address = Some(IpAddr::V6(*a)),
+            NeighbourAttribute::LinkLayerAddress(bytes) if bytes.len() == 6 => {
+                let mut m = [0u8; 6];
+                m.copy_from_slice(bytes);
+                mac = Some(m);
+            }
+            _ => {}
+        }
+    }
+    let state = msg.header.state;
+    let valid = matches!(
+        state,
+        NeighbourState::Reachable | NeighbourState::Stale | NeighbourState::Delay | NeighbourState::Probe | NeighbourState::Permanent | NeighbourState::Noarp
+    );
+    Some(Neighbour {
+        ifindex: msg.header.ifindex,
+        address: address?,
+        mac: if valid && !deleted { mac.filter(|m| *m != [0; 6]) } else { None },
+        state,
+        deleted,
+    })
+}
+
+/// Neighbour table changes as they happen (RTNLGRP_NEIGH).
+pub struct NeighbourEvents {
+    messages: UnboundedReceiver<(netlink_packet_core::NetlinkMessage<RouteNetlinkMessage>, netlink_sys::SocketAddr)>,
+}
+
+impl NeighbourEvents {
+    pub fn subscribe() -> Result<NeighbourEvents> {
+        let (conn, _handle, messages) = new_multicast_connection(&[MulticastGroup::Neigh])?;
+        tokio::spawn(conn);
+        Ok(NeighbourEvents { messages })
+    }
+
+    /// The next change, or None when the socket closed.
+    pub async fn next(&mut self) -> Option<Neighbour> {
+        loop {
+            let (msg, _) = self.messages.next().await?;
+            let change = match msg.payload {
+                netlink_packet_core::NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewNeighbour(m)) => neighbour_of(&m, false),
+                netlink_packet_core::NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelNeighbour(m)) => neighbour_of(&m, true),
+                _ => None,
+            };
+            if change.is_some() {
+                return change;
+            }
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! Ready-made labs shared by the tests and `cargo xtask lab`.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _, Result};
+
+use crate::{plan, traffic::Servers, Host, Lab};
+
+/// The configuration the demo ships (config/lab.toml).
+pub const LAB_CONFIG: &str = include_str!("../../config/lab.toml");
+
+/// The `xlb` binary under test: `$XLB_BIN` (set by `cargo xtask test`), else the workspace's
+/// debug build.
+pub fn xlb_bin() -> Result<PathBuf> {
+    let path = match std::env::var_os("XLB_BIN") {
+        Some(p) => PathBuf::from(p),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/xlb"),
+    };
+    if !path.exists() {
+        bail!("{} does not exist: build it first (cargo xtask build), or run the suite with cargo xtask test", path.display());
+    }
+    Ok(path)
+}
+
+/// The agent's status through `xlb stats --json`.
+pub fn status(xlb: &Path, socket: &Path) -> Result<serde_json::Value> {
+    let out = Command::new(xlb).args(["stats", "--json", "--socket"]).arg(socket).output()?;
+    if !out.status.success() {
+        bail!("xlb stats: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+/// One load-balancer node running xlb with config/lab.toml, three backends (`b1`..`b3`,
+/// .11-.13) serving TCP port 80 and UDP port 53 on the VIPs, and a client (.10).
+pub struct SingleNode {
+    // Dropped first: server threads leave the namespaces before they are deleted.
+    pub servers: Servers,
+    pub lab: Lab,
+    pub client: Host,
+    pub lb: Host,
+    pub backends: Vec<Host>,
+    pub xlb: PathBuf,
+    pub config: PathBuf,
+    pub socket: PathBuf,
+}
+
+pub const BACKEND_NAMES: [&str; 3] = ["b1", "b2", "b3"];
+
+impl SingleNode {
+    pub fn start(tag: &str) -> Result<SingleNode> {
+        let xlb = xlb_bin()?;
+        let mut lab = Lab::new(tag)?;
+        let client = lab.host("client", 10)?;
+        let lb = lab.host("lb1", 2)?;
+        let mut backends = Vec::new();
+        for (i, name) in BACKEND_NAMES.iter().enumerate() {
+            backends.push(lab.backend(name, 11 + i as u8, &[plan::VIP4, plan::VIP6])?);
+        }
+        lab.attach_xdp_pass(&lb)?;
+        let socket = lab.dir.join("xlb.sock");
+        let config = lab.dir.join("xlb.toml");
+        let text = LAB_CONFIG
+            .replace("/sys/fs/bpf/xlb-lab", &format!("/sys/fs/bpf/{}", lab.prefix))
+            .replace("/run/xlb/lab.sock", &socket.display().to_string());
+        std::fs::write(&config, text)?;
+        let mut servers = Servers::default();
+        for b in &backends {
+            servers.tcp(&b.ns, &b.name, 80)?;
+            servers.udp(&b.ns, &b.name, &[format!("{}:53", plan::VIP4).parse()?, format!("[{}]:53", plan::VIP6).parse()?])?;
+        }
+        let config_arg = config.display().to_string();
+        lab.spawn(&lb.ns, "xlb", &xlb, &["run", "--config", &config_arg])?;
+        let node = SingleNode { servers, lab, client, lb, backends, xlb, config, socket };
+        node.wait_ready(Duration::from_secs(15))?;
+        Ok(node)
+    }
+
+    pub fn status(&self) -> Result<serde_json::Value> {
+        status(&self.xlb, &self.socket)
+    }
+
+    /// Waits until the agent answers and every backend of every service is up (MAC learnt).
+    pub fn wait_ready(&self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        let mut last = String::from("no answer on the control socket");
+        while Instant::now() < deadline {
+            if let Ok(status) = self.status() {
+                let states: Vec<String> = status["services"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .flat_map(|s| s["backends"].as_array().cloned().unwrap_or_default())
+                    .map(|b| format!("{}={}", b["address"].as_str().unwrap_or("?"), b["state"].as_str().unwrap_or("?")))
+                    .collect();
+                if !states.is_empty() && states.iter().all(|s| s.ends_with("=up")) {
+                    return Ok(());
+                }
+                last = states.join(" ");
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+        bail!("xlb not ready after {timeout:?}: {last}\nagent log:\n{}", self.lab.log("xlb"))
+    }
+
+    /// Counters of service `name` and of its backends, by address: (packets, bytes).
+    pub fn service_counters(&self, name: &str) -> Result<((u64, u64), Vec<(String, u64, u64)>)> {
+        let status = self.status()?;
+        let svc = status["services"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|s| s["name"] == name)
+            .with_context(|| format!("service {name} not in status"))?
+            .clone();
+        let pair = |c: &serde_json::Value| (c["packets"].as_u64().unwrap_or(0), c["bytes"].as_u64().unwrap_or(0));
+        let backends = svc["backends"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|b| {
+                let (p, by) = pair(&b["counters"]);
+                (b["address"].as_str().unwrap_or("").to_owned(), p, by)
+            })
+            .collect();
+        Ok((pair(&svc["counters"]), backends))
+    }
+
+    /// A global counter by name.
+    pub fn counter(&self, name: &str) -> Result<u64> {
+        self.status()?["counters"][name].as_u64().with_context(|| format!("counter {name}"))
+    }
+}
