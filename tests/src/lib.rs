@@ -144,9 +144,11 @@ pub struct Lab {
     pub prefix: String,
     /// Namespaces in creation order (the switch first).
     namespaces: Vec<String>,
-    children: Vec<Child>,
+    /// Processes started with `spawn`, by log name.
+    children: Vec<(String, Child)>,
     /// XDP_PASS programs on switch ports (held open: closing detaches them).
     xdp_links: Vec<OwnedFd>,
+    bpffs: Option<PathBuf>,
     pub dir: PathBuf,
 }
 
@@ -158,17 +160,39 @@ impl Lab {
         let prefix = format!("{NS_PREFIX}{tag}-{}-{seq}", std::process::id());
         let dir = std::env::temp_dir().join(&prefix);
         std::fs::create_dir_all(&dir)?;
-        let mut lab = Lab { prefix, namespaces: Vec::new(), children: Vec::new(), xdp_links: Vec::new(), dir };
+        let mut lab = Lab { prefix, namespaces: Vec::new(), children: Vec::new(), xdp_links: Vec::new(), bpffs: None, dir };
         let sw = lab.add_namespace("sw")?;
-        ip(&["-n", &sw, "link", "add", "br0", "type", "bridge"])?;
-        // No STP delays, no multicast snooping surprises.
-        ip(&["-n", &sw, "link", "set", "br0", "type", "bridge", "forward_delay", "0", "stp_state", "0", "mcast_snooping", "0"])?;
-        ip(&["-n", &sw, "link", "set", "br0", "up"])?;
         // br_netfilter would drop malformed frames and trim padding before they reach a node.
         for table in ["iptables", "ip6tables", "arptables"] {
             let _ = lab.sysctl(&sw, &format!("net.bridge.bridge-nf-call-{table}"), "0");
         }
+        lab.add_bridge("br0")?;
         Ok(lab)
+    }
+
+    /// Adds another segment: a bridge in the switch namespace.
+    pub fn add_bridge(&mut self, bridge: &str) -> Result<()> {
+        let sw = self.switch_ns().to_owned();
+        ip(&["-n", &sw, "link", "add", bridge, "type", "bridge"])?;
+        // No STP delays, no multicast snooping surprises.
+        ip(&["-n", &sw, "link", "set", bridge, "type", "bridge", "forward_delay", "0", "stp_state", "0", "mcast_snooping", "0"])?;
+        ip(&["-n", &sw, "link", "set", bridge, "up"])?;
+        Ok(())
+    }
+
+    /// A bpf filesystem mounted in the lab's directory, in the host's mount namespace: pins
+    /// placed there outlive the agent process (`ip netns exec` gives each process a /sys of
+    /// its own, so pins under /sys/fs/bpf would vanish with it). Unmounted at teardown.
+    pub fn bpffs(&mut self) -> Result<PathBuf> {
+        if let Some(path) = &self.bpffs {
+            return Ok(path.clone());
+        }
+        let path = self.dir.join("bpffs");
+        std::fs::create_dir_all(&path)?;
+        nix::mount::mount(Some("bpf"), &path, Some("bpf"), nix::mount::MsFlags::empty(), None::<&str>)
+            .with_context(|| format!("mounting bpffs at {}", path.display()))?;
+        self.bpffs = Some(path.clone());
+        Ok(path)
     }
 
     pub fn switch_ns(&self) -> &str {
@@ -183,31 +207,48 @@ impl Lab {
         Ok(ns)
     }
 
+    /// Makes the lab delete namespace `ns` (created by the caller) at teardown.
+    pub fn adopt_namespace(&mut self, ns: &str) {
+        self.namespaces.push(ns.to_owned());
+    }
+
     pub fn sysctl(&self, ns: &str, key: &str, value: &str) -> Result<()> {
         run(Command::new("ip").args(["netns", "exec", ns, "sysctl", "-qw", &format!("{key}={value}")]))?;
         Ok(())
     }
 
-    /// Adds host `name` (at most 13 characters) with `eth0` on the switch holding the lab
-    /// addresses `.host` of both prefixes.
+    /// Adds host `name` (at most 13 characters) with `eth0` on `br0` holding the lab addresses
+    /// `.host` of both prefixes. Its switch port is `p-<name>`.
     pub fn host(&mut self, name: &str, host: u8) -> Result<Host> {
         let ns = self.add_namespace(name)?;
-        let sw = self.switch_ns().to_owned();
-        let port = format!("p-{name}");
-        ip(&["-n", &sw, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns])?;
-        ip(&["-n", &sw, "link", "set", &port, "master", "br0", "up"])?;
-        // Accept frames from the bridge without DAD delays; no router advertisements here.
+        // No DAD delays; no router advertisements here.
         self.sysctl(&ns, "net.ipv6.conf.all.accept_dad", "0")?;
         self.sysctl(&ns, "net.ipv6.conf.default.accept_dad", "0")?;
         let (v4, v6) = (plan::v4(host), plan::v6(host));
-        ip(&["-n", &ns, "addr", "add", &format!("{v4}/{}", plan::V4_PREFIX), "dev", "eth0"])?;
-        ip(&["-n", &ns, "addr", "add", &format!("{v6}/{}", plan::V6_PREFIX), "dev", "eth0", "nodad"])?;
-        ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
+        let addrs = [format!("{v4}/{}", plan::V4_PREFIX), format!("{v6}/{}", plan::V6_PREFIX)];
+        self.leg(&ns, &format!("p-{name}"), "br0", "eth0", &addrs)?;
+        Ok(Host { name: name.to_owned(), ns, v4: v4.parse()?, v6: v6.parse()? })
+    }
+
+    /// Connects namespace `ns` to `bridge`: a veth with `ifname` (holding `addrs`, CIDR) in
+    /// `ns` and `port` in the switch.
+    pub fn leg(&mut self, ns: &str, port: &str, bridge: &str, ifname: &str, addrs: &[String]) -> Result<()> {
+        let sw = self.switch_ns().to_owned();
+        ip(&["-n", &sw, "link", "add", port, "type", "veth", "peer", "name", ifname, "netns", ns])?;
+        ip(&["-n", &sw, "link", "set", port, "master", bridge, "up"])?;
+        for addr in addrs {
+            let mut args = vec!["-n", ns, "addr", "add", addr, "dev", ifname];
+            if addr.contains(':') {
+                args.push("nodad");
+            }
+            ip(&args)?;
+        }
+        ip(&["-n", ns, "link", "set", ifname, "up"])?;
         // A veth leaves checksums to be filled in later (CHECKSUM_PARTIAL). XDP forwards the
         // bare frame and that promise is lost, so a backend would see a bad TCP checksum and
         // drop the packet. A real NIC fills the checksum on transmit; here the sender must.
-        run(Command::new("ip").args(["netns", "exec", &ns, "ethtool", "-K", "eth0", "tx", "off"]))?;
-        Ok(Host { name: name.to_owned(), ns, v4: v4.parse()?, v6: v6.parse()? })
+        run(Command::new("ip").args(["netns", "exec", ns, "ethtool", "-K", ifname, "tx", "off"]))?;
+        Ok(())
     }
 
     /// Adds a direct-routing backend: the VIPs on `lo`, and the LVS-DR ARP settings so that it
@@ -225,13 +266,12 @@ impl Lab {
         Ok(h)
     }
 
-    /// Attaches an XDP_PASS program to the switch-side port of `host`. A veth drops frames sent
-    /// with XDP_TX or XDP_REDIRECT unless its peer has an XDP program (../shared/design.md §2),
-    /// so every load-balancer node's port gets one.
-    pub fn attach_xdp_pass(&mut self, host: &Host) -> Result<()> {
-        let port = format!("p-{}", host.name);
+    /// Attaches an XDP_PASS program to switch port `port`. A veth drops frames sent with
+    /// XDP_TX or XDP_REDIRECT unless its peer has an XDP program (../shared/design.md §2), so
+    /// every port of a load-balancer node gets one.
+    pub fn attach_xdp_pass(&mut self, port: &str) -> Result<()> {
         let sw = self.switch_ns().to_owned();
-        let link = in_netns(&sw, || xdp_pass::attach(&port))??;
+        let link = in_netns(&sw, || xdp_pass::attach(port))??;
         self.xdp_links.push(link);
         Ok(())
     }
@@ -250,8 +290,26 @@ impl Lab {
             .stderr(out)
             .spawn()
             .with_context(|| format!("starting {} in {ns}", program.display()))?;
-        self.children.push(child);
-        Ok(self.children.last_mut().expect("just pushed"))
+        self.children.push((log.to_owned(), child));
+        Ok(&mut self.children.last_mut().expect("just pushed").1)
+    }
+
+    /// Sends `signal` to the process started as `log` and waits up to 10 s for it to exit.
+    pub fn signal(&mut self, log: &str, signal: nix::sys::signal::Signal) -> Result<std::process::ExitStatus> {
+        let pos = self.children.iter().position(|(name, _)| name == log).with_context(|| format!("no process {log}"))?;
+        let (_, mut child) = self.children.remove(pos);
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal)?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                bail!("{log} did not exit within 10 s of {signal}");
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
     }
 
     pub fn log(&self, log: &str) -> String {
@@ -260,11 +318,11 @@ impl Lab {
 
     /// Stops the processes the lab started: SIGTERM, then SIGKILL after 5 s.
     pub fn teardown_processes(&mut self) {
-        for child in &mut self.children {
+        for (_, child) in &mut self.children {
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM);
         }
         let deadline = Instant::now() + Duration::from_secs(5);
-        for child in &mut self.children {
+        for (_, child) in &mut self.children {
             while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
                 thread::sleep(Duration::from_millis(20));
             }
@@ -278,6 +336,10 @@ impl Lab {
     pub fn teardown(&mut self) {
         self.teardown_processes();
         self.xdp_links.clear();
+        if let Some(path) = self.bpffs.take() {
+            // Dropping the pins releases whatever a killed agent left attached.
+            let _ = nix::mount::umount2(&path, nix::mount::MntFlags::MNT_DETACH);
+        }
         for ns in self.namespaces.drain(..).rev() {
             let _ = Command::new("ip").args(["netns", "del", &ns]).status();
         }

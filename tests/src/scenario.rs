@@ -48,6 +48,8 @@ pub struct SingleNode {
     pub xlb: PathBuf,
     pub config: PathBuf,
     pub socket: PathBuf,
+    /// The agent's pin path (on the lab's own bpffs, so pins outlive a killed agent).
+    pub pins: PathBuf,
 }
 
 pub const BACKEND_NAMES: [&str; 3] = ["b1", "b2", "b3"];
@@ -62,11 +64,12 @@ impl SingleNode {
         for (i, name) in BACKEND_NAMES.iter().enumerate() {
             backends.push(lab.backend(name, 11 + i as u8, &[plan::VIP4, plan::VIP6])?);
         }
-        lab.attach_xdp_pass(&lb)?;
+        lab.attach_xdp_pass(&format!("p-{}", lb.name))?;
         let socket = lab.dir.join("xlb.sock");
         let config = lab.dir.join("xlb.toml");
+        let pins = lab.bpffs()?.join("xlb");
         let text = LAB_CONFIG
-            .replace("/sys/fs/bpf/xlb-lab", &format!("/sys/fs/bpf/{}", lab.prefix))
+            .replace("/sys/fs/bpf/xlb-lab", &pins.display().to_string())
             .replace("/run/xlb/lab.sock", &socket.display().to_string());
         std::fs::write(&config, text)?;
         let mut servers = Servers::default();
@@ -74,11 +77,17 @@ impl SingleNode {
             servers.tcp(&b.ns, &b.name, 80)?;
             servers.udp(&b.ns, &b.name, &[format!("{}:53", plan::VIP4).parse()?, format!("[{}]:53", plan::VIP6).parse()?])?;
         }
-        let config_arg = config.display().to_string();
-        lab.spawn(&lb.ns, "xlb", &xlb, &["run", "--config", &config_arg])?;
-        let node = SingleNode { servers, lab, client, lb, backends, xlb, config, socket };
-        node.wait_ready(Duration::from_secs(15))?;
+        let mut node = SingleNode { servers, lab, client, lb, backends, xlb, config, socket, pins };
+        node.start_agent()?;
         Ok(node)
+    }
+
+    /// Starts xlb on the node (its log is `xlb`) and waits until it is ready.
+    pub fn start_agent(&mut self) -> Result<()> {
+        let config_arg = self.config.display().to_string();
+        let (ns, xlb) = (self.lb.ns.clone(), self.xlb.clone());
+        self.lab.spawn(&ns, "xlb", &xlb, &["run", "--config", &config_arg])?;
+        self.wait_ready(Duration::from_secs(15))
     }
 
     pub fn status(&self) -> Result<serde_json::Value> {

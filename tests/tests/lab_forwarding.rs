@@ -162,3 +162,109 @@ fn sigterm_detaches_and_cleans_up() -> Result<()> {
     assert!(!node.socket.exists(), "control socket removed");
     Ok(())
 }
+
+#[test]
+fn kill_9_leaves_forwarding_running_and_a_new_agent_adopts_it() -> Result<()> {
+    if !privileged("kill_9_leaves_forwarding_running_and_a_new_agent_adopts_it") {
+        return Ok(());
+    }
+    let mut node = SingleNode::start("kill9")?;
+    let target: SocketAddr = format!("{}:80", plan::VIP4).parse()?;
+    in_netns(&node.client.ns, || traffic::tcp_connections(target, 50))??;
+    let flows_before = node.status()?["flows"].as_u64().unwrap_or(0);
+    assert!(flows_before >= 50, "flows recorded: {flows_before}");
+
+    node.lab.signal("xlb", nix::sys::signal::Signal::SIGKILL)?;
+    // No agent now: the pinned link, program and maps keep forwarding.
+    let tally = in_netns(&node.client.ns, || traffic::tcp_connections(target, 150))??;
+    assert_even(&tally, &BACKEND_NAMES, 150, 0.15)?;
+
+    node.start_agent()?;
+    let log = node.lab.log("xlb");
+    assert!(log.contains("adopted pinned maps"), "the new agent adopts the maps:\n{log}");
+    let flows_after = node.status()?["flows"].as_u64().unwrap_or(0);
+    assert!(flows_after >= flows_before + 150, "flows survive the restart: {flows_before} before, {flows_after} after");
+    in_netns(&node.client.ns, || traffic::tcp_connections(target, 50))??;
+    Ok(())
+}
+
+#[test]
+fn backend_behind_a_second_interface_is_reached_by_redirect() -> Result<()> {
+    if !privileged("backend_behind_a_second_interface_is_reached_by_redirect") {
+        return Ok(());
+    }
+    let xlb = xlb_tests::scenario::xlb_bin()?;
+    let mut lab = xlb_tests::Lab::new("redir")?;
+    let client = lab.host("client", 10)?;
+    let lb = lab.host("lb1", 2)?;
+    lab.add_bridge("br1")?;
+    lab.leg(&lb.ns, "q-lb1", "br1", "eth1", &["198.51.100.2/24".into()])?;
+    // A router between the segments carries the backend's replies to the client (the node
+    // cannot: their source, the VIP, is one of its own addresses).
+    let gw = lab.host("gw", 1)?;
+    lab.leg(&gw.ns, "q-gw", "br1", "eth1", &["198.51.100.1/24".into()])?;
+    lab.sysctl(&gw.ns, "net.ipv4.ip_forward", "1")?;
+    lab.attach_xdp_pass("p-lb1")?;
+    lab.attach_xdp_pass("q-lb1")?;
+    // A backend on the second segment only.
+    let ns = format!("{}-far", lab.prefix);
+    ip(&["netns", "add", &ns])?;
+    let far = xlb_tests::Host { name: "far".into(), ns: ns.clone(), v4: "198.51.100.11".parse()?, v6: "2001:db8:0:2::11".parse()? };
+    lab.adopt_namespace(&ns);
+    ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+    lab.leg(&ns, "q-far", "br1", "eth0", &["198.51.100.11/24".into()])?;
+    ip(&["-n", &ns, "addr", "add", &format!("{}/32", plan::VIP4), "dev", "lo"])?;
+    ip(&["-n", &ns, "route", "add", "default", "via", "198.51.100.1"])?;
+    for key in ["all", "eth0"] {
+        lab.sysctl(&ns, &format!("net.ipv4.conf.{key}.arp_ignore"), "1")?;
+        lab.sysctl(&ns, &format!("net.ipv4.conf.{key}.arp_announce"), "2")?;
+    }
+    let mut servers = xlb_tests::traffic::Servers::default();
+    servers.tcp(&far.ns, "far", 80)?;
+    let socket = lab.dir.join("xlb.sock");
+    let config = lab.dir.join("xlb.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[agent]
+interfaces = ["eth0", "eth1"]
+pin_path = "{}/xlb"
+control_socket = "{}"
+flow_table_size = 4096
+max_services = 2
+
+[[service]]
+name = "far"
+vip = "{}"
+port = 80
+[[service.backend]]
+address = "198.51.100.11"
+"#,
+            lab.bpffs()?.display(),
+            socket.display(),
+            plan::VIP4
+        ),
+    )?;
+    let config_arg = config.display().to_string();
+    lab.spawn(&lb.ns, "xlb", &xlb, &["run", "--config", &config_arg])?;
+    let ready = std::time::Instant::now();
+    loop {
+        if let Ok(s) = xlb_tests::scenario::status(&xlb, &socket) {
+            if s["services"][0]["backends"][0]["state"] == "up" {
+                break;
+            }
+        }
+        anyhow::ensure!(ready.elapsed() < Duration::from_secs(15), "not ready:\n{}", lab.log("xlb"));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let target: SocketAddr = format!("{}:80", plan::VIP4).parse()?;
+    let tally = in_netns(&client.ns, || traffic::tcp_connections(target, 50))??;
+    assert_eq!(tally.get("far"), Some(&50), "{tally:?}");
+    let status = xlb_tests::scenario::status(&xlb, &socket)?;
+    let forwarded = status["services"][0]["counters"]["packets"].as_u64().unwrap_or(0);
+    assert!(forwarded >= 150, "SYN, ACK and FIN of each connection: {forwarded}");
+    assert_eq!(status["counters"]["redirect"].as_u64(), Some(forwarded), "all through the devmap: {status}");
+    drop(servers);
+    Ok(())
+}
