@@ -268,3 +268,31 @@ address = "198.51.100.11"
     drop(servers);
     Ok(())
 }
+
+#[test]
+fn a_backend_that_changes_its_mac_is_followed() -> Result<()> {
+    if !privileged("a_backend_that_changes_its_mac_is_followed") {
+        return Ok(());
+    }
+    let node = SingleNode::start("newmac")?;
+    let target: SocketAddr = format!("{}:80", plan::VIP4).parse()?;
+    in_netns(&node.client.ns, || traffic::tcp_connections(target, 30))??;
+    // b1 gets a new NIC, so to speak, and announces itself as hosts do when a link comes up.
+    let b1 = &node.backends[0];
+    let new_mac = "02:00:5e:10:00:11";
+    ip(&["-n", &b1.ns, "link", "set", "eth0", "address", new_mac])?;
+    run(Command::new("ip").args(["netns", "exec", &b1.ns, "arping", "-U", "-c", "2", "-I", "eth0", &b1.v4.to_string()]))?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = node.status()?;
+        let mac = status["services"][0]["backends"][0]["mac"].as_str().unwrap_or("").to_owned();
+        if mac == new_mac {
+            break;
+        }
+        anyhow::ensure!(std::time::Instant::now() < deadline, "agent still has {mac} for b1:\n{}", node.lab.log("xlb"));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let tally = in_netns(&node.client.ns, || traffic::tcp_connections(target, 150))??;
+    assert_even(&tally, &BACKEND_NAMES, 150, 0.15)?;
+    Ok(())
+}

@@ -82,6 +82,7 @@ pub const LAB_PACKAGES: &[(&str, &str, &str)] = &[
 pub const TEST_PACKAGES: &[(&str, &str, &str)] = &[
     ("nft", "nftables", "packet counters and fault injection in lab tests"),
     ("tcpdump", "tcpdump", "captures when a lab test fails"),
+    ("arping", "iputils-arping", "a backend announcing a new MAC in a lab test"),
 ];
 
 pub fn packages(wanted: &[(&str, &str, &str)]) -> Result<()> {
