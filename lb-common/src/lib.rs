@@ -33,6 +33,25 @@ pub const MAX_BACKENDS: u32 = 4096;
 /// Ring slots per service: the agent writes the idle one, then flips `Service::ring_slot`.
 pub const RING_SLOTS_PER_SERVICE: u32 = 2;
 
+/// An address as the maps hold it: IPv4 in the first 4 bytes, IPv6 in all 16.
+pub fn addr16(ip: core::net::IpAddr) -> [u8; 16] {
+    let mut a = [0u8; 16];
+    match ip {
+        core::net::IpAddr::V4(v4) => a[..4].copy_from_slice(&v4.octets()),
+        core::net::IpAddr::V6(v6) => a = v6.octets(),
+    }
+    a
+}
+
+/// The family tag of an address.
+pub fn family(ip: core::net::IpAddr) -> u8 {
+    if ip.is_ipv4() {
+        FAMILY_V4
+    } else {
+        FAMILY_V6
+    }
+}
+
 /// Service key: (VIP, port, protocol, family). `port == 0` matches every port of the VIP.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
@@ -42,6 +61,13 @@ pub struct ServiceKey {
     pub port: u16,
     pub proto: u8,
     pub family: u8,
+}
+
+impl ServiceKey {
+    /// The key of (VIP, port in host order, IP protocol number).
+    pub fn new(vip: core::net::IpAddr, port: u16, proto: u8) -> Self {
+        ServiceKey { addr: addr16(vip), port: port.to_be(), proto, family: family(vip) }
+    }
 }
 
 /// `Service::flags`: pick the backend from the source address alone (LVS `sh`,
@@ -96,6 +122,21 @@ pub struct FlowKey {
     pub proto: u8,
     pub family: u8,
     pub _pad: [u8; 2],
+}
+
+impl FlowKey {
+    /// The key of a client-to-VIP flow (ports in host order).
+    pub fn new(proto: u8, src: core::net::IpAddr, sport: u16, dst: core::net::IpAddr, dport: u16) -> Self {
+        FlowKey {
+            src: addr16(src),
+            dst: addr16(dst),
+            sport: sport.to_be(),
+            dport: dport.to_be(),
+            proto,
+            family: family(src),
+            _pad: [0; 2],
+        }
+    }
 }
 
 #[repr(C)]

@@ -4,9 +4,7 @@
 
 use std::net::IpAddr;
 
-use lb_common::{
-    Service, ServiceKey, FAMILY_V4, FAMILY_V6, SERVICE_F_FRAGMENTS_ONLY, SERVICE_F_HASH_SOURCE,
-};
+use lb_common::{Service, ServiceKey, SERVICE_F_FRAGMENTS_ONLY, SERVICE_F_HASH_SOURCE};
 
 use crate::{
     config::{Config, Scheduler},
@@ -50,27 +48,6 @@ pub struct Layout {
     pub fragments: Vec<FragmentEntry>,
 }
 
-pub fn addr16(ip: IpAddr) -> [u8; 16] {
-    let mut a = [0u8; 16];
-    match ip {
-        IpAddr::V4(v4) => a[..4].copy_from_slice(&v4.octets()),
-        IpAddr::V6(v6) => a = v6.octets(),
-    }
-    a
-}
-
-pub fn family(ip: IpAddr) -> u8 {
-    if ip.is_ipv4() {
-        FAMILY_V4
-    } else {
-        FAMILY_V6
-    }
-}
-
-pub fn service_key(vip: IpAddr, port: u16, proto: u8) -> ServiceKey {
-    ServiceKey { addr: addr16(vip), port: port.to_be(), proto, family: family(vip) }
-}
-
 impl Layout {
     /// Services get ids in configuration order; backends get indices in the same order.
     pub fn new(cfg: &Config) -> Layout {
@@ -90,7 +67,7 @@ impl Layout {
             layout.services.push(ServiceSlot {
                 id,
                 name: svc.name.clone(),
-                key: service_key(svc.vip, svc.port, svc.protocol.number()),
+                key: ServiceKey::new(svc.vip, svc.port, svc.protocol.number()),
                 flags,
                 table_size: svc.table_size,
                 backends,

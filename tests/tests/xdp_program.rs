@@ -10,8 +10,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use aya::programs::{TestRun, TestRunOptions};
 use lb_common::{
     hash::{flow_hash, source_hash},
-    stat, Backend, FlowKey, Service, ServiceKey, BACKEND_F_USABLE, FAMILY_V4, FAMILY_V6,
-    PROTO_TCP, PROTO_UDP, RING_EMPTY, SERVICE_F_FRAGMENTS_ONLY, SERVICE_F_HASH_SOURCE,
+    stat, Backend, FlowKey, Service, ServiceKey, BACKEND_F_USABLE, PROTO_TCP, PROTO_UDP, RING_EMPTY, SERVICE_F_FRAGMENTS_ONLY, SERVICE_F_HASH_SOURCE,
 };
 use lb_userspace::dataplane::{Dataplane, Sizes};
 use xlb_tests::frames::{self, flow_frame, V4, CLIENT_MAC, NODE_MAC, PROTO_ICMP};
@@ -55,37 +54,12 @@ const REDIRECT_SRC_MAC: [u8; 6] = [0x02, 0, 0, 0, 9, 9];
 /// Backend 3 is reached through the veth `xb` (XDP_REDIRECT); 0-2 through `lo` (XDP_TX).
 const REDIRECT_BACKEND: u32 = 3;
 
-fn addr16(ip: IpAddr) -> [u8; 16] {
-    let mut a = [0u8; 16];
-    match ip {
-        IpAddr::V4(v4) => a[..4].copy_from_slice(&v4.octets()),
-        IpAddr::V6(v6) => a = v6.octets(),
-    }
-    a
-}
-
 fn service_key(vip: IpAddr, port: u16, proto: u8) -> ServiceKey {
-    ServiceKey { addr: addr16(vip), port: port.to_be(), proto, family: family(vip) }
-}
-
-fn family(ip: IpAddr) -> u8 {
-    if ip.is_ipv4() {
-        FAMILY_V4
-    } else {
-        FAMILY_V6
-    }
+    ServiceKey::new(vip, port, proto)
 }
 
 fn flow_key(proto: u8, src: IpAddr, sport: u16, dst: IpAddr, dport: u16) -> FlowKey {
-    FlowKey {
-        src: addr16(src),
-        dst: addr16(dst),
-        sport: sport.to_be(),
-        dport: dport.to_be(),
-        proto,
-        family: family(src),
-        _pad: [0; 2],
-    }
+    FlowKey::new(proto, src, sport, dst, dport)
 }
 
 struct Fixture {
