@@ -28,8 +28,9 @@ pub const RING_EMPTY: u32 = u32::MAX;
 
 /// Upper bound on services; the agent sizes the maps from its configuration below this.
 pub const MAX_SERVICES: u32 = 512;
-/// Upper bound on backends over all services (one entry per service and real server).
-pub const MAX_BACKENDS: u32 = 4096;
+/// Upper bound on backends over all services (one entry per service and real server): 100
+/// services of 100 real servers each fit.
+pub const MAX_BACKENDS: u32 = 16384;
 /// Ring slots per service: the agent writes the idle one, then flips `Service::ring_slot`.
 pub const RING_SLOTS_PER_SERVICE: u32 = 2;
 

@@ -274,13 +274,22 @@ impl Agent {
         Ok(())
     }
 
-    /// Asks the kernel to resolve backends (all, or only those without a MAC).
+    /// Asks the kernel to resolve backends (all, or only those without a MAC), once per
+    /// address and interface however many services share the backend.
     async fn resolve_backends(&self, all: bool) {
-        for (slot, state) in self.layout.backends.iter().zip(&self.backends) {
-            if all || state.mac.is_none() {
-                if let Err(e) = self.net.resolve(state.ifindex, slot.address).await {
-                    warn!("{e}");
-                }
+        let mut wanted: Vec<(u32, IpAddr)> = self
+            .layout
+            .backends
+            .iter()
+            .zip(&self.backends)
+            .filter(|(_, state)| all || state.mac.is_none())
+            .map(|(slot, state)| (state.ifindex, slot.address))
+            .collect();
+        wanted.sort();
+        wanted.dedup();
+        for (ifindex, address) in wanted {
+            if let Err(e) = self.net.resolve(ifindex, address).await {
+                warn!("{e}");
             }
         }
     }

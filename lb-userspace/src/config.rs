@@ -1548,7 +1548,7 @@ backend = 3
 
     #[test]
     fn too_many_backends_over_all_services() {
-        let per_service = 820; // 5 x 820 = 4100 > MAX_BACKENDS
+        let per_service = 3277; // 5 x 3277 = 16385 > MAX_BACKENDS
         let mut text = AGENT.to_string();
         for s in 0..5 {
             text.push_str(&format!("[[service]]\nname = \"s{s}\"\nvip = \"10.{s}.255.1\"\nport = 80\n"));
@@ -1557,9 +1557,9 @@ backend = 3
             }
         }
         let errs = errors(&text);
-        // The 4097th backend: the 77th of the fifth service.
+        // The 16385th backend: the last of the fifth service.
         let header = nth_line_of(&text, "[[service.backend]]", MAX_BACKENDS as usize);
-        assert_has(&errs, header, "too many backends: 4100 over all services, at most 4096");
+        assert_has(&errs, header, "too many backends: 16385 over all services, at most 16384");
         assert_eq!(errs.len(), 1, "{}", one_per_line(&errs));
     }
 
