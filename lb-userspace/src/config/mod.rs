@@ -1269,7 +1269,7 @@ table_size = 65537
 
     #[test]
     fn lab_config_is_valid() {
-        let (cfg, warnings) = ok(include_str!("../../config/lab.toml"));
+        let (cfg, warnings) = ok(include_str!("../../../config/lab.toml"));
         assert_eq!(warnings, []);
         assert!(!cfg.services.is_empty());
     }
