@@ -8,6 +8,7 @@ pub mod agent;
 pub mod config;
 pub mod control;
 pub mod dataplane;
+pub mod health;
 pub mod layout;
 pub mod maglev;
 pub mod net;

@@ -46,10 +46,14 @@ use std::fmt;
 use std::net::IpAddr;
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use lb_common::{DEFAULT_RING_SIZE, MAX_BACKENDS, MAX_RING_SIZE, MAX_SERVICES, PROTO_TCP, PROTO_UDP};
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
+
+mod check;
+pub use check::CheckConfig;
 
 /// Default `[agent] pin_path`.
 pub const DEFAULT_PIN_PATH: &str = "/sys/fs/bpf/xlb";
@@ -143,6 +147,12 @@ pub struct ServiceConfig {
     /// The `[[service.backend]]` tables, in file order. May be empty (a warning): the
     /// service's traffic is then dropped.
     pub backends: Vec<BackendConfig>,
+    /// `quorum`: below this many healthy backends the service goes to its `sorry` backend,
+    /// if it has one (keepalived's quorum and sorry_server). 1 ..= 16384, default 1.
+    pub quorum: u32,
+    /// `sorry`: the backend that takes all new flows when fewer than `quorum` backends are
+    /// healthy. Of the VIP's family, on an attached subnet; not checked.
+    pub sorry: Option<IpAddr>,
     /// Line of the `[[service]]` header.
     pub line: usize,
 }
@@ -171,6 +181,9 @@ pub struct BackendConfig {
     pub address: IpAddr,
     /// `weight`: 0 ..= 1000, default 1. 0 drains the backend: no new flows, flows stay.
     pub weight: u32,
+    /// Its health check: `[service.check]` with `[service.backend.check]` over it; `None`
+    /// when neither exists (the backend is taken as healthy).
+    pub check: Option<CheckConfig>,
     /// Line of the `[[service.backend]]` header.
     pub line: usize,
 }
@@ -528,6 +541,8 @@ struct ServiceDraft {
     protocol: Option<Located<Protocol>>,
     scheduler: Option<Located<Scheduler>>,
     table_size: Option<Located<u32>>,
+    quorum: Option<Located<u32>>,
+    sorry: Option<Located<Option<IpAddr>>>,
     backends: Vec<BackendDraft>,
 }
 
@@ -542,11 +557,25 @@ fn read_service(report: &mut Report, table: Located<&DeTable<'_>>) -> ServiceDra
     let scheduler = t.choice_or("scheduler", SCHEDULERS, Scheduler::Maglev);
     let table_size = t.integer_or("table_size", MIN_TABLE_SIZE..=MAX_RING_SIZE as u32, DEFAULT_RING_SIZE);
     let table_size = table_size.and_then(|size| t.check(size, valid_table_size));
+    let quorum = t.integer_or("quorum", 1..=MAX_BACKENDS, 1);
+    let sorry = t.optional_ip("sorry");
+    let sorry = sorry.and_then(|s| t.check(s, |a| a.as_ref().map_or(Ok(()), |a| usable_unicast("sorry", a))));
+    let check_table = t.optional_table("check");
     let backend_tables = t.table_array("backend");
     t.finish();
 
-    let backends: Vec<BackendDraft> = backend_tables.into_iter().map(|b| read_backend(report, b)).collect();
-    let svc = ServiceDraft { line: table.line, name, vip, port, protocol, scheduler, table_size, backends };
+    let service_check = check_table
+        .and_then(|c| c.value.map(|value| check::read_check(report, Located { value, line: c.line }, "[service.check]")));
+    let mut backends: Vec<BackendDraft> = backend_tables.into_iter().map(|b| read_backend(report, b)).collect();
+    for b in &mut backends {
+        let what = match &b.address {
+            Some(a) => format!("backend {}", a.value),
+            None => "this backend".to_string(),
+        };
+        b.resolved_check =
+            check::resolve(report, service_check.as_ref(), b.check.as_ref(), port.as_ref().map(|p| p.value), &what);
+    }
+    let svc = ServiceDraft { line: table.line, name, vip, port, protocol, scheduler, table_size, quorum, sorry, backends };
     check_backends(report, &svc);
     svc
 }
@@ -683,6 +712,8 @@ impl ServiceDraft {
             scheduler: self.scheduler?.value,
             table_size: self.table_size?.value,
             backends: self.backends.into_iter().map(BackendDraft::build).collect::<Option<Vec<_>>>()?,
+            quorum: self.quorum?.value,
+            sorry: self.sorry?.value,
             line: self.line,
         })
     }
@@ -694,6 +725,10 @@ struct BackendDraft {
     line: usize,
     address: Option<Located<IpAddr>>,
     weight: Option<Located<u32>>,
+    /// Its own `[service.backend.check]` table.
+    check: Option<check::CheckDraft>,
+    /// The check resolved against the service's.
+    resolved_check: Option<CheckConfig>,
 }
 
 fn read_backend(report: &mut Report, table: Located<&DeTable<'_>>) -> BackendDraft {
@@ -701,13 +736,21 @@ fn read_backend(report: &mut Report, table: Located<&DeTable<'_>>) -> BackendDra
     let address = t.required_ip("address");
     let address = address.and_then(|a| t.check(a, |a| usable_unicast("backend address", a)));
     let weight = t.integer_or("weight", 0..=MAX_WEIGHT, DEFAULT_WEIGHT);
+    let check_table = t.optional_table("check");
     t.finish();
-    BackendDraft { line: table.line, address, weight }
+    let check = check_table
+        .and_then(|c| c.value.map(|value| check::read_check(report, Located { value, line: c.line }, "[service.backend.check]")));
+    BackendDraft { line: table.line, address, weight, check, resolved_check: None }
 }
 
 impl BackendDraft {
     fn build(self) -> Option<BackendConfig> {
-        Some(BackendConfig { address: self.address?.value, weight: self.weight?.value, line: self.line })
+        Some(BackendConfig {
+            address: self.address?.value,
+            weight: self.weight?.value,
+            check: self.resolved_check,
+            line: self.line,
+        })
     }
 }
 
@@ -949,15 +992,68 @@ impl<'r, 't> TableReader<'r, 't> {
     }
 
     fn required_ip(&mut self, key: &str) -> Option<Located<IpAddr>> {
-        self.take(key, None, |r, key, v, line| {
-            let s = r.string_value(key, v, line)?;
-            match s.parse() {
-                Ok(addr) => Some(addr),
-                Err(_) => {
-                    r.error(line, format!("invalid IP address \"{s}\" for {key}"));
-                    None
-                }
+        self.take(key, None, Self::ip_value)
+    }
+
+    /// A key that may be absent: `Some(Located(None))` when absent, `None` after an error.
+    fn optional<T>(
+        &mut self,
+        key: &str,
+        convert: impl FnOnce(&mut Self, &str, &'t Spanned<DeValue<'t>>, usize) -> Option<T>,
+    ) -> Option<Located<Option<T>>> {
+        self.take(key, Some(None), |r, key, v, line| convert(r, key, v, line).map(Some))
+    }
+
+    fn optional_string(&mut self, key: &str) -> Option<Located<Option<String>>> {
+        self.optional(key, Self::string_value)
+    }
+
+    fn optional_ip(&mut self, key: &str) -> Option<Located<Option<IpAddr>>> {
+        self.optional(key, Self::ip_value)
+    }
+
+    fn optional_integer<T: Integer>(&mut self, key: &str, range: RangeInclusive<T>) -> Option<Located<Option<T>>> {
+        self.optional(key, |r, key, v, line| r.integer_value(key, v, line, range))
+    }
+
+    fn optional_duration(&mut self, key: &str) -> Option<Located<Option<Duration>>> {
+        self.optional(key, Self::duration_value)
+    }
+
+    fn duration_or(&mut self, key: &str, default: Duration) -> Option<Located<Duration>> {
+        self.take(key, Some(default), Self::duration_value)
+    }
+
+    /// A duration written as a string with a unit: "2s", "500ms", "1.5s", "1m".
+    fn duration_value(&mut self, key: &str, v: &'t Spanned<DeValue<'t>>, line: usize) -> Option<Duration> {
+        let DeValue::String(s) = v.get_ref() else {
+            return self.wrong_type(key, line, "a duration string such as \"2s\" or \"500ms\"", v.get_ref());
+        };
+        match parse_duration(s) {
+            Ok(d) => Some(d),
+            Err(problem) => {
+                self.error(line, format!("invalid duration \"{s}\" for {key}: {problem}"));
+                None
             }
+        }
+    }
+
+    fn ip_value(&mut self, key: &str, v: &'t Spanned<DeValue<'t>>, line: usize) -> Option<IpAddr> {
+        let s = self.string_value(key, v, line)?;
+        match s.parse() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                self.error(line, format!("invalid IP address \"{s}\" for {key}"));
+                None
+            }
+        }
+    }
+
+    /// A sub-table that may be absent.
+    fn optional_table(&mut self, key: &str) -> Option<Located<Option<&'t DeTable<'t>>>> {
+        self.optional(key, |r, key, v, line| match v.get_ref() {
+            DeValue::Table(table) => Some(table),
+            other => r.wrong_type(key, line, "a table", other),
         })
     }
 
@@ -1034,6 +1130,31 @@ impl<'r, 't> TableReader<'r, 't> {
         ok.then_some(strings)
     }
 
+    /// An array whose elements are strings or integers, as text with their lines.
+    fn string_or_integer_array(
+        &mut self,
+        key: &str,
+        v: &'t Spanned<DeValue<'t>>,
+        line: usize,
+    ) -> Option<Vec<(String, usize)>> {
+        let DeValue::Array(items) = v.get_ref() else {
+            return self.wrong_type(key, line, "an array", v.get_ref());
+        };
+        let mut out = Vec::new();
+        for item in items.iter() {
+            let item_line = self.report.line_of(item.span().start);
+            match item.get_ref() {
+                DeValue::String(s) => out.push((s.to_string(), item_line)),
+                DeValue::Integer(i) => out.push((i.as_str().to_string(), item_line)),
+                other => {
+                    self.error(item_line, format!("expected a string or an integer in array \"{key}\", found {}", a(other)));
+                    return None;
+                }
+            }
+        }
+        Some(out)
+    }
+
     fn integer_value<T: Integer>(
         &mut self,
         key: &str,
@@ -1085,6 +1206,28 @@ impl<'r, 't> TableReader<'r, 't> {
             self.report.error(line, message);
         }
     }
+}
+
+/// Parses "2s", "500ms", "1.5s", "1m", "100us": a number (decimals allowed) and a unit.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let scale = match unit.trim() {
+        "us" => 1e-6,
+        "ms" => 1e-3,
+        "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        "" => return Err("give a unit: us, ms, s, m or h".into()),
+        other => return Err(format!("unknown unit \"{other}\" (us, ms, s, m or h)")),
+    };
+    let value: f64 = number.parse().map_err(|_| format!("\"{number}\" is not a number"))?;
+    let secs = value * scale;
+    if !secs.is_finite() || secs > 86400.0 {
+        return Err("longer than a day".into());
+    }
+    Ok(Duration::from_secs_f64(secs))
 }
 
 /// The integer types keys are read as.
@@ -1220,9 +1363,11 @@ table_size = 65537
                     scheduler: Scheduler::SourceHash,
                     table_size: 251,
                     backends: vec![
-                        BackendConfig { address: ip("203.0.113.11"), weight: 0, line: 19 },
-                        BackendConfig { address: ip("203.0.113.12"), weight: 1000, line: 23 },
+                        BackendConfig { address: ip("203.0.113.11"), weight: 0, check: None, line: 19 },
+                        BackendConfig { address: ip("203.0.113.12"), weight: 1000, check: None, line: 23 },
                     ],
+                    quorum: 1,
+                    sorry: None,
                     line: 11,
                 },
                 ServiceConfig {
@@ -1232,7 +1377,9 @@ table_size = 65537
                     protocol: Protocol::Udp,
                     scheduler: Scheduler::Maglev,
                     table_size: 65537,
-                    backends: vec![BackendConfig { address: ip("2001:db8::11"), weight: 1, line: 35 }],
+                    backends: vec![BackendConfig { address: ip("2001:db8::11"), weight: 1, check: None, line: 35 }],
+                    quorum: 1,
+                    sorry: None,
                     line: 27,
                 },
             ],

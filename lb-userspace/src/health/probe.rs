@@ -1,0 +1,851 @@
+//! The checks themselves: async probes from this node to a backend's own address.
+//!
+//! Each probe takes the target and a timeout that bounds the whole check (connect, request,
+//! reply, or the script's run), and returns an [`Outcome`]; it never returns an error, since
+//! every failure is a reason for the backend to be down. The probes bind nothing special
+//! (an ephemeral port on the address the kernel picks): the caller aims them at the backend's
+//! own address, never at a VIP, so neither they nor the replies go through the XDP program's
+//! forwarding.
+//!
+//! | Probe | Passes when | keepalived / HAProxy |
+//! |---|---|---|
+//! | [`tcp_connect`] | the TCP handshake completes (the connection is then closed) | `TCP_CHECK` / `check` |
+//! | [`http_get`] | `GET path` answers an accepted status (and the body contains the text) | `HTTP_GET` / `option httpchk` |
+//! | [`udp_exchange`] | a datagram comes back (containing the expected bytes) | `UDP_CHECK` |
+//! | [`script`] | the command exits 0 | `MISC_CHECK` |
+
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    os::unix::process::ExitStatusExt,
+    process::Stdio,
+    time::Duration,
+};
+
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpStream, UdpSocket},
+    process::Command,
+    time::{timeout as within, Instant},
+};
+
+use super::state::{Outcome, Reason};
+
+/// How much of an HTTP body [`http_get`] reads and searches.
+pub const HTTP_BODY_CAP: usize = 64 * 1024;
+/// The longest HTTP response header (status line and header fields) [`http_get`] accepts.
+pub const HTTP_HEAD_CAP: usize = 16 * 1024;
+/// The `User-Agent` of HTTP checks, so that backends can tell them from clients in their logs.
+pub const HTTP_USER_AGENT: &str = "xlb-health-check";
+/// Environment variables a script check receives: the backend's address and port.
+pub const ENV_ADDRESS: &str = "XLB_BACKEND_ADDRESS";
+pub const ENV_PORT: &str = "XLB_BACKEND_PORT";
+
+/// Connects over TCP and closes at once (with a FIN). Passes when the handshake completes.
+pub async fn tcp_connect(addr: SocketAddr, timeout: Duration) -> Outcome {
+    match within(timeout, TcpStream::connect(addr)).await {
+        Err(_) => Outcome::Failed(Reason::Timeout(timeout)),
+        Ok(Err(e)) => Outcome::Failed(Reason::from_io(&e, "connect")),
+        Ok(Ok(_stream)) => Outcome::Ok,
+    }
+}
+
+/// What an HTTP check asks for and accepts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpCheck {
+    /// The request target: an absolute path, with query if any (`/healthz?full=1`).
+    pub path: String,
+    /// The `Host` header; `None` sends the target's `address:port` (`[v6]:port` for IPv6).
+    pub host: Option<String>,
+    /// Accepted statuses, as inclusive ranges (`(200, 200)`, `(200, 399)`); empty accepts any
+    /// 2xx, as keepalived's `HTTP_GET` does without `status_code`.
+    pub expect_status: Vec<(u16, u16)>,
+    /// Text the body must contain, searched as bytes in its first [`HTTP_BODY_CAP`] bytes.
+    pub expect_body: Option<String>,
+}
+
+impl HttpCheck {
+    /// `GET path`, any 2xx, no body check.
+    pub fn new(path: impl Into<String>) -> HttpCheck {
+        HttpCheck { path: path.into(), host: None, expect_status: Vec::new(), expect_body: None }
+    }
+
+    /// Whether `status` is accepted.
+    pub fn accepts(&self, status: u16) -> bool {
+        if self.expect_status.is_empty() {
+            return (200..=299).contains(&status);
+        }
+        self.expect_status.iter().any(|&(lo, hi)| (lo..=hi).contains(&status))
+    }
+
+    /// Whether the check can be sent as it is: a path starting with `/`, and no spaces or
+    /// control characters in the path or host (they would break the request). For
+    /// configuration validation; [`http_get`] fails a check that breaks this.
+    pub fn validate(&self) -> Result<(), String> {
+        let bad = |s: &str| s.chars().any(|c| c.is_whitespace() || c.is_control());
+        if !self.path.starts_with('/') {
+            return Err(format!("HTTP path {:?} does not start with /", self.path));
+        }
+        if bad(&self.path) {
+            return Err(format!("HTTP path {:?} contains a space or control character", self.path));
+        }
+        if let Some(host) = &self.host {
+            if host.is_empty() || bad(host) {
+                return Err(format!("HTTP host {host:?} is empty or contains a space or control character"));
+            }
+        }
+        for &(lo, hi) in &self.expect_status {
+            if lo > hi || !(100..=599).contains(&lo) || !(100..=599).contains(&hi) {
+                return Err(format!("HTTP status range {lo}-{hi} is not within 100-599 or is reversed"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The request bytes for target `addr`.
+    fn request(&self, addr: SocketAddr) -> String {
+        let host = self.host.clone().unwrap_or_else(|| addr.to_string());
+        format!(
+            "GET {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {HTTP_USER_AGENT}\r\nAccept: */*\r\nConnection: close\r\n\r\n",
+            self.path
+        )
+    }
+}
+
+/// Sends `GET check.path` over HTTP/1.1 (`Connection: close`) and judges the status, then
+/// (only if `expect_body` is set) the body. The body is framed by `Content-Length`, chunked
+/// transfer coding, or the end of the connection, and read up to [`HTTP_BODY_CAP`] bytes.
+/// Interim 1xx responses are skipped.
+pub async fn http_get(addr: SocketAddr, check: &HttpCheck, timeout: Duration) -> Outcome {
+    if let Err(e) = check.validate() {
+        return Outcome::Failed(Reason::InvalidCheck(e));
+    }
+    match within(timeout, http_exchange(addr, check)).await {
+        Err(_) => Outcome::Failed(Reason::Timeout(timeout)),
+        Ok(Ok(())) => Outcome::Ok,
+        Ok(Err(reason)) => Outcome::Failed(reason),
+    }
+}
+
+async fn http_exchange(addr: SocketAddr, check: &HttpCheck) -> Result<(), Reason> {
+    let mut stream = TcpStream::connect(addr).await.map_err(|e| Reason::from_io(&e, "connect"))?;
+    stream.write_all(check.request(addr).as_bytes()).await.map_err(|e| Reason::from_io(&e, "sending HTTP request"))?;
+    let mut r = Reader { stream, buf: Vec::with_capacity(4096), start: 0, eof: false };
+    let head = loop {
+        let head = r.head().await?;
+        // 1xx (100 Continue, 103 Early Hints) precede the real response; 101 would switch
+        // protocols, which a GET without Upgrade never asks for.
+        if !(100..=199).contains(&head.status) || head.status == 101 {
+            break head;
+        }
+    };
+    if !check.accepts(head.status) {
+        return Err(Reason::HttpStatus(head.status));
+    }
+    // The body is read (up to the cap) even when not checked, so that the server, asked to
+    // close, normally closes first: no reset for unread data, and its TIME_WAIT, not ours.
+    let body = match head.framing {
+        Framing::Chunked => r.chunked_body().await,
+        Framing::Length(n) => r.body(Some(n)).await,
+        Framing::UntilClose => r.body(None).await,
+    };
+    let Some(text) = &check.expect_body else { return Ok(()) };
+    if contains(&body?, text.as_bytes()) {
+        Ok(())
+    } else {
+        Err(Reason::BodyMissing(text.clone()))
+    }
+}
+
+/// Whether `needle` occurs in `haystack` (an empty needle always does).
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Framing {
+    Length(usize),
+    Chunked,
+    UntilClose,
+}
+
+#[derive(Debug)]
+struct Head {
+    status: u16,
+    framing: Framing,
+}
+
+/// A buffered reader over the response: `buf[start..]` is read but not yet consumed.
+struct Reader {
+    stream: TcpStream,
+    buf: Vec<u8>,
+    start: usize,
+    eof: bool,
+}
+
+fn bad(msg: impl Into<String>) -> Reason {
+    Reason::BadHttp(msg.into())
+}
+
+/// A short, printable excerpt of `bytes` for a reason.
+fn excerpt(bytes: &[u8]) -> String {
+    let s = String::from_utf8_lossy(&bytes[..bytes.len().min(60)]);
+    format!("{:?}", s.trim_end())
+}
+
+impl Reader {
+    fn pending(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+
+    /// Reads more into the buffer; false at the end of the connection.
+    async fn fill(&mut self) -> Result<bool, Reason> {
+        if self.eof {
+            return Ok(false);
+        }
+        if self.start > 0 && self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        }
+        let mut chunk = [0u8; 8192];
+        let n = self.stream.read(&mut chunk).await.map_err(|e| Reason::from_io(&e, "reading HTTP response"))?;
+        if n == 0 {
+            self.eof = true;
+            return Ok(false);
+        }
+        self.buf.extend_from_slice(&chunk[..n]);
+        Ok(true)
+    }
+
+    /// Consumes one line (up to and including its `\n`) and returns it without `\r\n`; `None`
+    /// at the end of the connection before a complete line.
+    async fn line(&mut self, cap: usize) -> Result<Option<Vec<u8>>, Reason> {
+        loop {
+            if let Some(i) = self.pending().iter().position(|&b| b == b'\n') {
+                let mut line = self.pending()[..i].to_vec();
+                if line.last() == Some(&b'\r') {
+                    line.pop();
+                }
+                self.start += i + 1;
+                return Ok(Some(line));
+            }
+            if self.pending().len() > cap {
+                return Err(bad("line too long"));
+            }
+            if !self.fill().await? {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Reads a status line and header fields, up to the empty line.
+    async fn head(&mut self) -> Result<Head, Reason> {
+        let status_line = match self.line(HTTP_HEAD_CAP).await? {
+            Some(l) => l,
+            None if self.pending().is_empty() => return Err(bad("connection closed without a response")),
+            None => return Err(bad(format!("no status line in {}", excerpt(self.pending())))),
+        };
+        let status = parse_status_line(&status_line)?;
+        let mut length = None;
+        let mut chunked = false;
+        let mut size = status_line.len();
+        loop {
+            let Some(line) = self.line(HTTP_HEAD_CAP).await? else {
+                return Err(bad("connection closed in the response header"));
+            };
+            if line.is_empty() {
+                break;
+            }
+            size += line.len();
+            if size > HTTP_HEAD_CAP {
+                return Err(bad("response header too large"));
+            }
+            let Some(colon) = line.iter().position(|&b| b == b':') else { continue };
+            let name = String::from_utf8_lossy(&line[..colon]).trim().to_ascii_lowercase();
+            let value = String::from_utf8_lossy(&line[colon + 1..]).trim().to_ascii_lowercase();
+            match name.as_str() {
+                "content-length" => {
+                    let n = value.parse::<usize>().map_err(|_| bad(format!("Content-Length {value:?}")))?;
+                    length = Some(n);
+                }
+                "transfer-encoding" => chunked = value.split(',').any(|c| c.trim() == "chunked"),
+                _ => {}
+            }
+        }
+        // Without a body by definition (RFC 9110): 1xx, 204, 304.
+        let framing = if (100..=199).contains(&status) || status == 204 || status == 304 {
+            Framing::Length(0)
+        } else if chunked {
+            Framing::Chunked
+        } else if let Some(n) = length {
+            Framing::Length(n)
+        } else {
+            Framing::UntilClose
+        };
+        Ok(Head { status, framing })
+    }
+
+    /// Reads up to `length` bytes (or to the end of the connection), at most
+    /// [`HTTP_BODY_CAP`]. A body cut short is returned as it is.
+    async fn body(&mut self, length: Option<usize>) -> Result<Vec<u8>, Reason> {
+        let want = length.unwrap_or(usize::MAX).min(HTTP_BODY_CAP);
+        while self.pending().len() < want && self.fill().await? {}
+        let n = self.pending().len().min(want);
+        Ok(self.pending()[..n].to_vec())
+    }
+
+    /// Decodes a chunked body, up to [`HTTP_BODY_CAP`] bytes of data. A body cut short is
+    /// returned as far as it came.
+    async fn chunked_body(&mut self) -> Result<Vec<u8>, Reason> {
+        let mut body = Vec::new();
+        while body.len() < HTTP_BODY_CAP {
+            let Some(line) = self.line(1024).await? else { break };
+            let text = String::from_utf8_lossy(&line);
+            let digits = text.split(';').next().unwrap_or("").trim();
+            let size = usize::from_str_radix(digits, 16).map_err(|_| bad(format!("chunk size {}", excerpt(&line))))?;
+            if size == 0 {
+                break;
+            }
+            let take = size.min(HTTP_BODY_CAP - body.len());
+            while self.pending().len() < take && self.fill().await? {}
+            let got = self.pending().len().min(take);
+            body.extend_from_slice(&self.pending()[..got]);
+            self.start += got;
+            if got < size {
+                break; // capped, or cut short
+            }
+            // The CRLF after the chunk's data.
+            if self.line(2).await?.is_none() {
+                break;
+            }
+        }
+        Ok(body)
+    }
+}
+
+/// `HTTP/1.1 200 OK` -> 200.
+fn parse_status_line(line: &[u8]) -> Result<u16, Reason> {
+    let text = String::from_utf8_lossy(line);
+    let mut parts = text.splitn(3, ' ');
+    let version = parts.next().unwrap_or("");
+    let code = parts.next().unwrap_or("");
+    if !version.starts_with("HTTP/") || code.len() != 3 || !code.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad(format!("status line {}", excerpt(line))));
+    }
+    let status: u16 = code.parse().expect("three digits");
+    if !(100..=599).contains(&status) {
+        return Err(bad(format!("status line {}", excerpt(line))));
+    }
+    Ok(status)
+}
+
+/// Sends `payload` in one datagram from a connected UDP socket and waits for a reply until
+/// the timeout.
+///
+/// With `expect` = `None` any datagram from the target passes (an empty one too). With
+/// `Some(bytes)`, a datagram passes if it *contains* `bytes` anywhere (a prefix or the whole
+/// reply are special cases); datagrams that do not are ignored and the wait goes on, so a
+/// stray datagram does not fail the check. At the timeout the reason is
+/// [`Reason::UnexpectedUdpReply`] if non-matching replies came, [`Reason::NoUdpReply`] if none
+/// did. An ICMP port unreachable, which a connected socket reports as a refused connection,
+/// fails at once with [`Reason::UdpUnreachable`].
+///
+/// A service that never answers (syslog, say) cannot be checked this way: every check would
+/// end in "no UDP reply". Only an ICMP error tells such a backend is down.
+pub async fn udp_exchange(addr: SocketAddr, payload: &[u8], expect: Option<&[u8]>, timeout: Duration) -> Outcome {
+    let deadline = Instant::now() + timeout;
+    let socket = match tokio::time::timeout_at(deadline, udp_send(addr, payload)).await {
+        Err(_) => return Outcome::Failed(Reason::Timeout(timeout)),
+        Ok(Err(reason)) => return Outcome::Failed(reason),
+        Ok(Ok(socket)) => socket,
+    };
+    let mut buf = vec![0u8; 65536];
+    let mut mismatched = false;
+    loop {
+        match tokio::time::timeout_at(deadline, socket.recv(&mut buf)).await {
+            Err(_) if mismatched => return Outcome::Failed(Reason::UnexpectedUdpReply),
+            Err(_) => return Outcome::Failed(Reason::NoUdpReply),
+            Ok(Err(e)) => return Outcome::Failed(udp_error(&e, "receiving UDP reply")),
+            Ok(Ok(n)) => match expect {
+                Some(want) if !contains(&buf[..n], want) => mismatched = true,
+                _ => return Outcome::Ok,
+            },
+        }
+    }
+}
+
+fn udp_error(e: &std::io::Error, doing: &str) -> Reason {
+    match Reason::from_io(e, doing) {
+        Reason::ConnectRefused => Reason::UdpUnreachable,
+        other => other,
+    }
+}
+
+async fn udp_send(addr: SocketAddr, payload: &[u8]) -> Result<UdpSocket, Reason> {
+    let any: IpAddr = match addr {
+        SocketAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
+        SocketAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
+    };
+    let socket = UdpSocket::bind((any, 0)).await.map_err(|e| Reason::from_io(&e, "binding UDP socket"))?;
+    socket.connect(addr).await.map_err(|e| udp_error(&e, "connect"))?;
+    socket.send(payload).await.map_err(|e| udp_error(&e, "sending UDP datagram"))?;
+    Ok(socket)
+}
+
+unsafe extern "C" {
+    /// POSIX kill(2); a negative pid names a process group.
+    fn kill(pid: i32, sig: i32) -> i32;
+}
+const SIGKILL: i32 = 9;
+
+/// Kills a script's whole process group when dropped while armed: on timeout and on
+/// cancellation, so that nothing the script started outlives its check.
+struct GroupKiller {
+    pgid: Option<i32>,
+}
+
+impl GroupKiller {
+    fn kill_now(&mut self) {
+        if let Some(pgid) = self.pgid.take() {
+            // SAFETY: plain system call; the group leader is not reaped yet (it is still our
+            // unwaited child), so its pid, which is the group's id, cannot have been reused.
+            unsafe {
+                kill(-pgid, SIGKILL);
+            }
+        }
+    }
+}
+
+impl Drop for GroupKiller {
+    fn drop(&mut self) {
+        self.kill_now();
+    }
+}
+
+/// Runs `argv` (no shell: pass `["sh", "-c", "..."]` for one) with the backend's address and
+/// port in the environment as `XLB_BACKEND_ADDRESS` and `XLB_BACKEND_PORT`. Exit status 0
+/// passes, as in keepalived's `MISC_CHECK`; any other fails with "script exit N", a death by
+/// signal with "script killed by signal N".
+///
+/// The script runs in a process group of its own, with stdin, stdout and stderr on
+/// /dev/null. At the timeout, or if the check is cancelled, the whole group is killed
+/// (SIGKILL), children of the script included.
+pub async fn script(argv: &[String], target: SocketAddr, timeout: Duration) -> Outcome {
+    let Some((program, args)) = argv.split_first() else {
+        return Outcome::Failed(Reason::InvalidCheck("empty command".into()));
+    };
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .env(ENV_ADDRESS, target.ip().to_string())
+        .env(ENV_PORT, target.port().to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .kill_on_drop(true);
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => return Outcome::Failed(Reason::ScriptStart(format!("{program}: {e}"))),
+    };
+    // Declared after `child`, so dropped (and the group killed) before `child` is.
+    let mut group = GroupKiller { pgid: child.id().map(|p| p as i32) };
+    let status = match within(timeout, child.wait()).await {
+        Ok(Ok(status)) => {
+            // The leader is reaped: its pid may be reused, so the group is left alone now.
+            group.pgid = None;
+            status
+        }
+        Ok(Err(e)) => return Outcome::Failed(Reason::Io(format!("waiting for {program}: {e}"))),
+        Err(_) => {
+            group.kill_now();
+            let _ = child.wait().await;
+            return Outcome::Failed(Reason::Timeout(timeout));
+        }
+    };
+    match (status.code(), status.signal()) {
+        (Some(0), _) => Outcome::Ok,
+        (Some(code), _) => Outcome::Failed(Reason::ScriptExit(code)),
+        (None, Some(sig)) => Outcome::Failed(Reason::ScriptSignal(sig)),
+        (None, None) => Outcome::Failed(Reason::Io(format!("{program}: {status}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+    use tokio::net::TcpListener;
+
+    const T: Duration = Duration::from_millis(200);
+
+    fn localhost() -> SocketAddr {
+        "127.0.0.1:0".parse().unwrap()
+    }
+
+    /// A port on 127.0.0.1 where nothing listens.
+    async fn closed_port() -> SocketAddr {
+        let l = TcpListener::bind(localhost()).await.unwrap();
+        l.local_addr().unwrap()
+    }
+
+    /// A listener that accepts and holds every connection without a word.
+    async fn silent_listener() -> SocketAddr {
+        let l = TcpListener::bind(localhost()).await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = l.accept().await {
+                held.push(s);
+            }
+        });
+        addr
+    }
+
+    /// An HTTP server answering every request with `response` (sent in pieces of `piece`
+    /// bytes, to exercise reassembly) and then closing; records the requests it read.
+    async fn http_server(response: &'static [u8], piece: usize) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
+        let l = TcpListener::bind(localhost()).await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let log = log.clone();
+                tokio::spawn(async move {
+                    let mut req = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => req.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    log.lock().unwrap().push(String::from_utf8_lossy(&req).into_owned());
+                    for part in response.chunks(piece) {
+                        if s.write_all(part).await.is_err() {
+                            return;
+                        }
+                        s.flush().await.ok();
+                        tokio::task::yield_now().await;
+                    }
+                    let _ = s.shutdown().await;
+                });
+            }
+        });
+        (addr, seen)
+    }
+
+    fn expect_body(text: &str) -> HttpCheck {
+        HttpCheck { expect_body: Some(text.into()), ..HttpCheck::new("/health") }
+    }
+
+    fn failed(r: Reason) -> Outcome {
+        Outcome::Failed(r)
+    }
+
+    // --- TCP ---
+
+    #[tokio::test]
+    async fn tcp_connect_passes_when_something_listens() {
+        let addr = silent_listener().await;
+        assert_eq!(tcp_connect(addr, T).await, Outcome::Ok);
+    }
+
+    #[tokio::test]
+    async fn tcp_connect_to_a_closed_port_is_refused() {
+        let outcome = tcp_connect(closed_port().await, T).await;
+        assert_eq!(outcome, failed(Reason::ConnectRefused));
+        assert_eq!(outcome.to_string(), "connect refused");
+    }
+
+    #[tokio::test]
+    async fn tcp_connect_times_out_when_syns_go_unanswered() {
+        // A listener that never accepts, with a backlog of 1: once its accept queue is full
+        // the kernel drops further SYNs, and the handshake never completes.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(localhost()).unwrap();
+        let addr = socket.local_addr().unwrap();
+        let _listener = socket.listen(1).unwrap();
+        let mut outcomes = Vec::new();
+        for _ in 0..8 {
+            let o = tcp_connect(addr, T).await;
+            if o == failed(Reason::Timeout(T)) {
+                assert_eq!(o.to_string(), "timeout after 200 ms");
+                return;
+            }
+            outcomes.push(o);
+        }
+        panic!("no timeout: {outcomes:?}");
+    }
+
+    // --- HTTP ---
+
+    #[test]
+    fn http_check_accepts_statuses_and_validates() {
+        let c = HttpCheck::new("/");
+        assert!(c.accepts(200) && c.accepts(204) && !c.accepts(302) && !c.accepts(503));
+        let c = HttpCheck { expect_status: vec![(200, 200), (300, 399)], ..HttpCheck::new("/") };
+        assert!(c.accepts(200) && c.accepts(302) && !c.accepts(204));
+        assert!(HttpCheck::new("/healthz?full=1").validate().is_ok());
+        assert!(HttpCheck::new("healthz").validate().is_err());
+        assert!(HttpCheck::new("/a b").validate().is_err());
+        assert!(HttpCheck::new("/a\r\nX: y").validate().is_err());
+        assert!(HttpCheck { host: Some("a b".into()), ..HttpCheck::new("/") }.validate().is_err());
+        assert!(HttpCheck { expect_status: vec![(300, 200)], ..HttpCheck::new("/") }.validate().is_err());
+    }
+
+    #[test]
+    fn status_lines_parse() {
+        assert_eq!(parse_status_line(b"HTTP/1.1 200 OK").unwrap(), 200);
+        assert_eq!(parse_status_line(b"HTTP/1.0 503 Service Unavailable").unwrap(), 503);
+        assert_eq!(parse_status_line(b"HTTP/1.1 204").unwrap(), 204);
+        assert!(parse_status_line(b"SSH-2.0-OpenSSH_9.2").is_err());
+        assert!(parse_status_line(b"HTTP/1.1 2000 OK").is_err());
+        assert!(parse_status_line(b"HTTP/1.1 099 x").is_err());
+    }
+
+    #[tokio::test]
+    async fn http_200_passes_and_the_request_is_minimal_http_1_1() {
+        let (addr, seen) = http_server(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", 1024).await;
+        assert_eq!(http_get(addr, &HttpCheck::new("/health"), T).await, Outcome::Ok);
+        let req = seen.lock().unwrap()[0].clone();
+        assert!(req.starts_with("GET /health HTTP/1.1\r\n"), "{req}");
+        assert!(req.contains(&format!("\r\nHost: 127.0.0.1:{}\r\n", addr.port())), "{req}");
+        assert!(req.contains("\r\nConnection: close\r\n"), "{req}");
+        assert!(req.contains("\r\nUser-Agent: xlb-health-check\r\n"), "{req}");
+    }
+
+    #[tokio::test]
+    async fn http_host_header_is_the_configured_one() {
+        let (addr, seen) = http_server(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 1024).await;
+        let check = HttpCheck { host: Some("www.example.com".into()), ..HttpCheck::new("/") };
+        assert_eq!(http_get(addr, &check, T).await, Outcome::Ok);
+        assert!(seen.lock().unwrap()[0].contains("\r\nHost: www.example.com\r\n"));
+    }
+
+    #[test]
+    fn http_host_header_of_an_ipv6_target_is_bracketed() {
+        let addr: SocketAddr = "[2001:db8::7]:8080".parse().unwrap();
+        assert!(HttpCheck::new("/").request(addr).contains("\r\nHost: [2001:db8::7]:8080\r\n"));
+    }
+
+    #[tokio::test]
+    async fn http_503_fails_with_the_status() {
+        let (addr, _) = http_server(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n", 1024).await;
+        let outcome = http_get(addr, &HttpCheck::new("/"), T).await;
+        assert_eq!(outcome, failed(Reason::HttpStatus(503)));
+        assert_eq!(outcome.to_string(), "HTTP 503");
+    }
+
+    #[tokio::test]
+    async fn http_status_ranges_are_honoured() {
+        let (addr, _) = http_server(b"HTTP/1.1 302 Found\r\nLocation: /x\r\nContent-Length: 0\r\n\r\n", 1024).await;
+        assert_eq!(http_get(addr, &HttpCheck::new("/"), T).await, failed(Reason::HttpStatus(302)));
+        let check = HttpCheck { expect_status: vec![(200, 399)], ..HttpCheck::new("/") };
+        assert_eq!(http_get(addr, &check, T).await, Outcome::Ok);
+    }
+
+    #[tokio::test]
+    async fn http_body_with_the_text_passes_without_it_fails() {
+        let (addr, _) = http_server(b"HTTP/1.1 200 OK\r\nContent-Length: 16\r\n\r\n{\"status\":\"ok\"}\n", 5).await;
+        assert_eq!(http_get(addr, &expect_body("\"ok\""), T).await, Outcome::Ok);
+        let outcome = http_get(addr, &expect_body("ready"), T).await;
+        assert_eq!(outcome, failed(Reason::BodyMissing("ready".into())));
+        assert_eq!(outcome.to_string(), "body does not contain \"ready\"");
+    }
+
+    #[tokio::test]
+    async fn http_body_without_length_is_read_to_the_end() {
+        let (addr, _) = http_server(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nall systems ok\n", 3).await;
+        assert_eq!(http_get(addr, &expect_body("ok"), T).await, Outcome::Ok);
+        assert_eq!(http_get(addr, &expect_body("fail"), T).await, failed(Reason::BodyMissing("fail".into())));
+    }
+
+    #[tokio::test]
+    async fn http_chunked_body_is_decoded() {
+        // "healthy" is split across two chunks; the chunk sizes must not be taken for data.
+        let response = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4;ext=1\r\nheal\r\n3\r\nthy\r\n0\r\n\r\n";
+        let (addr, _) = http_server(response, 2).await;
+        assert_eq!(http_get(addr, &expect_body("healthy"), T).await, Outcome::Ok);
+        assert_eq!(http_get(addr, &expect_body("4\r\nheal"), T).await, failed(Reason::BodyMissing("4\r\nheal".into())));
+    }
+
+    #[tokio::test]
+    async fn http_body_beyond_the_cap_is_not_searched() {
+        let mut response = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", HTTP_BODY_CAP + 10).into_bytes();
+        response.extend(std::iter::repeat_n(b'x', HTTP_BODY_CAP - 2));
+        response.extend_from_slice(b"NEEDLE====");
+        let response: &'static [u8] = Box::leak(response.into_boxed_slice());
+        let (addr, _) = http_server(response, 4096).await;
+        assert_eq!(http_get(addr, &expect_body("NE"), T).await, Outcome::Ok);
+        assert_eq!(http_get(addr, &expect_body("NEEDLE"), T).await, failed(Reason::BodyMissing("NEEDLE".into())));
+    }
+
+    #[tokio::test]
+    async fn http_interim_responses_are_skipped() {
+        let response =
+            b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 503 No\r\nContent-Length: 0\r\n\r\n";
+        let (addr, _) = http_server(response, 1024).await;
+        assert_eq!(http_get(addr, &HttpCheck::new("/"), T).await, failed(Reason::HttpStatus(503)));
+    }
+
+    #[tokio::test]
+    async fn http_without_an_answer_times_out() {
+        let addr = silent_listener().await;
+        let started = std::time::Instant::now();
+        let outcome = http_get(addr, &HttpCheck::new("/"), T).await;
+        assert_eq!(outcome, failed(Reason::Timeout(T)));
+        assert_eq!(outcome.to_string(), "timeout after 200 ms");
+        assert!(started.elapsed() < Duration::from_secs(1));
+    }
+
+    #[tokio::test]
+    async fn http_refused_and_garbage_and_empty_replies_fail_readably() {
+        assert_eq!(http_get(closed_port().await, &HttpCheck::new("/"), T).await, failed(Reason::ConnectRefused));
+        let (addr, _) = http_server(b"SSH-2.0-OpenSSH_9.2\r\n", 1024).await;
+        assert_eq!(
+            http_get(addr, &HttpCheck::new("/"), T).await.to_string(),
+            "bad HTTP response: status line \"SSH-2.0-OpenSSH_9.2\""
+        );
+        let (addr, _) = http_server(b"", 1024).await;
+        assert_eq!(
+            http_get(addr, &HttpCheck::new("/"), T).await.to_string(),
+            "bad HTTP response: connection closed without a response"
+        );
+        let (addr, _) = http_server(b"HTTP/1.1 200 OK\r\nServer: x", 1024).await;
+        assert_eq!(
+            http_get(addr, &HttpCheck::new("/"), T).await.to_string(),
+            "bad HTTP response: connection closed in the response header"
+        );
+    }
+
+    #[tokio::test]
+    async fn http_invalid_check_is_refused_without_connecting() {
+        let outcome = http_get(closed_port().await, &HttpCheck::new("no-slash"), T).await;
+        assert!(matches!(outcome, Outcome::Failed(Reason::InvalidCheck(_))), "{outcome:?}");
+    }
+
+    // --- UDP ---
+
+    /// A UDP socket that answers every datagram with `prefix` + the datagram.
+    async fn udp_echo(prefix: &'static [u8]) -> SocketAddr {
+        let s = UdpSocket::bind(localhost()).await.unwrap();
+        let addr = s.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 2048];
+            while let Ok((n, from)) = s.recv_from(&mut buf).await {
+                let reply = [prefix, &buf[..n]].concat();
+                let _ = s.send_to(&reply, from).await;
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn udp_reply_passes_and_expectation_is_a_substring() {
+        let addr = udp_echo(b"PONG ").await;
+        assert_eq!(udp_exchange(addr, b"ping", None, T).await, Outcome::Ok);
+        assert_eq!(udp_exchange(addr, b"ping", Some(b"PONG"), T).await, Outcome::Ok);
+        assert_eq!(udp_exchange(addr, b"ping", Some(b"ping"), T).await, Outcome::Ok, "contained, not a prefix");
+        let outcome = udp_exchange(addr, b"ping", Some(b"READY"), T).await;
+        assert_eq!(outcome, failed(Reason::UnexpectedUdpReply));
+    }
+
+    #[tokio::test]
+    async fn udp_to_a_closed_port_is_unreachable() {
+        let s = UdpSocket::bind(localhost()).await.unwrap();
+        let addr = s.local_addr().unwrap();
+        drop(s);
+        let outcome = udp_exchange(addr, b"ping", None, T).await;
+        assert_eq!(outcome, failed(Reason::UdpUnreachable));
+        assert_eq!(outcome.to_string(), "UDP port unreachable");
+    }
+
+    #[tokio::test]
+    async fn udp_without_a_reply_fails_at_the_timeout() {
+        let silent = UdpSocket::bind(localhost()).await.unwrap();
+        let started = std::time::Instant::now();
+        let outcome = udp_exchange(silent.local_addr().unwrap(), b"ping", None, T).await;
+        assert_eq!(outcome, failed(Reason::NoUdpReply));
+        assert_eq!(outcome.to_string(), "no UDP reply");
+        assert!(started.elapsed() >= T && started.elapsed() < Duration::from_secs(1));
+    }
+
+    // --- Scripts ---
+
+    fn argv(args: &[&str]) -> Vec<String> {
+        args.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn target() -> SocketAddr {
+        "127.0.0.1:8080".parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn script_exit_status_decides() {
+        assert_eq!(script(&argv(&["true"]), target(), T).await, Outcome::Ok);
+        let outcome = script(&argv(&["false"]), target(), T).await;
+        assert_eq!(outcome, failed(Reason::ScriptExit(1)));
+        assert_eq!(outcome.to_string(), "script exit 1");
+        let outcome = script(&argv(&["sh", "-c", "exit 2"]), target(), T).await;
+        assert_eq!(outcome.to_string(), "script exit 2");
+    }
+
+    #[tokio::test]
+    async fn script_killed_by_a_signal_says_which() {
+        let outcome = script(&argv(&["sh", "-c", "kill -9 $$"]), target(), T).await;
+        assert_eq!(outcome, failed(Reason::ScriptSignal(9)));
+        assert_eq!(outcome.to_string(), "script killed by signal 9");
+    }
+
+    #[tokio::test]
+    async fn script_gets_the_backend_in_its_environment() {
+        let test = r#"test "$XLB_BACKEND_ADDRESS" = 127.0.0.1 && test "$XLB_BACKEND_PORT" = 8080"#;
+        assert_eq!(script(&argv(&["sh", "-c", test]), target(), T).await, Outcome::Ok);
+        let v6: SocketAddr = "[2001:db8::1]:53".parse().unwrap();
+        let test = r#"test "$XLB_BACKEND_ADDRESS" = 2001:db8::1 && test "$XLB_BACKEND_PORT" = 53"#;
+        assert_eq!(script(&argv(&["sh", "-c", test]), v6, T).await, Outcome::Ok);
+    }
+
+    #[tokio::test]
+    async fn script_past_its_timeout_is_killed() {
+        let started = std::time::Instant::now();
+        let outcome = script(&argv(&["sleep", "5"]), target(), T).await;
+        assert_eq!(outcome, failed(Reason::Timeout(T)));
+        assert_eq!(outcome.to_string(), "timeout after 200 ms");
+        assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    }
+
+    /// Whether process `pid` is gone (or a zombie awaiting its reaper).
+    fn dead(pid: &str) -> bool {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => true,
+            Ok(stat) => stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        }
+    }
+
+    #[tokio::test]
+    async fn script_timeout_kills_the_scripts_children_too() {
+        let dir = std::env::temp_dir().join(format!("xlb-health-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pidfile = dir.join("child.pid");
+        let cmd = format!("sleep 30 & echo $! > {}; wait", pidfile.display());
+        let outcome = script(&argv(&["sh", "-c", &cmd]), target(), T).await;
+        assert_eq!(outcome, failed(Reason::Timeout(T)));
+        let pid = std::fs::read_to_string(&pidfile).unwrap();
+        let pid = pid.trim();
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while !dead(pid) && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(dead(pid), "the script's child {pid} survived the timeout");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[tokio::test]
+    async fn script_that_cannot_start_says_why() {
+        let outcome = script(&argv(&["/nonexistent/check.sh"]), target(), T).await;
+        let text = outcome.to_string();
+        assert!(text.starts_with("cannot run /nonexistent/check.sh: "), "{text}");
+        assert_eq!(script(&[], target(), T).await, failed(Reason::InvalidCheck("empty command".into())));
+    }
+}
