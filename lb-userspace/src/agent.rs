@@ -2,7 +2,13 @@
 //! in step with the kernel's neighbour table, answers the control socket, and takes it all
 //! down again on shutdown. It is the only writer of the maps.
 
-use std::{future::Future, net::IpAddr, path::Path, time::Duration};
+use std::{
+    future::Future,
+    net::IpAddr,
+    path::Path,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use aya::programs::XdpMode;
 use lb_common::{stat, Backend, BACKEND_F_USABLE};
@@ -11,9 +17,10 @@ use tracing::{info, warn};
 
 use crate::{
     config::{self, Config, InterfaceInfo, Severity},
-    control::{self, BackendStatus, Pending, Request, Response, ServiceStatus, Status},
+    control::{self, BackendStatus, CheckerStatus, Pending, Request, Response, ServiceStatus, Status},
     dataplane::{Dataplane, DataplaneError, Sizes},
-    layout::Layout,
+    health::{CheckSpec, Health, Intervals, Monitor, MonitorStats, Params, Transition},
+    layout::{Layout, TableMode},
     net::{Neighbour, NeighbourEvents, Net, NetError},
 };
 
@@ -47,6 +54,13 @@ struct BackendState {
     ifname: String,
     src_mac: [u8; 6],
     mac: Option<[u8; 6]>,
+    /// Health as its check last decided (true when it has no check).
+    healthy: bool,
+    /// Why it went down or came up last.
+    reason: Option<String>,
+    transitions: u64,
+    /// Its index among the health checks, if it is checked.
+    check: Option<usize>,
 }
 
 pub struct Agent {
@@ -58,6 +72,11 @@ pub struct Agent {
     backends: Vec<BackendState>,
     /// Subscribed before the first resolution so that no answer is missed.
     events: Option<NeighbourEvents>,
+    /// The table mode each service is in (logged when it changes).
+    modes: Vec<TableMode>,
+    /// Health checks: the backend index of each check, and what the checker publishes.
+    checked: Vec<u32>,
+    check_stats: Arc<Mutex<MonitorStats>>,
 }
 
 fn format_mac(m: &[u8; 6]) -> String {
@@ -112,7 +131,16 @@ impl Agent {
             .map(|b| {
                 let iface = config::egress_interface(b.address, &interfaces, &cfg.agent.interfaces)
                     .expect("checked by check_environment");
-                BackendState { ifindex: iface.ifindex, ifname: iface.name.clone(), src_mac: iface.mac, mac: None }
+                BackendState {
+                    ifindex: iface.ifindex,
+                    ifname: iface.name.clone(),
+                    src_mac: iface.mac,
+                    mac: None,
+                    healthy: true,
+                    reason: None,
+                    transitions: 0,
+                    check: None,
+                }
             })
             .collect();
 
@@ -126,7 +154,20 @@ impl Agent {
             warn!("replaced pinned map {r}");
         }
         let events = Some(NeighbourEvents::subscribe()?);
-        let mut agent = Agent { cfg, layout, dp, net, attached, backends, events };
+        let modes = vec![TableMode::Normal; layout.services.len()];
+        let mut agent = Agent {
+            cfg,
+            layout,
+            dp,
+            net,
+            attached,
+            backends,
+            events,
+            modes,
+            checked: Vec::new(),
+            check_stats: Arc::default(),
+        };
+        agent.prepare_checks();
         for iface in &agent.attached {
             agent.dp.add_egress(iface.ifindex)?;
         }
@@ -169,8 +210,47 @@ impl Agent {
         vips
     }
 
+    /// Whether a backend may receive packets: its MAC is known and it is healthy.
     fn usable(&self, index: u32) -> bool {
-        self.backends[index as usize].mac.is_some()
+        let b = &self.backends[index as usize];
+        b.mac.is_some() && b.healthy
+    }
+
+    /// Fills in which backends are checked and their initial health.
+    fn prepare_checks(&mut self) {
+        let mut index = 0;
+        for svc in &self.cfg.services {
+            for b in &svc.backends {
+                if let Some(check) = &b.check {
+                    let state = &mut self.backends[index];
+                    state.check = Some(self.checked.len());
+                    state.healthy = check.initial == Health::Up;
+                    self.checked.push(index as u32);
+                }
+                index += 1;
+            }
+            // The sorry backend follows the service's backends and is not checked.
+            index += usize::from(svc.sorry.is_some());
+        }
+    }
+
+    /// The health checks, in the order of `self.checked`.
+    fn check_specs(&self) -> Vec<CheckSpec> {
+        let configs: Vec<&config::CheckConfig> =
+            self.cfg.services.iter().flat_map(|s| s.backends.iter().filter_map(|b| b.check.as_ref())).collect();
+        configs
+            .into_iter()
+            .zip(&self.checked)
+            .map(|(c, &index)| CheckSpec {
+                kind: c.kind.clone(),
+                target: c.target(self.layout.backends[index as usize].address),
+                timeout: c.timeout,
+                intervals: Intervals::new(c.interval).with_fast(c.fast_interval),
+                params: Params { rise: c.rise, fall: c.fall },
+                initial: c.initial,
+                first_check_decides: c.initial == Health::Up,
+            })
+            .collect()
     }
 
     fn write_backend(&mut self, index: u32) -> Result<()> {
@@ -186,7 +266,20 @@ impl Agent {
 
     /// Writes service `id`'s table and moves its fragment entries along with it.
     fn publish(&mut self, id: u32) -> Result<()> {
-        let table = self.layout.table(id, |b| self.backends[b as usize].mac.is_some());
+        let (mode, members) = self.layout.members(id, |b| self.usable(b));
+        let previous = std::mem::replace(&mut self.modes[id as usize], mode);
+        if previous != mode {
+            let svc = &self.layout.services[id as usize];
+            match mode {
+                TableMode::Normal => info!("service {}: quorum of {} usable backends restored", svc.name, svc.quorum),
+                TableMode::Sorry => warn!("service {}: fewer than {} usable backends, new flows go to the sorry backend", svc.name, svc.quorum),
+                TableMode::Degraded if members.is_empty() => {
+                    warn!("service {}: no usable backend and no usable sorry backend, its packets are dropped", svc.name)
+                }
+                TableMode::Degraded => warn!("service {}: fewer than {} usable backends", svc.name, svc.quorum),
+            }
+        }
+        let table = self.layout.table(id, &members);
         let key = self.layout.services[id as usize].key;
         self.dp.publish_service(&key, self.layout.service_value(id), &table)?;
         let live = self.dp.service_entry(&key).expect("just published");
@@ -274,6 +367,51 @@ impl Agent {
         Ok(())
     }
 
+    /// Takes in a health check's verdict: the backend's entry, its service's table, and, when
+    /// it went down, its flows (so that their next packets go to a live backend).
+    fn apply_health(&mut self, check: usize, t: Transition) -> Result<()> {
+        let index = self.checked[check];
+        let up = t.to == Health::Up;
+        let slot = &self.layout.backends[index as usize];
+        let service = slot.service;
+        let name = &self.layout.services[service as usize].name;
+        if up {
+            info!("backend {} of service {name} is up: {}", slot.address, t.reason);
+        } else {
+            warn!("backend {} of service {name} is down: {}", slot.address, t.reason);
+        }
+        let state = &mut self.backends[index as usize];
+        state.healthy = up;
+        state.reason = Some(t.reason);
+        state.transitions += 1;
+        self.write_backend(index)?;
+        self.publish(service)?;
+        if !up {
+            let removed = self.dp.purge_flows(|_, f| f.backend == index)?;
+            info!("removed {removed} flows of backend {}", self.layout.backends[index as usize].address);
+        }
+        Ok(())
+    }
+
+    /// The operator's weight for a backend (0 drains it: no new flows, flows stay).
+    fn set_weight(&mut self, service: &str, backend: IpAddr, weight: u32) -> std::result::Result<String, String> {
+        if weight > config::MAX_WEIGHT {
+            return Err(format!("weight {weight} is out of range 0..={}", config::MAX_WEIGHT));
+        }
+        let svc = self.layout.services.iter().find(|s| s.name == service).ok_or_else(|| format!("no service \"{service}\""))?;
+        let id = svc.id;
+        let index = svc
+            .backends
+            .iter()
+            .copied()
+            .find(|&i| self.layout.backends[i as usize].address == backend)
+            .ok_or_else(|| format!("service \"{service}\" has no backend {backend}"))?;
+        let old = std::mem::replace(&mut self.layout.backends[index as usize].weight, weight);
+        self.publish(id).map_err(|e| e.to_string())?;
+        info!("backend {backend} of service {service}: weight {old} -> {weight}");
+        Ok(format!("{service} {backend}: weight {old} -> {weight}"))
+    }
+
     /// Asks the kernel to resolve backends (all, or only those without a MAC), once per
     /// address and interface however many services share the backend.
     async fn resolve_backends(&self, all: bool) {
@@ -294,39 +432,60 @@ impl Agent {
         }
     }
 
+    fn backend_status(&self, index: u32, stats: &MonitorStats) -> Result<BackendStatus> {
+        let b = &self.layout.backends[index as usize];
+        let state = &self.backends[index as usize];
+        let counters = state.check.and_then(|c| stats.counters.get(c)).copied().unwrap_or_default();
+        Ok(BackendStatus {
+            address: b.address.to_string(),
+            weight: b.weight,
+            mac: state.mac.as_ref().map(format_mac),
+            interface: state.ifname.clone(),
+            state: if state.mac.is_none() {
+                "no-mac"
+            } else if !state.healthy {
+                "down"
+            } else if b.weight == 0 && !b.sorry {
+                "drained"
+            } else {
+                "up"
+            }
+            .into(),
+            health: match (state.check, state.healthy) {
+                (None, _) => "unchecked",
+                (Some(_), true) => "up",
+                (Some(_), false) => "down",
+            }
+            .into(),
+            reason: state.reason.clone(),
+            checks: counters.checks,
+            check_failures: counters.failures,
+            transitions: state.transitions,
+            counters: self.dp.backend_counters(index)?.into(),
+        })
+    }
+
     fn status(&self) -> Result<Status> {
         let names = stat::NAMES.iter().map(|n| n.to_string());
         let counters = names.zip(self.dp.stats()?).collect();
+        let stats = self.check_stats.lock().expect("not poisoned").clone();
         let mut services = Vec::new();
         for (svc, slot) in self.cfg.services.iter().zip(&self.layout.services) {
-            let mut backends = Vec::new();
-            for &index in &slot.backends {
-                let b = &self.layout.backends[index as usize];
-                let state = &self.backends[index as usize];
-                backends.push(BackendStatus {
-                    address: b.address.to_string(),
-                    weight: b.weight,
-                    mac: state.mac.as_ref().map(format_mac),
-                    interface: state.ifname.clone(),
-                    state: match (state.mac, b.weight) {
-                        (None, _) => "no-mac",
-                        (Some(_), 0) => "drained",
-                        _ => "up",
-                    }
-                    .into(),
-                    counters: self.dp.backend_counters(index)?.into(),
-                });
-            }
+            let backends = slot.backends.iter().map(|&i| self.backend_status(i, &stats)).collect::<Result<_>>()?;
             services.push(ServiceStatus {
                 name: svc.name.clone(),
                 vip: svc.vip.to_string(),
                 port: svc.port,
                 protocol: svc.protocol.to_string(),
-                scheduler: match svc.scheduler {
-                    config::Scheduler::Maglev => "maglev",
-                    config::Scheduler::SourceHash => "sh",
+                scheduler: svc.scheduler.to_string(),
+                mode: match self.modes[slot.id as usize] {
+                    TableMode::Normal => "normal",
+                    TableMode::Sorry => "sorry",
+                    TableMode::Degraded => "degraded",
                 }
                 .into(),
+                quorum: slot.quorum,
+                sorry: slot.sorry.map(|i| self.backend_status(i, &stats)).transpose()?,
                 counters: self.dp.service_counters(slot.id)?.into(),
                 backends,
             });
@@ -336,14 +495,25 @@ impl Agent {
             services,
             counters,
             flows: self.dp.flow_count(),
+            checker: CheckerStatus {
+                checks: self.checked.len(),
+                late_max_ms: stats.lateness.max.as_secs_f64() * 1e3,
+                late_mean_ms: stats.lateness.mean().as_secs_f64() * 1e3,
+                starts: stats.lateness.starts,
+                skipped: stats.skipped,
+            },
         })
     }
 
-    fn answer(&self, request: Request) -> Response {
+    fn answer(&mut self, request: Request) -> Response {
         match request {
             Request::Status => match self.status() {
                 Ok(s) => Response::Status(s),
                 Err(e) => Response::Error { message: e.to_string() },
+            },
+            Request::SetWeight { service, backend, weight } => match self.set_weight(&service, backend, weight) {
+                Ok(message) => Response::Done { message },
+                Err(message) => Response::Error { message },
             },
         }
     }
@@ -351,6 +521,8 @@ impl Agent {
     /// Runs until `shutdown` completes, then detaches and removes what it added.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<()> {
         let mut events = self.events.take().expect("subscribed at start");
+        let mut monitor = Monitor::spawn(self.check_specs());
+        self.check_stats = monitor.stats.clone();
         let (tx, mut requests) = mpsc::channel::<Pending>(16);
         let socket = self.cfg.agent.control_socket.clone();
         let server = control::serve(&socket, tx)?;
@@ -363,6 +535,11 @@ impl Agent {
                 _ = &mut shutdown => break Ok(()),
                 Some(n) = events.next() => {
                     if let Err(e) = self.apply_neighbour(&n) {
+                        break Err(e);
+                    }
+                }
+                Some((check, transition)) = monitor.transitions.recv() => {
+                    if let Err(e) = self.apply_health(check, transition) {
                         break Err(e);
                     }
                 }
@@ -379,6 +556,7 @@ impl Agent {
             }
         };
         server.abort();
+        drop(monitor);
         let _ = std::fs::remove_file(&socket);
         self.stop().await?;
         result

@@ -31,12 +31,15 @@ pub enum ControlError {
 pub enum Request {
     /// Services, backends, counters.
     Status,
+    /// Sets a backend's weight until the agent stops (0 drains it: no new flows, flows stay).
+    SetWeight { service: String, backend: std::net::IpAddr, weight: u32 },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "result", rename_all = "kebab-case")]
 pub enum Response {
     Status(Status),
+    Done { message: String },
     Error { message: String },
 }
 
@@ -60,6 +63,21 @@ pub struct Status {
     pub counters: std::collections::BTreeMap<String, u64>,
     /// Entries in the flow table.
     pub flows: usize,
+    pub checker: CheckerStatus,
+}
+
+/// How the health checker keeps its timetable.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct CheckerStatus {
+    /// Backends checked.
+    pub checks: usize,
+    /// Checks started since the agent started.
+    pub starts: u64,
+    /// How late a check started against its schedule, worst and mean.
+    pub late_max_ms: f64,
+    pub late_mean_ms: f64,
+    /// Rounds skipped because the previous check of the backend was still running.
+    pub skipped: u64,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -69,6 +87,11 @@ pub struct ServiceStatus {
     pub port: u16,
     pub protocol: String,
     pub scheduler: String,
+    /// "normal", "sorry" (below quorum: everything to the sorry backend) or "degraded"
+    /// (below quorum without a usable sorry backend).
+    pub mode: String,
+    pub quorum: u32,
+    pub sorry: Option<BackendStatus>,
     pub counters: Counters,
     pub backends: Vec<BackendStatus>,
 }
@@ -80,8 +103,15 @@ pub struct BackendStatus {
     /// The backend's MAC, once learnt from the neighbour table.
     pub mac: Option<String>,
     pub interface: String,
-    /// "up", or why it receives no new flows ("no-mac", "drained").
+    /// "up", or why it receives no new flows ("no-mac", "down", "drained").
     pub state: String,
+    /// "up", "down", or "unchecked" (no health check configured).
+    pub health: String,
+    /// The reason of its last health transition ("connect refused", "HTTP 503", ...).
+    pub reason: Option<String>,
+    pub checks: u64,
+    pub check_failures: u64,
+    pub transitions: u64,
     pub counters: Counters,
 }
 
@@ -155,6 +185,17 @@ pub fn request(path: &Path, request: &Request) -> Result<Response, ControlError>
 pub fn status(path: &Path) -> Result<Status, ControlError> {
     match request(path, &Request::Status)? {
         Response::Status(s) => Ok(s),
+        Response::Done { message } | Response::Error { message } => {
+            Err(ControlError::Refused { path: path.to_owned(), message })
+        }
+    }
+}
+
+/// Sends a command that changes something; returns the agent's confirmation.
+pub fn command(path: &Path, change: &Request) -> Result<String, ControlError> {
+    match request(path, change)? {
+        Response::Done { message } => Ok(message),
+        Response::Status(_) => Ok(String::new()),
         Response::Error { message } => Err(ControlError::Refused { path: path.to_owned(), message }),
     }
 }
@@ -178,12 +219,23 @@ impl Status {
                 s.counters.packets,
                 s.counters.bytes
             );
-            for b in &s.backends {
+            for b in s.backends.iter().chain(&s.sorry) {
+                let mut state = b.state.clone();
+                if Some(b) == s.sorry.as_ref() {
+                    state = format!("sorry:{state}");
+                }
+                let reason = match (&b.reason, b.state.as_str()) {
+                    (Some(r), "down") => format!("  ({r})"),
+                    _ => String::new(),
+                };
                 let _ = writeln!(
                     out,
-                    "  -> {:<31} {:<6} {:<8} {:>12} {:>14}",
-                    b.address, b.weight, b.state, b.counters.packets, b.counters.bytes
+                    "  -> {:<31} {:<6} {:<8} {:>12} {:>14}{reason}",
+                    b.address, b.weight, state, b.counters.packets, b.counters.bytes
                 );
+            }
+            if s.mode != "normal" {
+                let _ = writeln!(out, "     (below quorum {}: {})", s.quorum, s.mode);
             }
         }
         let _ = writeln!(out, "counters:");

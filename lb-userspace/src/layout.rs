@@ -22,6 +22,22 @@ pub struct ServiceSlot {
     pub table_size: u32,
     /// Indices into [`Layout::backends`] (and into the `BACKENDS` map) of its backends.
     pub backends: Vec<u32>,
+    /// Below this many usable backends with a weight, new flows go to `sorry`.
+    pub quorum: u32,
+    /// Index of its sorry backend, if it has one.
+    pub sorry: Option<u32>,
+}
+
+/// Which backends a service's table holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TableMode {
+    /// Its usable backends with a weight, at least `quorum` of them.
+    Normal,
+    /// Fewer than `quorum` usable backends: everything to the sorry backend.
+    Sorry,
+    /// Fewer than `quorum` usable backends and no usable sorry backend: what is left (perhaps
+    /// nothing, and then its packets are dropped and counted).
+    Degraded,
 }
 
 /// A backend's place in the maps: one entry per (service, real server).
@@ -30,7 +46,11 @@ pub struct BackendSlot {
     pub index: u32,
     pub service: u32,
     pub address: IpAddr,
+    /// Weight in the table; the operator can change it at run time (0 drains).
     pub weight: u32,
+    /// The service's sorry backend (not health checked, not in the table unless the service
+    /// lost its quorum).
+    pub sorry: bool,
 }
 
 /// A port-0 entry that lets fragments of a VIP and protocol find a table: it points at the
@@ -60,10 +80,9 @@ impl Layout {
             };
             let mut backends = Vec::new();
             for b in &svc.backends {
-                let index = layout.backends.len() as u32;
-                layout.backends.push(BackendSlot { index, service: id, address: b.address, weight: b.weight });
-                backends.push(index);
+                backends.push(layout.push_backend(id, b.address, b.weight, false));
             }
+            let sorry = svc.sorry.map(|address| layout.push_backend(id, address, 1, true));
             layout.services.push(ServiceSlot {
                 id,
                 name: svc.name.clone(),
@@ -71,6 +90,8 @@ impl Layout {
                 flags,
                 table_size: svc.table_size,
                 backends,
+                quorum: svc.quorum,
+                sorry,
             });
         }
         for svc in &layout.services {
@@ -83,28 +104,48 @@ impl Layout {
         layout
     }
 
+    fn push_backend(&mut self, service: u32, address: IpAddr, weight: u32, sorry: bool) -> u32 {
+        let index = self.backends.len() as u32;
+        self.backends.push(BackendSlot { index, service, address, weight, sorry });
+        index
+    }
+
     /// The map value for service `id` (ring slot and size are set when it is published).
     pub fn service_value(&self, id: u32) -> Service {
         let s = &self.services[id as usize];
         Service { id, flags: s.flags, ..Default::default() }
     }
 
-    /// The Maglev table of service `id`, holding backend indices, from the backends `usable`
-    /// accepts and that have a weight. Every node computes the same table for the same
-    /// configuration: a backend's place depends only on its address.
-    pub fn table(&self, id: u32, usable: impl Fn(u32) -> bool) -> Vec<u32> {
+    /// Which backends service `id`'s table should hold, given which are `usable` (MAC known,
+    /// healthy): its usable backends with a weight if there are at least `quorum` of them;
+    /// otherwise its sorry backend if usable; otherwise whatever usable backends remain.
+    pub fn members(&self, id: u32, usable: impl Fn(u32) -> bool) -> (TableMode, Vec<u32>) {
         let svc = &self.services[id as usize];
-        let members: Vec<&BackendSlot> =
-            svc.backends.iter().map(|&i| &self.backends[i as usize]).filter(|b| usable(b.index)).collect();
+        let live: Vec<u32> =
+            svc.backends.iter().copied().filter(|&i| usable(i) && self.backends[i as usize].weight > 0).collect();
+        if live.len() >= svc.quorum as usize {
+            return (TableMode::Normal, live);
+        }
+        match svc.sorry.filter(|&s| usable(s)) {
+            Some(sorry) => (TableMode::Sorry, vec![sorry]),
+            None => (TableMode::Degraded, live),
+        }
+    }
+
+    /// The Maglev table of service `id` over `members` (backend indices), holding backend
+    /// indices. Every node computes the same table for the same members: a backend's place
+    /// depends only on its address and weight.
+    pub fn table(&self, id: u32, members: &[u32]) -> Vec<u32> {
+        let svc = &self.services[id as usize];
         let entries: Vec<maglev::Entry> = members
             .iter()
-            .map(|b| maglev::Entry::for_name(b.address.to_string().as_bytes(), b.weight, svc.table_size))
+            .map(|&i| {
+                let b = &self.backends[i as usize];
+                maglev::Entry::for_name(b.address.to_string().as_bytes(), b.weight, svc.table_size)
+            })
             .collect();
         let table = maglev::build(&entries, svc.table_size).expect("table size validated by the configuration");
-        table
-            .into_iter()
-            .map(|local| if local == lb_common::RING_EMPTY { local } else { members[local as usize].index })
-            .collect()
+        table.into_iter().map(|local| if local == lb_common::RING_EMPTY { local } else { members[local as usize] }).collect()
     }
 
     /// The fragment entry's map value: the service it follows, flagged fragments-only.
@@ -178,30 +219,58 @@ address = "203.0.113.11"
         assert_eq!(l.fragments[1].service, 1);
     }
 
+    fn table(l: &Layout, id: u32, usable: impl Fn(u32) -> bool) -> Vec<u32> {
+        l.table(id, &l.members(id, usable).1)
+    }
+
     #[test]
     fn tables_hold_backend_indices_of_usable_backends_only() {
         let l = layout();
-        let all = l.table(0, |_| true);
+        let all = table(&l, 0, |_| true);
         assert_eq!(all.len(), 65537);
         let ones = all.iter().filter(|&&b| b == 0).count();
         let twos = all.iter().filter(|&&b| b == 1).count();
         assert_eq!(ones + twos, 65537);
         assert!((twos as f64 / ones as f64 - 2.0).abs() < 0.02, "weights 1:2 give {ones}:{twos}");
-        let without_first = l.table(0, |b| b != 0);
+        let without_first = table(&l, 0, |b| b != 0);
         assert!(without_first.iter().all(|&b| b == 1));
-        let none = l.table(0, |_| false);
+        let none = table(&l, 0, |_| false);
         assert!(none.iter().all(|&b| b == lb_common::RING_EMPTY));
-        let dns = l.table(1, |_| true);
+        let dns = table(&l, 1, |_| true);
         assert_eq!(dns.len(), 251);
         assert!(dns.iter().all(|&b| b == 2));
+    }
+
+    #[test]
+    fn below_quorum_the_sorry_backend_takes_everything() {
+        let text = CFG.replace("name = \"web\"", "name = \"web\"\nquorum = 2\nsorry = \"203.0.113.50\"");
+        let (cfg, _) = config::parse("test.toml", &text).expect("valid");
+        let l = Layout::new(&cfg);
+        let sorry = l.services[0].sorry.expect("sorry slot");
+        assert!(l.backends[sorry as usize].sorry);
+        assert!(!l.services[0].backends.contains(&sorry), "the sorry backend is not a member");
+        assert_eq!(l.members(0, |_| true), (TableMode::Normal, vec![0, 1]));
+        assert_eq!(l.members(0, |b| b != 1), (TableMode::Sorry, vec![sorry]));
+        // The sorry backend itself unusable (no MAC yet): what is left keeps serving.
+        assert_eq!(l.members(0, |b| b == 0), (TableMode::Degraded, vec![0]));
+        assert_eq!(l.members(0, |_| false), (TableMode::Degraded, vec![]));
+    }
+
+    #[test]
+    fn drained_backends_leave_the_table() {
+        let (cfg, _) = config::parse("test.toml", CFG).expect("valid");
+        let mut l = Layout::new(&cfg);
+        l.backends[0].weight = 0;
+        assert_eq!(l.members(0, |_| true), (TableMode::Normal, vec![1]));
+        assert!(table(&l, 0, |_| true).iter().all(|&b| b == 1));
     }
 
     #[test]
     fn the_same_address_gets_the_same_place_in_every_service() {
         // Nodes agree on a table; so do two services with the same backends.
         let l = layout();
-        let web = l.table(0, |b| b == 0);
-        let tls = l.table(2, |_| true);
+        let web = table(&l, 0, |b| b == 0);
+        let tls = table(&l, 2, |_| true);
         assert!(web.iter().all(|&b| b == 0) && tls.iter().all(|&b| b == 3));
     }
 }

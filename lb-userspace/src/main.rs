@@ -1,6 +1,6 @@
 //! `xlb`: the agent (`xlb run`) and the tools around it.
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{net::IpAddr, path::PathBuf, process::ExitCode};
 
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
@@ -36,16 +36,48 @@ enum Command {
     },
     /// Show services, backends and counters of the running agent (like `ipvsadm -ln --stats`).
     Stats {
-        /// Control socket of the agent.
-        #[arg(long, default_value = "/run/xlb/xlb.sock")]
-        socket: PathBuf,
-        /// Take the control socket from this configuration file instead.
-        #[arg(long, short)]
-        config: Option<PathBuf>,
+        #[command(flatten)]
+        agent: AgentSocket,
         /// Print the raw JSON status.
         #[arg(long)]
         json: bool,
     },
+    /// Set a backend's weight until the agent stops (like `ipvsadm -e ... -w`). Only flows
+    /// whose table entries change move; established flows stay.
+    Weight {
+        #[command(flatten)]
+        agent: AgentSocket,
+        service: String,
+        backend: IpAddr,
+        weight: u32,
+    },
+    /// Drain a backend: weight 0, no new flows, established flows stay until they end.
+    Drain {
+        #[command(flatten)]
+        agent: AgentSocket,
+        service: String,
+        backend: IpAddr,
+    },
+}
+
+/// Where the running agent listens.
+#[derive(clap::Args)]
+struct AgentSocket {
+    /// Control socket of the agent.
+    #[arg(long, default_value = "/run/xlb/xlb.sock")]
+    socket: PathBuf,
+    /// Take the control socket from this configuration file instead.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+}
+
+impl AgentSocket {
+    fn path(self) -> Result<PathBuf> {
+        Ok(match self.config {
+            Some(path) => load_config(&path)?.agent.control_socket,
+            None => self.socket,
+        })
+    }
 }
 
 fn main() -> ExitCode {
@@ -59,7 +91,9 @@ fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Run { config } => exit(run(config)),
         Command::CheckConfig { file, offline } => check_config(file, offline),
-        Command::Stats { socket, config, json } => exit(stats(socket, config, json)),
+        Command::Stats { agent, json } => exit(stats(agent, json)),
+        Command::Weight { agent, service, backend, weight } => exit(set_weight(agent, service, backend, weight)),
+        Command::Drain { agent, service, backend } => exit(set_weight(agent, service, backend, 0)),
     }
 }
 
@@ -73,8 +107,14 @@ fn exit(result: Result<()>) -> ExitCode {
     }
 }
 
+/// Two workers: health checks run on their own task and keep their timetable while the
+/// agent's loop is busy (a flow-table purge, say).
 fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
 }
 
 fn load_config(path: &PathBuf) -> Result<config::Config> {
@@ -141,12 +181,14 @@ fn check_config(file: PathBuf, offline: bool) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn stats(socket: PathBuf, config: Option<PathBuf>, json: bool) -> Result<()> {
-    let socket = match config {
-        Some(path) => load_config(&path)?.agent.control_socket,
-        None => socket,
-    };
-    let status = control::status(&socket)?;
+fn set_weight(agent: AgentSocket, service: String, backend: IpAddr, weight: u32) -> Result<()> {
+    let message = control::command(&agent.path()?, &control::Request::SetWeight { service, backend, weight })?;
+    println!("{message}");
+    Ok(())
+}
+
+fn stats(agent: AgentSocket, json: bool) -> Result<()> {
+    let status = control::status(&agent.path()?)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&status)?);
     } else {

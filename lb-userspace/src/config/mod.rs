@@ -351,15 +351,15 @@ pub fn check_environment(cfg: &Config, ifaces: &[InterfaceInfo]) -> Vec<Diagnost
         }
     }
     for svc in &cfg.services {
-        for b in &svc.backends {
-            if egress_interface(b.address, ifaces, &cfg.agent.interfaces).is_none() {
+        let backends = svc.backends.iter().map(|b| ("backend", b.address, b.line));
+        for (what, address, line) in backends.chain(svc.sorry.map(|a| ("sorry backend", a, svc.line))) {
+            if egress_interface(address, ifaces, &cfg.agent.interfaces).is_none() {
                 out.push(error(
-                    b.line,
+                    line,
                     format!(
-                        "backend {} of service \"{}\" is not on the subnet of any attached interface ({})",
-                        b.address,
+                        "{what} {address} of service \"{}\" is not on the subnet of any attached interface ({})",
                         svc.name,
-                        describe_subnets(b.address, ifaces, &cfg.agent.interfaces)
+                        describe_subnets(address, ifaces, &cfg.agent.interfaces)
                     ),
                 ));
             }

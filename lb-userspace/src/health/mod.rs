@@ -22,6 +22,7 @@
 //! kernel's ordinary path. Tokio features used: `rt`, `macros`, `net`, `time`, `io-util`,
 //! `process`.
 
+pub mod monitor;
 pub mod probe;
 pub mod schedule;
 pub mod state;
@@ -36,6 +37,7 @@ use std::{
 use tokio::task::JoinSet;
 use tracing::debug;
 
+pub use monitor::{Monitor, MonitorStats};
 pub use probe::{http_get, script, tcp_connect, udp_exchange, HttpCheck};
 pub use schedule::{CheckId, Intervals, Lateness, Schedule};
 pub use state::{BackendHealth, Counters, Health, Outcome, Params, Reason, Transition};
