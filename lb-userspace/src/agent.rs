@@ -384,8 +384,16 @@ impl Agent {
         state.healthy = up;
         state.reason = Some(t.reason);
         state.transitions += 1;
-        self.write_backend(index)?;
-        self.publish(service)?;
+        // Never let a table point at an unusable backend: a new flow would be dropped. Going
+        // up, the entry becomes usable before the table names it; going down, the table stops
+        // naming it before the entry becomes unusable.
+        if up {
+            self.write_backend(index)?;
+            self.publish(service)?;
+        } else {
+            self.publish(service)?;
+            self.write_backend(index)?;
+        }
         if !up {
             let removed = self.dp.purge_flows(|_, f| f.backend == index)?;
             info!("removed {removed} flows of backend {}", self.layout.backends[index as usize].address);

@@ -9,10 +9,30 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 
-use crate::{plan, traffic::Servers, Host, Lab};
+use crate::{
+    plan,
+    traffic::{HttpServer, Servers},
+    Host, Lab,
+};
 
 /// The configuration the demo ships (config/lab.toml).
 pub const LAB_CONFIG: &str = include_str!("../../config/lab.toml");
+
+/// The `[agent]` section of config/lab.toml, for tests that write their own services. Its
+/// pin path and control socket are replaced with the lab's own when the node starts.
+pub fn lab_agent_section() -> &'static str {
+    let end = LAB_CONFIG.find("[[service]]").expect("lab config has services");
+    &LAB_CONFIG[..end]
+}
+
+/// What the backends run on TCP port 80.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Serve {
+    /// A server that writes its name and closes.
+    Name,
+    /// A keep-alive HTTP server answering with its name ([`HttpServer`]), controllable.
+    Http,
+}
 
 /// The `xlb` binary under test: `$XLB_BIN` (set by `cargo xtask test`), else the workspace's
 /// debug build.
@@ -41,6 +61,8 @@ pub fn status(xlb: &Path, socket: &Path) -> Result<serde_json::Value> {
 pub struct SingleNode {
     // Dropped first: server threads leave the namespaces before they are deleted.
     pub servers: Servers,
+    /// With [`Serve::Http`]: b1..b3's HTTP servers.
+    pub http: Vec<HttpServer>,
     pub lab: Lab,
     pub client: Host,
     pub lb: Host,
@@ -56,6 +78,12 @@ pub const BACKEND_NAMES: [&str; 3] = ["b1", "b2", "b3"];
 
 impl SingleNode {
     pub fn start(tag: &str) -> Result<SingleNode> {
+        Self::start_with(tag, LAB_CONFIG, Serve::Name)
+    }
+
+    /// Like [`SingleNode::start`] with configuration `config` (its pin path and control socket,
+    /// those of config/lab.toml, are replaced with the lab's) and backends serving `serve`.
+    pub fn start_with(tag: &str, config: &str, serve: Serve) -> Result<SingleNode> {
         let xlb = xlb_bin()?;
         let mut lab = Lab::new(tag)?;
         let client = lab.host("client", 10)?;
@@ -66,18 +94,23 @@ impl SingleNode {
         }
         lab.attach_xdp_pass(&format!("p-{}", lb.name))?;
         let socket = lab.dir.join("xlb.sock");
-        let config = lab.dir.join("xlb.toml");
+        let path = lab.dir.join("xlb.toml");
         let pins = lab.bpffs()?.join("xlb");
-        let text = LAB_CONFIG
+        let text = config
             .replace("/sys/fs/bpf/xlb-lab", &pins.display().to_string())
             .replace("/run/xlb/lab.sock", &socket.display().to_string());
-        std::fs::write(&config, text)?;
+        std::fs::write(&path, text)?;
+        let config = path;
         let mut servers = Servers::default();
+        let mut http = Vec::new();
         for b in &backends {
-            servers.tcp(&b.ns, &b.name, 80)?;
+            match serve {
+                Serve::Name => servers.tcp(&b.ns, &b.name, 80)?,
+                Serve::Http => http.push(HttpServer::start(&b.ns, &b.name, 80)?),
+            }
             servers.udp(&b.ns, &b.name, &[format!("{}:53", plan::VIP4).parse()?, format!("[{}]:53", plan::VIP6).parse()?])?;
         }
-        let mut node = SingleNode { servers, lab, client, lb, backends, xlb, config, socket, pins };
+        let mut node = SingleNode { servers, http, lab, client, lb, backends, xlb, config, socket, pins };
         node.start_agent()?;
         Ok(node)
     }

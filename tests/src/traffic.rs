@@ -3,7 +3,7 @@
 
 use std::{
     collections::BTreeMap,
-    io::{Read as _, Write as _},
+    io::Write as _,
     net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -14,6 +14,8 @@ use std::{
 };
 
 use anyhow::{bail, Context as _, Result};
+use std::io::Read as _;
+
 
 use crate::spawn_in_netns;
 
@@ -164,4 +166,235 @@ pub fn assert_even(tally: &Tally, names: &[&str], total: usize, tolerance: f64) 
         bail!("unexpected answers: {tally:?}");
     }
     Ok(())
+}
+
+/// A small HTTP/1.1 server on `[::]:port` in a backend's namespace that answers every request
+/// with its name (keep-alive unless the client asks to close). It can be stopped and started
+/// again (the port then refuses connections) and told to answer with another status.
+pub struct HttpServer {
+    ns: String,
+    name: String,
+    port: u16,
+    status: Arc<std::sync::atomic::AtomicU16>,
+    running: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
+}
+
+impl HttpServer {
+    pub fn start(ns: &str, name: &str, port: u16) -> Result<HttpServer> {
+        let mut s = HttpServer {
+            ns: ns.to_owned(),
+            name: name.to_owned(),
+            port,
+            status: Arc::new(std::sync::atomic::AtomicU16::new(200)),
+            running: None,
+        };
+        s.resume()?;
+        Ok(s)
+    }
+
+    /// Answers every following request with `status`.
+    pub fn set_status(&self, status: u16) {
+        self.status.store(status, Ordering::Relaxed);
+    }
+
+    /// Closes the listening socket: new connections are refused. Connections already open
+    /// keep being served.
+    pub fn stop(&mut self) {
+        if let Some((stop, thread)) = self.running.take() {
+            stop.store(true, Ordering::Relaxed);
+            let _ = thread.join();
+        }
+    }
+
+    /// Listens again after [`HttpServer::stop`].
+    pub fn resume(&mut self) -> Result<()> {
+        if self.running.is_some() {
+            return Ok(());
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let (name, port, status, flag) = (self.name.clone(), self.port, self.status.clone(), stop.clone());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = spawn_in_netns(&self.ns, move || {
+            let listener = match TcpListener::bind(("::", port)) {
+                Ok(l) => l,
+                Err(e) => {
+                    let _ = tx.send(Err(e.to_string()));
+                    return;
+                }
+            };
+            listener.set_nonblocking(true).expect("nonblocking");
+            let _ = tx.send(Ok(()));
+            while !flag.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((conn, _)) => {
+                        let (name, status) = (name.clone(), status.clone());
+                        std::thread::spawn(move || serve_http(conn, &name, &status));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(2)),
+                }
+            }
+        })?;
+        rx.recv()?.map_err(|e| anyhow::anyhow!("HTTP server in {}: {e}", self.ns))?;
+        self.running = Some((stop, thread));
+        Ok(())
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn serve_http(conn: TcpStream, name: &str, status: &std::sync::atomic::AtomicU16) {
+    use std::io::BufRead as _;
+    let _ = conn.set_nonblocking(false);
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
+    let Ok(mut writer) = conn.try_clone() else { return };
+    let mut reader = std::io::BufReader::new(conn);
+    loop {
+        let mut close = false;
+        let mut line = String::new();
+        match reader.read_line(&mut line) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        // Headers up to the blank line.
+        loop {
+            let mut header = String::new();
+            match reader.read_line(&mut header) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+            if header.trim().is_empty() {
+                break;
+            }
+            if header.to_ascii_lowercase().starts_with("connection:") && header.to_ascii_lowercase().contains("close") {
+                close = true;
+            }
+        }
+        let code = status.load(Ordering::Relaxed);
+        let body = format!("{name}\n");
+        let reply = format!(
+            "HTTP/1.1 {code} {}\r\nContent-Length: {}\r\nConnection: {}\r\n\r\n{body}",
+            if code == 200 { "OK" } else { "Status" },
+            body.len(),
+            if close { "close" } else { "keep-alive" }
+        );
+        if writer.write_all(reply.as_bytes()).is_err() || close {
+            return;
+        }
+    }
+}
+
+/// One HTTP/1.1 response: status and body.
+fn read_response(reader: &mut impl std::io::BufRead) -> Result<(u16, String)> {
+    let mut status_line = String::new();
+    if reader.read_line(&mut status_line)? == 0 {
+        bail!("connection closed before a response");
+    }
+    let code: u16 = status_line.split_whitespace().nth(1).and_then(|c| c.parse().ok()).with_context(|| format!("bad status line {status_line:?}"))?;
+    let mut length = 0usize;
+    loop {
+        let mut header = String::new();
+        if reader.read_line(&mut header)? == 0 {
+            bail!("connection closed in the headers");
+        }
+        if header.trim().is_empty() {
+            break;
+        }
+        if let Some(v) = header.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = v.trim().parse()?;
+        }
+    }
+    let mut body = vec![0u8; length];
+    reader.read_exact(&mut body)?;
+    Ok((code, String::from_utf8_lossy(&body).trim().to_owned()))
+}
+
+/// A new connection, one `GET /` with `Connection: close`: the answering backend's name, or
+/// an error for anything but a 200.
+pub fn http_get(target: SocketAddr, timeout: Duration) -> Result<String> {
+    let mut conn = TcpStream::connect_timeout(&target, timeout)?;
+    conn.set_read_timeout(Some(timeout))?;
+    conn.write_all(b"GET / HTTP/1.1\r\nHost: xlb\r\nConnection: close\r\n\r\n")?;
+    let (code, body) = read_response(&mut std::io::BufReader::new(conn))?;
+    if code != 200 {
+        bail!("HTTP {code} from {body}");
+    }
+    Ok(body)
+}
+
+/// A long-lived keep-alive HTTP connection.
+pub struct KeepAlive {
+    reader: std::io::BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl KeepAlive {
+    /// Connects (call it inside the client's namespace).
+    pub fn connect(target: SocketAddr) -> Result<KeepAlive> {
+        let conn = TcpStream::connect_timeout(&target, Duration::from_secs(3))?;
+        conn.set_read_timeout(Some(Duration::from_secs(3)))?;
+        let writer = conn.try_clone()?;
+        Ok(KeepAlive { reader: std::io::BufReader::new(conn), writer })
+    }
+
+    /// One request on the connection; the answering backend's name.
+    pub fn get(&mut self) -> Result<String> {
+        self.writer.write_all(b"GET / HTTP/1.1\r\nHost: xlb\r\n\r\n")?;
+        let (code, body) = read_response(&mut self.reader)?;
+        if code != 200 {
+            bail!("HTTP {code} from {body}");
+        }
+        Ok(body)
+    }
+}
+
+/// A client that sends HTTP requests to a target without pause, each on a new connection,
+/// and records when each one ended and how.
+pub struct Hammer {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Vec<(std::time::Instant, Result<String, String>)>>>,
+}
+
+impl Hammer {
+    pub fn start(ns: &str, target: SocketAddr) -> Result<Hammer> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = spawn_in_netns(ns, move || {
+            let mut log = Vec::new();
+            while !flag.load(Ordering::Relaxed) {
+                let result = http_get(target, Duration::from_millis(500)).map_err(|e| format!("{e:#}"));
+                log.push((std::time::Instant::now(), result));
+            }
+            log
+        })?;
+        Ok(Hammer { stop, thread: Some(thread) })
+    }
+
+    /// Stops and returns every request's end time and result.
+    pub fn finish(mut self) -> Vec<(std::time::Instant, Result<String, String>)> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().map(|t| t.join().unwrap_or_default()).unwrap_or_default()
+    }
+}
+
+impl Drop for Hammer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// `count` HTTP requests to `target`, each on a new connection; who answered how often.
+pub fn http_requests(target: SocketAddr, count: usize) -> Result<Tally> {
+    let mut tally = Tally::new();
+    for i in 0..count {
+        let name = http_get(target, Duration::from_secs(3)).with_context(|| format!("request {i} to {target}"))?;
+        *tally.entry(name).or_default() += 1;
+    }
+    Ok(tally)
 }
