@@ -53,7 +53,9 @@ use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
 mod check;
+mod vrrp;
 pub use check::CheckConfig;
+pub use vrrp::{TrackScript, VrrpConfig};
 
 /// Default `[agent] pin_path`.
 pub const DEFAULT_PIN_PATH: &str = "/sys/fs/bpf/xlb";
@@ -90,6 +92,8 @@ pub struct Config {
     pub agent: AgentConfig,
     /// The `[[service]]` tables, in file order.
     pub services: Vec<ServiceConfig>,
+    /// The `[[vrrp_instance]]` tables, in file order.
+    pub vrrp: Vec<VrrpConfig>,
 }
 
 /// `[agent]`: how the agent runs on this host.
@@ -114,7 +118,9 @@ pub struct AgentConfig {
     /// `max_services`: capacity of the service maps, 1 ..= `lb_common::MAX_SERVICES`; the
     /// number of `[[service]]` tables must not exceed it. Default 64.
     pub max_services: u32,
-    /// `assign_vips`: add each VIP to the first interface while the agent runs. Default true.
+    /// `assign_vips`: add each VIP to the first interface while the agent runs. Default true
+    /// without `[[vrrp_instance]]` tables, false with them (VRRP adds and removes the VIPs;
+    /// setting it true with them is an error).
     pub assign_vips: bool,
 }
 
@@ -350,6 +356,13 @@ pub fn check_environment(cfg: &Config, ifaces: &[InterfaceInfo]) -> Vec<Diagnost
             ));
         }
     }
+    for i in &cfg.vrrp {
+        for name in std::iter::once(&i.interface).chain(&i.track_interfaces) {
+            if !ifaces.iter().any(|f| &f.name == name) {
+                out.push(error(i.line, format!("interface \"{name}\" of vrrp_instance \"{}\" does not exist on this host", i.name)));
+            }
+        }
+    }
     for svc in &cfg.services {
         let backends = svc.backends.iter().map(|b| ("backend", b.address, b.line));
         for (what, address, line) in backends.chain(svc.sorry.map(|a| ("sorry backend", a, svc.line))) {
@@ -441,15 +454,29 @@ fn read_config(report: &mut Report, root: &DeTable<'_>) -> Option<Config> {
     let mut top = TableReader::new(report, Located { value: root, line: 1 }, "");
     let agent = top.required_table("agent");
     let services = top.table_array("service");
+    let vrrp = top.table_array("vrrp_instance");
     top.finish();
 
     let agent = agent.map(|table| read_agent(report, table));
     let services: Vec<ServiceDraft> = services.into_iter().map(|table| read_service(report, table)).collect();
     check_services(report, agent.as_ref(), &services);
+    let vrrp: Vec<Option<VrrpConfig>> = vrrp.into_iter().map(|table| vrrp::read_instance(report, table)).collect();
+    let vrrp: Option<Vec<VrrpConfig>> = vrrp.into_iter().collect();
+    if let Some(instances) = &vrrp {
+        let vips: Vec<(IpAddr, usize)> = services.iter().filter_map(|s| s.vip.as_ref().map(|v| (v.value, v.line))).collect();
+        vrrp::check_instances(report, instances, &vips);
+        if let Some(Located { value: Some(true), line }) = agent.as_ref().and_then(|a| a.assign_vips) {
+            if !instances.is_empty() {
+                report.error(line, "assign_vips = true conflicts with [[vrrp_instance]]: VRRP adds and removes the VIPs");
+            }
+        }
+    }
 
-    let agent = agent?.build()?;
+    let vrrp = vrrp?;
+    let mut agent = agent?.build()?;
+    agent.assign_vips = agent.assign_vips && vrrp.is_empty();
     let services = services.into_iter().map(ServiceDraft::build).collect::<Option<Vec<_>>>()?;
-    Some(Config { file: report.file.clone(), agent, services })
+    Some(Config { file: report.file.clone(), agent, services, vrrp })
 }
 
 /// Names of the values of `xdp_mode`, `protocol` and `scheduler`.
@@ -467,7 +494,8 @@ struct AgentDraft {
     control_socket: Option<Located<PathBuf>>,
     flow_table_size: Option<Located<u32>>,
     max_services: Option<Located<u32>>,
-    assign_vips: Option<Located<bool>>,
+    /// `None` when absent (the default then depends on VRRP).
+    assign_vips: Option<Located<Option<bool>>>,
 }
 
 fn read_agent(report: &mut Report, table: Located<&DeTable<'_>>) -> AgentDraft {
@@ -480,7 +508,10 @@ fn read_agent(report: &mut Report, table: Located<&DeTable<'_>>) -> AgentDraft {
         control_socket: t.absolute_path_or("control_socket", DEFAULT_CONTROL_SOCKET),
         flow_table_size: t.integer_or("flow_table_size", FLOW_TABLE_SIZE_RANGE, DEFAULT_FLOW_TABLE_SIZE),
         max_services: t.integer_or("max_services", 1..=MAX_SERVICES, DEFAULT_MAX_SERVICES),
-        assign_vips: t.bool_or("assign_vips", true),
+        assign_vips: t.optional("assign_vips", |r, key, v, line| match v.get_ref() {
+            DeValue::Boolean(b) => Some(*b),
+            other => r.wrong_type(key, line, "a boolean (true or false)", other),
+        }),
     };
 
     if let Some(interfaces) = &agent.interfaces {
@@ -527,7 +558,7 @@ impl AgentDraft {
             control_socket: self.control_socket?.value,
             flow_table_size: self.flow_table_size?.value,
             max_services: self.max_services?.value,
-            assign_vips: self.assign_vips?.value,
+            assign_vips: self.assign_vips?.value.unwrap_or(true),
         })
     }
 }
@@ -1232,8 +1263,10 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 
 /// The integer types keys are read as.
 trait Integer: Copy + Into<i64> + TryFrom<i64> {}
+impl Integer for u8 {}
 impl Integer for u16 {}
 impl Integer for u32 {}
+impl Integer for i32 {}
 
 /// "a string", "an integer", ...: how messages name a value's type.
 fn a(value: &DeValue<'_>) -> String {
@@ -1354,6 +1387,7 @@ table_size = 65537
                 max_services: 8,
                 assign_vips: false,
             },
+            vrrp: vec![],
             services: vec![
                 ServiceConfig {
                     name: "web".to_string(),
