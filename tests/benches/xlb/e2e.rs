@@ -1,0 +1,501 @@
+//! Part 3: end to end. Three backends run nginx serving a 1 KiB file; wrk in the client
+//! namespace measures requests per second and latency through
+//!
+//! - xlb: direct routing, the client talks to the VIP, the backends answer it directly;
+//! - HAProxy 2.6 in TCP mode on lb1 (`mode tcp`, round robin, 2 threads);
+//! - nginx `stream` proxy on lb1 (2 workers);
+//! - the limit: the client straight to the backends' own addresses, one wrk per backend at the
+//!   same time, summed.
+//!
+//! Same backends, same client, one invocation; the runs are interleaved (each round runs every
+//! target once per mode), with keep-alive and with `Connection: close`. The proxies listen on
+//! lb1's own address while the agent keeps running, so their packets cross xlb's XDP program
+//! as non-VIP traffic (XDP_PASS; part 1 gives its cost).
+//!
+//! Latency: a wrk Lua `done()` hook prints 999 quantiles of each run; runs are merged as the
+//! union of those quantiles weighted by each run's request count (the only way to combine the
+//! three wrk processes of the limit, and the rounds). CPU: the whole machine's busy time from
+//! /proc/stat across each run, per 100 000 requests.
+
+use std::{
+    net::{SocketAddr, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _, Result};
+use serde_json::json;
+use xlb_tests::plan;
+
+use crate::{
+    lab::BenchLab,
+    report::{write_json, Row},
+    say, Settings,
+};
+
+const PART: &str = "3 end-to-end";
+const HAPROXY_PORT: u16 = 8081;
+const NGINX_PORT: u16 = 8082;
+const FILE: &str = "1k";
+/// Total connections and client threads for every target (the limit splits them across its
+/// three wrk processes).
+const CONNECTIONS: usize = 60;
+const THREADS: usize = 3;
+const STREAM_MODULE: &str = "/usr/lib/nginx/modules/ngx_stream_module.so";
+
+const WRK_SCRIPT: &str = r#"
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("XLBBENCH requests=%d duration_us=%d connect=%d read=%d write=%d status=%d timeout=%d\n",
+    summary.requests, summary.duration, e.connect, e.read, e.write, e.status, e.timeout))
+  local q = {}
+  for i = 1, 999 do q[i] = string.format("%d", latency:percentile(i / 10.0)) end
+  io.write("XLBBENCH quantiles " .. table.concat(q, " ") .. "\n")
+end
+"#;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Mode {
+    KeepAlive,
+    Close,
+}
+
+impl Mode {
+    fn label(self) -> &'static str {
+        match self {
+            Mode::KeepAlive => "keep-alive",
+            Mode::Close => "Connection: close",
+        }
+    }
+    fn key(self) -> &'static str {
+        match self {
+            Mode::KeepAlive => "keepalive",
+            Mode::Close => "close",
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Target {
+    Limit,
+    Xlb,
+    Haproxy,
+    Nginx,
+}
+
+const TARGETS: [Target; 4] = [Target::Limit, Target::Xlb, Target::Haproxy, Target::Nginx];
+
+impl Target {
+    fn label(self) -> &'static str {
+        match self {
+            Target::Limit => "limit (client -> backends, 3 wrk)",
+            Target::Xlb => "xlb (direct routing)",
+            Target::Haproxy => "HAProxy 2.6 tcp mode",
+            Target::Nginx => "nginx stream proxy",
+        }
+    }
+    fn key(self) -> &'static str {
+        match self {
+            Target::Limit => "limit",
+            Target::Xlb => "xlb",
+            Target::Haproxy => "haproxy",
+            Target::Nginx => "nginx_stream",
+        }
+    }
+    /// Share of the limit measured here the same way (the issue's anchors).
+    fn anchor(self, mode: Mode) -> Option<f64> {
+        match (self, mode) {
+            (Target::Haproxy, Mode::KeepAlive) => Some(0.38),
+            (Target::Nginx, Mode::KeepAlive) => Some(0.47),
+            (Target::Haproxy, Mode::Close) => Some(0.35),
+            (Target::Nginx, Mode::Close) => Some(0.39),
+            _ => None,
+        }
+    }
+}
+
+/// One wrk process's result.
+#[derive(Clone, Debug, Default)]
+struct Wrk {
+    requests: u64,
+    seconds: f64,
+    errors: u64,
+    /// 999 latency quantiles (0.1% .. 99.9%), microseconds.
+    quantiles: Vec<f64>,
+}
+
+fn parse_wrk(out: &str) -> Result<Wrk> {
+    let mut w = Wrk::default();
+    let mut seen = false;
+    for line in out.lines() {
+        let Some(rest) = line.strip_prefix("XLBBENCH ") else { continue };
+        if let Some(q) = rest.strip_prefix("quantiles ") {
+            w.quantiles = q.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+        } else {
+            seen = true;
+            for kv in rest.split_whitespace() {
+                let (k, v) = kv.split_once('=').context("wrk summary")?;
+                let v: u64 = v.parse()?;
+                match k {
+                    "requests" => w.requests = v,
+                    "duration_us" => w.seconds = v as f64 / 1e6,
+                    _ => w.errors += v,
+                }
+            }
+        }
+    }
+    if !seen || w.quantiles.len() != 999 {
+        bail!("no summary from wrk's done() hook in its output:\n{out}");
+    }
+    Ok(w)
+}
+
+/// Quantile `q` (0..1) of the union of runs, each quantile point weighted by its run's
+/// requests / 999.
+fn merged_quantile(runs: &[&Wrk], q: f64) -> f64 {
+    let mut points: Vec<(f64, f64)> = runs
+        .iter()
+        .filter(|r| r.requests > 0)
+        .flat_map(|r| r.quantiles.iter().map(move |&v| (v, r.requests as f64 / 999.0)))
+        .collect();
+    if points.is_empty() {
+        return f64::NAN;
+    }
+    points.sort_by(|a, b| a.0.partial_cmp(&b.0).expect("no NaN"));
+    let total: f64 = points.iter().map(|p| p.1).sum();
+    let mut acc = 0.0;
+    for (v, w) in &points {
+        acc += w;
+        if acc >= q * total {
+            return *v;
+        }
+    }
+    points.last().expect("non-empty").0
+}
+
+/// Whole-machine busy CPU time from /proc/stat, in seconds.
+fn machine_cpu_seconds() -> Result<f64> {
+    let text = std::fs::read_to_string("/proc/stat")?;
+    let line = text.lines().find(|l| l.starts_with("cpu ")).context("/proc/stat")?;
+    let v: Vec<u64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    let total: u64 = v.iter().take(8).sum();
+    let idle = v[3] + v[4];
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Ok((total - idle) as f64 / hz)
+}
+
+/// One measured run of one target: its wrk processes, and the machine's CPU time.
+#[derive(Clone, Debug)]
+struct Run {
+    target: Target,
+    mode: Mode,
+    wrks: Vec<Wrk>,
+    cpu_seconds: f64,
+}
+
+impl Run {
+    fn requests(&self) -> u64 {
+        self.wrks.iter().map(|w| w.requests).sum()
+    }
+    /// Requests per second: the sum of the wrk processes' rates.
+    fn rps(&self) -> f64 {
+        self.wrks.iter().map(|w| w.requests as f64 / w.seconds.max(1e-9)).sum()
+    }
+    fn errors(&self) -> u64 {
+        self.wrks.iter().map(|w| w.errors).sum()
+    }
+}
+
+struct Services {
+    www: PathBuf,
+    script: PathBuf,
+}
+
+fn write(path: &Path, text: &str) -> Result<()> {
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+fn nginx_backend_conf(dir: &Path, name: &str, www: &Path) -> Result<PathBuf> {
+    let tmp = dir.join(format!("nginx-{name}"));
+    std::fs::create_dir_all(&tmp)?;
+    let conf = format!(
+        "daemon off;\nmaster_process on;\nworker_processes 1;\nuser root;\npid {t}/nginx.pid;\nerror_log {t}/error.log warn;\n\
+         worker_rlimit_nofile 16000;\nevents {{ worker_connections 8000; }}\n\
+         http {{\n  access_log off;\n  sendfile on;\n  tcp_nopush on;\n  tcp_nodelay on;\n  keepalive_timeout 65;\n  keepalive_requests 100000000;\n\
+           client_body_temp_path {t}/body;\n  proxy_temp_path {t}/proxy;\n  fastcgi_temp_path {t}/fastcgi;\n  uwsgi_temp_path {t}/uwsgi;\n  scgi_temp_path {t}/scgi;\n\
+           server {{\n    listen 80 backlog=4096;\n    root {www};\n    location / {{ }}\n  }}\n}}\n",
+        t = tmp.display(),
+        www = www.display()
+    );
+    let path = tmp.join("nginx.conf");
+    write(&path, &conf)?;
+    Ok(path)
+}
+
+fn nginx_stream_conf(dir: &Path, backends: &[String]) -> Result<PathBuf> {
+    let tmp = dir.join("nginx-stream");
+    std::fs::create_dir_all(&tmp)?;
+    let servers: String = backends.iter().map(|b| format!("    server {b}:80;\n")).collect();
+    let conf = format!(
+        "load_module {STREAM_MODULE};\ndaemon off;\nmaster_process on;\nworker_processes 2;\nuser root;\npid {t}/nginx.pid;\nerror_log {t}/error.log warn;\n\
+         worker_rlimit_nofile 16000;\nevents {{ worker_connections 8000; }}\n\
+         stream {{\n  upstream be {{\n{servers}  }}\n  server {{\n    listen {lb}:{NGINX_PORT} backlog=4096;\n    proxy_pass be;\n  }}\n}}\n",
+        t = tmp.display(),
+        lb = plan::v4(2),
+    );
+    let path = tmp.join("nginx.conf");
+    write(&path, &conf)?;
+    Ok(path)
+}
+
+fn haproxy_conf(dir: &Path, backends: &[String]) -> Result<PathBuf> {
+    let servers: String = backends.iter().enumerate().map(|(i, b)| format!("    server b{} {b}:80\n", i + 1)).collect();
+    let conf = format!(
+        "global\n    nbthread 2\n    maxconn 8000\n\ndefaults\n    mode tcp\n    timeout connect 5s\n    timeout client 60s\n    timeout server 60s\n    maxconn 8000\n\n\
+         frontend fe\n    bind {lb}:{HAPROXY_PORT}\n    default_backend be\n\nbackend be\n    balance roundrobin\n{servers}",
+        lb = plan::v4(2),
+    );
+    let path = dir.join("haproxy.cfg");
+    write(&path, &conf)?;
+    Ok(path)
+}
+
+/// Waits until `addr` accepts a TCP connection from namespace `ns`.
+fn wait_listening(ns: &str, addr: SocketAddr, what: &str, lab: &xlb_tests::Lab, log: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let ok = xlb_tests::in_netns(ns, || TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok())?;
+        if ok {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{what} does not accept connections on {addr}; its log:\n{}", lab.log(log));
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn spawn_wrk(ns: &str, script: &Path, url: &str, threads: usize, connections: usize, seconds: u64, mode: Mode) -> Result<Child> {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", ns, "wrk"])
+        .arg(format!("-t{threads}"))
+        .arg(format!("-c{connections}"))
+        .arg(format!("-d{seconds}s"))
+        .args(["--timeout", "5s", "--latency", "-s"])
+        .arg(script);
+    if mode == Mode::Close {
+        c.args(["-H", "Connection: close"]);
+    }
+    c.arg(url).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    c.spawn().context("starting wrk")
+}
+
+fn run_once(bl: &BenchLab, svc: &Services, target: Target, mode: Mode, seconds: u64) -> Result<Run> {
+    let urls: Vec<(String, usize, usize)> = match target {
+        Target::Limit => bl
+            .backends
+            .iter()
+            .map(|b| (format!("http://{}/{FILE}", b.v4), 1, CONNECTIONS / bl.backends.len()))
+            .collect(),
+        Target::Xlb => vec![(format!("http://{}/{FILE}", plan::VIP4), THREADS, CONNECTIONS)],
+        Target::Haproxy => vec![(format!("http://{}:{HAPROXY_PORT}/{FILE}", plan::v4(2)), THREADS, CONNECTIONS)],
+        Target::Nginx => vec![(format!("http://{}:{NGINX_PORT}/{FILE}", plan::v4(2)), THREADS, CONNECTIONS)],
+    };
+    let cpu0 = machine_cpu_seconds()?;
+    let children: Vec<Child> = urls
+        .iter()
+        .map(|(url, t, c)| spawn_wrk(&bl.client.ns, &svc.script, url, *t, *c, seconds, mode))
+        .collect::<Result<_>>()?;
+    let mut wrks = Vec::new();
+    for child in children {
+        let out = child.wait_with_output()?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if !out.status.success() {
+            bail!("wrk failed ({}): {}{}", out.status, text, String::from_utf8_lossy(&out.stderr));
+        }
+        wrks.push(parse_wrk(&text)?);
+    }
+    let cpu_seconds = machine_cpu_seconds()? - cpu0;
+    let run = Run { target, mode, wrks, cpu_seconds };
+    say!(
+        "e2e: {:<18} {:<36} {:>9.0} req/s  p50 {:>7.0} us  p99 {:>7.0} us  errors {}  CPU {:.1} s",
+        mode.label(),
+        target.label(),
+        run.rps(),
+        merged_quantile(&run.wrks.iter().collect::<Vec<_>>(), 0.5),
+        merged_quantile(&run.wrks.iter().collect::<Vec<_>>(), 0.99),
+        run.errors(),
+        run.cpu_seconds
+    );
+    Ok(run)
+}
+
+/// Aggregate of one (target, mode) over the rounds.
+struct Summary {
+    rps: f64,
+    p50_us: f64,
+    p99_us: f64,
+    cpu_per_100k: f64,
+    requests: u64,
+    errors: u64,
+}
+
+fn summarize(runs: &[Run], target: Target, mode: Mode) -> Summary {
+    let mine: Vec<&Run> = runs.iter().filter(|r| r.target == target && r.mode == mode).collect();
+    let wrks: Vec<&Wrk> = mine.iter().flat_map(|r| r.wrks.iter()).collect();
+    let requests: u64 = mine.iter().map(|r| r.requests()).sum();
+    let cpu: f64 = mine.iter().map(|r| r.cpu_seconds).sum();
+    Summary {
+        rps: mine.iter().map(|r| r.rps()).sum::<f64>() / mine.len().max(1) as f64,
+        p50_us: merged_quantile(&wrks, 0.5),
+        p99_us: merged_quantile(&wrks, 0.99),
+        cpu_per_100k: if requests > 0 { cpu / requests as f64 * 1e5 } else { f64::NAN },
+        requests,
+        errors: mine.iter().map(|r| r.errors()).sum(),
+    }
+}
+
+fn ms(us: f64) -> String {
+    format!("{:.2} ms", us / 1000.0)
+}
+
+pub fn run(s: &Settings, notes: &mut Vec<String>) -> Result<Vec<Row>> {
+    let (seconds, rounds, warmup) = if s.quick { (2u64, 1usize, false) } else { (10, 3, true) };
+    if !Path::new(STREAM_MODULE).exists() {
+        bail!("{STREAM_MODULE} is missing: install libnginx-mod-stream (cargo xtask bench does)");
+    }
+    let mut bl = BenchLab::start("be2e")?;
+    for ns in [bl.client.ns.clone(), bl.lb.ns.clone()] {
+        bl.lab.sysctl(&ns, "net.ipv4.ip_local_port_range", "1024 65535")?;
+        bl.lab.sysctl(&ns, "net.ipv4.tcp_tw_reuse", "1")?;
+    }
+    bl.start_agent()?;
+    let dir = bl.lab.dir.clone();
+    let www = dir.join("www");
+    std::fs::create_dir_all(&www)?;
+    write(&www.join(FILE), &"x".repeat(1024))?;
+    let script = dir.join("report.lua");
+    write(&script, WRK_SCRIPT)?;
+    let svc = Services { www: www.clone(), script };
+    let backend_addrs: Vec<String> = bl.backends.iter().map(|b| b.v4.to_string()).collect();
+    let backends = bl.backends.clone();
+    for b in &backends {
+        let conf = nginx_backend_conf(&dir, &b.name, &svc.www)?;
+        bl.lab.spawn(&b.ns, &format!("nginx-{}", b.name), Path::new("nginx"), &["-c", &conf.display().to_string()])?;
+    }
+    let lb_ns = bl.lb.ns.clone();
+    let hap = haproxy_conf(&dir, &backend_addrs)?;
+    bl.lab.spawn(&lb_ns, "haproxy", Path::new("haproxy"), &["-db", "-f", &hap.display().to_string()])?;
+    let ngx = nginx_stream_conf(&dir, &backend_addrs)?;
+    bl.lab.spawn(&lb_ns, "nginx-stream", Path::new("nginx"), &["-c", &ngx.display().to_string()])?;
+    let client_ns = bl.client.ns.clone();
+    for b in &backends {
+        wait_listening(&client_ns, SocketAddr::new(b.v4, 80), &format!("nginx on {}", b.name), &bl.lab, &format!("nginx-{}", b.name))?;
+    }
+    wait_listening(&client_ns, format!("{}:{HAPROXY_PORT}", plan::v4(2)).parse()?, "HAProxy", &bl.lab, "haproxy")?;
+    wait_listening(&client_ns, format!("{}:{NGINX_PORT}", plan::v4(2)).parse()?, "nginx stream", &bl.lab, "nginx-stream")?;
+    wait_listening(&client_ns, format!("{}:80", plan::VIP4).parse()?, "xlb's VIP", &bl.lab, "xlb")?;
+
+    let modes = [Mode::KeepAlive, Mode::Close];
+    if warmup {
+        say!("e2e: warm-up, 1 s per target and mode");
+        for mode in modes {
+            for target in TARGETS {
+                run_once(&bl, &svc, target, mode, 1)?;
+            }
+        }
+    }
+    let mut runs: Vec<Run> = Vec::new();
+    for round in 0..rounds {
+        say!("e2e: round {}/{rounds} ({seconds} s per run)", round + 1);
+        for mode in modes {
+            for target in TARGETS {
+                runs.push(run_once(&bl, &svc, target, mode, seconds)?);
+            }
+        }
+    }
+    // The agent must have forwarded the xlb runs itself (and seen the proxies' packets pass).
+    let status = bl.status()?;
+    let web = status["services"].as_array().into_iter().flatten().find(|s| s["name"] == "web").cloned().unwrap_or_default();
+    let forwarded = web["counters"]["packets"].as_u64().unwrap_or(0);
+    if forwarded == 0 {
+        bail!("xlb's web service forwarded no packet: the xlb runs did not go through xlb");
+    }
+
+    let mut rows = Vec::new();
+    let mut results = serde_json::Map::new();
+    for mode in modes {
+        let limit = summarize(&runs, Target::Limit, mode);
+        let mut mode_json = serde_json::Map::new();
+        for target in TARGETS {
+            let sm = summarize(&runs, target, mode);
+            let ratio = sm.rps / limit.rps;
+            let measured = format!(
+                "{:.0} req/s, p50 {} p99 {}, {:.2} CPU-s/100k{}",
+                sm.rps,
+                ms(sm.p50_us),
+                ms(sm.p99_us),
+                sm.cpu_per_100k,
+                if sm.errors > 0 { format!(", {} errors", sm.errors) } else { String::new() }
+            );
+            let kind = format!("{}: {}", mode.label(), target.label());
+            let row = match target {
+                Target::Limit => Row::new(PART, kind, measured),
+                Target::Xlb => {
+                    let p99_ratio = sm.p99_us / limit.p99_us;
+                    let ok = ratio >= 0.9 && p99_ratio <= 1.1;
+                    Row::new(PART, kind, measured)
+                        .reference(format!("{:.0} req/s, p99 {}", limit.rps, ms(limit.p99_us)), Some(ratio))
+                        .target(format!(">= 0.9x, p99 <= 1.1x limit (p99 {p99_ratio:.2}x)"), Some(ok))
+                }
+                _ => Row::new(PART, kind, measured)
+                    .reference(format!("{:.0} req/s", limit.rps), Some(ratio))
+                    .target(format!("(anchor here: {:.2}x)", target.anchor(mode).unwrap_or(f64::NAN)), None),
+            };
+            rows.push(row);
+            mode_json.insert(
+                target.key().to_owned(),
+                json!({
+                    "rps": sm.rps, "ratio_to_limit": ratio, "p50_ms": sm.p50_us / 1000.0, "p99_ms": sm.p99_us / 1000.0,
+                    "p99_ratio_to_limit": sm.p99_us / limit.p99_us, "cpu_seconds_per_100k_requests": sm.cpu_per_100k,
+                    "requests": sm.requests, "errors": sm.errors, "anchor_ratio": target.anchor(mode),
+                }),
+            );
+        }
+        results.insert(mode.key().to_owned(), serde_json::Value::Object(mode_json));
+    }
+    notes.push(format!(
+        "end-to-end: wrk, {CONNECTIONS} connections and {THREADS} threads per target (the limit: 3 wrk x 1 thread x {} connections, one per backend, summed), \
+         {seconds} s runs, {rounds} round(s) interleaved limit/xlb/HAProxy/nginx per mode; nginx backends 1 worker each, HAProxy 2 threads, nginx stream 2 workers; \
+         client, proxies, backends and wrk share the machine's 2 CPUs; CPU-s/100k is the whole machine's busy time",
+        CONNECTIONS / 3
+    ));
+    let per_run: Vec<serde_json::Value> = runs
+        .iter()
+        .map(|r| {
+            json!({
+                "target": r.target.key(), "mode": r.mode.key(), "rps": r.rps(), "requests": r.requests(), "errors": r.errors(),
+                "cpu_seconds": r.cpu_seconds,
+                "p50_ms": merged_quantile(&r.wrks.iter().collect::<Vec<_>>(), 0.5) / 1000.0,
+                "p99_ms": merged_quantile(&r.wrks.iter().collect::<Vec<_>>(), 0.99) / 1000.0,
+            })
+        })
+        .collect();
+    let json = json!({
+        "part": "end to end (wrk, nginx backends serving 1 KiB)",
+        "seconds_per_run": seconds,
+        "rounds": rounds,
+        "connections": CONNECTIONS,
+        "threads": THREADS,
+        "results": results,
+        "runs": per_run,
+        "xlb_web_service_packets": forwarded,
+        "rows": rows.iter().map(Row::to_json).collect::<Vec<_>>(),
+    });
+    let path = write_json("e2e", &json)?;
+    say!("e2e: wrote {}", path.display());
+    drop(bl);
+    Ok(rows)
+}

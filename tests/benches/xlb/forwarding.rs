@@ -1,0 +1,456 @@
+//! Part 2: forwarding rate in the lab. A generator in the client namespace (an AF_PACKET
+//! sender; see [`Flood`] for why not trafgen) floods the VIP with 60-byte UDP frames (256
+//! flows, to the `flood` service, port 9); lb1 forwards them with XDP_TX; the switch side of
+//! lb1's veth drops them (`bench_sink`, the wire). The node's forwarding rate is read from its
+//! own counters over a fixed window: xlb's `tx` counter (`xlb stats --json`) and, for xlb and
+//! the baseline alike, the veth's `xdp_tx` counter (`ethtool -S eth0` on lb1). The baseline
+//! is `bench_macswap` attached to the same interface in place of xlb (the agent stopped): the
+//! same path, with only the program changed. Windows alternate xlb, baseline, xlb, ...
+//!
+//! CPU placement (2 CPUs here): the generator runs on CPU 0. lb1's eth0 runs its NAPI poll in
+//! a kernel thread (threaded NAPI) pinned to the other CPU, so the XDP program does not share
+//! a CPU with the generator; without that a veth polls on the sender's CPU, and the figure
+//! would be the generator's and the program's costs in series. The generator cannot saturate
+//! the node here, so next to the forwarded rate the part reports the rate per busy CPU of the
+//! node (forwarded pps / busy share of its CPU, from /proc/stat).
+
+use std::{
+    process::Command,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, ensure, Context as _, Result};
+use serde_json::json;
+
+use crate::{
+    lab::{BenchLab, FLOOD_PORT},
+    report::{median, write_json, Row},
+    say, Settings,
+};
+
+const PART: &str = "2 forwarding";
+const FLOWS: u16 = 256;
+
+/// The flood: `FLOWS` 60-byte frames, client -> VIP:9, source ports 10000..
+fn flood_frames(dst_mac: [u8; 6], src_mac: [u8; 6]) -> Vec<Vec<u8>> {
+    let client = [203u8, 0, 113, 10];
+    let vip: [u8; 4] = xlb_tests::plan::VIP4.parse::<std::net::Ipv4Addr>().expect("VIP").octets();
+    let payload = 18usize;
+    (0..FLOWS)
+        .map(|i| {
+            let mut f: Vec<u8> = Vec::with_capacity(60);
+            f.extend_from_slice(&dst_mac);
+            f.extend_from_slice(&src_mac);
+            f.extend_from_slice(&[0x08, 0x00]);
+            let total = (20 + 8 + payload) as u16;
+            let mut ip = vec![0x45, 0];
+            ip.extend_from_slice(&total.to_be_bytes());
+            ip.extend_from_slice(&[0, 0, 0x40, 0, 64, 17, 0, 0]);
+            ip.extend_from_slice(&client);
+            ip.extend_from_slice(&vip);
+            let sum = ipv4_checksum(&ip);
+            ip[10..12].copy_from_slice(&sum.to_be_bytes());
+            f.extend_from_slice(&ip);
+            f.extend_from_slice(&(10000 + i).to_be_bytes());
+            f.extend_from_slice(&FLOOD_PORT.to_be_bytes());
+            f.extend_from_slice(&((8 + payload) as u16).to_be_bytes());
+            f.extend_from_slice(&[0, 0]); // no UDP checksum (valid for IPv4)
+            f.extend(std::iter::repeat_n(0x5a, payload));
+            f
+        })
+        .collect()
+}
+
+/// The generator: an AF_PACKET socket in the client's namespace sending the frames in
+/// batches with sendmmsg(2), bypassing the qdisc, on a thread pinned to CPU 0. Its send
+/// buffer is raised with SO_SNDBUFFORCE so that frames in flight in the veth and bridge do
+/// not make it fail (trafgen gives up on the first EAGAIN, and inside a namespace it cannot
+/// raise the host's default socket buffer); a full buffer blocks it instead.
+struct Flood {
+    stop: Arc<AtomicBool>,
+    handle: Option<thread::JoinHandle<Result<()>>>,
+}
+
+impl Flood {
+    fn start(ns: &str, frames: Vec<Vec<u8>>, cpu: usize) -> Result<Flood> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let (tx, rx) = std::sync::mpsc::channel::<Result<(), String>>();
+        let handle = xlb_tests::spawn_in_netns(ns, move || -> Result<()> {
+            let setup = || -> Result<i32> {
+                pin_self(cpu);
+                let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+                ensure!(fd >= 0, "socket(AF_PACKET): {}", std::io::Error::last_os_error());
+                let set = |level: i32, opt: i32, value: i32| -> Result<()> {
+                    let r = unsafe {
+                        libc::setsockopt(fd, level, opt, &value as *const i32 as *const libc::c_void, std::mem::size_of::<i32>() as u32)
+                    };
+                    ensure!(r == 0, "setsockopt({level}, {opt}): {}", std::io::Error::last_os_error());
+                    Ok(())
+                };
+                set(libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, 1)?;
+                set(libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, 16 << 20)?;
+                let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+                sll.sll_family = libc::AF_PACKET as u16;
+                sll.sll_ifindex = xlb_tests::ifindex("eth0")? as i32;
+                let r = unsafe {
+                    libc::bind(fd, &sll as *const libc::sockaddr_ll as *const libc::sockaddr, std::mem::size_of::<libc::sockaddr_ll>() as u32)
+                };
+                ensure!(r == 0, "bind(AF_PACKET, eth0): {}", std::io::Error::last_os_error());
+                Ok(fd)
+            };
+            let fd = match setup() {
+                Ok(fd) => {
+                    let _ = tx.send(Ok(()));
+                    fd
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(format!("{e:#}")));
+                    return Err(e);
+                }
+            };
+            let mut iovs: Vec<libc::iovec> =
+                frames.iter().map(|f| libc::iovec { iov_base: f.as_ptr() as *mut libc::c_void, iov_len: f.len() }).collect();
+            let mut msgs: Vec<libc::mmsghdr> = iovs
+                .iter_mut()
+                .map(|iov| {
+                    let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
+                    m.msg_hdr.msg_iov = iov as *mut libc::iovec;
+                    m.msg_hdr.msg_iovlen = 1;
+                    m
+                })
+                .collect();
+            let mut result = Ok(());
+            while !flag.load(Ordering::Relaxed) {
+                let n = unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), msgs.len() as u32, 0) };
+                if n < 0 {
+                    let e = std::io::Error::last_os_error();
+                    match e.raw_os_error() {
+                        Some(libc::ENOBUFS) | Some(libc::EAGAIN) | Some(libc::EINTR) => continue,
+                        _ => {
+                            result = Err(anyhow::anyhow!("sendmmsg: {e}"));
+                            break;
+                        }
+                    }
+                }
+            }
+            unsafe { libc::close(fd) };
+            result
+        })?;
+        rx.recv()?.map_err(|e| anyhow::anyhow!("flood generator: {e}"))?;
+        Ok(Flood { stop, handle: Some(handle) })
+    }
+
+    fn stop(mut self) -> Result<()> {
+        self.stop.store(true, Ordering::Relaxed);
+        match self.handle.take().map(|h| h.join()) {
+            Some(Ok(r)) => r,
+            Some(Err(_)) => bail!("flood generator panicked"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Flood {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+fn pin_self(cpu: usize) {
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+fn ipv4_checksum(header: &[u8]) -> u16 {
+    let mut sum: u32 = header.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], c[1]]))).sum();
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// Busy and total jiffies per CPU from /proc/stat.
+fn cpu_times() -> Result<Vec<(u64, u64)>> {
+    let text = std::fs::read_to_string("/proc/stat")?;
+    Ok(text
+        .lines()
+        .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(|c| c.is_ascii_digit()))
+        .map(|l| {
+            let v: Vec<u64> = l.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+            let total: u64 = v.iter().take(8).sum();
+            let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+            (total - idle, total)
+        })
+        .collect())
+}
+
+/// PIDs of kernel threads named `napi/<dev>-*`.
+fn napi_threads(dev: &str) -> Vec<i32> {
+    let prefix = format!("napi/{dev}-");
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim().starts_with(&prefix)))
+        .collect()
+}
+
+/// PIDs of threads whose name is exactly `name`.
+fn thread_by_name(name: &str) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == name))
+        .collect()
+}
+
+/// Time a thread has spent on a CPU, in ns (first field of /proc/<pid>/schedstat).
+fn runtime_ns(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/schedstat"))
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn pin(pid: i32, cpu: usize) -> Result<()> {
+    xlb_tests::run(Command::new("taskset").args(["-p", "-c", &cpu.to_string(), &pid.to_string()]))?;
+    Ok(())
+}
+
+/// Counters of one moment.
+struct Snapshot {
+    at: Instant,
+    xlb_tx: Option<u64>,
+    xdp_tx: u64,
+    xdp_tx_errors: u64,
+    sink: u64,
+    offered: u64,
+    cpus: Vec<(u64, u64)>,
+    /// CPU time of the node's forwarding threads (ns, from /proc/<pid>/schedstat).
+    node_ns: u64,
+}
+
+fn snapshot(bl: &BenchLab, with_agent: bool, node_threads: &[i32]) -> Result<Snapshot> {
+    let at = Instant::now();
+    let xlb_tx = if with_agent { Some(bl.status()?["counters"]["tx"].as_u64().context("xlb tx counter")?) } else { None };
+    let eth = BenchLab::ethtool(&bl.lb.ns, "eth0")?;
+    let sum = |suffix: &str| eth.iter().filter(|(k, _)| k.starts_with("rx_queue_") && k.ends_with(suffix)).map(|(_, v)| v).sum::<u64>();
+    Ok(Snapshot {
+        at,
+        xlb_tx,
+        xdp_tx: sum("_xdp_tx"),
+        xdp_tx_errors: sum("_xdp_tx_errors"),
+        sink: bl.sink_dropped()?,
+        offered: tx_packets(&bl.client.ns)?,
+        cpus: cpu_times()?,
+        node_ns: node_threads.iter().map(|pid| runtime_ns(*pid)).sum(),
+    })
+}
+
+fn tx_packets(ns: &str) -> Result<u64> {
+    let out = xlb_tests::run(Command::new("ip").args(["-n", ns, "-j", "-s", "link", "show", "eth0"]))?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    v[0]["stats64"]["tx"]["packets"].as_u64().context("tx packets")
+}
+
+struct Window {
+    program: &'static str,
+    seconds: f64,
+    /// From the node's own counters (xlb: its `tx`; baseline: the veth's xdp_tx - errors).
+    mpps: f64,
+    veth_mpps: f64,
+    xlb_mpps: Option<f64>,
+    sink_mpps: f64,
+    offered_mpps: f64,
+    cpu_busy: Vec<f64>,
+    /// CPU time of lb1's NAPI thread and its CPU's softirq thread per second of the window
+    /// (0..1); without threaded NAPI, the busy share of the last CPU.
+    node_busy: f64,
+    /// `mpps / node_busy`: what one fully busy CPU would forward at this cost per packet.
+    capacity_mpps: f64,
+}
+
+fn measure(bl: &mut BenchLab, program: &'static str, frames: &[Vec<u8>], napi: &[i32], warm: Duration, window: Duration) -> Result<Window> {
+    let with_agent = program == "xlb";
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    // The node's forwarding CPU time: its NAPI thread(s), plus the softirq thread of that CPU
+    // (softirq work deferred there).
+    let mut node_threads = napi.to_vec();
+    node_threads.extend(thread_by_name(&format!("ksoftirqd/{}", cpus - 1)));
+    let flood = Flood::start(&bl.client.ns, frames.to_vec(), 0)?;
+    thread::sleep(warm);
+    let a = snapshot(bl, with_agent, &node_threads)?;
+    thread::sleep(window);
+    let b = snapshot(bl, with_agent, &node_threads)?;
+    flood.stop()?;
+    if b.offered == a.offered {
+        bail!("the generator sent nothing ({program})");
+    }
+    let secs = (b.at - a.at).as_secs_f64();
+    let rate = |x: u64, y: u64| (y.saturating_sub(x)) as f64 / secs / 1e6;
+    let veth = rate(a.xdp_tx - a.xdp_tx_errors, b.xdp_tx - b.xdp_tx_errors);
+    let xlb = match (a.xlb_tx, b.xlb_tx) {
+        (Some(x), Some(y)) => Some(rate(x, y)),
+        _ => None,
+    };
+    let cpu_busy: Vec<f64> = a.cpus.iter().zip(&b.cpus).map(|(x, y)| 100.0 * (y.0 - x.0) as f64 / ((y.1 - x.1).max(1)) as f64).collect();
+    let node_busy = if napi.is_empty() {
+        cpu_busy.last().copied().unwrap_or(100.0) / 100.0
+    } else {
+        (b.node_ns - a.node_ns) as f64 / 1e9 / secs
+    };
+    let mpps = xlb.unwrap_or(veth);
+    let w = Window {
+        node_busy,
+        capacity_mpps: if node_busy > 0.0 { mpps / node_busy } else { f64::NAN },
+        program,
+        seconds: secs,
+        mpps,
+        veth_mpps: veth,
+        xlb_mpps: xlb,
+        sink_mpps: rate(a.sink, b.sink),
+        offered_mpps: rate(a.offered, b.offered),
+        cpu_busy,
+    };
+    say!(
+        "forwarding: {program}: {:.3} Mpps forwarded (veth xdp_tx {:.3}, sink {:.3}), offered {:.3} Mpps, CPU busy {:?} -> {:.2} Mpps per busy CPU",
+        w.mpps,
+        w.veth_mpps,
+        w.sink_mpps,
+        w.offered_mpps,
+        w.cpu_busy.iter().map(|c| format!("{c:.0}%")).collect::<Vec<_>>(),
+        w.capacity_mpps
+    );
+    Ok(w)
+}
+
+/// Enables threaded NAPI on lb1's eth0 and pins its thread(s), created since `before`, to the
+/// last CPU. Returns how many threads were pinned.
+fn pin_new_napi(ns: &str, before: &[i32]) -> Result<Vec<i32>> {
+    // A veth has NAPI only while an XDP program is attached; enable the threads now.
+    xlb_tests::run(Command::new("ip").args(["netns", "exec", ns, "sh", "-c", "echo 1 > /sys/class/net/eth0/threaded"]))
+        .context("enabling threaded NAPI on lb1's eth0")?;
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let mut pinned = Vec::new();
+    for pid in napi_threads("eth0") {
+        if !before.contains(&pid) {
+            pin(pid, cpus - 1)?;
+            pinned.push(pid);
+        }
+    }
+    ensure!(!pinned.is_empty(), "no NAPI thread appeared for lb1's eth0");
+    Ok(pinned)
+}
+
+pub fn run(s: &Settings, notes: &mut Vec<String>) -> Result<Vec<Row>> {
+    let (warm, window, rounds) =
+        if s.quick { (Duration::from_millis(500), Duration::from_secs(2), 1) } else { (Duration::from_secs(1), Duration::from_secs(5), 3) };
+    let threaded = std::env::var("XLB_BENCH_NAPI").as_deref() != Ok("softirq");
+    let mut bl = BenchLab::start("bfwd")?;
+    let lb_mac = BenchLab::mac(&bl.lb.ns, "eth0")?;
+    let client_mac = BenchLab::mac(&bl.client.ns, "eth0")?;
+    let frames = flood_frames(lb_mac, client_mac);
+    let mut windows: Vec<Window> = Vec::new();
+    for round in 0..rounds {
+        say!("forwarding: round {}/{rounds} ({} s windows)", round + 1, window.as_secs());
+        // xlb
+        let before = napi_threads("eth0");
+        bl.start_agent()?;
+        let napi = if threaded { pin_new_napi(&bl.lb.ns, &before)? } else { Vec::new() };
+        windows.push(measure(&mut bl, "xlb", &frames, &napi, warm, window)?);
+        bl.stop_agent()?;
+        // baseline
+        let before = napi_threads("eth0");
+        bl.attach_macswap()?;
+        let napi = if threaded { pin_new_napi(&bl.lb.ns, &before)? } else { Vec::new() };
+        windows.push(measure(&mut bl, "baseline", &frames, &napi, warm, window)?);
+        bl.detach_macswap()?;
+    }
+    let med = |p: &str, f: fn(&Window) -> f64| median(&windows.iter().filter(|w| w.program == p).map(f).collect::<Vec<_>>());
+    let xlb = med("xlb", |w| w.mpps);
+    let base = med("baseline", |w| w.mpps);
+    let xlb_cap = med("xlb", |w| w.capacity_mpps);
+    let base_cap = med("baseline", |w| w.capacity_mpps);
+    let xlb_busy = med("xlb", |w| w.node_busy);
+    let base_busy = med("baseline", |w| w.node_busy);
+    let offered = med("baseline", |w| w.offered_mpps).max(med("xlb", |w| w.offered_mpps));
+    if xlb <= 0.0 || base <= 0.0 {
+        bail!("nothing was forwarded (xlb {xlb:.3} Mpps, baseline {base:.3} Mpps); see the lab logs");
+    }
+    // The node is the bottleneck only if its CPU is (nearly) saturated; otherwise both figures
+    // are the generator's rate and only the CPU each program needed for it tells them apart.
+    let saturated = xlb_busy > 0.95 && base_busy > 0.95;
+    let ratio = xlb / base;
+    let cap_ratio = xlb_cap / base_cap;
+    let placement = if threaded {
+        "generator on CPU 0; lb1's NAPI poll (the XDP program, then the sink) in a kernel thread pinned to the other CPU"
+    } else {
+        "generator and lb1's NAPI share the sender's CPU (softirq)"
+    };
+    notes.push(format!(
+        "forwarding: 60-byte UDP frames, {FLOWS} flows, {} s windows x {rounds} rounds each, medians; offered {offered:.2} Mpps by one AF_PACKET sender; {placement}. \
+         2 CPUs: the generator (and the bridge it drives) fills CPU 0 and caps the offered rate{}; the per-CPU figure is forwarded pps / busy share of the node's CPU \
+         (it includes the veth's skb-to-XDP conversion and the sink, the same for both programs, and the node's wakeups at partial load)",
+        window.as_secs(),
+        if saturated { "" } else { ", so the node's CPU was not saturated: the forwarded rates equal the offered rate and the ratio of raw rates says nothing about cost" }
+    ));
+    let rows = vec![
+        Row::new(PART, "baseline: MAC swap + XDP_TX on lb1, forwarded", format!("{base:.2} Mpps @ {:.0}% CPU", base_busy * 100.0)),
+        Row::new(PART, "xlb forwarded (UDP flood, established flows)", format!("{xlb:.2} Mpps @ {:.0}% CPU", xlb_busy * 100.0))
+            .reference(format!("{base:.2} Mpps"), Some(ratio))
+            .target(if saturated { ">= 0.8x baseline" } else { "(offered-limited, see next row)" }, if saturated { Some(ratio >= 0.8) } else { None }),
+        Row::new(PART, "xlb forwarding per busy CPU (Mpps / CPU share)", format!("{xlb_cap:.2} Mpps/CPU"))
+            .reference(format!("{base_cap:.2} Mpps/CPU"), Some(cap_ratio))
+            .target(">= 0.8x baseline", Some(cap_ratio >= 0.8)),
+    ];
+    let by_window: Vec<serde_json::Value> = windows
+        .iter()
+        .map(|w| {
+            json!({
+                "program": w.program, "seconds": w.seconds, "forwarded_mpps": w.mpps, "veth_xdp_tx_mpps": w.veth_mpps,
+                "xlb_tx_mpps": w.xlb_mpps, "sink_mpps": w.sink_mpps, "offered_mpps": w.offered_mpps, "cpu_busy_percent": w.cpu_busy,
+                "node_cpu_busy": w.node_busy, "mpps_per_busy_cpu": w.capacity_mpps,
+            })
+        })
+        .collect();
+    let json = json!({
+        "part": "forwarding rate in the lab",
+        "frame_bytes": 60,
+        "flows": FLOWS,
+        "window_seconds": window.as_secs_f64(),
+        "rounds": rounds,
+        "placement": placement,
+        "xlb_mpps": xlb,
+        "baseline_mpps": base,
+        "ratio": ratio,
+        "node_cpu_saturated": saturated,
+        "xlb_node_cpu_busy": xlb_busy,
+        "baseline_node_cpu_busy": base_busy,
+        "xlb_mpps_per_busy_cpu": xlb_cap,
+        "baseline_mpps_per_busy_cpu": base_cap,
+        "ratio_per_busy_cpu": cap_ratio,
+        "offered_mpps": offered,
+        "windows": by_window,
+        "counters": "xlb: its own tx counter (xlb stats --json); baseline: rx_queue_*_xdp_tx - xdp_tx_errors of lb1's eth0 (ethtool -S); sink: frames dropped by bench_sink on the switch side",
+        "rows": rows.iter().map(Row::to_json).collect::<Vec<_>>(),
+    });
+    let path = write_json("forwarding", &json)?;
+    say!("forwarding: wrote {}", path.display());
+    drop(bl);
+    Ok(rows)
+}

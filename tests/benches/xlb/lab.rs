@@ -1,0 +1,206 @@
+//! The lab the forwarding and end-to-end parts share: a client (.10), the load-balancer node
+//! lb1 (.2) running the release agent, and three direct-routing backends b1..b3 (.11-.13)
+//! holding the VIP on `lo`, all on one bridge (tests/src/lib.rs builds it; the lab removes
+//! every namespace and process it made when dropped).
+//!
+//! One difference from the tests' `SingleNode`: the switch side of lb1's veth gets
+//! `bench_sink` instead of a bare XDP_PASS program. Like XDP_PASS it lets everything through
+//! (a veth peer needs an XDP program for XDP_TX frames to arrive at all), except the
+//! forwarding benchmark's flood (IPv4 UDP to port 9), which it drops and counts: the wire,
+//! which on a real NIC costs the node nothing after transmission.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _, Result};
+use aya::{
+    maps::PerCpuArray,
+    programs::{xdp::XdpLinkId, Xdp, XdpMode},
+    Ebpf, EbpfLoader,
+};
+use lb_common::maps;
+use lb_userspace::dataplane::OBJECT;
+use xlb_tests::{plan, Host, Lab};
+
+pub const BACKEND_NAMES: [&str; 3] = ["b1", "b2", "b3"];
+/// UDP port of the flood (discard); a service of its own on the VIP.
+pub const FLOOD_PORT: u16 = 9;
+
+pub struct BenchLab {
+    // Dropped first: detaches the bench programs before the namespaces go.
+    ebpf: Ebpf,
+    sink: Option<XdpLinkId>,
+    macswap: Option<XdpLinkId>,
+    pub agent_running: bool,
+    pub lab: Lab,
+    pub client: Host,
+    pub lb: Host,
+    pub backends: Vec<Host>,
+    pub xlb: PathBuf,
+    pub config: PathBuf,
+    pub socket: PathBuf,
+}
+
+fn agent_config(pins: &Path, socket: &Path, backends: &[Host]) -> String {
+    let mut s = format!(
+        "[agent]\ninterfaces = [\"eth0\"]\nxdp_mode = \"native\"\npin_path = \"{}\"\ncontrol_socket = \"{}\"\n\
+         flow_table_size = 1048576\nmax_services = 4\nassign_vips = true\n",
+        pins.display(),
+        socket.display()
+    );
+    for (name, port, proto) in [("web", 80, "tcp"), ("flood", FLOOD_PORT, "udp")] {
+        s.push_str(&format!("\n[[service]]\nname = \"{name}\"\nvip = \"{}\"\nport = {port}\nprotocol = \"{proto}\"\n", plan::VIP4));
+        for b in backends {
+            s.push_str(&format!("[[service.backend]]\naddress = \"{}\"\n", b.v4));
+        }
+    }
+    s
+}
+
+impl BenchLab {
+    pub fn start(tag: &str) -> Result<BenchLab> {
+        let xlb = xlb_tests::scenario::xlb_bin()?;
+        let mut lab = Lab::new(tag)?;
+        let client = lab.host("client", 10)?;
+        let lb = lab.host("lb1", 2)?;
+        let mut backends = Vec::new();
+        for (i, name) in BACKEND_NAMES.iter().enumerate() {
+            backends.push(lab.backend(name, 11 + i as u8, &[plan::VIP4, plan::VIP6])?);
+        }
+        let mut loader = EbpfLoader::new();
+        // Only the bench programs are loaded from this instance; keep the unused maps small.
+        loader.map_max_entries(maps::FLOWS, 1024).map_max_entries(maps::RINGS, 2).map_max_entries(maps::SERVICES, 4);
+        let mut ebpf = loader.load(OBJECT).context("loading the object")?;
+        for name in ["bench_sink", "bench_macswap"] {
+            let prog: &mut Xdp = ebpf.program_mut(name).with_context(|| format!("program {name}"))?.try_into()?;
+            prog.load().with_context(|| format!("loading {name}"))?;
+        }
+        let socket = lab.dir.join("xlb.sock");
+        let config = lab.dir.join("xlb.toml");
+        let pins = lab.bpffs()?.join("xlb");
+        std::fs::write(&config, agent_config(&pins, &socket, &backends))?;
+        let mut bl = BenchLab {
+            ebpf,
+            sink: None,
+            macswap: None,
+            agent_running: false,
+            lab,
+            client,
+            lb,
+            backends,
+            xlb,
+            config,
+            socket,
+        };
+        let port = format!("p-{}", bl.lb.name);
+        let sw = bl.lab.switch_ns().to_owned();
+        let sink: &mut Xdp = bl.ebpf.program_mut("bench_sink").expect("loaded").try_into()?;
+        bl.sink = Some(
+            xlb_tests::in_netns(&sw, || sink.attach(&port, XdpMode::Driver))?
+                .with_context(|| format!("attaching bench_sink to {port}"))?,
+        );
+        Ok(bl)
+    }
+
+    /// Frames the sink dropped (the flood, after the node sent it) so far.
+    pub fn sink_dropped(&self) -> Result<u64> {
+        let map = self.ebpf.map("BENCH_SINK").context("map BENCH_SINK")?;
+        let counters: PerCpuArray<_, u64> = PerCpuArray::try_from(map)?;
+        Ok(counters.get(&0, 0)?.iter().sum())
+    }
+
+    pub fn status(&self) -> Result<serde_json::Value> {
+        xlb_tests::scenario::status(&self.xlb, &self.socket)
+    }
+
+    /// Starts the agent on lb1 and waits until every backend is up.
+    pub fn start_agent(&mut self) -> Result<()> {
+        if self.agent_running {
+            return Ok(());
+        }
+        let (ns, xlb, config) = (self.lb.ns.clone(), self.xlb.clone(), self.config.display().to_string());
+        self.lab.spawn(&ns, "xlb", &xlb, &["run", "--config", &config])?;
+        self.agent_running = true;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut last = String::from("no answer on the control socket");
+        while Instant::now() < deadline {
+            if let Ok(status) = self.status() {
+                let states: Vec<String> = status["services"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .flat_map(|s| s["backends"].as_array().cloned().unwrap_or_default())
+                    .map(|b| b["state"].as_str().unwrap_or("?").to_owned())
+                    .collect();
+                if !states.is_empty() && states.iter().all(|s| s == "up") {
+                    return Ok(());
+                }
+                last = states.join(" ");
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+        bail!("xlb not ready after 20 s: {last}\nagent log:\n{}", self.lab.log("xlb"))
+    }
+
+    pub fn stop_agent(&mut self) -> Result<()> {
+        if !self.agent_running {
+            return Ok(());
+        }
+        self.agent_running = false;
+        let status = self.lab.signal("xlb", nix::sys::signal::Signal::SIGTERM)?;
+        if !status.success() {
+            bail!("xlb exited with {status} on SIGTERM\n{}", self.lab.log("xlb"));
+        }
+        Ok(())
+    }
+
+    /// Attaches the MAC-swap baseline to lb1's eth0 (the agent must be stopped).
+    pub fn attach_macswap(&mut self) -> Result<()> {
+        let ns = self.lb.ns.clone();
+        let prog: &mut Xdp = self.ebpf.program_mut("bench_macswap").expect("loaded").try_into()?;
+        self.macswap = Some(xlb_tests::in_netns(&ns, || prog.attach("eth0", XdpMode::Driver))?.context("attaching bench_macswap to lb1's eth0")?);
+        Ok(())
+    }
+
+    pub fn detach_macswap(&mut self) -> Result<()> {
+        if let Some(link) = self.macswap.take() {
+            let prog: &mut Xdp = self.ebpf.program_mut("bench_macswap").expect("loaded").try_into()?;
+            prog.detach(link)?;
+        }
+        Ok(())
+    }
+
+    /// MAC address of `ifname` in namespace `ns`.
+    pub fn mac(ns: &str, ifname: &str) -> Result<[u8; 6]> {
+        let out = xlb_tests::run(Command::new("ip").args(["-n", ns, "-j", "link", "show", ifname]))?;
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        let text = v[0]["address"].as_str().context("no address")?;
+        let bytes: Vec<u8> = text.split(':').map(|h| u8::from_str_radix(h, 16)).collect::<Result<_, _>>()?;
+        bytes.try_into().map_err(|_| anyhow::anyhow!("bad MAC {text}"))
+    }
+
+    /// `ethtool -S` of `ifname` in `ns`: counter name -> value.
+    pub fn ethtool(ns: &str, ifname: &str) -> Result<std::collections::BTreeMap<String, u64>> {
+        let out = xlb_tests::run(Command::new("ip").args(["netns", "exec", ns, "ethtool", "-S", ifname]))?;
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                Some((k.trim().to_owned(), v.trim().parse().ok()?))
+            })
+            .collect())
+    }
+}
+
+impl Drop for BenchLab {
+    fn drop(&mut self) {
+        // Processes first (the agent detaches itself on SIGTERM), then the bench programs'
+        // links (dropping `ebpf`), then the lab's namespaces.
+        self.lab.teardown_processes();
+        let _ = self.detach_macswap();
+    }
+}
