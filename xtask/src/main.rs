@@ -1,5 +1,6 @@
 //! `cargo xtask`: build, run, lab, test. Each command installs what it needs first.
 
+mod bench;
 mod lab;
 mod setup;
 
@@ -41,6 +42,17 @@ enum Cmd {
         /// Extra arguments for `cargo test` (a test name filter, for instance).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+    /// The benchmarks (as root): the XDP program's cost, the forwarding rate, HTTP end to end
+    /// against HAProxy and nginx, the control plane and the health checker. Prints the table
+    /// and writes target/bench/*.json.
+    Bench {
+        /// Short runs that check every part runs and produces numbers (for CI).
+        #[arg(long)]
+        quick: bool,
+        /// Only these parts, comma-separated: program,forwarding,e2e,control,health.
+        #[arg(long)]
+        only: Option<String>,
     },
 }
 
@@ -104,11 +116,15 @@ fn test(args: &[String]) -> Result<()> {
 
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
-        Cmd::Setup => setup::toolchain().and_then(|()| setup::packages(setup::LAB_PACKAGES)).and_then(|()| setup::packages(setup::TEST_PACKAGES)),
+        Cmd::Setup => setup::toolchain()
+            .and_then(|()| setup::packages(setup::LAB_PACKAGES))
+            .and_then(|()| setup::packages(setup::TEST_PACKAGES))
+            .and_then(|()| setup::packages(setup::BENCH_PACKAGES)),
         Cmd::Build { release } => build(release).map(|p| println!("built {}", p.display())),
         Cmd::Run { args } => build(true).and_then(|bin| cmd(Command::new(bin).args(&args))),
         Cmd::Lab => lab::demo(),
         Cmd::Test { args } => test(&args),
+        Cmd::Bench { quick, only } => bench::bench(quick, only.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

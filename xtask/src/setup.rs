@@ -85,8 +85,21 @@ pub const TEST_PACKAGES: &[(&str, &str, &str)] = &[
     ("arping", "iputils-arping", "a backend announcing a new MAC in a lab test"),
 ];
 
+/// What `cargo xtask bench` compares xlb with and measures it by. A path instead of a command
+/// names a file the package installs.
+pub const BENCH_PACKAGES: &[(&str, &str, &str)] = &[
+    ("wrk", "wrk", "the HTTP load generator of the end-to-end benchmark"),
+    ("haproxy", "haproxy", "HAProxy in TCP mode, a proxy xlb is compared with"),
+    ("nginx", "nginx", "the backends' web server, and the nginx stream proxy xlb is compared with"),
+    ("/usr/lib/nginx/modules/ngx_stream_module.so", "libnginx-mod-stream", "nginx's stream (TCP proxy) module"),
+    ("keepalived", "keepalived", "keepalived's TCP_CHECK, the health-check detection time xlb is compared with"),
+    ("bpftool", "bpftool", "the kernel memory of the agent's maps"),
+    ("taskset", "util-linux", "pinning the forwarding benchmark's threads to CPUs"),
+];
+
 pub fn packages(wanted: &[(&str, &str, &str)]) -> Result<()> {
-    let missing: Vec<_> = wanted.iter().filter(|(program, ..)| !have(program)).collect();
+    let present = |program: &str| if program.starts_with('/') { Path::new(program).exists() } else { have(program) };
+    let missing: Vec<_> = wanted.iter().filter(|(program, ..)| !present(program)).collect();
     if missing.is_empty() {
         return Ok(());
     }
