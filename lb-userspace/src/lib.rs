@@ -12,3 +12,4 @@ pub mod health;
 pub mod layout;
 pub mod maglev;
 pub mod net;
+pub mod vrrp;

@@ -69,7 +69,10 @@ impl VrrpSocket {
                 }
             }
         }
-        Ok(VrrpSocket { fd: AsyncFd::new(socket)?, v6 })
+        // SAFETY: the socket owns its descriptor and moves into the AsyncFd, which keeps it
+        // open, unchanged, until dropped.
+        let fd = unsafe { AsyncFd::register(socket) }.map_err(|e| e.into_parts().1)?;
+        Ok(VrrpSocket { fd, v6 })
     }
 
     /// The next VRRP packet.

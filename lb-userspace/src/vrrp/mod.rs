@@ -1,0 +1,10 @@
+//! VRRP (RFC 5798 v3, RFC 3768 v2): which node of a pair holds the VIPs.
+//!
+//! - `packet`: the advert codec and receive-side validation (pure).
+//! - `machine`: the RFC state machine with keepalived's FAULT (pure).
+//! - `io`: raw protocol-112 sockets and AF_PACKET frames.
+//! - `announce`: gratuitous ARP and unsolicited neighbour advertisement frames.
+
+pub mod announce;
+pub mod io;
+pub mod machine;
