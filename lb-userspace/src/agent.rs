@@ -22,6 +22,7 @@ use crate::{
     health::{CheckSpec, Health, Intervals, Monitor, MonitorStats, Params, Transition},
     layout::{Layout, TableMode},
     net::{Neighbour, NeighbourEvents, Net, NetError},
+    vrrp::Vrrp,
 };
 
 /// How often every backend's neighbour entry is re-confirmed (NTF_USE). XDP forwarding
@@ -30,6 +31,11 @@ use crate::{
 const NEIGHBOUR_REFRESH: Duration = Duration::from_secs(5);
 /// Retry interval for backends whose MAC is still unknown.
 const NEIGHBOUR_RETRY: Duration = Duration::from_millis(500);
+/// How often, with VRRP, the agent confirms that its program is still attached to every
+/// interface: a node whose data plane is gone must not stay master.
+const DATAPLANE_CHECK: Duration = Duration::from_millis(100);
+/// The fault VRRP instances enter while the data plane is not forwarding.
+const DATAPLANE_FAULT: &str = "data plane not forwarding";
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -41,6 +47,8 @@ pub enum AgentError {
     Control(#[from] control::ControlError),
     #[error("{0}")]
     Environment(String),
+    #[error(transparent)]
+    Vrrp(#[from] crate::vrrp::VrrpError),
     #[error("bpf filesystem for {path}: {message}")]
     Bpffs { path: String, message: String },
 }
@@ -77,9 +85,15 @@ pub struct Agent {
     /// Health checks: the backend index of each check, and what the checker publishes.
     checked: Vec<u32>,
     check_stats: Arc<Mutex<MonitorStats>>,
+    /// The VRRP instances, when configured.
+    vrrp: Option<Vrrp>,
+    /// Id of our XDP program (what the interfaces must report attached).
+    prog_id: u32,
+    /// Whether the data plane fault is raised now.
+    dataplane_fault: bool,
 }
 
-fn format_mac(m: &[u8; 6]) -> String {
+pub(crate) fn format_mac(m: &[u8; 6]) -> String {
     m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
 
@@ -166,6 +180,9 @@ impl Agent {
             modes,
             checked: Vec::new(),
             check_stats: Arc::default(),
+            vrrp: None,
+            prog_id: 0,
+            dataplane_fault: false,
         };
         agent.prepare_checks();
         for iface in &agent.attached {
@@ -198,6 +215,12 @@ impl Agent {
                     info!("added VIP {vip} to {}", agent.attached[0].name);
                 }
             }
+        }
+        agent.prog_id = agent.dp.program().info().map_err(DataplaneError::from)?.id();
+        if !agent.cfg.vrrp.is_empty() {
+            // Only once the data plane forwards: a node must not become master before.
+            agent.vrrp = Some(Vrrp::start(&agent.cfg.vrrp, &interfaces)?);
+            info!("VRRP: {} instance(s) started", agent.cfg.vrrp.len());
         }
         agent.resolve_backends(false).await;
         Ok(agent)
@@ -503,6 +526,7 @@ impl Agent {
             services,
             counters,
             flows: self.dp.flow_count(),
+            vrrp: self.vrrp.as_ref().map(Vrrp::status).unwrap_or_default(),
             checker: CheckerStatus {
                 checks: self.checked.len(),
                 late_max_ms: stats.lateness.max.as_secs_f64() * 1e3,
@@ -537,6 +561,7 @@ impl Agent {
         info!("control socket at {}", socket.display());
         let mut refresh = tokio::time::interval(NEIGHBOUR_REFRESH);
         let mut retry = tokio::time::interval(NEIGHBOUR_RETRY);
+        let mut dataplane_check = tokio::time::interval(DATAPLANE_CHECK);
         tokio::pin!(shutdown);
         let result = loop {
             tokio::select! {
@@ -555,6 +580,7 @@ impl Agent {
                     let _ = reply.send(self.answer(request));
                 }
                 _ = refresh.tick() => self.resolve_backends(true).await,
+                _ = dataplane_check.tick(), if self.vrrp.is_some() => self.check_dataplane().await,
                 _ = retry.tick() => {
                     if let Err(e) = self.reread_neighbours().await {
                         break Err(e);
@@ -570,8 +596,42 @@ impl Agent {
         result
     }
 
-    /// Removes the VIPs, detaches the program and removes every pin.
-    async fn stop(self) -> Result<()> {
+    /// With VRRP: raises the data plane fault while the program is not attached to every
+    /// interface (someone detached it, an interface went away), clears it when it is back.
+    async fn check_dataplane(&mut self) {
+        let mut problem = None;
+        for iface in &self.attached {
+            match self.net.link(iface.ifindex).await {
+                Ok(Some(state)) if state.xdp_prog == Some(self.prog_id) => {}
+                Ok(Some(state)) => {
+                    problem = Some(match state.xdp_prog {
+                        Some(other) => format!("{}: program {other} attached instead of ours ({})", iface.name, self.prog_id),
+                        None => format!("{}: XDP program not attached", iface.name),
+                    })
+                }
+                Ok(None) => problem = Some(format!("{}: interface gone", iface.name)),
+                Err(e) => problem = Some(format!("{}: {e}", iface.name)),
+            }
+        }
+        let faulted = problem.is_some();
+        if faulted != self.dataplane_fault {
+            self.dataplane_fault = faulted;
+            match &problem {
+                Some(p) => warn!("data plane not forwarding ({p}): VRRP instances go to FAULT"),
+                None => info!("data plane forwarding again: VRRP fault cleared"),
+            }
+            if let Some(v) = &self.vrrp {
+                v.set_fault(DATAPLANE_FAULT, faulted);
+            }
+        }
+    }
+
+    /// Resigns VRRP mastership, removes the VIPs, detaches the program and removes every pin.
+    async fn stop(mut self) -> Result<()> {
+        // VRRP first: the peer takes over (after its skew time) while we still forward.
+        if let Some(vrrp) = self.vrrp.take() {
+            vrrp.shutdown().await;
+        }
         if self.cfg.agent.assign_vips {
             let first = self.attached[0].ifindex;
             for vip in self.vips() {

@@ -64,6 +64,9 @@ pub struct Status {
     /// Entries in the flow table.
     pub flows: usize,
     pub checker: CheckerStatus,
+    /// VRRP instances (empty without `[[vrrp_instance]]`).
+    #[serde(default)]
+    pub vrrp: Vec<crate::vrrp::InstanceStatus>,
 }
 
 /// How the health checker keeps its timetable.
@@ -236,6 +239,21 @@ impl Status {
             }
             if s.mode != "normal" {
                 let _ = writeln!(out, "     (below quorum {}: {})", s.quorum, s.mode);
+            }
+        }
+        for v in &self.vrrp {
+            let master = v.master.as_deref().unwrap_or("-");
+            let _ = writeln!(
+                out,
+                "vrrp {} ({} vrid {} v{}): {} priority {} master {master}  sent {} received {}",
+                v.name, v.interface, v.vrid, v.version, v.state, v.priority, v.adverts_sent, v.adverts_received
+            );
+            if !v.faults.is_empty() {
+                let _ = writeln!(out, "  fault: {}", v.faults.join("; "));
+            }
+            let invalid: Vec<String> = v.invalid.iter().map(|(k, n)| format!("{k} {n}")).collect();
+            if !invalid.is_empty() {
+                let _ = writeln!(out, "  invalid adverts: {}", invalid.join(", "));
             }
         }
         let _ = writeln!(out, "counters:");

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use futures::{channel::mpsc::UnboundedReceiver, StreamExt, TryStreamExt};
 use netlink_packet_route::{
     address::{AddressAttribute, AddressFlags, AddressMessage},
-    link::LinkAttribute,
+    link::{LinkAttribute, LinkFlags, LinkMessage, LinkXdp},
     neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState},
     RouteNetlinkMessage,
 };
@@ -18,6 +18,8 @@ use crate::config::InterfaceInfo;
 pub enum NetError {
     #[error("opening a netlink socket: {0}")]
     Socket(#[from] std::io::Error),
+    #[error("interface {0} vanished right after it was created")]
+    Missing(String),
     #[error("{what}: {source}")]
     Netlink { what: String, #[source] source: rtnetlink::Error },
 }
@@ -118,6 +120,45 @@ impl Net {
         }
     }
 
+    /// State of the interface `ifindex`, or None when it does not exist.
+    pub async fn link(&self, ifindex: u32) -> Result<Option<LinkState>> {
+        let mut found = self.handle.link().get().match_index(ifindex).execute();
+        match found.try_next().await {
+            Ok(Some(msg)) => Ok(Some(link_state(&msg))),
+            Ok(None) => Ok(None),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => Ok(None),
+            Err(e) => Err(nl(format!("reading interface {ifindex}"))(e)),
+        }
+    }
+
+    /// Creates (or finds) the macvlan `name` on `base` with MAC `mac`, up; returns its index.
+    /// Private mode, as keepalived's use_vmac: the node's other interfaces do not see it.
+    pub async fn macvlan(&self, name: &str, base: u32, mac: [u8; 6]) -> Result<u32> {
+        if let Some(index) = self.index_of(name).await? {
+            return Ok(index);
+        }
+        let msg = rtnetlink::LinkMacVlan::new(name, base, netlink_packet_route::link::MacVlanMode::Private)
+            .address(mac.to_vec())
+            .up()
+            .build();
+        self.handle.link().add(msg).execute().await.map_err(nl(format!("creating macvlan {name} on interface {base}")))?;
+        self.index_of(name).await?.ok_or_else(|| NetError::Missing(name.to_owned()))
+    }
+
+    /// Removes the interface `ifindex` (a macvlan this agent made).
+    pub async fn del_link(&self, ifindex: u32) -> Result<()> {
+        self.handle.link().del(ifindex).execute().await.map_err(nl(format!("removing interface {ifindex}")))
+    }
+
+    async fn index_of(&self, name: &str) -> Result<Option<u32>> {
+        let mut found = self.handle.link().get().match_name(name.to_owned()).execute();
+        match found.try_next().await {
+            Ok(m) => Ok(m.map(|m| m.header.index)),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => Ok(None),
+            Err(e) => Err(nl(format!("looking up interface {name}"))(e)),
+        }
+    }
+
     /// Removes `address` from `ifindex` (no error if it is not there).
     pub async fn del_address(&self, ifindex: u32, address: IpAddr) -> Result<()> {
         let mut found = self.handle.address().get().set_link_index_filter(ifindex).set_address_filter(address).execute();
@@ -126,6 +167,28 @@ impl Net {
         }
         Ok(())
     }
+}
+
+/// What VRRP tracks of an interface.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkState {
+    /// Administratively up with carrier (IFF_UP and IFF_LOWER_UP).
+    pub running: bool,
+    /// Id of the XDP program attached, if any.
+    pub xdp_prog: Option<u32>,
+}
+
+fn link_state(msg: &LinkMessage) -> LinkState {
+    let flags = msg.header.flags;
+    let running = flags.contains(LinkFlags::Up) && flags.contains(LinkFlags::LowerUp);
+    let xdp_prog = msg.attributes.iter().find_map(|a| match a {
+        LinkAttribute::Xdp(xdp) => xdp.iter().find_map(|x| match x {
+            LinkXdp::ProgId(id) if *id != 0 => Some(*id),
+            _ => None,
+        }),
+        _ => None,
+    });
+    LinkState { running, xdp_prog }
 }
 
 fn address_of(msg: &AddressMessage) -> Option<IpAddr> {
@@ -196,5 +259,24 @@ impl NeighbourEvents {
                 return change;
             }
         }
+    }
+}
+
+/// Interface changes as they happen (RTNLGRP_LINK): only that something changed; the reader
+/// asks [`Net::link`] for the state it cares about.
+pub struct LinkEvents {
+    messages: UnboundedReceiver<(netlink_packet_core::NetlinkMessage<RouteNetlinkMessage>, netlink_sys::SocketAddr)>,
+}
+
+impl LinkEvents {
+    pub fn subscribe() -> Result<LinkEvents> {
+        let (conn, _handle, messages) = new_multicast_connection(&[MulticastGroup::Link])?;
+        tokio::spawn(conn);
+        Ok(LinkEvents { messages })
+    }
+
+    /// Waits for the next change of some interface; None when the socket closed.
+    pub async fn next(&mut self) -> Option<()> {
+        self.messages.next().await.map(|_| ())
     }
 }

@@ -5,12 +5,12 @@
 use std::{
     io,
     mem::MaybeUninit,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
 };
 
 use nix::sys::socket::{self as nixsock, sockopt, ControlMessageOwned, MsgFlags, SockaddrIn6};
-use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::unix::AsyncFd;
 
 pub const PROTO_VRRP: i32 = 112;
@@ -29,9 +29,15 @@ pub struct Incoming {
 }
 
 /// A raw protocol-112 socket bound to one interface.
+///
+/// Not bound to an address: a raw socket bound to one only receives packets sent to it, and
+/// adverts go to the group. The source address is set on every send instead (IP_PKTINFO /
+/// IPV6_PKTINFO), so that it is the primary address the checksum was computed with.
 pub struct VrrpSocket {
     fd: AsyncFd<Socket>,
     v6: bool,
+    src: IpAddr,
+    ifindex: u32,
 }
 
 impl VrrpSocket {
@@ -50,18 +56,15 @@ impl VrrpSocket {
                 socket.set_multicast_ttl_v4(255)?;
                 socket.set_multicast_loop_v4(false)?;
                 socket.set_multicast_if_v4(&a)?;
-                socket.bind(&SockAddr::from(SocketAddr::new(src, 0)))?;
                 if multicast {
                     socket.join_multicast_v4_n(&GROUP_V4, &socket2::InterfaceIndexOrAddress::Index(ifindex))?;
                 }
             }
-            IpAddr::V6(a) => {
+            IpAddr::V6(_) => {
                 socket.set_unicast_hops_v6(255)?;
                 socket.set_multicast_hops_v6(255)?;
                 socket.set_multicast_loop_v6(false)?;
                 socket.set_multicast_if_v6(ifindex)?;
-                let scope = if a.is_unicast_link_local() { ifindex } else { 0 };
-                socket.bind(&SockAddr::from(std::net::SocketAddrV6::new(a, 0, 0, scope)))?;
                 nixsock::setsockopt(&socket, sockopt::Ipv6RecvHopLimit, &true).map_err(io::Error::from)?;
                 nixsock::setsockopt(&socket, sockopt::Ipv6RecvPacketInfo, &true).map_err(io::Error::from)?;
                 if multicast {
@@ -72,7 +75,7 @@ impl VrrpSocket {
         // SAFETY: the socket owns its descriptor and moves into the AsyncFd, which keeps it
         // open, unchanged, until dropped.
         let fd = unsafe { AsyncFd::register(socket) }.map_err(|e| e.into_parts().1)?;
-        Ok(VrrpSocket { fd, v6 })
+        Ok(VrrpSocket { fd, v6, src, ifindex })
     }
 
     /// The next VRRP packet.
@@ -90,14 +93,39 @@ impl VrrpSocket {
 
     /// Sends `payload` (a VRRP message) to `dst`; the kernel adds the IP header.
     pub async fn send(&self, dst: IpAddr, payload: &[u8]) -> io::Result<()> {
-        let addr = SockAddr::from(SocketAddr::new(dst, 0));
         loop {
             let mut guard = self.fd.writable().await?;
-            match guard.try_io(|fd| fd.get_ref().send_to(payload, &addr)) {
+            match guard.try_io(|fd| self.send_now(fd.get_ref(), dst, payload)) {
                 Ok(result) => return result.map(|_| ()),
                 Err(_would_block) => continue,
             }
         }
+    }
+}
+
+impl VrrpSocket {
+    fn send_now(&self, socket: &Socket, dst: IpAddr, payload: &[u8]) -> io::Result<()> {
+        let iov = [io::IoSlice::new(payload)];
+        let fd = socket.as_raw_fd();
+        let sent = match (self.src, dst) {
+            (IpAddr::V4(src), IpAddr::V4(dst)) => {
+                let info = libc::in_pktinfo {
+                    ipi_ifindex: self.ifindex as i32,
+                    ipi_spec_dst: libc::in_addr { s_addr: u32::from(src).to_be() },
+                    ipi_addr: libc::in_addr { s_addr: 0 },
+                };
+                let to = nixsock::SockaddrIn::from(std::net::SocketAddrV4::new(dst, 0));
+                nixsock::sendmsg(fd, &iov, &[nixsock::ControlMessage::Ipv4PacketInfo(&info)], MsgFlags::empty(), Some(&to))
+            }
+            (IpAddr::V6(src), IpAddr::V6(dst)) => {
+                let info = libc::in6_pktinfo { ipi6_addr: libc::in6_addr { s6_addr: src.octets() }, ipi6_ifindex: self.ifindex };
+                let scope = if dst.is_multicast() || dst.is_unicast_link_local() { self.ifindex } else { 0 };
+                let to = SockaddrIn6::from(std::net::SocketAddrV6::new(dst, 0, 0, scope));
+                nixsock::sendmsg(fd, &iov, &[nixsock::ControlMessage::Ipv6PacketInfo(&info)], MsgFlags::empty(), Some(&to))
+            }
+            _ => return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("cannot send to {dst} from {}", self.src))),
+        };
+        sent.map(|_| ()).map_err(io::Error::from)
     }
 }
 

@@ -8,3 +8,7 @@
 pub mod announce;
 pub mod io;
 pub mod machine;
+pub mod instance;
+pub mod packet;
+
+pub use instance::{InstanceStatus, Vrrp, VrrpError};

@@ -1,0 +1,721 @@
+//! Runs the `[[vrrp_instance]]`s: one thread of their own, real-time scheduled, with a small
+//! tokio runtime, so that adverts keep their timing when the node is busy.
+//!
+//! Why a thread of its own: keepalived's users know the failure where a starved process
+//! misses its adverts and the backup takes over. Adverts, the receive path and the timers run
+//! here on a `SCHED_FIFO` thread (children reset to normal scheduling on fork), apart from the
+//! agent's runtime, whose health checks and map writes can be busy. Nothing on this thread
+//! blocks: scripts run as child processes awaited asynchronously.
+//!
+//! Each instance is a task: it feeds the [`Machine`] adverts from its socket, its timers,
+//! faults (tracked interfaces, weight-0 track scripts, the node's data plane) and priority
+//! changes (weighted track scripts), and carries out the machine's [`Action`]s: adverts,
+//! adding and removing the virtual addresses, gratuitous ARP / unsolicited NA bursts, and
+//! notify scripts.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::{IpAddr, Ipv6Addr},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use serde::{Deserialize, Serialize};
+use tokio::{
+    sync::{mpsc, oneshot},
+    task::JoinHandle,
+};
+use tracing::{debug, info, warn};
+
+use super::{
+    announce,
+    io::{FrameSender, VrrpSocket, GROUP_V4, GROUP_V6},
+    machine::{Action, Heard, Machine, Params, State},
+    packet::{self, Advert, Checksum, Expect, Invalid},
+};
+use crate::{
+    config::{InterfaceInfo, TrackScript, VrrpConfig},
+    net::{LinkEvents, Net},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum VrrpError {
+    #[error("vrrp_instance \"{instance}\": interface {interface} does not exist")]
+    NoInterface { instance: String, interface: String },
+    #[error("vrrp_instance \"{instance}\": interface {interface} has no {what} address to send adverts from")]
+    NoAddress { instance: String, interface: String, what: &'static str },
+    #[error("vrrp_instance \"{instance}\": {what}: {source}")]
+    Io { instance: String, what: String, #[source] source: std::io::Error },
+    #[error("vrrp: {0}")]
+    Net(#[from] crate::net::NetError),
+    #[error("vrrp: starting its thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// What `xlb stats` shows of an instance.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct InstanceStatus {
+    pub name: String,
+    pub interface: String,
+    pub vrid: u8,
+    pub version: u8,
+    /// "INIT", "BACKUP", "MASTER" or "FAULT".
+    pub state: String,
+    /// Priority advertised now (after track_script weights).
+    pub priority: u8,
+    /// The master: our own address when MASTER, the last one heard when BACKUP.
+    pub master: Option<String>,
+    /// Master_Adver_Interval in milliseconds (the master's, as heard in v3).
+    pub master_interval_ms: f64,
+    /// Why the instance is in FAULT, if it is.
+    pub faults: Vec<String>,
+    pub last_transition: Option<String>,
+    pub transitions: u64,
+    pub became_master: u64,
+    pub adverts_sent: u64,
+    pub adverts_received: u64,
+    /// Adverts dropped, by reason (`packet::Invalid::as_str`).
+    pub invalid: BTreeMap<String, u64>,
+    /// Valid adverts whose address list differs from ours (logged, not dropped).
+    pub address_mismatch: u64,
+}
+
+enum Command {
+    Fault { source: String, on: bool },
+    Script { index: usize, ok: bool },
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// The VRRP thread and a handle to each instance.
+pub struct Vrrp {
+    instances: Vec<(mpsc::UnboundedSender<Command>, Arc<Mutex<InstanceStatus>>)>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Everything an instance needs that comes from the host.
+struct Host {
+    ifindex: u32,
+    mac: [u8; 6],
+    primary: IpAddr,
+    link_local: Option<Ipv6Addr>,
+}
+
+fn host_of(cfg: &VrrpConfig, interfaces: &[InterfaceInfo]) -> Result<Host, VrrpError> {
+    let iface = interfaces
+        .iter()
+        .find(|i| i.name == cfg.interface)
+        .ok_or_else(|| VrrpError::NoInterface { instance: cfg.name.clone(), interface: cfg.interface.clone() })?;
+    let v6 = cfg.virtual_addresses.first().is_some_and(IpAddr::is_ipv6);
+    let link_local = iface.addrs.iter().find_map(|(a, _)| match a {
+        IpAddr::V6(a) if a.is_unicast_link_local() => Some(*a),
+        _ => None,
+    });
+    // The primary address: IPv4, the interface's first address that is not a virtual one;
+    // IPv6, its link-local address (RFC 5798 5.1.2.2).
+    let primary = if v6 {
+        link_local.map(IpAddr::V6)
+    } else {
+        iface.addrs.iter().map(|(a, _)| *a).find(|a| a.is_ipv4() && !cfg.virtual_addresses.contains(a))
+    };
+    let primary = primary.ok_or_else(|| VrrpError::NoAddress {
+        instance: cfg.name.clone(),
+        interface: cfg.interface.clone(),
+        what: if v6 { "link-local IPv6" } else { "IPv4" },
+    })?;
+    Ok(Host { ifindex: iface.ifindex, mac: iface.mac, primary, link_local })
+}
+
+/// Makes the calling thread SCHED_FIFO; its children start with normal scheduling.
+fn realtime() {
+    let param = libc::sched_param { sched_priority: 10 };
+    // SAFETY: plain syscall on the calling thread with a valid parameter block.
+    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO | libc::SCHED_RESET_ON_FORK, &param) };
+    if rc != 0 {
+        warn!("vrrp: cannot use SCHED_FIFO ({}): adverts may be late when the node is busy", std::io::Error::last_os_error());
+    }
+}
+
+impl Vrrp {
+    /// Opens every instance's sockets and starts the thread; instances begin in BACKUP (or
+    /// MASTER as address owner) with their virtual addresses removed.
+    pub fn start(configs: &[VrrpConfig], interfaces: &[InterfaceInfo]) -> Result<Vrrp, VrrpError> {
+        let hosts = configs.iter().map(|c| host_of(c, interfaces)).collect::<Result<Vec<_>, _>>()?;
+        let mut instances = Vec::new();
+        let mut receivers = Vec::new();
+        for cfg in configs {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let status = Arc::new(Mutex::new(InstanceStatus {
+                name: cfg.name.clone(),
+                interface: cfg.interface.clone(),
+                vrid: cfg.vrid,
+                version: cfg.version,
+                state: State::Initialize.as_str().into(),
+                priority: cfg.priority,
+                ..Default::default()
+            }));
+            instances.push((tx.clone(), status.clone()));
+            receivers.push((cfg.clone(), tx, rx, status));
+        }
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), VrrpError>>();
+        let thread = std::thread::Builder::new()
+            .name("xlb-vrrp".into())
+            .spawn(move || {
+                realtime();
+                let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(VrrpError::Thread(e)));
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    let mut tasks = Vec::new();
+                    for ((cfg, tx, rx, status), host) in receivers.into_iter().zip(hosts) {
+                        match Instance::open(cfg, host, status).await {
+                            Ok(inst) => {
+                                tasks.push(tokio::spawn(inst.run(rx, tx)));
+                            }
+                            Err(e) => {
+                                let _ = ready_tx.send(Err(e));
+                                return;
+                            }
+                        }
+                    }
+                    let _ = ready_tx.send(Ok(()));
+                    for t in tasks {
+                        let _ = t.await;
+                    }
+                });
+            })
+            .map_err(VrrpError::Thread)?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok(Vrrp { instances, thread: Some(thread) }),
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                Err(e)
+            }
+            Err(_) => {
+                let _ = thread.join();
+                Err(VrrpError::Thread(std::io::Error::other("the VRRP thread ended during start-up")))
+            }
+        }
+    }
+
+    /// Sets or clears a fault that applies to every instance (the node's data plane).
+    pub fn set_fault(&self, source: &str, on: bool) {
+        for (tx, _) in &self.instances {
+            let _ = tx.send(Command::Fault { source: source.to_owned(), on });
+        }
+    }
+
+    pub fn status(&self) -> Vec<InstanceStatus> {
+        self.instances.iter().map(|(_, s)| s.lock().expect("not poisoned").clone()).collect()
+    }
+
+    /// Every master resigns (priority-0 advert) and removes its addresses; then the thread
+    /// ends.
+    pub async fn shutdown(mut self) {
+        let mut waits = Vec::new();
+        for (tx, _) in &self.instances {
+            let (done, wait) = oneshot::channel();
+            if tx.send(Command::Shutdown(done)).is_ok() {
+                waits.push(wait);
+            }
+        }
+        for w in waits {
+            let _ = w.await;
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
+}
+
+/// One running instance.
+struct Instance {
+    cfg: VrrpConfig,
+    host: Host,
+    machine: Machine,
+    socket: VrrpSocket,
+    frames: Arc<FrameSender>,
+    net: Net,
+    status: Arc<Mutex<InstanceStatus>>,
+    /// Where the addresses go: the interface, or the macvlan with the virtual MAC.
+    target: u32,
+    /// The MAC the announcements carry.
+    announce_mac: [u8; 6],
+    /// The macvlan this instance created (use_vmac).
+    vmac: Option<u32>,
+    faults: BTreeSet<String>,
+    /// Last result of each track script (None until its first result).
+    scripts: Vec<Option<bool>>,
+    garp: Option<JoinHandle<()>>,
+    helpers: Vec<JoinHandle<()>>,
+    logged_invalid: std::collections::HashSet<Invalid>,
+    logged_mismatch: bool,
+}
+
+impl Instance {
+    async fn open(cfg: VrrpConfig, host: Host, status: Arc<Mutex<InstanceStatus>>) -> Result<Instance, VrrpError> {
+        let io_err = |what: &str| {
+            let instance = cfg.name.clone();
+            let what = what.to_owned();
+            move |source| VrrpError::Io { instance, what, source }
+        };
+        let net = Net::new()?;
+        let v6 = host.primary.is_ipv6();
+        let (target, announce_mac, vmac) = if cfg.use_vmac {
+            let mac = announce::virtual_mac(cfg.vrid, v6);
+            let name = format!("vrrp{}.{}", if v6 { "6" } else { "" }, cfg.vrid);
+            let index = net.macvlan(&name, host.ifindex, mac).await?;
+            info!("vrrp_instance \"{}\": virtual MAC {} on {name}", cfg.name, crate::agent::format_mac(&mac));
+            (index, mac, Some(index))
+        } else {
+            (host.ifindex, host.mac, None)
+        };
+        let multicast = cfg.unicast_peers.is_empty();
+        let socket = VrrpSocket::open(&cfg.interface, host.ifindex, host.primary, multicast)
+            .map_err(io_err(&format!("opening the VRRP socket on {}", cfg.interface)))?;
+        let frames = Arc::new(FrameSender::open(target).map_err(io_err("opening the packet socket for announcements"))?);
+        let machine = Machine::new(Params {
+            version: cfg.version,
+            priority: cfg.priority,
+            advert_interval: cfg.advert_interval,
+            preempt: cfg.preempt,
+            preempt_delay: cfg.preempt_delay,
+            primary: host.primary,
+        });
+        Ok(Instance {
+            scripts: vec![None; cfg.track_scripts.len()],
+            cfg,
+            host,
+            machine,
+            socket,
+            frames,
+            net,
+            status,
+            target,
+            announce_mac,
+            vmac,
+            faults: BTreeSet::new(),
+            garp: None,
+            helpers: Vec::new(),
+            logged_invalid: Default::default(),
+            logged_mismatch: false,
+        })
+    }
+
+    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>, tx: mpsc::UnboundedSender<Command>) {
+        // Addresses left by an agent that was killed belong to whoever is master now.
+        self.release_addresses().await;
+        self.helpers.push(tokio::spawn(watch_links(self.net.clone(), self.tracked_links(), tx.clone())));
+        for (index, script) in self.cfg.track_scripts.iter().enumerate() {
+            self.helpers.push(tokio::spawn(run_track_script(script.clone(), index, tx.clone())));
+        }
+        drop(tx);
+        let actions = self.machine.start(Instant::now());
+        self.execute(actions).await;
+        loop {
+            let deadline = self.machine.deadline().map(tokio::time::Instant::from_std);
+            let timer = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                command = commands.recv() => match command {
+                    Some(Command::Fault { source, on }) => self.fault(source, on).await,
+                    Some(Command::Script { index, ok }) => self.script(index, ok).await,
+                    Some(Command::Shutdown(done)) => {
+                        self.shutdown().await;
+                        let _ = done.send(());
+                        return;
+                    }
+                    None => {
+                        self.shutdown().await;
+                        return;
+                    }
+                },
+                _ = timer => {
+                    let actions = self.machine.tick(Instant::now());
+                    self.execute(actions).await;
+                }
+                received = self.socket.recv() => match received {
+                    Ok(p) => self.receive(p).await,
+                    Err(e) => {
+                        warn!("vrrp_instance \"{}\": receiving: {e}", self.cfg.name);
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                },
+            }
+        }
+    }
+
+    /// The interfaces whose loss means FAULT: our own and `track_interfaces`.
+    fn tracked_links(&self) -> Vec<String> {
+        let mut names = vec![self.cfg.interface.clone()];
+        names.extend(self.cfg.track_interfaces.iter().cloned());
+        names.dedup();
+        names
+    }
+
+    async fn receive(&mut self, p: super::io::Incoming) {
+        let expect = Expect {
+            version: self.cfg.version,
+            vrid: self.cfg.vrid,
+            ipv6: self.host.primary.is_ipv6(),
+            auth_pass: self.cfg.auth_pass.as_deref().map(str::as_bytes),
+        };
+        let advert = match packet::decode(&p.payload, p.src, p.dst, p.ttl, &expect) {
+            Ok((advert, _)) => advert,
+            Err(reason) => return self.invalid(reason, p.src),
+        };
+        if p.src == self.host.primary {
+            return;
+        }
+        let mut theirs = advert.addresses.clone();
+        theirs.sort();
+        let mut ours = self.cfg.virtual_addresses.clone();
+        ours.sort();
+        {
+            let mut st = self.status.lock().expect("not poisoned");
+            st.adverts_received += 1;
+            if theirs != ours {
+                st.address_mismatch += 1;
+            }
+        }
+        if theirs != ours && !self.logged_mismatch {
+            self.logged_mismatch = true;
+            warn!(
+                "vrrp_instance \"{}\": {} advertises addresses {:?}, ours are {:?} (misconfiguration? logged once)",
+                self.cfg.name, p.src, theirs, ours
+            );
+        }
+        let advertised = Duration::from_millis(u64::from(advert.interval_cs) * 10);
+        if self.cfg.version == 2 && advertised != self.cfg.advert_interval {
+            // RFC 3768 7.1 (and keepalived): v2 peers must agree on the interval; two
+            // intervals in one VRID would mean two masters.
+            self.invalid(Invalid::Interval, p.src);
+            return;
+        }
+        let interval = if self.cfg.version == 3 { advertised } else { self.cfg.advert_interval };
+        let heard = Heard { src: p.src, priority: advert.priority, interval };
+        let actions = self.machine.advert(heard, Instant::now());
+        self.execute(actions).await;
+    }
+
+    /// Counts a dropped advert. Another VRID on the segment is normal; anything else is worth
+    /// a line, once per reason (the counter carries the rest).
+    fn invalid(&mut self, reason: Invalid, src: IpAddr) {
+        if reason != Invalid::Vrid && self.logged_invalid.insert(reason) {
+            warn!("vrrp_instance \"{}\": dropped an advert from {src}: {reason} (counted; logged once per reason)", self.cfg.name);
+        } else {
+            debug!("vrrp_instance \"{}\": dropped an advert from {src}: {reason}", self.cfg.name);
+        }
+        *self.status.lock().expect("not poisoned").invalid.entry(reason.as_str().to_owned()).or_default() += 1;
+    }
+
+    async fn fault(&mut self, source: String, on: bool) {
+        let changed = if on { self.faults.insert(source.clone()) } else { self.faults.remove(&source) };
+        if !changed {
+            return;
+        }
+        if on {
+            warn!("vrrp_instance \"{}\": fault: {source}", self.cfg.name);
+        } else {
+            info!("vrrp_instance \"{}\": fault cleared: {source}", self.cfg.name);
+        }
+        let actions = self.machine.set_fault(!self.faults.is_empty(), Instant::now());
+        self.execute(actions).await;
+    }
+
+    async fn script(&mut self, index: usize, ok: bool) {
+        self.scripts[index] = Some(ok);
+        let script = &self.cfg.track_scripts[index];
+        if script.weight == 0 {
+            let source = format!("track_script {:?} failed", script.command.join(" "));
+            self.fault(source, !ok).await;
+            return;
+        }
+        let priority = effective_priority(self.cfg.priority, &self.cfg.track_scripts, &self.scripts);
+        if priority != self.machine.priority() {
+            info!("vrrp_instance \"{}\": priority {} -> {priority} (track_script {:?} {})", self.cfg.name, self.machine.priority(), script.command.join(" "), if ok { "succeeded" } else { "failed" });
+            let actions = self.machine.set_priority(priority, Instant::now());
+            self.execute(actions).await;
+        }
+        self.publish();
+    }
+
+    async fn shutdown(&mut self) {
+        let actions = self.machine.shutdown(Instant::now());
+        self.execute(actions).await;
+        for h in self.helpers.drain(..) {
+            h.abort();
+        }
+        if let Some(index) = self.vmac.take() {
+            if let Err(e) = self.net.del_link(index).await {
+                warn!("vrrp_instance \"{}\": {e}", self.cfg.name);
+            }
+        }
+    }
+
+    async fn execute(&mut self, actions: Vec<Action>) {
+        for action in actions {
+            match action {
+                Action::SendAdvert { priority } => self.send_advert(priority).await,
+                Action::TakeAddresses => {
+                    for &addr in &self.cfg.virtual_addresses {
+                        match self.net.add_address(self.target, addr).await {
+                            Ok(_) => {}
+                            Err(e) => warn!("vrrp_instance \"{}\": {e}", self.cfg.name),
+                        }
+                    }
+                    self.announce(true);
+                }
+                Action::Announce => self.announce(false),
+                Action::ReleaseAddresses => self.release_addresses().await,
+                Action::Transition { from, to, reason } => {
+                    let to_name = if reason == super::machine::Reason::Shutdown { "STOP" } else { to.as_str() };
+                    info!("vrrp_instance \"{}\": {} -> {} ({})", self.cfg.name, from.as_str(), to_name, reason.as_str());
+                    {
+                        let mut st = self.status.lock().expect("not poisoned");
+                        st.transitions += 1;
+                        if to == State::Master {
+                            st.became_master += 1;
+                        }
+                        st.last_transition = Some(format!("{} -> {}: {}", from.as_str(), to_name, reason.as_str()));
+                    }
+                    self.notify(to_name);
+                }
+            }
+        }
+        self.publish();
+    }
+
+    async fn send_advert(&mut self, priority: u8) {
+        let advert = Advert {
+            version: self.cfg.version,
+            vrid: self.cfg.vrid,
+            priority,
+            interval_cs: (self.cfg.advert_interval.as_millis() / 10) as u16,
+            addresses: self.cfg.virtual_addresses.clone(),
+        };
+        let checksum = if self.cfg.checksum_pseudo_header { Checksum::PseudoHeader } else { Checksum::NoPseudoHeader };
+        let auth = self.cfg.auth_pass.as_deref().map(str::as_bytes);
+        let destinations: Vec<IpAddr> = if self.cfg.unicast_peers.is_empty() {
+            vec![if self.host.primary.is_ipv6() { IpAddr::V6(GROUP_V6) } else { IpAddr::V4(GROUP_V4) }]
+        } else {
+            self.cfg.unicast_peers.clone()
+        };
+        for dst in destinations {
+            let payload = packet::encode(&advert, self.host.primary, dst, checksum, auth);
+            match self.socket.send(dst, &payload).await {
+                Ok(()) => self.status.lock().expect("not poisoned").adverts_sent += 1,
+                Err(e) => warn!("vrrp_instance \"{}\": sending an advert to {dst}: {e}", self.cfg.name),
+            }
+        }
+    }
+
+    /// A burst of announcements now and, on becoming master, another after the repeat delay.
+    fn announce(&mut self, with_repeat: bool) {
+        if let Some(g) = self.garp.take() {
+            g.abort();
+        }
+        let frames: Vec<Vec<u8>> =
+            self.cfg.virtual_addresses.iter().map(|&a| announce::announcement(a, self.announce_mac, self.host.link_local)).collect();
+        let (count, interval) = (self.cfg.garp_count, self.cfg.garp_interval);
+        let repeat = (with_repeat && !self.cfg.garp_repeat_delay.is_zero()).then_some(self.cfg.garp_repeat_delay);
+        let name = self.cfg.name.clone();
+        let sender = self.frames.clone();
+        self.garp = Some(tokio::spawn(async move {
+            let burst = |sender: &FrameSender| {
+                let r: std::io::Result<()> = frames.iter().try_for_each(|f| sender.send(f));
+                r
+            };
+            for round in 0..if repeat.is_some() { 2 } else { 1 } {
+                if round == 1 {
+                    tokio::time::sleep(repeat.expect("second round only with a delay")).await;
+                }
+                for i in 0..count {
+                    if i > 0 {
+                        tokio::time::sleep(interval).await;
+                    }
+                    if let Err(e) = burst(&sender) {
+                        warn!("vrrp_instance \"{name}\": sending announcements: {e}");
+                        return;
+                    }
+                }
+            }
+        }));
+    }
+
+    async fn release_addresses(&mut self) {
+        if let Some(g) = self.garp.take() {
+            g.abort();
+        }
+        for &addr in &self.cfg.virtual_addresses {
+            if let Err(e) = self.net.del_address(self.target, addr).await {
+                warn!("vrrp_instance \"{}\": {e}", self.cfg.name);
+            }
+        }
+    }
+
+    /// Runs the notify scripts for `state` with keepalived's arguments: "INSTANCE", the
+    /// instance's name, the state, the priority.
+    fn notify(&mut self, state: &str) {
+        let specific = match state {
+            "MASTER" => &self.cfg.notify_master,
+            "BACKUP" => &self.cfg.notify_backup,
+            "FAULT" => &self.cfg.notify_fault,
+            "STOP" => &self.cfg.notify_stop,
+            _ => &None,
+        };
+        let priority = self.machine.priority().to_string();
+        for argv in [specific, &self.cfg.notify].into_iter().flatten() {
+            let mut cmd = tokio::process::Command::new(&argv[0]);
+            cmd.args(&argv[1..]).args(["INSTANCE", &self.cfg.name, state, &priority]).kill_on_drop(false);
+            let what = argv.join(" ");
+            let name = self.cfg.name.clone();
+            match cmd.spawn() {
+                Ok(mut child) => {
+                    tokio::spawn(async move {
+                        match child.wait().await {
+                            Ok(s) if s.success() => {}
+                            Ok(s) => warn!("vrrp_instance \"{name}\": notify script {what} exited with {s}"),
+                            Err(e) => warn!("vrrp_instance \"{name}\": notify script {what}: {e}"),
+                        }
+                    });
+                }
+                Err(e) => warn!("vrrp_instance \"{name}\": cannot run notify script {what}: {e}"),
+            }
+        }
+    }
+
+    fn publish(&self) {
+        let mut st = self.status.lock().expect("not poisoned");
+        st.state = self.machine.state().as_str().into();
+        st.priority = self.machine.priority();
+        st.master = self.machine.master().map(|a| a.to_string());
+        st.master_interval_ms = self.machine.master_interval().as_secs_f64() * 1e3;
+        st.faults = self.faults.iter().cloned().collect();
+    }
+}
+
+/// The configured priority moved by the weights of the track scripts (keepalived's rule):
+/// a positive weight adds while its script succeeds, a negative one adds (subtracts) while it
+/// fails. The result stays in 1 ..= 254; the address owner (255) is never moved.
+pub fn effective_priority(base: u8, scripts: &[TrackScript], results: &[Option<bool>]) -> u8 {
+    if base == 255 {
+        return 255;
+    }
+    let mut p = i32::from(base);
+    for (s, r) in scripts.iter().zip(results) {
+        match (s.weight, r) {
+            (w, Some(true)) if w > 0 => p += w,
+            (w, Some(false)) if w < 0 => p += w,
+            _ => {}
+        }
+    }
+    p.clamp(1, 254) as u8
+}
+
+/// Follows the interfaces `names`: any missing, down or without carrier is a fault.
+async fn watch_links(net: Net, names: Vec<String>, tx: mpsc::UnboundedSender<Command>) {
+    let mut events = match LinkEvents::subscribe() {
+        Ok(e) => Some(e),
+        Err(e) => {
+            warn!("vrrp: cannot follow interface changes ({e}); polling every 100 ms");
+            None
+        }
+    };
+    let mut known: BTreeMap<String, bool> = BTreeMap::new();
+    loop {
+        let interfaces = net.interfaces().await.unwrap_or_default();
+        for name in &names {
+            let up = match interfaces.iter().find(|i| &i.name == name) {
+                Some(i) => matches!(net.link(i.ifindex).await, Ok(Some(s)) if s.running),
+                None => false,
+            };
+            if known.insert(name.clone(), up) != Some(up) && tx.send(Command::Fault { source: format!("interface {name} down"), on: !up }).is_err() {
+                return;
+            }
+        }
+        match &mut events {
+            Some(e) => {
+                if e.next().await.is_none() {
+                    events = None;
+                }
+            }
+            None => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// Runs a track script every interval; reports its state when rise/fall say it changed.
+async fn run_track_script(script: TrackScript, index: usize, tx: mpsc::UnboundedSender<Command>) {
+    let mut state: Option<bool> = None;
+    let mut streak = 0u32;
+    let mut ticker = tokio::time::interval(script.interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let mut cmd = tokio::process::Command::new(&script.command[0]);
+        cmd.args(&script.command[1..]).kill_on_drop(true).stdin(std::process::Stdio::null());
+        let ok = match cmd.spawn() {
+            Ok(mut child) => matches!(tokio::time::timeout(script.timeout, child.wait()).await, Ok(Ok(s)) if s.success()),
+            Err(e) => {
+                warn!("track_script {:?}: cannot run it: {e}", script.command.join(" "));
+                false
+            }
+        };
+        let report = match state {
+            None => true,
+            Some(s) if s == ok => {
+                streak = 0;
+                false
+            }
+            Some(_) => {
+                streak += 1;
+                streak >= if ok { script.rise } else { script.fall }
+            }
+        };
+        if report {
+            state = Some(ok);
+            streak = 0;
+            if tx.send(Command::Script { index, ok }).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn script(weight: i32) -> TrackScript {
+        TrackScript {
+            command: vec!["/bin/true".into()],
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+            weight,
+            rise: 1,
+            fall: 1,
+            line: 1,
+        }
+    }
+
+    #[test]
+    fn track_script_weights_move_the_priority_within_bounds() {
+        let s = [script(20), script(-30)];
+        assert_eq!(effective_priority(100, &s, &[None, None]), 100);
+        assert_eq!(effective_priority(100, &s, &[Some(true), Some(true)]), 120);
+        assert_eq!(effective_priority(100, &s, &[Some(false), Some(false)]), 70);
+        assert_eq!(effective_priority(100, &s, &[Some(true), Some(false)]), 90);
+        assert_eq!(effective_priority(250, &s, &[Some(true), Some(true)]), 254);
+        assert_eq!(effective_priority(10, &s, &[Some(false), Some(false)]), 1);
+        assert_eq!(effective_priority(255, &s, &[Some(false), Some(false)]), 255);
+    }
+}
