@@ -1,6 +1,6 @@
 //! `cargo xtask bench`: xlb against the limit, and against HAProxy and nginx, side by side.
 //!
-//! Four parts, each printing rows of one table and writing target/bench/<part>.json:
+//! Five parts, each printing rows of one table and writing target/bench/<part>.json:
 //!
 //! 1. `program`: the XDP program's cost per packet under BPF_PROG_TEST_RUN, next to a
 //!    baseline that only swaps the MACs (xlb/program.rs).
@@ -10,10 +10,12 @@
 //!    to the backends, with wrk, keep-alive and `Connection: close` (xlb/e2e.rs).
 //! 4. `control`: Maglev build time, disruption, and the agent's resident memory
 //!    (xlb/control.rs).
+//! 5. `health`: the agent's CPU while checking 1000 backends every second, and the time to
+//!    detect a dead backend beside keepalived's TCP_CHECK (xlb/health.rs).
 //!
 //! Run it with `cargo xtask bench [--quick]` (as root), which installs the tools, builds the
 //! release agent and runs `cargo bench -p xlb-tests --bench xlb -- [--quick]`. Arguments:
-//! `--quick` (short runs, every part), `--only program,forwarding,e2e,control`.
+//! `--quick` (short runs, every part), `--only program,forwarding,e2e,control,health`.
 //!
 //! Nothing here runs under `cargo test`: this target is a bench (`harness = false`), and it
 //! only measures when cargo bench passes `--bench`.
@@ -24,6 +26,8 @@ mod control;
 mod e2e;
 #[path = "xlb/forwarding.rs"]
 mod forwarding;
+#[path = "xlb/health.rs"]
+mod health;
 #[path = "xlb/lab.rs"]
 mod lab;
 #[path = "xlb/program.rs"]
@@ -40,7 +44,7 @@ pub struct Settings {
     pub parts: Vec<String>,
 }
 
-const PARTS: [&str; 4] = ["program", "forwarding", "e2e", "control"];
+const PARTS: [&str; 5] = ["program", "forwarding", "e2e", "control", "health"];
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -86,6 +90,7 @@ fn main() -> ExitCode {
             "forwarding" => forwarding::run(&settings, &mut notes),
             "e2e" => e2e::run(&settings, &mut notes),
             "control" => control::run(&settings, &mut notes),
+            "health" => health::run(&settings, &mut notes),
             _ => unreachable!(),
         };
         match result {
@@ -110,7 +115,7 @@ fn main() -> ExitCode {
         }
     }
     println!();
-    println!("JSON: {}/{{program,forwarding,e2e,control,summary}}.json", report::out_dir().display());
+    println!("JSON: {}/{{program,forwarding,e2e,control,health,summary}}.json", report::out_dir().display());
     let summary = serde_json::json!({
         "quick": quick,
         "seconds": started.elapsed().as_secs_f64(),

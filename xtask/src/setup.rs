@@ -93,6 +93,7 @@ pub const BENCH_PACKAGES: &[(&str, &str, &str)] = &[
     ("nginx", "nginx", "the backends' web server, and the nginx stream proxy xlb is compared with"),
     ("/usr/lib/nginx/modules/ngx_stream_module.so", "libnginx-mod-stream", "nginx's stream (TCP proxy) module"),
     ("keepalived", "keepalived", "keepalived's TCP_CHECK, the health-check detection time xlb is compared with"),
+    ("gcc", "gcc", "a small LD_PRELOAD shim that lets keepalived's checker run without IPVS"),
     ("bpftool", "bpftool", "the kernel memory of the agent's maps"),
     ("taskset", "util-linux", "pinning the forwarding benchmark's threads to CPUs"),
 ];

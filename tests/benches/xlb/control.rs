@@ -16,6 +16,7 @@ use serde_json::json;
 use xlb_tests::{plan, Lab};
 
 use crate::{
+    lab::wait_all_up,
     report::{median, write_json, Row},
     say, Settings,
 };
@@ -125,30 +126,9 @@ fn agent_rss() -> Result<Rss> {
     }
     let path = lab.dir.join("xlb.toml");
     std::fs::write(&path, config)?;
-    let started = Instant::now();
     let pid = lab.spawn(&node.ns, "xlb", &xlb, &["run", "--config", &path.display().to_string()])?.id();
-    let deadline = started + Duration::from_secs(60);
-    let mut up = 0;
-    loop {
-        if let Ok(status) = xlb_tests::scenario::status(&xlb, &socket) {
-            let states: Vec<bool> = status["services"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .flat_map(|s| s["backends"].as_array().cloned().unwrap_or_default())
-                .map(|b| b["state"] == "up")
-                .collect();
-            up = states.iter().filter(|u| **u).count();
-            if states.len() == SERVICES * BACKENDS && up == states.len() {
-                break;
-            }
-        }
-        if Instant::now() > deadline {
-            bail!("agent not ready after 60 s ({up} of {} backends up); log:\n{}", SERVICES * BACKENDS, lab.log("xlb"));
-        }
-        thread::sleep(Duration::from_millis(200));
-    }
-    let ready_seconds = started.elapsed().as_secs_f64();
+    let up = wait_all_up(&lab, &xlb, &socket, Some(SERVICES * BACKENDS), Duration::from_secs(60))?;
+    let ready_seconds = up.as_secs_f64();
     // Let it settle (one neighbour re-confirmation round), then read its memory.
     thread::sleep(Duration::from_secs(2));
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
@@ -159,7 +139,7 @@ fn agent_rss() -> Result<Rss> {
     let hwm_kb = proc_status_kb(pid, "VmHWM:")?;
     let map_bytes = pinned_map_bytes(&pins);
     lab.signal("xlb", nix::sys::signal::Signal::SIGTERM)?;
-    Ok(Rss { rss_kb, hwm_kb, ready_seconds, backends_up: up, map_bytes })
+    Ok(Rss { rss_kb, hwm_kb, ready_seconds, backends_up: SERVICES * BACKENDS, map_bytes })
 }
 
 /// Kernel memory of the agent's pinned maps, as bpftool reports it (`bytes_memlock`).

@@ -125,25 +125,8 @@ impl BenchLab {
         let (ns, xlb, config) = (self.lb.ns.clone(), self.xlb.clone(), self.config.display().to_string());
         self.lab.spawn(&ns, "xlb", &xlb, &["run", "--config", &config])?;
         self.agent_running = true;
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let mut last = String::from("no answer on the control socket");
-        while Instant::now() < deadline {
-            if let Ok(status) = self.status() {
-                let states: Vec<String> = status["services"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .flat_map(|s| s["backends"].as_array().cloned().unwrap_or_default())
-                    .map(|b| b["state"].as_str().unwrap_or("?").to_owned())
-                    .collect();
-                if !states.is_empty() && states.iter().all(|s| s == "up") {
-                    return Ok(());
-                }
-                last = states.join(" ");
-            }
-            thread::sleep(Duration::from_millis(100));
-        }
-        bail!("xlb not ready after 20 s: {last}\nagent log:\n{}", self.lab.log("xlb"))
+        wait_all_up(&self.lab, &self.xlb, &self.socket, None, Duration::from_secs(20))?;
+        Ok(())
     }
 
     pub fn stop_agent(&mut self) -> Result<()> {
@@ -194,6 +177,38 @@ impl BenchLab {
             })
             .collect())
     }
+}
+
+/// Every backend of every service in an agent's status, as (address, state).
+pub fn backend_states(status: &serde_json::Value) -> Vec<(String, String)> {
+    status["services"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|s| s["backends"].as_array().cloned().unwrap_or_default())
+        .map(|b| (b["address"].as_str().unwrap_or("?").to_owned(), b["state"].as_str().unwrap_or("?").to_owned()))
+        .collect()
+}
+
+/// Waits until the agent answering on `socket` reports its backends (`count` of them, when
+/// given) all up; returns how long that took. The error carries the end of its log (`xlb`).
+pub fn wait_all_up(lab: &Lab, xlb: &Path, socket: &Path, count: Option<usize>, timeout: Duration) -> Result<Duration> {
+    let started = Instant::now();
+    let mut last = String::from("no answer on the control socket");
+    while started.elapsed() < timeout {
+        if let Ok(status) = xlb_tests::scenario::status(xlb, socket) {
+            let states = backend_states(&status);
+            let up = states.iter().filter(|(_, s)| s == "up").count();
+            if !states.is_empty() && up == states.len() && count.is_none_or(|c| c == up) {
+                return Ok(started.elapsed());
+            }
+            last = format!("{up} of {} backends up", states.len());
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    let log = lab.log("xlb");
+    let lines: Vec<&str> = log.lines().collect();
+    bail!("xlb not ready after {timeout:?}: {last}; the end of its log:\n{}", lines[lines.len().saturating_sub(30)..].join("\n"))
 }
 
 impl Drop for BenchLab {
