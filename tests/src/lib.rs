@@ -20,6 +20,7 @@ use anyhow::{bail, Context as _, Result};
 use nix::sched::{setns, unshare, CloneFlags};
 
 pub mod frames;
+pub mod pair;
 pub mod scenario;
 pub mod traffic;
 
@@ -261,7 +262,15 @@ impl Lab {
         }
         for vip in vips {
             let plen = if vip.contains(':') { 128 } else { 32 };
-            ip(&["-n", &h.ns, "addr", "add", &format!("{vip}/{plen}"), "dev", "lo"])?;
+            let addr = format!("{vip}/{plen}");
+            let mut args = vec!["-n", &h.ns, "addr", "add", &addr, "dev", "lo"];
+            // Without it the address stays tentative until a kernel worker runs (no DAD on
+            // `lo`, but still a pass through the workqueue): a server binding it at once can
+            // fail with EADDRNOTAVAIL on a busy machine.
+            if vip.contains(':') {
+                args.push("nodad");
+            }
+            ip(&args)?;
         }
         Ok(h)
     }

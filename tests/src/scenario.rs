@@ -51,7 +51,7 @@ pub fn xlb_bin() -> Result<PathBuf> {
 pub fn status(xlb: &Path, socket: &Path) -> Result<serde_json::Value> {
     let out = Command::new(xlb).args(["stats", "--json", "--socket"]).arg(socket).output()?;
     if !out.status.success() {
-        bail!("xlb stats: {}", String::from_utf8_lossy(&out.stderr).trim());
+        bail!("xlb stats ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
     }
     Ok(serde_json::from_slice(&out.stdout)?)
 }
@@ -76,6 +76,47 @@ pub struct SingleNode {
 
 pub const BACKEND_NAMES: [&str; 3] = ["b1", "b2", "b3"];
 
+/// Adds the direct-routing backends `b1`..`b3` (.11-.13) holding both VIPs on `lo`.
+pub fn add_backends(lab: &mut Lab) -> Result<Vec<Host>> {
+    let mut backends = Vec::new();
+    for (i, name) in BACKEND_NAMES.iter().enumerate() {
+        backends.push(lab.backend(name, 11 + i as u8, &[plan::VIP4, plan::VIP6])?);
+    }
+    Ok(backends)
+}
+
+/// Configuration `config` (config/lab.toml or one written like it) with its pin path and
+/// control socket replaced by `pins` and `socket`.
+pub fn agent_config(config: &str, pins: &Path, socket: &Path) -> String {
+    config
+        .replace("/sys/fs/bpf/xlb-lab", &pins.display().to_string())
+        .replace("/run/xlb/lab.sock", &socket.display().to_string())
+}
+
+/// Waits until the agent behind `socket` answers and every backend of every service is up
+/// (MAC learnt); on timeout the error carries `log()`, the agent's log.
+pub fn wait_agent_ready(xlb: &Path, socket: &Path, timeout: Duration, log: impl Fn() -> String) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    let mut last = String::from("no answer on the control socket");
+    while Instant::now() < deadline {
+        if let Ok(status) = status(xlb, socket) {
+            let states: Vec<String> = status["services"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|s| s["backends"].as_array().cloned().unwrap_or_default())
+                .map(|b| format!("{}={}", b["address"].as_str().unwrap_or("?"), b["state"].as_str().unwrap_or("?")))
+                .collect();
+            if !states.is_empty() && states.iter().all(|s| s.ends_with("=up")) {
+                return Ok(());
+            }
+            last = states.join(" ");
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    bail!("xlb not ready after {timeout:?}: {last}\nagent log:\n{}", log())
+}
+
 impl SingleNode {
     pub fn start(tag: &str) -> Result<SingleNode> {
         Self::start_with(tag, LAB_CONFIG, Serve::Name)
@@ -88,18 +129,12 @@ impl SingleNode {
         let mut lab = Lab::new(tag)?;
         let client = lab.host("client", 10)?;
         let lb = lab.host("lb1", 2)?;
-        let mut backends = Vec::new();
-        for (i, name) in BACKEND_NAMES.iter().enumerate() {
-            backends.push(lab.backend(name, 11 + i as u8, &[plan::VIP4, plan::VIP6])?);
-        }
+        let backends = add_backends(&mut lab)?;
         lab.attach_xdp_pass(&format!("p-{}", lb.name))?;
         let socket = lab.dir.join("xlb.sock");
         let path = lab.dir.join("xlb.toml");
         let pins = lab.bpffs()?.join("xlb");
-        let text = config
-            .replace("/sys/fs/bpf/xlb-lab", &pins.display().to_string())
-            .replace("/run/xlb/lab.sock", &socket.display().to_string());
-        std::fs::write(&path, text)?;
+        std::fs::write(&path, agent_config(config, &pins, &socket))?;
         let config = path;
         let mut servers = Servers::default();
         let mut http = Vec::new();
@@ -129,25 +164,7 @@ impl SingleNode {
 
     /// Waits until the agent answers and every backend of every service is up (MAC learnt).
     pub fn wait_ready(&self, timeout: Duration) -> Result<()> {
-        let deadline = Instant::now() + timeout;
-        let mut last = String::from("no answer on the control socket");
-        while Instant::now() < deadline {
-            if let Ok(status) = self.status() {
-                let states: Vec<String> = status["services"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .flat_map(|s| s["backends"].as_array().cloned().unwrap_or_default())
-                    .map(|b| format!("{}={}", b["address"].as_str().unwrap_or("?"), b["state"].as_str().unwrap_or("?")))
-                    .collect();
-                if !states.is_empty() && states.iter().all(|s| s.ends_with("=up")) {
-                    return Ok(());
-                }
-                last = states.join(" ");
-            }
-            thread::sleep(Duration::from_millis(100));
-        }
-        bail!("xlb not ready after {timeout:?}: {last}\nagent log:\n{}", self.lab.log("xlb"))
+        wait_agent_ready(&self.xlb, &self.socket, timeout, || self.lab.log("xlb"))
     }
 
     /// Counters of service `name` and of its backends, by address: (packets, bytes).

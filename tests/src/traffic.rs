@@ -61,9 +61,26 @@ impl Servers {
     /// A UDP server bound to each of `addrs` (the VIPs, so replies leave from the VIP) in `ns`
     /// that answers every datagram with `name`.
     pub fn udp(&mut self, ns: &str, name: &str, addrs: &[SocketAddr]) -> Result<()> {
+        let name = name.as_bytes().to_vec();
+        self.udp_replying(ns, addrs, move |_| name.clone())
+    }
+
+    /// Like [`Servers::udp`], but the answer is the datagram itself followed by `name`: a
+    /// client matches answers to requests (see `pair::Prober`) and learns who answered.
+    pub fn udp_echo(&mut self, ns: &str, name: &str, addrs: &[SocketAddr]) -> Result<()> {
+        let name = name.as_bytes().to_vec();
+        self.udp_replying(ns, addrs, move |request| [request, &name].concat())
+    }
+
+    fn udp_replying(
+        &mut self,
+        ns: &str,
+        addrs: &[SocketAddr],
+        reply: impl Fn(&[u8]) -> Vec<u8> + Clone + Send + 'static,
+    ) -> Result<()> {
         for &addr in addrs {
             let stop = self.stop.clone();
-            let name = name.to_owned();
+            let reply = reply.clone();
             let (tx, rx) = std::sync::mpsc::channel();
             let handle = spawn_in_netns(ns, move || {
                 let socket = match UdpSocket::bind(addr) {
@@ -77,8 +94,8 @@ impl Servers {
                 let _ = tx.send(Ok(()));
                 let mut buf = [0u8; 2048];
                 while !stop.load(Ordering::Relaxed) {
-                    if let Ok((_, peer)) = socket.recv_from(&mut buf) {
-                        let _ = socket.send_to(name.as_bytes(), peer);
+                    if let Ok((n, peer)) = socket.recv_from(&mut buf) {
+                        let _ = socket.send_to(&reply(&buf[..n]), peer);
                     }
                 }
             })?;
