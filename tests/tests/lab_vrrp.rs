@@ -1,0 +1,490 @@
+//! xlb's own VRRP in the two-node lab (`xlb_tests::pair`): election, failover on kill -9 and
+//! SIGTERM, preemption, partition and heal, bad adverts, the data-plane fault, tracking and
+//! notify scripts, and pairing with keepalived (v2 with PASS auth, v3) with tshark checking
+//! the adverts.
+
+use std::{
+    net::{IpAddr, Ipv4Addr},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, ensure, Context as _, Result};
+use lb_userspace::vrrp::packet::{self, Advert, Checksum};
+use nix::sys::signal::Signal;
+use serde_json::Value;
+use xlb_tests::{
+    in_netns,
+    pair::{vip4, vrrp_adverts, KeepalivedInstance, Node, Options, Pair, Tap},
+    privileged,
+};
+
+const FAST: Duration = Duration::from_millis(100);
+const VRID: u8 = 51;
+
+/// A `[[vrrp_instance]]` for the IPv4 VIP on eth0, v3 at 100 ms unless `extra` says otherwise
+/// (`extra` lines come first, so they override nothing but add keys).
+fn instance(priority: u8, extra: &[&str]) -> String {
+    let mut s = format!("[[vrrp_instance]]\nname = \"VI_1\"\ninterface = \"eth0\"\nvrid = {VRID}\npriority = {priority}\n");
+    let has = |k: &str| extra.iter().any(|l| l.starts_with(k));
+    if !has("advert_interval") {
+        s.push_str("advert_interval = \"100ms\"\n");
+    }
+    s.push_str(&format!("virtual_addresses = [\"{}\"]\n", vip4()));
+    for l in extra {
+        s.push_str(l);
+        s.push('\n');
+    }
+    s
+}
+
+/// Master_Down_Interval of a v3 backup at `priority` with 100 ms adverts.
+fn mdi(priority: u8) -> Duration {
+    FAST * 3 + skew(priority)
+}
+
+fn skew(priority: u8) -> Duration {
+    FAST * (256 - u32::from(priority)) / 256
+}
+
+/// A pair whose nodes run xlb with VRRP: lb2 at `p2` started first, then lb1 at `p1`.
+fn xlb_pair(tag: &str, p1: u8, p2: u8, extra: &[&str]) -> Result<Pair> {
+    let mut pair = Pair::start(tag, Options { xlb: false, ..Options::default() })?;
+    pair.start_xlb(Node::Lb2, &instance(p2, extra))?;
+    pair.start_xlb(Node::Lb1, &instance(p1, extra))?;
+    Ok(pair)
+}
+
+fn vrrp_status(pair: &Pair, node: Node) -> Result<Value> {
+    let status = pair.status(node)?;
+    status["vrrp"].get(0).cloned().with_context(|| format!("no vrrp status on {}: {status}", node.name()))
+}
+
+fn state(pair: &Pair, node: Node) -> Result<String> {
+    Ok(vrrp_status(pair, node)?["state"].as_str().unwrap_or("?").to_owned())
+}
+
+fn wait_state(pair: &Pair, node: Node, want: &str, timeout: Duration) -> Result<Instant> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let s = state(pair, node)?;
+        if s == want {
+            return Ok(Instant::now());
+        }
+        if Instant::now() > deadline {
+            bail!("{} is {s}, not {want}, after {timeout:?}\nlog:\n{}", node.name(), pair.xlb_log(node));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Waits until the node's xlb forwards the prober's packets (its `dns4` counter moves).
+fn wait_forwarding(pair: &Pair, node: Node, timeout: Duration) -> Result<Instant> {
+    let before = pair.forwarded(node, "dns4")?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        if pair.forwarded(node, "dns4")? >= before + 3 {
+            return Ok(Instant::now());
+        }
+        if Instant::now() > deadline {
+            bail!("{} forwarded no probes within {timeout:?}\nlog:\n{}", node.name(), pair.xlb_log(node));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The probes go through `node` alone: its counter moves, the other's does not.
+fn assert_only_through(pair: &Pair, node: Node) -> Result<()> {
+    let other = node.other();
+    let (a, b) = (pair.forwarded(node, "dns4")?, pair.forwarded(other, "dns4").unwrap_or(0));
+    std::thread::sleep(Duration::from_millis(300));
+    let (a2, b2) = (pair.forwarded(node, "dns4")?, pair.forwarded(other, "dns4").unwrap_or(0));
+    ensure!(a2 >= a + 20, "{} forwarded {} probes in 300 ms", node.name(), a2 - a);
+    ensure!(b2 == b, "{} still forwarded {} probes", other.name(), b2 - b);
+    Ok(())
+}
+
+#[test]
+fn xlb_elects_by_priority_then_by_address() -> Result<()> {
+    if !privileged("xlb_elects_by_priority_then_by_address") {
+        return Ok(());
+    }
+    // lb1 (203.0.113.2) at 150 beats lb2 (.3) at 100, although lb2 started first.
+    let pair = xlb_pair("velect", 150, 100, &[])?;
+    pair.wait_sole_holder(Node::Lb1, Duration::from_secs(3))?;
+    wait_state(&pair, Node::Lb2, "BACKUP", Duration::from_secs(1))?;
+    let backup = vrrp_status(&pair, Node::Lb2)?;
+    ensure!(backup["master"] == pair.lb(Node::Lb1).v4.to_string(), "lb2 names its master: {backup}");
+    let prober = pair.prober()?;
+    prober.wait_replies_after(Instant::now(), 30, Duration::from_secs(3))?;
+    assert_only_through(&pair, Node::Lb1)?;
+    drop(prober);
+    drop(pair);
+
+    // Equal priority: the higher primary address (lb2, .3) wins, whoever starts first.
+    let pair = xlb_pair("vaddr", 100, 100, &[])?;
+    pair.wait_sole_holder(Node::Lb2, Duration::from_secs(3))?;
+    wait_state(&pair, Node::Lb1, "BACKUP", Duration::from_secs(1))?;
+    Ok(())
+}
+
+#[test]
+fn xlb_master_killed_backup_takes_over_within_master_down_interval() -> Result<()> {
+    if !privileged("xlb_master_killed_backup_takes_over_within_master_down_interval") {
+        return Ok(());
+    }
+    let mut pair = xlb_pair("vkill", 150, 100, &[])?;
+    pair.wait_sole_holder(Node::Lb1, Duration::from_secs(3))?;
+    let prober = pair.prober()?;
+    prober.wait_replies_after(Instant::now(), 30, Duration::from_secs(3))?;
+    assert_only_through(&pair, Node::Lb1)?;
+    let killed = Instant::now();
+    pair.stop_xlb(Node::Lb1, Signal::SIGKILL)?;
+    let took_over = wait_state(&pair, Node::Lb2, "MASTER", Duration::from_secs(3))?;
+    // The gratuitous ARPs move the client: the probes now go through lb2's XDP program (lb1's
+    // stays attached on its pinned link and would have forwarded them too).
+    let moved = wait_forwarding(&pair, Node::Lb2, Duration::from_secs(3))?;
+    assert_only_through(&pair, Node::Lb2)?;
+    prober.wait_replies_after(moved, 20, Duration::from_secs(3))?;
+    let probes = prober.stop();
+    eprintln!(
+        "kill -9 of the master: takeover after {:?} (Master_Down_Interval {:?}), through lb2 after {:?}, client {:?}",
+        took_over - killed,
+        mdi(100),
+        moved - killed,
+        probes.blackout()
+    );
+    ensure!(took_over - killed <= mdi(100) + Duration::from_millis(100), "takeover took {:?}", took_over - killed);
+    ensure!(took_over - killed >= mdi(100) - FAST, "takeover after {:?}: sooner than Master_Down_Interval?", took_over - killed);
+    ensure!(probes.replies_after(moved) > 10, "traffic resumed through lb2");
+    Ok(())
+}
+
+#[test]
+fn xlb_master_sigterm_hands_over_after_skew_time() -> Result<()> {
+    if !privileged("xlb_master_sigterm_hands_over_after_skew_time") {
+        return Ok(());
+    }
+    let notify = "notify = [\"/bin/sh\", \"-c\", \"echo \\\"$@\\\" >> \\\"$0\\\"\"";
+    let mut pair = Pair::start("vterm", Options { xlb: false, ..Options::default() })?;
+    let log = |n: Node| pair.lab.dir.join(format!("notify-{}.log", n.name()));
+    let (log1, log2) = (log(Node::Lb1), log(Node::Lb2));
+    let n1 = format!("{notify}, \"{}\"]", log1.display());
+    let n2 = format!("{notify}, \"{}\"]", log2.display());
+    pair.start_xlb(Node::Lb2, &instance(100, &[&n2]))?;
+    pair.start_xlb(Node::Lb1, &instance(150, &[&n1]))?;
+    pair.wait_sole_holder(Node::Lb1, Duration::from_secs(3))?;
+    let prober = pair.prober()?;
+    prober.wait_replies_after(Instant::now(), 30, Duration::from_secs(3))?;
+    let stopped = Instant::now();
+    pair.stop_xlb(Node::Lb1, Signal::SIGTERM)?;
+    let took_over = wait_state(&pair, Node::Lb2, "MASTER", Duration::from_secs(3))?;
+    pair.wait_sole_holder(Node::Lb2, Duration::from_secs(1))?;
+    let moved = wait_forwarding(&pair, Node::Lb2, Duration::from_secs(3))?;
+    prober.wait_replies_after(moved, 20, Duration::from_secs(3))?;
+    let probes = prober.stop();
+    eprintln!(
+        "SIGTERM of the master: takeover after {:?} (skew {:?}, Master_Down_Interval {:?}), client {:?}",
+        took_over - stopped,
+        skew(100),
+        mdi(100),
+        probes.blackout()
+    );
+    // Priority 0 on the way out: skew time (61 ms), far below Master_Down_Interval (361 ms).
+    // The margin covers the agent's own stop and the 5 ms status polling.
+    ensure!(took_over - stopped < skew(100) + Duration::from_millis(150), "takeover took {:?}", took_over - stopped);
+    ensure!(probes.replies_after(moved) > 10, "traffic resumed through lb2");
+    // Notify scripts ran with keepalived's arguments.
+    std::thread::sleep(Duration::from_millis(100));
+    let l1 = std::fs::read_to_string(&log1).unwrap_or_default();
+    let l2 = std::fs::read_to_string(&log2).unwrap_or_default();
+    ensure!(l1.lines().collect::<Vec<_>>() == ["INSTANCE VI_1 BACKUP 150", "INSTANCE VI_1 MASTER 150", "INSTANCE VI_1 STOP 150"], "lb1 notify: {l1:?}");
+    ensure!(l2.ends_with("INSTANCE VI_1 MASTER 100\n"), "lb2 notify: {l2:?}");
+    Ok(())
+}
+
+#[test]
+fn xlb_preempt_nopreempt_and_preempt_delay() -> Result<()> {
+    if !privileged("xlb_preempt_nopreempt_and_preempt_delay") {
+        return Ok(());
+    }
+    // Preempt (default): lb1 at 150 joining a running lb2 master takes over at once.
+    let mut pair = Pair::start("vpreempt", Options { xlb: false, ..Options::default() })?;
+    pair.start_xlb(Node::Lb2, &instance(100, &[]))?;
+    pair.wait_sole_holder(Node::Lb2, Duration::from_secs(3))?;
+    let joined = Instant::now();
+    pair.start_xlb(Node::Lb1, &instance(150, &[]))?;
+    let took = pair.wait_sole_holder(Node::Lb1, Duration::from_secs(3))?;
+    eprintln!("preempt: lb1 master {:?} after it was started", took - joined);
+
+    // nopreempt: lb1 restarted with preempt = false stays backup under the lower lb2.
+    pair.stop_xlb(Node::Lb1, Signal::SIGTERM)?;
+    pair.wait_sole_holder(Node::Lb2, Duration::from_secs(3))?;
+    pair.start_xlb(Node::Lb1, &instance(150, &["preempt = false"]))?;
+    std::thread::sleep(mdi(150) * 3);
+    ensure!(state(&pair, Node::Lb1)? == "BACKUP", "nopreempt lb1 is {}", state(&pair, Node::Lb1)?);
+    ensure!(pair.holders()? == [Node::Lb2], "holders {:?}", pair.holders()?);
+
+    // preempt_delay = 1.5 s: lb1 waits that long after its start, then takes over.
+    pair.stop_xlb(Node::Lb1, Signal::SIGTERM)?;
+    let started = Instant::now();
+    pair.start_xlb(Node::Lb1, &instance(150, &["preempt_delay = \"1500ms\""]))?;
+    std::thread::sleep(Duration::from_millis(1000).saturating_sub(started.elapsed()));
+    ensure!(state(&pair, Node::Lb1)? == "BACKUP", "lb1 preempted before its delay");
+    let took = wait_state(&pair, Node::Lb1, "MASTER", Duration::from_secs(3))?;
+    let after = took - started;
+    eprintln!("preempt_delay 1.5 s: lb1 master {after:?} after its start");
+    ensure!(after >= Duration::from_millis(1500) && after < Duration::from_millis(1500) + mdi(150) + Duration::from_millis(500), "{after:?}");
+    pair.wait_sole_holder(Node::Lb1, Duration::from_secs(1))?;
+    Ok(())
+}
+
+#[test]
+fn xlb_partition_heals_to_one_master_and_the_client_follows() -> Result<()> {
+    if !privileged("xlb_partition_heals_to_one_master_and_the_client_follows") {
+        return Ok(());
+    }
+    let pair = xlb_pair("vpart", 150, 100, &[])?;
+    pair.wait_sole_holder(Node::Lb1, Duration::from_secs(3))?;
+    let prober = pair.prober()?;
+    prober.wait_replies_after(Instant::now(), 30, Duration::from_secs(3))?;
+    pair.partition()?;
+    // Split brain: lb2 hears nothing and becomes master too; its announcements take the
+    // client.
+    pair.wait_holders(Duration::from_secs(3), |h| h.len() == 2)?;
+    wait_forwarding(&pair, Node::Lb2, Duration::from_secs(3))?;
+    std::thread::sleep(Duration::from_millis(300));
+    pair.heal()?;
+    let healed = Instant::now();
+    pair.wait_sole_holder(Node::Lb1, Duration::from_secs(3))?;
+    // The master left standing re-announced: the client is back on lb1.
+    wait_forwarding(&pair, Node::Lb1, Duration::from_secs(3))?;
+    assert_only_through(&pair, Node::Lb1)?;
+    prober.wait_replies_after(healed, 20, Duration::from_secs(3))?;
+    let probes = prober.stop();
+    eprintln!("partition and heal: healed to one master in {:?}; client {:?}", healed.elapsed(), probes.blackout());
+    ensure!(state(&pair, Node::Lb2)? == "BACKUP", "lb2 is {}", state(&pair, Node::Lb2)?);
+    Ok(())
+}
+
+/// Sends `payload` as IP protocol 112 from the client to 224.0.0.18 with `ttl`.
+fn send_raw(pair: &Pair, payload: &[u8], ttl: u32) -> Result<()> {
+    let payload = payload.to_vec();
+    in_netns(&pair.client.ns, move || -> Result<()> {
+        // SAFETY: plain socket calls on a descriptor owned here and closed before returning;
+        // every pointer refers to a live local of the size passed.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW, 112);
+            ensure!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
+            let ttl = ttl as libc::c_int;
+            let size = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+            let ok = libc::setsockopt(fd, libc::IPPROTO_IP, libc::IP_MULTICAST_TTL, (&ttl as *const libc::c_int).cast(), size) == 0
+                && libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_BINDTODEVICE, b"eth0\0".as_ptr().cast(), 5) == 0;
+            let mut to: libc::sockaddr_in = std::mem::zeroed();
+            to.sin_family = libc::AF_INET as libc::sa_family_t;
+            to.sin_addr.s_addr = u32::from(Ipv4Addr::new(224, 0, 0, 18)).to_be();
+            let sent = ok
+                && libc::sendto(
+                    fd,
+                    payload.as_ptr().cast(),
+                    payload.len(),
+                    0,
+                    (&to as *const libc::sockaddr_in).cast(),
+                    std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+                ) >= 0;
+            let err = std::io::Error::last_os_error();
+            libc::close(fd);
+            ensure!(sent, "sending a forged advert: {err}");
+        }
+        Ok(())
+    })?
+}
+
+#[test]
+fn xlb_counts_and_ignores_bad_adverts() -> Result<()> {
+    if !privileged("xlb_counts_and_ignores_bad_adverts") {
+        return Ok(());
+    }
+    // v2 with a password, so that authentication can be wrong too. lb1 is master at 150.
+    let v2 = ["version = 2", "advert_interval = \"1s\"", "auth_pass = \"s3cret\""];
+    let pair = xlb_pair("vbad", 150, 100, &v2)?;
+    pair.wait_sole_holder(Node::Lb1, Duration::from_secs(6))?;
+    wait_state(&pair, Node::Lb2, "BACKUP", Duration::from_secs(1))?;
+    let client: IpAddr = pair.client.v4.into();
+    let group = IpAddr::V4(Ipv4Addr::new(224, 0, 0, 18));
+    // Every forged advert claims priority 254 from the client: accepted, it would make lb1
+    // step down.
+    let advert = |version: u8, vrid: u8| Advert { version, vrid, priority: 254, interval_cs: 100, addresses: vec![vip4()] };
+    let good = |a: &Advert, pass: &[u8]| packet::encode(a, client, group, Checksum::PseudoHeader, Some(pass));
+    let mut bad_checksum = good(&advert(2, VRID), b"s3cret");
+    bad_checksum[6] ^= 0x55;
+    let mut bad_version = good(&advert(2, VRID), b"s3cret");
+    bad_version[0] = 0x41;
+    let cases: Vec<(&str, Vec<u8>, u32)> = vec![
+        ("ttl", good(&advert(2, VRID), b"s3cret"), 64),
+        ("checksum", bad_checksum, 255),
+        ("vrid", good(&advert(2, VRID + 1), b"s3cret"), 255),
+        ("version", bad_version, 255),
+        ("version", packet::encode(&advert(3, VRID), client, group, Checksum::PseudoHeader, None), 255),
+        ("auth", good(&advert(2, VRID), b"wrong"), 255),
+        ("auth", packet::encode(&advert(2, VRID), client, group, Checksum::PseudoHeader, None), 255),
+        ("truncated", good(&advert(2, VRID), b"s3cret")[..10].to_vec(), 255),
+        ("truncated", vec![0x21], 255),
+    ];
+    let before: Vec<Value> = Node::BOTH.iter().map(|&n| vrrp_status(&pair, n)).collect::<Result<_>>()?;
+    for (_, payload, ttl) in &cases {
+        for _ in 0..3 {
+            send_raw(&pair, payload, *ttl)?;
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    for (node, before) in Node::BOTH.into_iter().zip(before) {
+        let after = vrrp_status(&pair, node)?;
+        for reason in ["ttl", "checksum", "vrid", "version", "auth", "truncated"] {
+            let n = |v: &Value| v["invalid"][reason].as_u64().unwrap_or(0);
+            let expected = 3 * cases.iter().filter(|c| c.0 == reason).count() as u64;
+            ensure!(n(&after) - n(&before) == expected, "{}: {reason} counted {} of {expected}: {after}", node.name(), n(&after) - n(&before));
+        }
+    }
+    // Nothing changed hands.
+    ensure!(state(&pair, Node::Lb1)? == "MASTER" && state(&pair, Node::Lb2)? == "BACKUP", "states changed");
+    ensure!(pair.holders()? == [Node::Lb1], "holders {:?}", pair.holders()?);
+    // The control case: the same advert, valid, is obeyed (lb1 steps down to the client).
+    send_raw(&pair, &good(&advert(2, VRID), b"s3cret"), 255)?;
+    wait_state(&pair, Node::Lb1, "BACKUP", Duration::from_secs(1))?;
+    Ok(())
+}
+
+#[test]
+fn xlb_master_without_its_data_plane_steps_down() -> Result<()> {
+    if !privileged("xlb_master_without_its_data_plane_steps_down") {
+        return Ok(());
+    }
+    let pair = xlb_pair("vdp", 150, 100, &[])?;
+    pair.wait_sole_holder(Node::Lb1, Duration::from_secs(3))?;
+    // Someone detaches lb1's XDP program (its pinned link).
+    let link = pair.lab.dir.join("bpffs").join("xlb-lb1").join("link_eth0");
+    let link = if link.exists() { link } else { find_link(&pair, "xlb-lb1")? };
+    let detached = Instant::now();
+    xlb_tests::run(std::process::Command::new("bpftool").args(["link", "detach", "pinned"]).arg(&link))?;
+    let fault = wait_state(&pair, Node::Lb1, "FAULT", Duration::from_secs(1))?;
+    pair.wait_sole_holder(Node::Lb2, Duration::from_secs(1))?;
+    eprintln!("data plane detached: FAULT after {:?}, lb2 holds the VIP after {:?}", fault - detached, detached.elapsed());
+    let st = vrrp_status(&pair, Node::Lb1)?;
+    ensure!(st["faults"].to_string().contains("data plane"), "{st}");
+    Ok(())
+}
+
+/// The pinned link of `pins` under the lab's bpffs, wherever the lab mounted it.
+fn find_link(pair: &Pair, pins: &str) -> Result<std::path::PathBuf> {
+    let out = xlb_tests::run(std::process::Command::new("find").arg(&pair.lab.dir).args(["-path", &format!("*{pins}/link_eth0")]))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines().next().map(Into::into).with_context(|| format!("no pinned link for {pins} under {}", pair.lab.dir.display()))
+}
+
+#[test]
+fn xlb_track_script_weight_and_fault() -> Result<()> {
+    if !privileged("xlb_track_script_weight_and_fault") {
+        return Ok(());
+    }
+    let mut pair = Pair::start("vtrack", Options { xlb: false, udp_echo: false, ..Options::default() })?;
+    let flag = pair.lab.dir.join("healthy");
+    let fault_flag = pair.lab.dir.join("fault");
+    std::fs::write(&flag, "")?;
+    let script = |path: &std::path::Path, weight: i32| {
+        format!(
+            "[[vrrp_instance.track_script]]\ncommand = [\"/usr/bin/test\", \"-e\", \"{}\"]\ninterval = \"100ms\"\ntimeout = \"1s\"\nweight = {weight}",
+            path.display()
+        )
+    };
+    // lb1 at 150 with a -100 weight script (while it fails: 50), and a weight-0 one on lb2.
+    pair.start_xlb(Node::Lb2, &format!("{}\n{}", instance(100, &[]), script(&fault_flag, 0)))?;
+    std::fs::write(&fault_flag, "")?;
+    pair.start_xlb(Node::Lb1, &format!("{}\n{}", instance(150, &[]), script(&flag, -100)))?;
+    pair.wait_sole_holder(Node::Lb1, Duration::from_secs(3))?;
+    std::fs::remove_file(&flag)?;
+    pair.wait_sole_holder(Node::Lb2, Duration::from_secs(2))?;
+    ensure!(vrrp_status(&pair, Node::Lb1)?["priority"] == 50, "{}", vrrp_status(&pair, Node::Lb1)?);
+    std::fs::write(&flag, "")?;
+    pair.wait_sole_holder(Node::Lb1, Duration::from_secs(2))?;
+    // lb2's weight-0 script fails: FAULT.
+    std::fs::remove_file(&fault_flag)?;
+    wait_state(&pair, Node::Lb2, "FAULT", Duration::from_secs(2))?;
+    std::fs::write(&fault_flag, "")?;
+    wait_state(&pair, Node::Lb2, "BACKUP", Duration::from_secs(2))?;
+    Ok(())
+}
+
+/// xlb on one node, keepalived on the other, each in turn master: `ka` configures keepalived,
+/// `extra` the xlb instance the same way.
+fn with_keepalived(tag: &str, ka: KeepalivedInstance, extra: &[&str]) -> Result<()> {
+    let mut pair = Pair::start(tag, Options { xlb: false, ..Options::default() })?;
+    // keepalived's node forwards with xlb too, without VRRP (assign_vips = false).
+    pair.start_xlb(Node::Lb2, "")?;
+    let prober = pair.prober()?;
+    let mdi_ka = ka.master_down_interval();
+    // keepalived master (150) on lb2, xlb backup (100) on lb1.
+    pair.start_keepalived(Node::Lb2, &KeepalivedInstance { priority: 150, ..ka.clone() })?;
+    pair.start_xlb(Node::Lb1, &instance(100, extra))?;
+    pair.wait_sole_holder(Node::Lb2, mdi_ka + Duration::from_secs(3))?;
+    wait_state(&pair, Node::Lb1, "BACKUP", Duration::from_secs(1))?;
+    ensure!(vrrp_status(&pair, Node::Lb1)?["master"] == pair.lb(Node::Lb2).v4.to_string(), "xlb hears keepalived");
+    // keepalived stops (priority 0): xlb takes over.
+    let t = Instant::now();
+    pair.stop_keepalived(Node::Lb2, Signal::SIGTERM)?;
+    pair.wait_sole_holder(Node::Lb1, Duration::from_secs(3))?;
+    wait_forwarding(&pair, Node::Lb1, Duration::from_secs(3))?;
+    eprintln!("{tag}: keepalived master stopped, xlb master after {:?}", t.elapsed());
+    // keepalived comes back at 150 and preempts xlb; xlb's adverts are checked by tshark on
+    // the way.
+    let capture = pair.start_capture(Tap::Switch, Duration::from_millis(1500).max(ka.advert_interval * 3))?;
+    pair.start_keepalived(Node::Lb2, &KeepalivedInstance { priority: 150, ..ka.clone() })?;
+    pair.wait_sole_holder(Node::Lb2, mdi_ka + Duration::from_secs(3))?;
+    wait_state(&pair, Node::Lb1, "BACKUP", Duration::from_secs(1))?;
+    let adverts = vrrp_adverts(&capture.finish()?)?;
+    let from_xlb: Vec<_> = adverts.iter().filter(|a| a.src == pair.lb(Node::Lb1).v4).collect();
+    ensure!(!from_xlb.is_empty(), "no adverts from xlb captured: {adverts:?}");
+    for a in &adverts {
+        ensure!(a.checksum == "Good" && a.ttl == 255 && a.vrid == VRID && a.version == ka.version, "{a:?}");
+    }
+    for a in &from_xlb {
+        ensure!(a.priority == 100 && a.addresses == [vip4()], "{a:?}");
+        if ka.version == 2 {
+            ensure!(a.auth == Some((1, ka.auth_pass.clone().unwrap_or_default())) && a.interval == 1, "{a:?}");
+        } else {
+            ensure!(a.interval == (ka.advert_interval.as_millis() / 10) as u16, "{a:?}");
+        }
+    }
+    // Now xlb is the master (200) and keepalived the backup; xlb stops, keepalived takes over.
+    pair.stop_xlb(Node::Lb1, Signal::SIGTERM)?;
+    pair.start_xlb(Node::Lb1, &instance(200, extra))?;
+    pair.wait_sole_holder(Node::Lb1, mdi_ka + Duration::from_secs(3))?;
+    wait_forwarding(&pair, Node::Lb1, Duration::from_secs(3))?;
+    let t = Instant::now();
+    pair.stop_xlb(Node::Lb1, Signal::SIGTERM)?;
+    pair.wait_sole_holder(Node::Lb2, Duration::from_secs(3))?;
+    let moved = wait_forwarding(&pair, Node::Lb2, Duration::from_secs(3))?;
+    eprintln!("{tag}: xlb master stopped, keepalived master after {:?}", t.elapsed());
+    prober.wait_replies_after(moved, 20, Duration::from_secs(3))?;
+    drop(prober);
+    Ok(())
+}
+
+#[test]
+fn xlb_pairs_with_keepalived_v3() -> Result<()> {
+    if !privileged("xlb_pairs_with_keepalived_v3") {
+        return Ok(());
+    }
+    with_keepalived("vkav3", KeepalivedInstance::v3(VRID, 150, FAST), &[])
+}
+
+#[test]
+fn xlb_pairs_with_keepalived_v2_pass_auth() -> Result<()> {
+    if !privileged("xlb_pairs_with_keepalived_v2_pass_auth") {
+        return Ok(());
+    }
+    with_keepalived(
+        "vkav2",
+        KeepalivedInstance::v2(VRID, 150, Some("s3cret")),
+        &["version = 2", "advert_interval = \"1s\"", "auth_pass = \"s3cret\""],
+    )
+}
