@@ -17,7 +17,9 @@
 //!   healed partition, which did not see us) answers at once with an advert, so the other
 //!   steps down now rather than at our next interval, and announces its addresses again
 //!   (gratuitous ARP / unsolicited NA), since the other master's announcements may have
-//!   moved the neighbours' caches.
+//!   moved the neighbours' caches. Whichever advert crosses first, the winner learns of the
+//!   split: a master that steps down for a better one sends a last advert at its own
+//!   priority (keepalived masters re-announce on it too).
 
 use std::{
     net::IpAddr,
@@ -296,7 +298,11 @@ impl Machine {
                     if self.params.version == 3 {
                         self.master_interval = heard.interval;
                     }
-                    let actions = self.enter(State::Backup, Reason::Preempted, now);
+                    // One last advert at our priority before stepping down: if this is a
+                    // partition healing, the winner never heard us and would not know that
+                    // neighbours may point at us; this tells it to announce itself again.
+                    let mut actions = vec![Action::SendAdvert { priority: self.priority }];
+                    actions.extend(self.enter(State::Backup, Reason::Preempted, now));
                     self.master = Some(heard.src);
                     actions
                 } else {
@@ -515,7 +521,14 @@ mod tests {
         let mut m = master(params(100), t0);
         let t = t0 + Duration::from_secs(1);
         let a = m.advert(heard(LOWER, 101), t);
-        assert_eq!(a, vec![Action::ReleaseAddresses, Action::Transition { from: State::Master, to: State::Backup, reason: Reason::Preempted }]);
+        assert_eq!(
+            a,
+            vec![
+                Action::SendAdvert { priority: 100 },
+                Action::ReleaseAddresses,
+                Action::Transition { from: State::Master, to: State::Backup, reason: Reason::Preempted }
+            ]
+        );
         assert_eq!(m.master(), Some(LOWER));
 
         let mut m = master(params(100), t0);
