@@ -189,9 +189,7 @@ fn xlb_master_sigterm_hands_over_after_skew_time() -> Result<()> {
         mdi(100),
         probes.blackout()
     );
-    // Priority 0 on the way out: skew time (61 ms), far below Master_Down_Interval (361 ms).
-    // The margin covers the agent's own stop and the 5 ms status polling.
-    ensure!(took_over - stopped < skew(100) + Duration::from_millis(150), "takeover took {:?}", took_over - stopped);
+    assert_resigned(&pair, took_over - stopped)?;
     ensure!(probes.replies_after(moved) > 10, "traffic resumed through lb2");
     // Notify scripts ran with keepalived's arguments.
     std::thread::sleep(Duration::from_millis(100));
@@ -199,6 +197,15 @@ fn xlb_master_sigterm_hands_over_after_skew_time() -> Result<()> {
     let l2 = std::fs::read_to_string(&log2).unwrap_or_default();
     ensure!(l1.lines().collect::<Vec<_>>() == ["INSTANCE VI_1 BACKUP 150", "INSTANCE VI_1 MASTER 150", "INSTANCE VI_1 STOP 150"], "lb1 notify: {l1:?}");
     ensure!(l2.ends_with("INSTANCE VI_1 MASTER 100\n"), "lb2 notify: {l2:?}");
+    Ok(())
+}
+
+/// lb2 took over because lb1 resigned (priority 0: after skew time, 61 ms here), not because
+/// lb1 fell silent (Master_Down_Interval, 361 ms), and within Master_Down_Interval.
+fn assert_resigned(pair: &Pair, took: Duration) -> Result<()> {
+    let st = vrrp_status(pair, Node::Lb2)?;
+    ensure!(st["last_transition"].as_str().is_some_and(|t| t.contains("priority 0")), "lb2 took over for another reason: {st}");
+    ensure!(took < mdi(100), "takeover took {took:?}\nlb1:\n{}\nlb2:\n{}", pair.xlb_log(Node::Lb1), pair.xlb_log(Node::Lb2));
     Ok(())
 }
 
@@ -487,4 +494,50 @@ fn xlb_pairs_with_keepalived_v2_pass_auth() -> Result<()> {
         KeepalivedInstance::v2(VRID, 150, Some("s3cret")),
         &["version = 2", "advert_interval = \"1s\"", "auth_pass = \"s3cret\""],
     )
+}
+
+#[test]
+fn xlb_ipv6_instance_fails_over_with_valid_adverts() -> Result<()> {
+    if !privileged("xlb_ipv6_instance_fails_over_with_valid_adverts") {
+        return Ok(());
+    }
+    let vip6: IpAddr = xlb_tests::plan::VIP6.parse()?;
+    let v6 = |priority: u8| {
+        format!(
+            "[[vrrp_instance]]\nname = \"VI_6\"\ninterface = \"eth0\"\nvrid = {VRID}\npriority = {priority}\nadvert_interval = \"100ms\"\nvirtual_addresses = [\"{vip6}\"]\n"
+        )
+    };
+    let mut pair = Pair::start("vipv6", Options { xlb: false, ..Options::default() })?;
+    pair.start_xlb(Node::Lb2, &v6(100))?;
+    pair.start_xlb(Node::Lb1, &v6(150))?;
+    let holders = |pair: &Pair| pair.holders_of(vip6);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while holders(&pair)? != [Node::Lb1] {
+        ensure!(Instant::now() < deadline, "IPv6 VIP holders {:?}\n{}", holders(&pair)?, pair.xlb_log(Node::Lb1));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let prober = xlb_tests::pair::Prober::start(&pair.client.ns, std::net::SocketAddr::new(vip6, 53), Duration::from_millis(10))?;
+    prober.wait_replies_after(Instant::now(), 30, Duration::from_secs(3))?;
+    ensure!(pair.forwarded(Node::Lb1, "dns6")? > 0, "lb1 forwards the IPv6 probes");
+    let pcap = pair.capture(Tap::Switch, Duration::from_millis(400))?;
+    let adverts = vrrp_adverts(&pcap)?;
+    ensure!(adverts.len() >= 2, "adverts: {adverts:?}");
+    for a in &adverts {
+        ensure!(a.checksum == "Good" && a.ttl == 255 && a.version == 3 && a.addresses == [vip6] && a.priority == 150, "{a:?}");
+        ensure!(matches!(a.src, IpAddr::V6(s) if s.is_unicast_link_local()), "adverts come from the link-local address: {a:?}");
+    }
+    let stopped = Instant::now();
+    pair.stop_xlb(Node::Lb1, Signal::SIGTERM)?;
+    let took_over = wait_state(&pair, Node::Lb2, "MASTER", Duration::from_secs(2))?;
+    assert_resigned(&pair, took_over - stopped)?;
+    // The unsolicited neighbour advertisements move the client.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let before = pair.forwarded(Node::Lb2, "dns6")?;
+    while pair.forwarded(Node::Lb2, "dns6")? < before + 3 {
+        ensure!(Instant::now() < deadline, "lb2 does not forward the IPv6 probes\n{}", pair.xlb_log(Node::Lb2));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    ensure!(holders(&pair)? == [Node::Lb2], "holders {:?}", holders(&pair)?);
+    drop(prober);
+    Ok(())
 }
