@@ -541,3 +541,64 @@ fn xlb_ipv6_instance_fails_over_with_valid_adverts() -> Result<()> {
     drop(prober);
     Ok(())
 }
+
+#[test]
+fn xlb_tracked_interface_down_means_fault() -> Result<()> {
+    if !privileged("xlb_tracked_interface_down_means_fault") {
+        return Ok(());
+    }
+    let mut pair = Pair::start("vtrackif", Options { xlb: false, udp_echo: false, ..Options::default() })?;
+    let ns1 = pair.lb(Node::Lb1).ns.clone();
+    // An uplink of lb1's own (a veth pair inside its namespace; no dummy driver here).
+    xlb_tests::ip(&["-n", &ns1, "link", "add", "uplink0", "type", "veth", "peer", "name", "uplink0p"])?;
+    xlb_tests::ip(&["-n", &ns1, "link", "set", "uplink0p", "up"])?;
+    xlb_tests::ip(&["-n", &ns1, "link", "set", "uplink0", "up"])?;
+    pair.start_xlb(Node::Lb2, &instance(100, &[]))?;
+    pair.start_xlb(Node::Lb1, &instance(150, &["track_interfaces = [\"uplink0\"]"]))?;
+    pair.wait_sole_holder(Node::Lb1, Duration::from_secs(3))?;
+    let down = Instant::now();
+    xlb_tests::ip(&["-n", &ns1, "link", "set", "uplink0", "down"])?;
+    let fault = wait_state(&pair, Node::Lb1, "FAULT", Duration::from_secs(1))?;
+    pair.wait_sole_holder(Node::Lb2, Duration::from_secs(1))?;
+    eprintln!("tracked interface down: FAULT after {:?}, lb2 sole holder after {:?}", fault - down, down.elapsed());
+    ensure!(vrrp_status(&pair, Node::Lb1)?["faults"].to_string().contains("uplink0"), "{}", vrrp_status(&pair, Node::Lb1)?);
+    // Priority 0 on entering FAULT: lb2 took over after its skew time.
+    assert_resigned(&pair, down.elapsed())?;
+    xlb_tests::ip(&["-n", &ns1, "link", "set", "uplink0", "up"])?;
+    pair.wait_sole_holder(Node::Lb1, Duration::from_secs(2))?;
+    // Deleting it is a fault too.
+    xlb_tests::ip(&["-n", &ns1, "link", "del", "uplink0"])?;
+    wait_state(&pair, Node::Lb1, "FAULT", Duration::from_secs(1))?;
+    pair.wait_sole_holder(Node::Lb2, Duration::from_secs(1))?;
+    Ok(())
+}
+
+#[test]
+fn xlb_unicast_peers_work_without_multicast() -> Result<()> {
+    if !privileged("xlb_unicast_peers_work_without_multicast") {
+        return Ok(());
+    }
+    let mut pair = Pair::start("vunicast", Options { xlb: false, udp_echo: false, ..Options::default() })?;
+    // The segment carries no VRRP multicast at all.
+    for node in Node::BOTH {
+        let script = "table ip xlb_nomcast { chain out { type filter hook output priority 0; ip daddr 224.0.0.18 drop; }; \
+                      chain in { type filter hook input priority 0; ip daddr 224.0.0.18 drop; }; }";
+        let path = pair.lab.dir.join(format!("nomcast-{}.nft", node.name()));
+        std::fs::write(&path, script)?;
+        xlb_tests::run(std::process::Command::new("ip").args(["netns", "exec", &pair.lb(node).ns, "nft", "-f"]).arg(&path))?;
+    }
+    let peer = |n: Node| format!("unicast_peers = [\"{}\"]", pair.lb(n).v4);
+    let (to1, to2) = (peer(Node::Lb1), peer(Node::Lb2));
+    pair.start_xlb(Node::Lb2, &instance(100, &[&to1]))?;
+    pair.start_xlb(Node::Lb1, &instance(150, &[&to2]))?;
+    pair.wait_sole_holder(Node::Lb1, Duration::from_secs(3))?;
+    wait_state(&pair, Node::Lb2, "BACKUP", Duration::from_secs(1))?;
+    let heard = vrrp_status(&pair, Node::Lb2)?["adverts_received"].as_u64().unwrap_or(0);
+    std::thread::sleep(Duration::from_millis(500));
+    let st = vrrp_status(&pair, Node::Lb2)?;
+    ensure!(st["adverts_received"].as_u64().unwrap_or(0) >= heard + 3, "lb2 hears lb1's unicast adverts: {st}");
+    ensure!(st["state"] == "BACKUP", "{st}");
+    pair.stop_xlb(Node::Lb1, Signal::SIGTERM)?;
+    pair.wait_sole_holder(Node::Lb2, Duration::from_secs(1))?;
+    Ok(())
+}
