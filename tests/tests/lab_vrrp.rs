@@ -602,3 +602,34 @@ fn xlb_unicast_peers_work_without_multicast() -> Result<()> {
     pair.wait_sole_holder(Node::Lb2, Duration::from_secs(1))?;
     Ok(())
 }
+
+#[test]
+fn xlb_sends_the_configured_v3_checksum_and_accepts_both() -> Result<()> {
+    if !privileged("xlb_sends_the_configured_v3_checksum_and_accepts_both") {
+        return Ok(());
+    }
+    // lb1 (master) checksums without the pseudo-header, lb2 with it (the default).
+    let mut pair = Pair::start("vcsum", Options { xlb: false, udp_echo: false, ..Options::default() })?;
+    pair.start_xlb(Node::Lb2, &instance(100, &[]))?;
+    pair.start_xlb(Node::Lb1, &instance(150, &["checksum = \"no-pseudo-header\""]))?;
+    pair.wait_sole_holder(Node::Lb1, Duration::from_secs(3))?;
+    wait_state(&pair, Node::Lb2, "BACKUP", Duration::from_secs(1))?;
+    let pcap = pair.capture(Tap::Switch, Duration::from_millis(400))?;
+    let adverts = vrrp_adverts(&pcap)?;
+    ensure!(adverts.len() >= 2, "adverts: {adverts:?}");
+    // tshark checks the RFC 5798 form (pseudo-header): lb1's other form shows as Bad to it,
+    // which proves the configured variant is what goes out; lb2 accepts it all the same.
+    ensure!(adverts.iter().all(|a| a.src == pair.lb(Node::Lb1).v4 && a.checksum == "Bad"), "{adverts:?}");
+    let st = vrrp_status(&pair, Node::Lb2)?;
+    ensure!(st["invalid"].get("checksum").is_none() && st["adverts_received"].as_u64() > Some(2), "{st}");
+    // Master lb1 stops: lb2's RFC-form adverts are accepted by lb1 when it comes back.
+    pair.stop_xlb(Node::Lb1, Signal::SIGTERM)?;
+    pair.wait_sole_holder(Node::Lb2, Duration::from_secs(1))?;
+    pair.start_xlb(Node::Lb1, &instance(50, &["checksum = \"no-pseudo-header\""]))?;
+    wait_state(&pair, Node::Lb1, "BACKUP", Duration::from_secs(2))?;
+    // Longer than its Master_Down_Interval: had it refused lb2's adverts it would be master.
+    std::thread::sleep(mdi(50) * 2);
+    let st = vrrp_status(&pair, Node::Lb1)?;
+    ensure!(st["state"] == "BACKUP" && st["invalid"].get("checksum").is_none(), "{st}");
+    Ok(())
+}
