@@ -24,6 +24,8 @@
 mod control;
 #[path = "xlb/e2e.rs"]
 mod e2e;
+#[path = "xlb/failover.rs"]
+mod failover;
 #[path = "xlb/forwarding.rs"]
 mod forwarding;
 #[path = "xlb/health.rs"]
@@ -44,7 +46,7 @@ pub struct Settings {
     pub parts: Vec<String>,
 }
 
-const PARTS: [&str; 5] = ["program", "forwarding", "e2e", "control", "health"];
+const PARTS: [&str; 6] = ["program", "forwarding", "e2e", "control", "health", "failover"];
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -91,6 +93,7 @@ fn main() -> ExitCode {
             "e2e" => e2e::run(&settings, &mut notes),
             "control" => control::run(&settings, &mut notes),
             "health" => health::run(&settings, &mut notes),
+            "failover" => failover::run(&settings, &mut notes),
             _ => unreachable!(),
         };
         match result {

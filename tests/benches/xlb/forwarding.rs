@@ -37,7 +37,7 @@ const PART: &str = "2 forwarding";
 const FLOWS: u16 = 256;
 
 /// The flood: `FLOWS` 60-byte frames, client -> VIP:9, source ports 10000..
-fn flood_frames(dst_mac: [u8; 6], src_mac: [u8; 6]) -> Vec<Vec<u8>> {
+pub(crate) fn flood_frames(dst_mac: [u8; 6], src_mac: [u8; 6]) -> Vec<Vec<u8>> {
     let client = [203u8, 0, 113, 10];
     let vip: [u8; 4] = xlb_tests::plan::VIP4.parse::<std::net::Ipv4Addr>().expect("VIP").octets();
     let payload = 18usize;
@@ -71,13 +71,13 @@ fn flood_frames(dst_mac: [u8; 6], src_mac: [u8; 6]) -> Vec<Vec<u8>> {
 /// buffer is raised with SO_SNDBUFFORCE so that frames in flight in the veth and bridge do
 /// not make it fail (trafgen gives up on the first EAGAIN, and inside a namespace it cannot
 /// raise the host's default socket buffer); a full buffer blocks it instead.
-struct Flood {
+pub(crate) struct Flood {
     stop: Arc<AtomicBool>,
     handle: Option<thread::JoinHandle<Result<()>>>,
 }
 
 impl Flood {
-    fn start(ns: &str, frames: Vec<Vec<u8>>, cpu: usize) -> Result<Flood> {
+    pub(crate) fn start(ns: &str, frames: Vec<Vec<u8>>, cpu: usize) -> Result<Flood> {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let (tx, rx) = std::sync::mpsc::channel::<Result<(), String>>();
@@ -146,7 +146,7 @@ impl Flood {
         Ok(Flood { stop, handle: Some(handle) })
     }
 
-    fn stop(mut self) -> Result<()> {
+    pub(crate) fn stop(mut self) -> Result<()> {
         self.stop.store(true, Ordering::Relaxed);
         match self.handle.take().map(|h| h.join()) {
             Some(Ok(r)) => r,
@@ -182,7 +182,7 @@ fn ipv4_checksum(header: &[u8]) -> u16 {
 }
 
 /// Busy and total jiffies per CPU from /proc/stat.
-fn cpu_times() -> Result<Vec<(u64, u64)>> {
+pub(crate) fn cpu_times() -> Result<Vec<(u64, u64)>> {
     let text = std::fs::read_to_string("/proc/stat")?;
     Ok(text
         .lines()
@@ -262,7 +262,7 @@ fn snapshot(bl: &BenchLab, with_agent: bool, node_threads: &[i32]) -> Result<Sna
     })
 }
 
-fn tx_packets(ns: &str) -> Result<u64> {
+pub(crate) fn tx_packets(ns: &str) -> Result<u64> {
     let out = xlb_tests::run(Command::new("ip").args(["-n", ns, "-j", "-s", "link", "show", "eth0"]))?;
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     v[0]["stats64"]["tx"]["packets"].as_u64().context("tx packets")
