@@ -157,6 +157,51 @@ pub struct Counters {
     pub bytes: u64,
 }
 
+/// Most MACs one interface answers to in `LOCAL_MACS`: its own address and a few extra ones
+/// (a VRRP virtual MAC held on a macvlan over it).
+pub const MAX_LOCAL_MACS: usize = 4;
+
+/// `LOCAL_MACS` value: the unicast MACs frames arriving on an interface must be addressed to
+/// for the program to balance them. The first `count` entries of `macs` are valid. An
+/// interface without an entry accepts every destination.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct LocalMacs {
+    pub count: u32,
+    pub macs: [[u8; 6]; MAX_LOCAL_MACS],
+}
+
+impl LocalMacs {
+    /// The entry holding `macs` (duplicates kept once), or `None` when more than
+    /// `MAX_LOCAL_MACS` distinct MACs are given.
+    pub fn new(macs: &[[u8; 6]]) -> Option<LocalMacs> {
+        let mut entry = LocalMacs::default();
+        for mac in macs {
+            if !entry.contains(mac) {
+                entry.push(*mac)?;
+            }
+        }
+        Some(entry)
+    }
+
+    /// The valid MACs.
+    pub fn macs(&self) -> &[[u8; 6]] {
+        &self.macs[..(self.count as usize).min(MAX_LOCAL_MACS)]
+    }
+
+    pub fn contains(&self, mac: &[u8; 6]) -> bool {
+        self.macs().contains(mac)
+    }
+
+    /// Adds `mac` at the end; `None` when the entry is full.
+    fn push(&mut self, mac: [u8; 6]) -> Option<()> {
+        let slot = self.macs.get_mut(self.count as usize)?;
+        *slot = mac;
+        self.count += 1;
+        Some(())
+    }
+}
+
 /// Indices of the global per-CPU `STATS` counters. Every packet the program sees is counted
 /// under exactly one *verdict* counter (`VERDICT_*`); the `EVENT_*` counters count things that
 /// happened on the way and overlap with the verdicts.
@@ -167,7 +212,8 @@ pub mod stat {
     pub const VERDICT_REDIRECT: u32 = 1;
     /// Passed: not IPv4/IPv6 (ARP, LLDP, ...).
     pub const PASS_NOT_IP: u32 = 2;
-    /// Passed: IP but not addressed to a configured VIP/port/protocol (SSH, VRRP, health checks).
+    /// Passed: IP but not addressed to a configured VIP/port/protocol (SSH, VRRP, health checks),
+    /// or sent to a broadcast or multicast MAC on an interface with a `LOCAL_MACS` entry.
     pub const PASS_NOT_SERVICE: u32 = 3;
     /// Passed: header cut short or inconsistent (bad IHL, length, version); the kernel drops it.
     pub const PASS_MALFORMED: u32 = 4;
@@ -175,24 +221,27 @@ pub mod stat {
     pub const PASS_IPV6_EXT: u32 = 5;
     /// Passed: ICMP to a VIP that is not an error about one of its flows (echo, ND, ...).
     pub const PASS_ICMP: u32 = 6;
+    /// Passed: the destination MAC is another host's, not one of the ingress interface's own
+    /// (`LOCAL_MACS`): a flooded or promiscuously received frame. The kernel drops it.
+    pub const PASS_OTHER_HOST: u32 = 7;
     /// Dropped: the service has no usable backend.
-    pub const DROP_NO_BACKEND: u32 = 7;
+    pub const DROP_NO_BACKEND: u32 = 8;
     /// Dropped: the backend's egress interface refused the redirect.
-    pub const DROP_REDIRECT_FAILED: u32 = 8;
+    pub const DROP_REDIRECT_FAILED: u32 = 9;
     /// Event: established flow found in the flow table.
-    pub const EVENT_FLOW_HIT: u32 = 9;
+    pub const EVENT_FLOW_HIT: u32 = 10;
     /// Event: new flow, backend chosen from the Maglev table and recorded.
-    pub const EVENT_FLOW_NEW: u32 = 10;
+    pub const EVENT_FLOW_NEW: u32 = 11;
     /// Event: a flow whose backend became unusable was moved to a new one.
-    pub const EVENT_FLOW_REBALANCED: u32 = 11;
+    pub const EVENT_FLOW_REBALANCED: u32 = 12;
     /// Event: IP fragment steered by the 3-tuple (no ports; no flow entry).
-    pub const EVENT_FRAGMENT: u32 = 12;
+    pub const EVENT_FRAGMENT: u32 = 13;
     /// Event: ICMP frag-needed / ICMPv6 packet-too-big sent to the backend of the flow it is about.
-    pub const EVENT_ICMP_TOO_BIG: u32 = 13;
+    pub const EVENT_ICMP_TOO_BIG: u32 = 14;
     /// Event: IPv4 packet with options forwarded (options are carried unchanged).
-    pub const EVENT_IPV4_OPTIONS: u32 = 14;
+    pub const EVENT_IPV4_OPTIONS: u32 = 15;
     /// Number of counters.
-    pub const COUNT: u32 = 15;
+    pub const COUNT: u32 = 16;
 
     /// Names as the agent prints them, in index order.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -203,6 +252,7 @@ pub mod stat {
         "pass_malformed",
         "pass_ipv6_ext",
         "pass_icmp",
+        "pass_other_host",
         "drop_no_backend",
         "drop_redirect_failed",
         "flow_hit",
@@ -224,6 +274,7 @@ pub mod maps {
     pub const SERVICE_STATS: &str = "SERVICE_STATS";
     pub const BACKEND_STATS: &str = "BACKEND_STATS";
     pub const STATS: &str = "STATS";
+    pub const LOCAL_MACS: &str = "LOCAL_MACS";
 }
 
 /// Name of the XDP program in the object.
@@ -240,6 +291,7 @@ mod pod {
     unsafe impl aya::Pod for FlowKey {}
     unsafe impl aya::Pod for Flow {}
     unsafe impl aya::Pod for Counters {}
+    unsafe impl aya::Pod for LocalMacs {}
 }
 
 #[cfg(test)]
@@ -255,6 +307,17 @@ mod tests {
         assert_eq!(size_of::<FlowKey>(), 40);
         assert_eq!(size_of::<Flow>(), 8);
         assert_eq!(size_of::<Counters>(), 16);
+        assert_eq!(size_of::<LocalMacs>(), 4 + 6 * MAX_LOCAL_MACS);
+    }
+
+    #[test]
+    fn local_macs_keep_each_mac_once_and_refuse_a_fifth() {
+        let m = |n: u8| [0x02, 0, 0, 0, 0, n];
+        let e = LocalMacs::new(&[m(1), m(2), m(1)]).unwrap();
+        assert_eq!(e.macs(), &[m(1), m(2)]);
+        assert!(e.contains(&m(2)) && !e.contains(&m(3)) && !e.contains(&[0; 6]));
+        assert!(LocalMacs::new(&[m(1), m(2), m(3), m(4)]).is_some());
+        assert!(LocalMacs::new(&[m(1), m(2), m(3), m(4), m(5)]).is_none());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! xlb's XDP program: direct-routing layer-4 load balancing.
 //!
-//! For each frame: parse (Ethernet, IP, TCP/UDP or a quoted ICMP error), find the service,
+//! For each frame: parse (Ethernet, checking the destination is one of the ingress interface's
+//! MACs, IP, TCP/UDP or a quoted ICMP error), find the service,
 //! find the backend (flow table, else Maglev), rewrite the Ethernet addresses, send with
 //! XDP_TX or XDP_REDIRECT. Anything that is not for a service goes to the kernel untouched.
 //! Every frame is counted under exactly one verdict counter.
@@ -20,8 +21,8 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use lb_common::{
-    stat, Backend, Counters, Flow, FlowKey, Ring, Service, ServiceKey, MAX_BACKENDS, MAX_SERVICES,
-    RING_SLOTS_PER_SERVICE,
+    stat, Backend, Counters, Flow, FlowKey, LocalMacs, Ring, Service, ServiceKey, MAX_BACKENDS,
+    MAX_SERVICES, RING_SLOTS_PER_SERVICE,
 };
 
 use crate::forward::{forward, Verdict};
@@ -49,6 +50,11 @@ static EGRESS: DevMapHash = DevMapHash::with_max_entries(64, 0);
 static SERVICE_STATS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(MAX_SERVICES, 0);
 #[map]
 static BACKEND_STATS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(MAX_BACKENDS, 0);
+/// Ingress interface index -> the MACs frames must be addressed to for balancing. An interface
+/// without an entry accepts every destination (the agent writes one for each interface it
+/// attaches to; BPF_PROG_TEST_RUN fixtures may leave it empty).
+#[map]
+static LOCAL_MACS: HashMap<u32, LocalMacs> = HashMap::with_max_entries(64, 0);
 /// Verdict and event counters, indexed by `lb_common::stat`.
 #[map]
 static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);

@@ -7,11 +7,13 @@
 use core::mem::size_of;
 
 use aya_ebpf::programs::XdpContext;
-use lb_common::{stat, FlowKey, FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP};
+use lb_common::{stat, FlowKey, FAMILY_V4, FAMILY_V6, MAX_LOCAL_MACS, PROTO_TCP, PROTO_UDP};
 use network_types::{
     eth::EthHdr,
     ip::{Ipv4Hdr, Ipv6Hdr},
 };
+
+use crate::LOCAL_MACS;
 
 const ETH_LEN: usize = size_of::<EthHdr>();
 const IPV4_MIN_LEN: usize = 20;
@@ -73,11 +75,46 @@ pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*mut T, u32> {
 #[inline(always)]
 pub fn parse(ctx: &XdpContext) -> Result<Packet, u32> {
     let eth: *const EthHdr = ptr_at(ctx, 0)?;
-    match u16::from_be(unsafe { (*eth).ether_type }) {
-        ETH_P_IP => parse_ipv4(ctx),
-        ETH_P_IPV6 => parse_ipv6(ctx),
-        _ => Err(stat::PASS_NOT_IP),
+    let ether_type = u16::from_be(unsafe { (*eth).ether_type });
+    // Non-IP frames (ARP above all) leave before the MAC lookup: nothing of theirs is balanced.
+    if ether_type != ETH_P_IP && ether_type != ETH_P_IPV6 {
+        return Err(stat::PASS_NOT_IP);
     }
+    addressed_here(ctx, unsafe { &(*eth).dst_addr })?;
+    if ether_type == ETH_P_IP {
+        parse_ipv4(ctx)
+    } else {
+        parse_ipv6(ctx)
+    }
+}
+
+/// Whether the frame was sent to this node: its destination must be one of the ingress
+/// interface's MACs in `LOCAL_MACS`. A switch flooding unknown unicast, a promiscuous NIC or a
+/// veth (no MAC filter) hands us frames for other hosts; balancing them would duplicate another
+/// node's traffic (the backup of a VRRP pair). Those pass to the kernel, which drops
+/// PACKET_OTHERHOST frames, counted `PASS_OTHER_HOST`; broadcast and multicast destinations
+/// never carry a service's flow and pass as `PASS_NOT_SERVICE`. An interface without an entry
+/// accepts every destination.
+#[inline(always)]
+fn addressed_here(ctx: &XdpContext, dst: &[u8; 6]) -> Result<(), u32> {
+    let ifindex = ctx.ingress_ifindex() as u32;
+    let Some(local) = (unsafe { LOCAL_MACS.get(&ifindex) }) else {
+        return Ok(());
+    };
+    let mut i = 0;
+    while i < MAX_LOCAL_MACS {
+        if (i as u32) < local.count && same_mac(&local.macs[i], dst) {
+            return Ok(());
+        }
+        i += 1;
+    }
+    Err(if dst[0] & 1 != 0 { stat::PASS_NOT_SERVICE } else { stat::PASS_OTHER_HOST })
+}
+
+/// Byte-wise, so that no `memcmp` call (unavailable in BPF) is emitted.
+#[inline(always)]
+fn same_mac(a: &[u8; 6], b: &[u8; 6]) -> bool {
+    (a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]) | (a[4] ^ b[4]) | (a[5] ^ b[5]) == 0
 }
 
 #[inline(always)]

@@ -13,8 +13,8 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use lb_common::{
-    maps, stat, Backend, Counters, Flow, FlowKey, Ring, Service, ServiceKey, MAX_BACKENDS,
-    MAX_RING_SIZE, PROGRAM_NAME, RING_EMPTY, RING_SLOTS_PER_SERVICE,
+    maps, stat, Backend, Counters, Flow, FlowKey, LocalMacs, Ring, Service, ServiceKey, MAX_BACKENDS,
+    MAX_LOCAL_MACS, MAX_RING_SIZE, PROGRAM_NAME, RING_EMPTY, RING_SLOTS_PER_SERVICE,
 };
 
 /// The compiled XDP program, built from `lb-ebpf` by build.rs.
@@ -35,6 +35,8 @@ pub enum DataplaneError {
     Map { name: &'static str, #[source] source: MapError },
     #[error("map EGRESS, interface index {ifindex}: {message}")]
     Egress { ifindex: u32, message: String },
+    #[error("map LOCAL_MACS, interface {ifname} (index {ifindex}): {message}")]
+    LocalMacs { ifindex: u32, ifname: String, message: String },
     #[error("program: {0}")]
     Program(#[from] ProgramError),
     #[error("interface {ifname}: {message}")]
@@ -63,7 +65,7 @@ pub struct Sizes {
 impl Sizes {
     /// (map, max_entries, key size, value size) of every map whose shape depends on the sizes or
     /// on the layout of lb-common: what a pinned map must match to be adopted.
-    fn shapes(&self) -> [(&'static str, u32, usize, usize); 8] {
+    fn shapes(&self) -> [(&'static str, u32, usize, usize); 9] {
         use std::mem::size_of;
         [
             (maps::SERVICES, self.max_services * 2, size_of::<ServiceKey>(), size_of::<Service>()),
@@ -74,6 +76,7 @@ impl Sizes {
             (maps::SERVICE_STATS, self.max_services, 4, size_of::<Counters>()),
             (maps::BACKEND_STATS, MAX_BACKENDS, 4, size_of::<Counters>()),
             (maps::STATS, stat::COUNT, 4, 8),
+            (maps::LOCAL_MACS, MAX_INTERFACES, 4, size_of::<LocalMacs>()),
         ]
     }
 }
@@ -97,6 +100,7 @@ pub struct Dataplane {
     service_stats: PerCpuArray<MapData, Counters>,
     backend_stats: PerCpuArray<MapData, Counters>,
     stats: PerCpuArray<MapData, u64>,
+    local_macs: HashMap<MapData, u32, LocalMacs>,
     sizes: Sizes,
     pin_dir: Option<PathBuf>,
     /// Interfaces attached, with their link pin path (when pinning).
@@ -188,6 +192,7 @@ impl Dataplane {
             service_stats: take(&mut ebpf, maps::SERVICE_STATS)?,
             backend_stats: take(&mut ebpf, maps::BACKEND_STATS)?,
             stats: take(&mut ebpf, maps::STATS)?,
+            local_macs: take(&mut ebpf, maps::LOCAL_MACS)?,
             ebpf,
             sizes,
             pin_dir: pin_dir.map(Path::to_owned),
@@ -264,6 +269,68 @@ impl Dataplane {
         self.egress
             .insert(ifindex, ifindex, None, 0)
             .map_err(|e| DataplaneError::Egress { ifindex, message: e.to_string() })
+    }
+
+    /// Makes the program balance only frames arriving on `ifindex` whose destination is one of
+    /// `macs` (the interface's own MAC first, then extra ones such as a VRRP virtual MAC); other
+    /// frames pass to the kernel. Replaces the interface's entry in one map update.
+    pub fn set_local_macs(&mut self, ifindex: u32, macs: &[[u8; 6]]) -> Result<()> {
+        let entry = LocalMacs::new(macs).ok_or_else(|| {
+            local_macs_error(ifindex, format!("{} MACs given, at most {MAX_LOCAL_MACS} fit", macs.len()))
+        })?;
+        self.local_macs.insert(ifindex, entry, 0).map_err(|e| local_macs_error(ifindex, e.to_string()))
+    }
+
+    /// The MACs frames on `ifindex` must be addressed to; `None` when the interface has no
+    /// entry (every destination accepted).
+    pub fn local_macs(&self, ifindex: u32) -> Result<Option<Vec<[u8; 6]>>> {
+        match self.local_macs.get(&ifindex, 0) {
+            Ok(entry) => Ok(Some(entry.macs().to_vec())),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(local_macs_error(ifindex, e.to_string())),
+        }
+    }
+
+    /// Adds `mac` (e.g. a VRRP virtual MAC on a macvlan over `ifindex`) to the interface's
+    /// entry, which `set_local_macs` must have written first: an entry made of the extra MAC
+    /// alone would turn away frames for the interface's own address.
+    pub fn add_local_mac(&mut self, ifindex: u32, mac: [u8; 6]) -> Result<()> {
+        let mut macs = self.existing_local_macs(ifindex)?;
+        if !macs.contains(&mac) {
+            macs.push(mac);
+            self.set_local_macs(ifindex, &macs)?;
+        }
+        Ok(())
+    }
+
+    /// Removes `mac` from the interface's entry (nothing to do when it is not there). The last
+    /// MAC stays: an empty entry would turn away every frame.
+    pub fn remove_local_mac(&mut self, ifindex: u32, mac: [u8; 6]) -> Result<()> {
+        let mut macs = self.existing_local_macs(ifindex)?;
+        if !macs.contains(&mac) {
+            return Ok(());
+        }
+        macs.retain(|m| *m != mac);
+        if macs.is_empty() {
+            return Err(local_macs_error(ifindex, "refusing to remove the last MAC".into()));
+        }
+        self.set_local_macs(ifindex, &macs)
+    }
+
+    /// Puts `new` in place of `old` in the interface's entry, keeping the other MACs (the
+    /// interface's address changed). Writes a fresh entry of `new` when there is none.
+    pub fn replace_local_mac(&mut self, ifindex: u32, old: [u8; 6], new: [u8; 6]) -> Result<()> {
+        let mut macs = self.local_macs(ifindex)?.unwrap_or_default();
+        match macs.iter_mut().find(|m| **m == old) {
+            Some(m) => *m = new,
+            None => macs.insert(0, new),
+        }
+        self.set_local_macs(ifindex, &macs)
+    }
+
+    fn existing_local_macs(&self, ifindex: u32) -> Result<Vec<[u8; 6]>> {
+        self.local_macs(ifindex)?
+            .ok_or_else(|| local_macs_error(ifindex, "no entry for the interface (set its own MAC first)".into()))
     }
 
     pub fn set_backend(&mut self, index: u32, backend: &Backend) -> Result<()> {
@@ -365,6 +432,14 @@ impl Dataplane {
             .collect::<std::result::Result<_, _>>()
             .map_err(map_err(maps::STATS))
     }
+}
+
+/// A `LOCAL_MACS` error naming the interface (its name as the kernel knows it now, if any).
+fn local_macs_error(ifindex: u32, message: String) -> DataplaneError {
+    let ifname = nix::net::if_::if_indextoname(ifindex)
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "?".into());
+    DataplaneError::LocalMacs { ifindex, ifname, message }
 }
 
 fn sum_counters(map: &PerCpuArray<MapData, Counters>, index: u32) -> std::result::Result<Counters, MapError> {

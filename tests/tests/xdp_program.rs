@@ -2,7 +2,10 @@
 //!
 //! Each test loads the program with small maps in a private network namespace (the program
 //! needs real interface indices for XDP_TX and XDP_REDIRECT), writes services, backends and
-//! Maglev tables by hand, and runs frames through it. Without ports in the frame, or with a
+//! Maglev tables by hand, and runs frames through it. A test run's ingress interface is the
+//! namespace's `lo` (index 1) unless the context (`ctx_in`, a `struct xdp_md`) names another;
+//! the fixture writes no `LOCAL_MACS` entry, so every destination MAC is accepted unless a test
+//! writes one. Without ports in the frame, or with a
 //! header cut short, the program must leave the frame alone.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -127,11 +130,23 @@ impl Fixture {
     }
 
     fn run(&mut self, frame: &[u8]) -> (u32, Vec<u8>) {
+        self.run_with_ctx(frame, None)
+    }
+
+    /// Runs `frame` as received on interface `ifindex` (queue 0).
+    fn run_on(&mut self, ifindex: u32, frame: &[u8]) -> (u32, Vec<u8>) {
+        // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
+        // egress_ifindex. The kernel wants data_end equal to the frame length and egress 0.
+        let md: Vec<u8> = [0, frame.len() as u32, 0, ifindex, 0, 0].iter().flat_map(|v| v.to_ne_bytes()).collect();
+        self.run_with_ctx(frame, Some(&md))
+    }
+
+    fn run_with_ctx(&mut self, frame: &[u8], ctx: Option<&[u8]>) -> (u32, Vec<u8>) {
         let mut out = vec![0u8; frame.len() + 512];
         let result = self
             .dp
             .program()
-            .test_run(TestRunOptions { data_in: Some(frame), data_out: Some(&mut out), repeat: 1, ..Default::default() })
+            .test_run(TestRunOptions { data_in: Some(frame), data_out: Some(&mut out), ctx_in: ctx, repeat: 1, ..Default::default() })
             .expect("BPF_PROG_TEST_RUN");
         out.truncate(result.data_size_out as usize);
         (result.return_value, out)
@@ -422,6 +437,113 @@ fn ipv6_extension_header_passes() {
     });
 }
 
+// ---- destination MAC ---------------------------------------------------------------------
+
+/// Where BPF_PROG_TEST_RUN receives frames without a context: the namespace's loopback.
+const LO: u32 = 1;
+/// Another host on the segment (the VRRP master, when we are its backup).
+const OTHER_HOST_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x03];
+/// A VRRP virtual MAC (00-00-5E-00-01-{vrid}) held on a macvlan over the interface.
+const VMAC: [u8; 6] = [0x00, 0x00, 0x5e, 0x00, 0x01, 51];
+
+fn to_mac(mut frame: Vec<u8>, mac: [u8; 6]) -> Vec<u8> {
+    frame[..6].copy_from_slice(&mac);
+    frame
+}
+
+#[test]
+fn frame_to_our_mac_is_forwarded() {
+    with_fixture("frame_to_our_mac_is_forwarded", |fx| {
+        fx.dp.set_local_macs(LO, &[NODE_MAC]).unwrap();
+        let frame = tcp4(41000, VIP4, 80);
+        let b = expected_flow_backend(fx, S_TCP4, PROTO_TCP, CLIENT4.into(), 41000, VIP4.into(), 80);
+        fx.expect_forwarded(&frame, b, XDP_TX);
+        assert_eq!((fx.stat(stat::VERDICT_TX), fx.stat(stat::PASS_OTHER_HOST)), (1, 0));
+    });
+}
+
+#[test]
+fn frame_to_another_hosts_mac_passes_untouched() {
+    with_fixture("frame_to_another_hosts_mac_passes_untouched", |fx| {
+        fx.dp.set_local_macs(LO, &[NODE_MAC]).unwrap();
+        let v4 = to_mac(tcp4(41001, VIP4, 80), OTHER_HOST_MAC);
+        fx.expect_untouched(&v4, XDP_PASS, stat::PASS_OTHER_HOST);
+        let v6 = to_mac(flow_frame(PROTO_UDP, CLIENT6.into(), 41001, VIP6.into(), 53, b"q"), OTHER_HOST_MAC);
+        fx.expect_untouched(&v6, XDP_PASS, stat::PASS_OTHER_HOST);
+        // Not balanced at all: no flow recorded, nothing forwarded.
+        assert!(fx.dp.flow(&flow_key(PROTO_TCP, CLIENT4.into(), 41001, VIP4.into(), 80)).is_none());
+        assert_eq!(fx.stat(stat::VERDICT_TX) + fx.stat(stat::EVENT_FLOW_NEW), 0);
+    });
+}
+
+#[test]
+fn broadcast_and_multicast_frames_to_the_vip_pass() {
+    with_fixture("broadcast_and_multicast_frames_to_the_vip_pass", |fx| {
+        fx.dp.set_local_macs(LO, &[NODE_MAC]).unwrap();
+        let broadcast = to_mac(tcp4(41002, VIP4, 80), [0xff; 6]);
+        fx.expect_untouched(&broadcast, XDP_PASS, stat::PASS_NOT_SERVICE);
+        let multicast = to_mac(tcp4(41002, VIP4, 80), [0x01, 0x00, 0x5e, 0x00, 0x00, 0x12]);
+        fx.expect_untouched(&multicast, XDP_PASS, stat::PASS_NOT_SERVICE);
+        assert_eq!(fx.stat(stat::PASS_OTHER_HOST), 0, "group addresses are not another host's");
+        assert_eq!(fx.stat(stat::VERDICT_TX), 0);
+    });
+}
+
+#[test]
+fn frame_to_a_registered_virtual_mac_is_forwarded() {
+    with_fixture("frame_to_a_registered_virtual_mac_is_forwarded", |fx| {
+        fx.dp.set_local_macs(LO, &[NODE_MAC]).unwrap();
+        let frame = to_mac(tcp4(41003, VIP4, 80), VMAC);
+        fx.expect_untouched(&frame, XDP_PASS, stat::PASS_OTHER_HOST);
+        fx.dp.add_local_mac(LO, VMAC).unwrap();
+        assert_eq!(fx.dp.local_macs(LO).unwrap(), Some(vec![NODE_MAC, VMAC]));
+        let b = expected_flow_backend(fx, S_TCP4, PROTO_TCP, CLIENT4.into(), 41003, VIP4.into(), 80);
+        fx.expect_forwarded(&frame, b, XDP_TX);
+        // The interface's own MAC still works beside it.
+        fx.expect_forwarded(&tcp4(41003, VIP4, 80), b, XDP_TX);
+        fx.dp.remove_local_mac(LO, VMAC).unwrap();
+        fx.expect_untouched(&frame, XDP_PASS, stat::PASS_OTHER_HOST);
+    });
+}
+
+#[test]
+fn local_macs_are_per_ingress_interface() {
+    with_fixture("local_macs_are_per_ingress_interface", |fx| {
+        let xb = xlb_tests::ifindex("xb").unwrap();
+        fx.dp.set_local_macs(LO, &[NODE_MAC]).unwrap();
+        let frame = to_mac(tcp4(41004, VIP4_REDIRECT, 80), OTHER_HOST_MAC);
+        // On lo the destination is another host's.
+        let before = fx.stat(stat::PASS_OTHER_HOST);
+        assert_eq!(fx.run_on(LO, &frame), (XDP_PASS, frame.clone()));
+        assert_eq!(fx.stat(stat::PASS_OTHER_HOST), before + 1);
+        // xb has no entry: every destination is accepted (the backend sits behind xb: XDP_TX).
+        let (verdict, out) = fx.run_on(xb, &frame);
+        assert_eq!(verdict, XDP_TX);
+        assert_eq!(out[..6], mac(4));
+        // With xb's own entry, the frame is turned away there too.
+        fx.dp.set_local_macs(xb, &[REDIRECT_SRC_MAC]).unwrap();
+        assert_eq!(fx.run_on(xb, &frame), (XDP_PASS, frame.clone()));
+        assert_eq!(fx.stat(stat::PASS_OTHER_HOST), before + 2);
+    });
+}
+
+#[test]
+fn local_macs_writes_name_the_interface_and_keep_the_own_mac() {
+    with_fixture("local_macs_writes_name_the_interface_and_keep_the_own_mac", |fx| {
+        let err = fx.dp.add_local_mac(LO, VMAC).unwrap_err().to_string();
+        assert!(err.contains("interface lo (index 1)") && err.contains("no entry"), "{err}");
+        let five: Vec<[u8; 6]> = (1..=5).map(mac).collect();
+        let err = fx.dp.set_local_macs(LO, &five).unwrap_err().to_string();
+        assert!(err.contains("interface lo") && err.contains("at most 4"), "{err}");
+        fx.dp.set_local_macs(LO, &five[..4]).unwrap();
+        assert!(fx.dp.add_local_mac(LO, VMAC).is_err(), "a fifth MAC does not fit");
+        fx.dp.set_local_macs(LO, &[NODE_MAC]).unwrap();
+        assert!(fx.dp.remove_local_mac(LO, NODE_MAC).is_err(), "the last MAC stays");
+        fx.dp.replace_local_mac(LO, NODE_MAC, OTHER_HOST_MAC).unwrap();
+        assert_eq!(fx.dp.local_macs(LO).unwrap(), Some(vec![OTHER_HOST_MAC]));
+    });
+}
+
 // ---- malformed and truncated ------------------------------------------------------------
 
 #[test]
@@ -653,7 +775,9 @@ fn every_frame_is_counted_once_under_a_verdict() {
             tcp4(53000, VIP4_EMPTY, 80),
             tcp4(53000, VIP4_REDIRECT, 80),
             tcp4(53000, VIP4, 80)[..30].to_vec(),
+            to_mac(tcp4(53000, VIP4, 80), OTHER_HOST_MAC),
         ];
+        fx.dp.set_local_macs(LO, &[NODE_MAC]).unwrap();
         for f in &frames {
             fx.run(f);
         }
