@@ -187,6 +187,11 @@ impl Agent {
         agent.prepare_checks();
         for iface in &agent.attached {
             agent.dp.add_egress(iface.ifindex)?;
+            // Before attaching: from its first packet the program balances only frames sent to
+            // this node (a flooded or promiscuously received frame for another host passes).
+            if iface.mac != [0; 6] {
+                agent.dp.set_local_macs(iface.ifindex, &[iface.mac])?;
+            }
         }
         for n in agent.net.neighbours().await? {
             agent.learn(&n);
@@ -390,6 +395,29 @@ impl Agent {
         Ok(())
     }
 
+    /// Follows a MAC change of an attached interface (someone set a new address): the program
+    /// must accept frames for the new MAC, and forwarded frames must leave from it.
+    async fn refresh_interface_macs(&mut self) -> Result<()> {
+        let now = self.net.interfaces().await?;
+        for i in 0..self.attached.len() {
+            let (ifindex, old) = (self.attached[i].ifindex, self.attached[i].mac);
+            let Some(mac) = now.iter().find(|n| n.ifindex == ifindex).map(|n| n.mac) else { continue };
+            if mac == old || mac == [0; 6] {
+                continue;
+            }
+            info!("{}: MAC changed from {} to {}", self.attached[i].name, format_mac(&old), format_mac(&mac));
+            self.dp.replace_local_mac(ifindex, old, mac)?;
+            self.attached[i].mac = mac;
+            for index in 0..self.backends.len() {
+                if self.backends[index].ifindex == ifindex {
+                    self.backends[index].src_mac = mac;
+                    self.write_backend(index as u32)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Takes in a health check's verdict: the backend's entry, its service's table, and, when
     /// it went down, its flows (so that their next packets go to a live backend).
     fn apply_health(&mut self, check: usize, t: Transition) -> Result<()> {
@@ -579,7 +607,12 @@ impl Agent {
                 Some((request, reply)) = requests.recv() => {
                     let _ = reply.send(self.answer(request));
                 }
-                _ = refresh.tick() => self.resolve_backends(true).await,
+                _ = refresh.tick() => {
+                    self.resolve_backends(true).await;
+                    if let Err(e) = self.refresh_interface_macs().await {
+                        warn!("{e}");
+                    }
+                }
                 _ = dataplane_check.tick(), if self.vrrp.is_some() => self.check_dataplane().await,
                 _ = retry.tick() => {
                     if let Err(e) = self.reread_neighbours().await {
