@@ -1,5 +1,6 @@
 //! Ethernet frames built byte by byte, with correct lengths and checksums, for feeding the XDP
-//! program through BPF_PROG_TEST_RUN (tests and `cargo xtask bench`).
+//! program through BPF_PROG_TEST_RUN (tests and `cargo xtask bench`), or for sending as they
+//! are onto a lab segment ([`send_raw`]).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -190,4 +191,38 @@ pub fn vrrp3_advert(src: Ipv4Addr, vrid: u8, priority: u8, vips: &[Ipv4Addr]) ->
     let mut f = ip.frame(&v);
     f[..6].copy_from_slice(&[0x01, 0x00, 0x5e, 0x00, 0x00, 0x12]);
     f
+}
+
+/// Sends `frame` (Ethernet header included) as it is out of interface `ifname` of the calling
+/// thread's network namespace, through an AF_PACKET raw socket: for frames the kernel's stack
+/// would never build, such as one to the VIP addressed to another host's MAC.
+pub fn send_raw(ifname: &str, frame: &[u8]) -> std::io::Result<()> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let ifindex = nix::net::if_::if_nametoindex(ifname).map_err(std::io::Error::from)?;
+    // Protocol 0: the socket sends only, it receives nothing.
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    addr.sll_family = libc::AF_PACKET as u16;
+    addr.sll_ifindex = ifindex as i32;
+    addr.sll_halen = 6;
+    addr.sll_addr[..6].copy_from_slice(&frame[..6]);
+    let sent = unsafe {
+        libc::sendto(
+            fd.as_raw_fd(),
+            frame.as_ptr().cast(),
+            frame.len(),
+            0,
+            (&addr as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    };
+    match sent {
+        n if n < 0 => Err(std::io::Error::last_os_error()),
+        n if n as usize != frame.len() => Err(std::io::Error::other(format!("sent {n} of {} bytes", frame.len()))),
+        _ => Ok(()),
+    }
 }

@@ -5,7 +5,7 @@ use std::{net::SocketAddr, process::Command, time::Duration};
 
 use anyhow::{Context as _, Result};
 use xlb_tests::{
-    in_netns, ip, plan, privileged, run,
+    frames, in_netns, ip, plan, privileged, run,
     scenario::{SingleNode, BACKEND_NAMES},
     traffic::{self, assert_even},
 };
@@ -292,6 +292,72 @@ fn a_backend_that_changes_its_mac_is_followed() -> Result<()> {
         anyhow::ensure!(std::time::Instant::now() < deadline, "agent still has {mac} for b1:\n{}", node.lab.log("xlb"));
         std::thread::sleep(Duration::from_millis(100));
     }
+    let tally = in_netns(&node.client.ns, || traffic::tcp_connections(target, 150))??;
+    assert_even(&tally, &BACKEND_NAMES, 150, 0.15)?;
+    Ok(())
+}
+
+/// The MAC of `ifname` in namespace `ns`.
+fn link_mac(ns: &str, ifname: &str) -> Result<[u8; 6]> {
+    let out = ip(&["-n", ns, "-j", "link", "show", ifname])?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let text = v[0]["address"].as_str().context("link address")?;
+    let bytes: Vec<u8> = text.split(':').map(|b| u8::from_str_radix(b, 16)).collect::<std::result::Result<_, _>>()?;
+    bytes.try_into().map_err(|_| anyhow::anyhow!("MAC {text}"))
+}
+
+/// A UDP datagram from the client to the VIP's DNS service, Ethernet addressed to `dst`.
+fn client_udp_frame(node: &SingleNode, dst: [u8; 6], sport: u16) -> Result<Vec<u8>> {
+    let vip: std::net::IpAddr = plan::VIP4.parse()?;
+    let mut frame = frames::flow_frame(frames::PROTO_UDP, node.client.v4, sport, vip, 53, b"who");
+    frame[..6].copy_from_slice(&dst);
+    frame[6..12].copy_from_slice(&link_mac(&node.client.ns, "eth0")?);
+    Ok(frame)
+}
+
+#[test]
+fn a_frame_for_another_hosts_mac_is_not_forwarded() -> Result<()> {
+    if !privileged("a_frame_for_another_hosts_mac_is_not_forwarded") {
+        return Ok(());
+    }
+    let node = SingleNode::start("othermac")?;
+    // No host on the segment has this MAC, so the bridge floods the frames to every port, the
+    // node's among them: what a switch does with unknown unicast, and what the backup of a VRRP
+    // pair sees of the master's traffic.
+    let stranger = [0x02, 0, 0, 0, 0x99, 0x99];
+    let to_stranger = client_udp_frame(&node, stranger, 40100)?;
+    let to_node = client_udp_frame(&node, link_mac(&node.lb.ns, "eth0")?, 40101)?;
+    let (tx, other) = (node.counter("tx")?, node.counter("pass_other_host")?);
+    for _ in 0..5 {
+        in_netns(&node.client.ns, || frames::send_raw("eth0", &to_stranger))??;
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(node.counter("tx")?, tx, "a frame for another host was forwarded");
+    assert!(node.counter("pass_other_host")? >= other + 5, "the 5 frames counted as another host's");
+    // The same datagram addressed to the node is forwarded: only the destination MAC differed.
+    in_netns(&node.client.ns, || frames::send_raw("eth0", &to_node))??;
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(node.counter("tx")?, tx + 1, "the frame to the node's MAC is forwarded");
+    Ok(())
+}
+
+#[test]
+fn a_new_mac_on_the_node_is_followed() -> Result<()> {
+    if !privileged("a_new_mac_on_the_node_is_followed") {
+        return Ok(());
+    }
+    let node = SingleNode::start("nodemac")?;
+    let target: SocketAddr = format!("{}:80", plan::VIP4).parse()?;
+    in_netns(&node.client.ns, || traffic::tcp_connections(target, 30))??;
+    ip(&["-n", &node.lb.ns, "link", "set", "eth0", "address", "02:00:5e:10:00:02"])?;
+    // The agent re-reads the interface's MAC with its 5 s neighbour refresh.
+    let deadline = std::time::Instant::now() + Duration::from_secs(12);
+    while !node.lab.log("xlb").contains("MAC changed") {
+        anyhow::ensure!(std::time::Instant::now() < deadline, "agent did not see the new MAC:\n{}", node.lab.log("xlb"));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The client learns the node's new MAC, and its frames to it are balanced again.
+    ip(&["-n", &node.client.ns, "neigh", "flush", "dev", "eth0"])?;
     let tally = in_netns(&node.client.ns, || traffic::tcp_connections(target, 150))??;
     assert_even(&tally, &BACKEND_NAMES, 150, 0.15)?;
     Ok(())
