@@ -49,6 +49,8 @@ pub enum AgentError {
     Environment(String),
     #[error(transparent)]
     Vrrp(#[from] crate::vrrp::VrrpError),
+    #[error("starting the health checker's thread: {0}")]
+    HealthThread(#[source] std::io::Error),
     #[error("bpf filesystem for {path}: {message}")]
     Bpffs { path: String, message: String },
 }
@@ -62,6 +64,9 @@ struct BackendState {
     ifname: String,
     src_mac: [u8; 6],
     mac: Option<[u8; 6]>,
+    /// The kernel's neighbour entry is confirmed (REACHABLE, PERMANENT, NOARP): the periodic
+    /// re-confirmation can skip it.
+    confirmed: bool,
     /// Health as its check last decided (true when it has no check).
     healthy: bool,
     /// Why it went down or came up last.
@@ -150,6 +155,7 @@ impl Agent {
                     ifname: iface.name.clone(),
                     src_mac: iface.mac,
                     mac: None,
+                    confirmed: false,
                     healthy: true,
                     reason: None,
                     transitions: 0,
@@ -349,6 +355,7 @@ impl Agent {
             if slot.address != n.address || state.ifindex != n.ifindex {
                 continue;
             }
+            state.confirmed = n.confirmed();
             // A deleted or failed entry keeps the last MAC: forwarding goes on, and health
             // checks, not ARP, decide whether a backend is alive.
             if let Some(mac) = n.mac {
@@ -479,7 +486,9 @@ impl Agent {
             .backends
             .iter()
             .zip(&self.backends)
-            .filter(|(_, state)| all || state.mac.is_none())
+            // A confirmed entry needs nothing: the kernel marks it STALE when its timer runs
+            // out, which comes as an event, and then it is asked again.
+            .filter(|(_, state)| if all { !state.confirmed } else { state.mac.is_none() })
             .map(|(slot, state)| (state.ifindex, slot.address))
             .collect();
         wanted.sort();
@@ -581,7 +590,7 @@ impl Agent {
     /// Runs until `shutdown` completes, then detaches and removes what it added.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<()> {
         let mut events = self.events.take().expect("subscribed at start");
-        let mut monitor = Monitor::spawn(self.check_specs());
+        let mut monitor = Monitor::spawn(self.check_specs()).map_err(AgentError::HealthThread)?;
         self.check_stats = monitor.stats.clone();
         let (tx, mut requests) = mpsc::channel::<Pending>(16);
         let socket = self.cfg.agent.control_socket.clone();

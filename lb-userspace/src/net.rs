@@ -49,6 +49,14 @@ pub struct Neighbour {
     pub deleted: bool,
 }
 
+impl Neighbour {
+    /// The kernel holds the entry as confirmed (REACHABLE) or fixed (PERMANENT, NOARP):
+    /// nothing to ask it.
+    pub fn confirmed(&self) -> bool {
+        !self.deleted && matches!(self.state, NeighbourState::Reachable | NeighbourState::Permanent | NeighbourState::Noarp)
+    }
+}
+
 impl Net {
     pub fn new() -> Result<Net> {
         let (conn, handle, _) = new_connection()?;

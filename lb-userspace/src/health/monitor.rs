@@ -1,4 +1,4 @@
-//! Runs a [`Checker`] on a task of its own, so that nothing the agent's loop does (a long
+//! Runs a [`Checker`] on a thread of its own, so that nothing the agent's loop does (a long
 //! flow-table purge, a burst of control requests) delays a check's start. Transitions go to
 //! the agent over a channel; counters and start lateness are published for `xlb stats`.
 
@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::{CheckId, CheckSpec, Checker, Counters, Lateness, Transition};
 
@@ -25,45 +25,59 @@ pub struct MonitorStats {
 pub struct Monitor {
     pub transitions: mpsc::Receiver<(CheckId, Transition)>,
     pub stats: Arc<Mutex<MonitorStats>>,
-    task: tokio::task::JoinHandle<()>,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Monitor {
-    /// Starts checking `specs` now.
-    pub fn spawn(specs: Vec<CheckSpec>) -> Monitor {
+    /// Starts checking `specs` now, on a thread of its own with a single-threaded runtime:
+    /// a check's start, its socket's readiness and its outcome stay on one thread, with no
+    /// hand-over between worker threads (which cost more than the checks themselves at 1000
+    /// checks a second).
+    pub fn spawn(specs: Vec<CheckSpec>) -> std::io::Result<Monitor> {
         let (tx, transitions) = mpsc::channel(1024);
         let stats = Arc::new(Mutex::new(MonitorStats::default()));
         let published = stats.clone();
-        let task = tokio::spawn(async move {
-            let mut checker = Checker::new(specs, Instant::now());
-            let mut lateness = Lateness::default();
-            let mut publish = tokio::time::interval(Duration::from_secs(1));
-            loop {
-                tokio::select! {
-                    (id, transition) = checker.next_transition() => {
-                        if tx.send((id, transition)).await.is_err() {
-                            return;
+        let (stop, mut stopped) = oneshot::channel::<()>();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let thread = std::thread::Builder::new().name("xlb-health".into()).spawn(move || {
+            runtime.block_on(async move {
+                let mut checker = Checker::new(specs, Instant::now());
+                let mut lateness = Lateness::default();
+                let mut publish = tokio::time::interval(Duration::from_secs(1));
+                loop {
+                    tokio::select! {
+                        _ = &mut stopped => return,
+                        (id, transition) = checker.next_transition() => {
+                            if tx.send((id, transition)).await.is_err() {
+                                return;
+                            }
+                        }
+                        _ = publish.tick() => {
+                            lateness.merge(&checker.take_lateness());
+                            let snapshot = MonitorStats {
+                                counters: (0..checker.len()).map(|id| checker.health(id).counters()).collect(),
+                                lateness,
+                                skipped: checker.schedule().total_skipped(),
+                            };
+                            *published.lock().expect("not poisoned") = snapshot;
                         }
                     }
-                    _ = publish.tick() => {
-                        lateness.merge(&checker.take_lateness());
-                        let snapshot = MonitorStats {
-                            counters: (0..checker.len()).map(|id| checker.health(id).counters()).collect(),
-                            lateness,
-                            skipped: checker.schedule().total_skipped(),
-                        };
-                        *published.lock().expect("not poisoned") = snapshot;
-                    }
                 }
-            }
-        });
-        Monitor { transitions, stats, task }
+            });
+            // Dropping the runtime aborts runs in flight and kills their scripts.
+        })?;
+        Ok(Monitor { transitions, stats, stop: Some(stop), thread: Some(thread) })
     }
 }
 
 impl Drop for Monitor {
     fn drop(&mut self) {
-        // Dropping the checker with the task aborts runs in flight and kills their scripts.
-        self.task.abort();
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
