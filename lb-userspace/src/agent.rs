@@ -22,7 +22,7 @@ use crate::{
     health::{CheckSpec, Health, Intervals, Monitor, MonitorStats, Params, Transition},
     layout::{Layout, TableMode},
     net::{Neighbour, NeighbourEvents, Net, NetError},
-    vrrp::Vrrp,
+    vrrp::{LocalMac, Vrrp},
 };
 
 /// How often every backend's neighbour entry is re-confirmed (NTF_USE). XDP forwarding
@@ -96,6 +96,8 @@ pub struct Agent {
     prog_id: u32,
     /// Whether the data plane fault is raised now.
     dataplane_fault: bool,
+    /// Virtual MACs VRRP masters hold (use_vmac), for the data plane to take as ours.
+    vrrp_macs: Option<mpsc::UnboundedReceiver<LocalMac>>,
 }
 
 pub(crate) fn format_mac(m: &[u8; 6]) -> String {
@@ -187,6 +189,7 @@ impl Agent {
             checked: Vec::new(),
             check_stats: Arc::default(),
             vrrp: None,
+            vrrp_macs: None,
             prog_id: 0,
             dataplane_fault: false,
         };
@@ -230,7 +233,9 @@ impl Agent {
         agent.prog_id = agent.dp.program().info().map_err(DataplaneError::from)?.id();
         if !agent.cfg.vrrp.is_empty() {
             // Only once the data plane forwards: a node must not become master before.
-            agent.vrrp = Some(Vrrp::start(&agent.cfg.vrrp, &interfaces)?);
+            let (tx, rx) = mpsc::unbounded_channel();
+            agent.vrrp = Some(Vrrp::start(&agent.cfg.vrrp, &interfaces, tx)?);
+            agent.vrrp_macs = Some(rx);
             info!("VRRP: {} instance(s) started", agent.cfg.vrrp.len());
         }
         agent.resolve_backends(false).await;
@@ -599,6 +604,7 @@ impl Agent {
         let mut refresh = tokio::time::interval(NEIGHBOUR_REFRESH);
         let mut retry = tokio::time::interval(NEIGHBOUR_RETRY);
         let mut dataplane_check = tokio::time::interval(DATAPLANE_CHECK);
+        let mut vrrp_macs = self.vrrp_macs.take();
         tokio::pin!(shutdown);
         let result = loop {
             tokio::select! {
@@ -623,6 +629,7 @@ impl Agent {
                     }
                 }
                 _ = dataplane_check.tick(), if self.vrrp.is_some() => self.check_dataplane().await,
+                Some(m) = async { vrrp_macs.as_mut()?.recv().await }, if vrrp_macs.is_some() => self.apply_local_mac(m),
                 _ = retry.tick() => {
                     if let Err(e) = self.reread_neighbours().await {
                         break Err(e);
@@ -636,6 +643,16 @@ impl Agent {
         let _ = std::fs::remove_file(&socket);
         self.stop().await?;
         result
+    }
+
+    /// A VRRP master's virtual MAC comes or goes. A failure is logged: the master then
+    /// does not forward what is sent to that MAC, which the data plane counts.
+    fn apply_local_mac(&mut self, m: LocalMac) {
+        let result = if m.add { self.dp.add_local_mac(m.ifindex, m.mac) } else { self.dp.remove_local_mac(m.ifindex, m.mac) };
+        match result {
+            Ok(()) => info!("data plane: virtual MAC {} {} interface {}", format_mac(&m.mac), if m.add { "taken on" } else { "released from" }, m.ifindex),
+            Err(e) => warn!("{e}"),
+        }
     }
 
     /// With VRRP: raises the data plane fault while the program is not attached to every

@@ -158,7 +158,8 @@ impl Net {
         self.handle.link().del(ifindex).execute().await.map_err(nl(format!("removing interface {ifindex}")))
     }
 
-    async fn index_of(&self, name: &str) -> Result<Option<u32>> {
+    /// Index of the interface `name`, if it exists.
+    pub async fn index_of(&self, name: &str) -> Result<Option<u32>> {
         let mut found = self.handle.link().get().match_name(name.to_owned()).execute();
         match found.try_next().await {
             Ok(m) => Ok(m.map(|m| m.header.index)),

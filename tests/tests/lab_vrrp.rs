@@ -633,3 +633,60 @@ fn xlb_sends_the_configured_v3_checksum_and_accepts_both() -> Result<()> {
     ensure!(st["state"] == "BACKUP" && st["invalid"].get("checksum").is_none(), "{st}");
     Ok(())
 }
+
+/// The node's interfaces with their MACs and addresses (`ip -j addr`).
+fn links(pair: &Pair, node: Node) -> Result<Vec<(String, String, Vec<String>)>> {
+    let out = xlb_tests::ip(&["-n", &pair.lb(node).ns, "-j", "addr"])?;
+    let v: Value = serde_json::from_slice(&out.stdout)?;
+    Ok(v.as_array()
+        .into_iter()
+        .flatten()
+        .map(|l| {
+            let addrs = l["addr_info"].as_array().into_iter().flatten().filter_map(|a| a["local"].as_str().map(str::to_owned)).collect();
+            (l["ifname"].as_str().unwrap_or("").to_owned(), l["address"].as_str().unwrap_or("").to_owned(), addrs)
+        })
+        .collect())
+}
+
+/// The client's neighbour entry for the VIP: its MAC.
+fn client_neighbour(pair: &Pair) -> Result<Option<String>> {
+    let out = xlb_tests::ip(&["-n", &pair.client.ns, "-j", "neigh", "show", &vip4().to_string()])?;
+    let v: Value = serde_json::from_slice(&out.stdout)?;
+    Ok(v.get(0).and_then(|n| n["lladdr"].as_str()).map(str::to_owned))
+}
+
+#[test]
+fn xlb_use_vmac_keeps_the_vip_on_the_virtual_mac_across_failover() -> Result<()> {
+    if !privileged("xlb_use_vmac_keeps_the_vip_on_the_virtual_mac_across_failover") {
+        return Ok(());
+    }
+    let vmac = format!("00:00:5e:00:01:{VRID:02x}");
+    let mut pair = xlb_pair("vvmac", 150, 100, &["use_vmac = true"])?;
+    let holder = |pair: &Pair, node: Node| -> Result<bool> {
+        Ok(links(pair, node)?.iter().any(|(name, mac, addrs)| name == "vrrp.51" && *mac == vmac && addrs.contains(&vip4().to_string())))
+    };
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !holder(&pair, Node::Lb1)? {
+        ensure!(Instant::now() < deadline, "lb1 holds no VIP on vrrp.51: {:?}\n{}", links(&pair, Node::Lb1)?, pair.xlb_log(Node::Lb1));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    ensure!(!links(&pair, Node::Lb2)?.iter().any(|l| l.0 == "vrrp.51"), "the backup has no virtual MAC interface");
+    let prober = pair.prober()?;
+    prober.wait_replies_after(Instant::now(), 30, Duration::from_secs(3))?;
+    ensure!(client_neighbour(&pair)?.as_deref() == Some(vmac.as_str()), "the client resolves the VIP to {:?}", client_neighbour(&pair)?);
+    assert_only_through(&pair, Node::Lb1)?;
+    // Failover: the VIP's MAC stays the same for the client; only the switch learns a new
+    // port (from the new master's announcements).
+    pair.stop_xlb(Node::Lb1, Signal::SIGTERM)?;
+    wait_state(&pair, Node::Lb2, "MASTER", Duration::from_secs(2))?;
+    ensure!(holder(&pair, Node::Lb2)?, "lb2 holds the VIP on vrrp.51: {:?}", links(&pair, Node::Lb2)?);
+    let moved = wait_forwarding(&pair, Node::Lb2, Duration::from_secs(3))?;
+    prober.wait_replies_after(moved, 20, Duration::from_secs(3))?;
+    ensure!(client_neighbour(&pair)?.as_deref() == Some(vmac.as_str()), "the client still resolves the VIP to the virtual MAC");
+    // lb1 cleaned up: no macvlan left, arp_ignore back to what it was.
+    ensure!(!links(&pair, Node::Lb1)?.iter().any(|l| l.0 == "vrrp.51"), "{:?}", links(&pair, Node::Lb1)?);
+    let out = xlb_tests::run(std::process::Command::new("ip").args(["netns", "exec", &pair.lb(Node::Lb1).ns, "cat", "/proc/sys/net/ipv4/conf/eth0/arp_ignore"]))?;
+    ensure!(String::from_utf8_lossy(&out.stdout).trim() == "0", "arp_ignore restored");
+    drop(prober);
+    Ok(())
+}

@@ -80,6 +80,25 @@ pub struct InstanceStatus {
     pub address_mismatch: u64,
 }
 
+/// A MAC the data plane must (or must no longer) take as addressed to the node on
+/// `ifindex`: the virtual MAC of a `use_vmac` instance while it is master.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalMac {
+    pub ifindex: u32,
+    pub mac: [u8; 6],
+    pub add: bool,
+}
+
+/// A `use_vmac` instance's macvlan.
+struct Vmac {
+    name: String,
+    mac: [u8; 6],
+    /// Its index while it exists.
+    index: Option<u32>,
+    /// The interface's arp_ignore before we set it, to restore.
+    arp_ignore: Option<String>,
+}
+
 enum Command {
     Fault { source: String, on: bool },
     Script { index: usize, ok: bool },
@@ -138,7 +157,13 @@ fn realtime() {
 impl Vrrp {
     /// Opens every instance's sockets and starts the thread; instances begin in BACKUP (or
     /// MASTER as address owner) with their virtual addresses removed.
-    pub fn start(configs: &[VrrpConfig], interfaces: &[InterfaceInfo]) -> Result<Vrrp, VrrpError> {
+    ///
+    /// `local_macs` receives the virtual MACs the data plane must take as the node's own.
+    pub fn start(
+        configs: &[VrrpConfig],
+        interfaces: &[InterfaceInfo],
+        local_macs: mpsc::UnboundedSender<LocalMac>,
+    ) -> Result<Vrrp, VrrpError> {
         let hosts = configs.iter().map(|c| host_of(c, interfaces)).collect::<Result<Vec<_>, _>>()?;
         let mut instances = Vec::new();
         let mut receivers = Vec::new();
@@ -171,7 +196,7 @@ impl Vrrp {
                 rt.block_on(async move {
                     let mut tasks = Vec::new();
                     for ((cfg, tx, rx, status), host) in receivers.into_iter().zip(hosts) {
-                        match Instance::open(cfg, host, status).await {
+                        match Instance::open(cfg, host, status, local_macs.clone()).await {
                             Ok(inst) => {
                                 tasks.push(tokio::spawn(inst.run(rx, tx)));
                             }
@@ -240,12 +265,12 @@ struct Instance {
     frames: Arc<FrameSender>,
     net: Net,
     status: Arc<Mutex<InstanceStatus>>,
-    /// Where the addresses go: the interface, or the macvlan with the virtual MAC.
-    target: u32,
     /// The MAC the announcements carry.
     announce_mac: [u8; 6],
-    /// The macvlan this instance created (use_vmac).
-    vmac: Option<u32>,
+    /// use_vmac: the macvlan that holds the addresses while master.
+    vmac: Option<Vmac>,
+    /// Tells the agent which MACs the data plane must take as the node's own.
+    local_macs: mpsc::UnboundedSender<LocalMac>,
     faults: BTreeSet<String>,
     /// Last result of each track script (None until its first result).
     scripts: Vec<Option<bool>>,
@@ -256,7 +281,12 @@ struct Instance {
 }
 
 impl Instance {
-    async fn open(cfg: VrrpConfig, host: Host, status: Arc<Mutex<InstanceStatus>>) -> Result<Instance, VrrpError> {
+    async fn open(
+        cfg: VrrpConfig,
+        host: Host,
+        status: Arc<Mutex<InstanceStatus>>,
+        local_macs: mpsc::UnboundedSender<LocalMac>,
+    ) -> Result<Instance, VrrpError> {
         let io_err = |what: &str| {
             let instance = cfg.name.clone();
             let what = what.to_owned();
@@ -264,19 +294,19 @@ impl Instance {
         };
         let net = Net::new()?;
         let v6 = host.primary.is_ipv6();
-        let (target, announce_mac, vmac) = if cfg.use_vmac {
-            let mac = announce::virtual_mac(cfg.vrid, v6);
-            let name = format!("vrrp{}.{}", if v6 { "6" } else { "" }, cfg.vrid);
-            let index = net.macvlan(&name, host.ifindex, mac).await?;
-            info!("vrrp_instance \"{}\": virtual MAC {} on {name}", cfg.name, crate::agent::format_mac(&mac));
-            (index, mac, Some(index))
-        } else {
-            (host.ifindex, host.mac, None)
-        };
+        let vmac = cfg.use_vmac.then(|| Vmac {
+            name: format!("vrrp{}.{}", if v6 { "6" } else { "" }, cfg.vrid),
+            mac: announce::virtual_mac(cfg.vrid, v6),
+            index: None,
+            arp_ignore: None,
+        });
+        let announce_mac = vmac.as_ref().map_or(host.mac, |v| v.mac);
         let multicast = cfg.unicast_peers.is_empty();
         let socket = VrrpSocket::open(&cfg.interface, host.ifindex, host.primary, multicast)
             .map_err(io_err(&format!("opening the VRRP socket on {}", cfg.interface)))?;
-        let frames = Arc::new(FrameSender::open(target).map_err(io_err("opening the packet socket for announcements"))?);
+        // Announcements leave through the interface itself; with use_vmac they carry the
+        // virtual MAC as their source.
+        let frames = Arc::new(FrameSender::open(host.ifindex).map_err(io_err("opening the packet socket for announcements"))?);
         let machine = Machine::new(Params {
             version: cfg.version,
             priority: cfg.priority,
@@ -294,9 +324,9 @@ impl Instance {
             frames,
             net,
             status,
-            target,
             announce_mac,
             vmac,
+            local_macs,
             faults: BTreeSet::new(),
             garp: None,
             helpers: Vec::new(),
@@ -454,11 +484,6 @@ impl Instance {
         for h in self.helpers.drain(..) {
             h.abort();
         }
-        if let Some(index) = self.vmac.take() {
-            if let Err(e) = self.net.del_link(index).await {
-                warn!("vrrp_instance \"{}\": {e}", self.cfg.name);
-            }
-        }
     }
 
     async fn execute(&mut self, actions: Vec<Action>) {
@@ -466,10 +491,16 @@ impl Instance {
             match action {
                 Action::SendAdvert { priority } => self.send_advert(priority).await,
                 Action::TakeAddresses => {
+                    let target = match self.vmac_up().await {
+                        Ok(t) => t,
+                        Err(e) => {
+                            warn!("vrrp_instance \"{}\": {e}; holding the addresses on {} instead", self.cfg.name, self.cfg.interface);
+                            self.host.ifindex
+                        }
+                    };
                     for &addr in &self.cfg.virtual_addresses {
-                        match self.net.add_address(self.target, addr).await {
-                            Ok(_) => {}
-                            Err(e) => warn!("vrrp_instance \"{}\": {e}", self.cfg.name),
+                        if let Err(e) = self.net.add_address(target, addr).await {
+                            warn!("vrrp_instance \"{}\": {e}", self.cfg.name);
                         }
                     }
                     self.announce(true);
@@ -556,8 +587,51 @@ impl Instance {
             g.abort();
         }
         for &addr in &self.cfg.virtual_addresses {
-            if let Err(e) = self.net.del_address(self.target, addr).await {
+            if let Err(e) = self.net.del_address(self.host.ifindex, addr).await {
                 warn!("vrrp_instance \"{}\": {e}", self.cfg.name);
+            }
+        }
+        // Gone with the macvlan: its addresses, and its MAC from the data plane's own.
+        self.vmac_down().await;
+    }
+
+    /// use_vmac: creates the macvlan with the virtual MAC (up), has the data plane take the
+    /// MAC as the node's own, and keeps the interface itself from answering ARP for the
+    /// addresses (arp_ignore = 1, as keepalived does), so that they resolve to the virtual
+    /// MAC only. Returns where the addresses go.
+    async fn vmac_up(&mut self) -> Result<u32, VrrpError> {
+        let Some(v) = &mut self.vmac else { return Ok(self.host.ifindex) };
+        let index = self.net.macvlan(&v.name, self.host.ifindex, v.mac).await?;
+        v.index = Some(index);
+        if v.arp_ignore.is_none() && self.host.primary.is_ipv4() {
+            let path = format!("/proc/sys/net/ipv4/conf/{}/arp_ignore", self.cfg.interface);
+            v.arp_ignore = std::fs::read_to_string(&path).ok().map(|s| s.trim().to_owned());
+            if let Err(e) = std::fs::write(&path, "1") {
+                warn!("vrrp_instance \"{}\": setting {path}: {e}", self.cfg.name);
+            }
+        }
+        let _ = self.local_macs.send(LocalMac { ifindex: self.host.ifindex, mac: v.mac, add: true });
+        info!("vrrp_instance \"{}\": virtual MAC {} on {}", self.cfg.name, crate::agent::format_mac(&v.mac), v.name);
+        Ok(index)
+    }
+
+    async fn vmac_down(&mut self) {
+        let Some(v) = &mut self.vmac else { return };
+        let _ = self.local_macs.send(LocalMac { ifindex: self.host.ifindex, mac: v.mac, add: false });
+        // Also one left behind by an agent that was killed.
+        let index = match v.index.take() {
+            Some(i) => Some(i),
+            None => self.net.index_of(&v.name).await.ok().flatten(),
+        };
+        if let Some(index) = index {
+            if let Err(e) = self.net.del_link(index).await {
+                warn!("vrrp_instance \"{}\": {e}", self.cfg.name);
+            }
+        }
+        if let Some(old) = v.arp_ignore.take() {
+            let path = format!("/proc/sys/net/ipv4/conf/{}/arp_ignore", self.cfg.interface);
+            if let Err(e) = std::fs::write(&path, &old) {
+                warn!("vrrp_instance \"{}\": restoring {path}: {e}", self.cfg.name);
             }
         }
     }

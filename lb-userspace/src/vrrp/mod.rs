@@ -11,4 +11,4 @@ pub mod machine;
 pub mod instance;
 pub mod packet;
 
-pub use instance::{InstanceStatus, Vrrp, VrrpError};
+pub use instance::{InstanceStatus, LocalMac, Vrrp, VrrpError};
