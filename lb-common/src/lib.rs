@@ -157,6 +157,61 @@ pub struct Counters {
     pub bytes: u64,
 }
 
+/// Bits of `VIP_FILTER`.
+pub const VIP_FILTER_BITS: u32 = 4096;
+
+/// `VIP_FILTER` (a one-entry array): a bitmap with one bit set per VIP, at [`VipFilter::bit`]
+/// of its address. A packet whose destination's bit is clear is no VIP's, and passes after
+/// one array read, without a service lookup (most of a node's non-VIP traffic). A set bit
+/// only says "maybe": the service lookup decides. `enabled == 0` (a map nobody wrote, as in
+/// test fixtures) lets everything through to the lookup.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VipFilter {
+    pub enabled: u32,
+    pub _pad: u32,
+    pub bits: [u64; (VIP_FILTER_BITS / 64) as usize],
+}
+
+impl Default for VipFilter {
+    fn default() -> Self {
+        VipFilter { enabled: 0, _pad: 0, bits: [0; (VIP_FILTER_BITS / 64) as usize] }
+    }
+}
+
+impl VipFilter {
+    /// The filter holding `addrs` (16-byte forms, as in [`ServiceKey::addr`]), enabled.
+    pub fn new<'a>(addrs: impl IntoIterator<Item = &'a [u8; 16]>) -> VipFilter {
+        let mut f = VipFilter { enabled: 1, ..VipFilter::default() };
+        for a in addrs {
+            let b = Self::bit(a);
+            f.bits[(b / 64) as usize] |= 1 << (b % 64);
+        }
+        f
+    }
+
+    /// Bit of an address: its four 32-bit words folded and mixed (Fibonacci hashing), the
+    /// top 12 bits.
+    #[inline(always)]
+    pub fn bit(addr: &[u8; 16]) -> u32 {
+        let w = |i: usize| u32::from_le_bytes([addr[i], addr[i + 1], addr[i + 2], addr[i + 3]]);
+        (w(0) ^ w(4) ^ w(8) ^ w(12)).wrapping_mul(0x9e37_79b1) >> 20
+    }
+
+    /// False when `addr` is certainly no VIP.
+    #[inline(always)]
+    pub fn may_contain(&self, addr: &[u8; 16]) -> bool {
+        if self.enabled == 0 {
+            return true;
+        }
+        let b = Self::bit(addr);
+        match self.bits.get((b / 64) as usize) {
+            Some(word) => word & (1 << (b % 64)) != 0,
+            None => true,
+        }
+    }
+}
+
 /// Most MACs one interface answers to in `LOCAL_MACS`: its own address and a few extra ones
 /// (a VRRP virtual MAC held on a macvlan over it).
 pub const MAX_LOCAL_MACS: usize = 4;
@@ -275,6 +330,7 @@ pub mod maps {
     pub const BACKEND_STATS: &str = "BACKEND_STATS";
     pub const STATS: &str = "STATS";
     pub const LOCAL_MACS: &str = "LOCAL_MACS";
+    pub const VIP_FILTER: &str = "VIP_FILTER";
 }
 
 /// Name of the XDP program in the object.
@@ -292,6 +348,30 @@ mod pod {
     unsafe impl aya::Pod for Flow {}
     unsafe impl aya::Pod for Counters {}
     unsafe impl aya::Pod for LocalMacs {}
+    unsafe impl aya::Pod for VipFilter {}
+}
+
+#[cfg(test)]
+mod vip_filter_tests {
+    use super::*;
+
+    #[test]
+    fn the_filter_holds_its_vips_and_clears_most_others() {
+        let vip = |a: [u8; 4]| {
+            let mut k = [0u8; 16];
+            k[..4].copy_from_slice(&a);
+            k
+        };
+        let vips = [vip([203, 0, 113, 100]), vip([198, 51, 100, 7]), [0x20, 1, 0x0d, 0xb8, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 1, 0]];
+        let f = VipFilter::new(&vips);
+        assert!(vips.iter().all(|v| f.may_contain(v)));
+        // Of 10000 other addresses, about 3 / 4096 of them share a bit with a VIP.
+        let false_hits = (0..10000u32).filter(|i| f.may_contain(&vip([10, (i >> 16) as u8, (i >> 8) as u8, *i as u8]))).count();
+        assert!(false_hits < 30, "{false_hits}");
+        // Nobody wrote the map: everything goes to the lookup.
+        assert!(VipFilter::default().may_contain(&vip([10, 0, 0, 1])));
+        assert_eq!(core::mem::size_of::<VipFilter>(), 8 + VIP_FILTER_BITS as usize / 8);
+    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! xlb's XDP program: direct-routing layer-4 load balancing.
 //!
-//! For each frame: parse (Ethernet, checking the destination is one of the ingress interface's
-//! MACs, IP, TCP/UDP or a quoted ICMP error), find the service,
+//! For each frame: parse (Ethernet, IP, TCP/UDP or a quoted ICMP error), rule out non-VIP
+//! destinations with one bitmap read, find the service, check the frame was addressed to one
+//! of the ingress interface's MACs,
 //! find the backend (flow table, else Maglev), rewrite the Ethernet addresses, send with
 //! XDP_TX or XDP_REDIRECT. Anything that is not for a service goes to the kernel untouched.
 //! Every frame is counted under exactly one verdict counter.
@@ -21,11 +22,15 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use lb_common::{
-    stat, Backend, Counters, Flow, FlowKey, LocalMacs, Ring, Service, ServiceKey, MAX_BACKENDS,
+    stat, Backend, Counters, Flow, FlowKey, LocalMacs, Ring, Service, ServiceKey, VipFilter, MAX_BACKENDS,
     MAX_SERVICES, RING_SLOTS_PER_SERVICE,
 };
 
 use crate::forward::{forward, Verdict};
+
+/// Each CPU keeps its own LRU list of flows: inserting a new flow takes no lock shared with
+/// the other CPUs (a flow stays on the CPU its NIC queue hashes it to).
+const BPF_F_NO_COMMON_LRU: u32 = 1 << 1;
 
 // Sizes here are defaults; the agent sets the real ones from its configuration at load time.
 // The agent pins every map under its pin path so a restarted agent adopts them (flows and
@@ -42,7 +47,7 @@ static RINGS: Array<Ring> = Array::with_max_entries(64 * RING_SLOTS_PER_SERVICE,
 static BACKENDS: Array<Backend> = Array::with_max_entries(MAX_BACKENDS, 0);
 /// Established flows: client-to-VIP 5-tuple -> backend.
 #[map]
-static FLOWS: LruHashMap<FlowKey, Flow> = LruHashMap::with_max_entries(1 << 20, 0);
+static FLOWS: LruHashMap<FlowKey, Flow> = LruHashMap::with_max_entries(1 << 20, BPF_F_NO_COMMON_LRU);
 /// Interfaces backends are reached through other than the ingress one (XDP_REDIRECT).
 #[map]
 static EGRESS: DevMapHash = DevMapHash::with_max_entries(64, 0);
@@ -55,6 +60,9 @@ static BACKEND_STATS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(MAX_
 /// attaches to; BPF_PROG_TEST_RUN fixtures may leave it empty).
 #[map]
 static LOCAL_MACS: HashMap<u32, LocalMacs> = HashMap::with_max_entries(64, 0);
+/// One entry: a bitmap of the VIPs (see `lb_common::VipFilter`).
+#[map]
+static VIP_FILTER: Array<VipFilter> = Array::with_max_entries(1, 0);
 /// Verdict and event counters, indexed by `lb_common::stat`.
 #[map]
 static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
@@ -77,9 +85,15 @@ fn balance(ctx: &XdpContext) -> Verdict {
         Ok(p) => p,
         Err(reason) => return pass(reason),
     };
+    if !select::maybe_vip(&packet.key) {
+        return pass(stat::PASS_NOT_SERVICE);
+    }
     let Some(svc) = select::service(&packet.key, packet.kind) else {
         return pass(stat::PASS_NOT_SERVICE);
     };
+    if let Err(reason) = parse::addressed_here(ctx) {
+        return pass(reason);
+    }
     let (index, backend) = match select::backend(&svc, &packet.key, packet.kind) {
         Ok(b) => b,
         Err(reason) => return Verdict { action: xdp_action::XDP_DROP, stat: reason },

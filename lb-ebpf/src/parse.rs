@@ -80,7 +80,6 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, u32> {
     if ether_type != ETH_P_IP && ether_type != ETH_P_IPV6 {
         return Err(stat::PASS_NOT_IP);
     }
-    addressed_here(ctx, unsafe { &(*eth).dst_addr })?;
     if ether_type == ETH_P_IP {
         parse_ipv4(ctx)
     } else {
@@ -95,8 +94,12 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, u32> {
 /// PACKET_OTHERHOST frames, counted `PASS_OTHER_HOST`; broadcast and multicast destinations
 /// never carry a service's flow and pass as `PASS_NOT_SERVICE`. An interface without an entry
 /// accepts every destination.
+/// The frame is addressed to one of the ingress interface's MACs (`LOCAL_MACS`), or the
+/// interface has no entry. Checked for VIP traffic only: everything else passes anyway.
 #[inline(always)]
-fn addressed_here(ctx: &XdpContext, dst: &[u8; 6]) -> Result<(), u32> {
+pub fn addressed_here(ctx: &XdpContext) -> Result<(), u32> {
+    let eth: *const EthHdr = ptr_at(ctx, 0)?;
+    let dst = unsafe { &(*eth).dst_addr };
     let ifindex = ctx.ingress_ifindex() as u32;
     let Some(local) = (unsafe { LOCAL_MACS.get(&ifindex) }) else {
         return Ok(());

@@ -9,7 +9,16 @@ use lb_common::{
     SERVICE_F_FRAGMENTS_ONLY, SERVICE_F_HASH_SOURCE,
 };
 
-use crate::{parse::Kind, stats::count, BACKENDS, FLOWS, RINGS, SERVICES};
+use crate::{parse::Kind, stats::count, BACKENDS, FLOWS, RINGS, SERVICES, VIP_FILTER};
+
+/// False when the destination is certainly no VIP (one inlined array read).
+#[inline(always)]
+pub fn maybe_vip(key: &FlowKey) -> bool {
+    match VIP_FILTER.get(0) {
+        Some(f) => f.may_contain(&key.dst),
+        None => true,
+    }
+}
 
 /// The service for the packet: exact (VIP, port, protocol) first, then the VIP's port-0 entry.
 /// Fragments carry no port and only match port 0 (an all-ports service, or the fragment entry

@@ -210,6 +210,8 @@ impl Agent {
         }
         agent.publish_all()?;
         agent.remove_stale_services()?;
+        let vips = agent.vips();
+        agent.dp.set_vips(&vips)?;
 
         let mode = match agent.cfg.agent.xdp_mode {
             config::XdpMode::Native => XdpMode::Driver,

@@ -13,7 +13,7 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use lb_common::{
-    maps, stat, Backend, Counters, Flow, FlowKey, LocalMacs, Ring, Service, ServiceKey, MAX_BACKENDS,
+    maps, stat, Backend, Counters, Flow, FlowKey, LocalMacs, Ring, Service, ServiceKey, VipFilter, MAX_BACKENDS,
     MAX_LOCAL_MACS, MAX_RING_SIZE, PROGRAM_NAME, RING_EMPTY, RING_SLOTS_PER_SERVICE,
 };
 
@@ -65,7 +65,7 @@ pub struct Sizes {
 impl Sizes {
     /// (map, max_entries, key size, value size) of every map whose shape depends on the sizes or
     /// on the layout of lb-common: what a pinned map must match to be adopted.
-    fn shapes(&self) -> [(&'static str, u32, usize, usize); 9] {
+    fn shapes(&self) -> [(&'static str, u32, usize, usize); 10] {
         use std::mem::size_of;
         [
             (maps::SERVICES, self.max_services * 2, size_of::<ServiceKey>(), size_of::<Service>()),
@@ -77,6 +77,7 @@ impl Sizes {
             (maps::BACKEND_STATS, MAX_BACKENDS, 4, size_of::<Counters>()),
             (maps::STATS, stat::COUNT, 4, 8),
             (maps::LOCAL_MACS, MAX_INTERFACES, 4, size_of::<LocalMacs>()),
+            (maps::VIP_FILTER, 1, 4, size_of::<VipFilter>()),
         ]
     }
 }
@@ -101,6 +102,7 @@ pub struct Dataplane {
     backend_stats: PerCpuArray<MapData, Counters>,
     stats: PerCpuArray<MapData, u64>,
     local_macs: HashMap<MapData, u32, LocalMacs>,
+    vip_filter: Array<MapData, VipFilter>,
     sizes: Sizes,
     pin_dir: Option<PathBuf>,
     /// Interfaces attached, with their link pin path (when pinning).
@@ -193,6 +195,7 @@ impl Dataplane {
             backend_stats: take(&mut ebpf, maps::BACKEND_STATS)?,
             stats: take(&mut ebpf, maps::STATS)?,
             local_macs: take(&mut ebpf, maps::LOCAL_MACS)?,
+            vip_filter: take(&mut ebpf, maps::VIP_FILTER)?,
             ebpf,
             sizes,
             pin_dir: pin_dir.map(Path::to_owned),
@@ -269,6 +272,13 @@ impl Dataplane {
         self.egress
             .insert(ifindex, ifindex, None, 0)
             .map_err(|e| DataplaneError::Egress { ifindex, message: e.to_string() })
+    }
+
+    /// Writes the bitmap of `vips` the program reads first: a packet to any other address
+    /// passes without a service lookup. Every VIP of every service must be in it.
+    pub fn set_vips(&mut self, vips: &[std::net::IpAddr]) -> Result<()> {
+        let keys: Vec<[u8; 16]> = vips.iter().map(|&v| ServiceKey::new(v, 0, 0).addr).collect();
+        self.vip_filter.set(0, VipFilter::new(&keys), 0).map_err(map_err(maps::VIP_FILTER))
     }
 
     /// Makes the program balance only frames arriving on `ifindex` whose destination is one of

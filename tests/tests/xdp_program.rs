@@ -13,7 +13,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use aya::programs::{TestRun, TestRunOptions};
 use lb_common::{
     hash::{flow_hash, source_hash},
-    stat, Backend, FlowKey, Service, ServiceKey, BACKEND_F_USABLE, PROTO_TCP, PROTO_UDP, RING_EMPTY, SERVICE_F_FRAGMENTS_ONLY, SERVICE_F_HASH_SOURCE,
+    stat, Backend, FlowKey, Service, ServiceKey, VipFilter, BACKEND_F_USABLE, PROTO_TCP, PROTO_UDP, RING_EMPTY, SERVICE_F_FRAGMENTS_ONLY, SERVICE_F_HASH_SOURCE,
 };
 use lb_userspace::dataplane::{Dataplane, Sizes};
 use xlb_tests::frames::{self, flow_frame, V4, CLIENT_MAC, NODE_MAC, PROTO_ICMP};
@@ -35,6 +35,15 @@ const VIP4_REDIRECT: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 103);
 /// No usable backend.
 const VIP4_EMPTY: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 104);
 const OTHER4: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 50);
+/// Every VIP of the fixture (its VIP bitmap).
+const FIXTURE_VIPS: [IpAddr; 6] = [
+    IpAddr::V4(VIP4),
+    IpAddr::V4(VIP4_ANY_PORT),
+    IpAddr::V4(VIP4_SH),
+    IpAddr::V4(VIP4_REDIRECT),
+    IpAddr::V4(VIP4_EMPTY),
+    IpAddr::V6(VIP6),
+];
 const ROUTER4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
 const CLIENT6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, 0, 0x10);
 const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, 0, 0x100);
@@ -110,6 +119,8 @@ impl Fixture {
                 .unwrap();
             assert_eq!(live.id, id);
         }
+        // The VIP bitmap, as the agent writes it.
+        fx.dp.set_vips(&FIXTURE_VIPS.map(|v| v.into())).unwrap();
         fx
     }
 
@@ -391,6 +402,27 @@ fn non_vip_traffic_passes_untouched() {
         fx.expect_untouched(&tcp4(47000, OTHER4, 22), XDP_PASS, stat::PASS_NOT_SERVICE);
         let v6 = flow_frame(PROTO_TCP, CLIENT6.into(), 47000, IpAddr::V6(ROUTER6), 22, b"");
         fx.expect_untouched(&v6, XDP_PASS, stat::PASS_NOT_SERVICE);
+    });
+}
+
+#[test]
+fn the_vip_bitmap_is_read_first_and_the_lookup_decides() {
+    with_fixture("the_vip_bitmap_is_read_first_and_the_lookup_decides", |fx| {
+        // An address that shares VIP4's bit is looked up, and passes as no service.
+        let bit = VipFilter::bit(&service_key(VIP4.into(), 0, 0).addr);
+        let twin = (1..=u32::MAX)
+            .map(|i| Ipv4Addr::from(0xc633_6400u32.wrapping_add(i)))
+            .find(|a| VipFilter::bit(&service_key((*a).into(), 0, 0).addr) == bit)
+            .unwrap();
+        fx.expect_untouched(&tcp4(47002, twin, 80), XDP_PASS, stat::PASS_NOT_SERVICE);
+        fx.expect_forwarded(&tcp4(47002, VIP4, 80), expected_flow_backend(fx, S_TCP4, PROTO_TCP, CLIENT4.into(), 47002, VIP4.into(), 80), XDP_TX);
+        // A bitmap without VIP4 (an agent that forgot it): VIP4's traffic passes unlooked-up,
+        // which shows the bitmap is what the program reads first.
+        let others: Vec<IpAddr> = FIXTURE_VIPS.iter().copied().filter(|v| *v != IpAddr::V4(VIP4)).collect();
+        fx.dp.set_vips(&others).unwrap();
+        fx.expect_untouched(&tcp4(47003, VIP4, 80), XDP_PASS, stat::PASS_NOT_SERVICE);
+        let sh = fx.ring_choice(S_SH, source_hash(&flow_key(PROTO_TCP, CLIENT4.into(), 0, VIP4_SH.into(), 80)));
+        fx.expect_forwarded(&tcp4(47003, VIP4_SH, 80), sh, XDP_TX);
     });
 }
 

@@ -35,7 +35,8 @@ use aya::{
     Ebpf, EbpfLoader, Pod,
 };
 use lb_common::{
-    hash::flow_hash, maps, stat, Backend, Flow, FlowKey, Ring, Service, ServiceKey, BACKEND_F_USABLE, MAX_RING_SIZE,
+    hash::flow_hash, maps, stat, Backend, Flow, FlowKey, LocalMacs, Ring, Service, ServiceKey, VipFilter, BACKEND_F_USABLE,
+    MAX_RING_SIZE,
     PROTO_TCP, PROTO_UDP, RING_EMPTY,
 };
 use lb_userspace::{dataplane::OBJECT, maglev};
@@ -149,6 +150,15 @@ impl Fixture {
             rings.set(slot, &*ring, 0)?;
             services.insert(key, Service { id, flags: 0, ring_size: TABLE_SIZE, ring_slot: slot }, 0)?;
         }
+        // What the agent writes besides the services: the VIP bitmap, and the MACs frames
+        // must be addressed to. The latter for another interface than the test run's (lo,
+        // index 1): the program looks its entry up all the same (and finds none, which
+        // accepts the frame), so the figure carries the lookup; with an entry for lo, repeat
+        // 2.. would see the backend's MAC that repeat 1 wrote and pass (a path change).
+        let mut filter: Array<MapData, VipFilter> = take(&mut ebpf, maps::VIP_FILTER)?;
+        filter.set(0, VipFilter::new(&svcs.map(|(k, _)| k.addr)), 0)?;
+        let mut local: HashMap<MapData, u32, LocalMacs> = take(&mut ebpf, maps::LOCAL_MACS)?;
+        local.insert(2, LocalMacs::new(&[NODE_MAC]).context("one MAC")?, 0)?;
         Ok(Fixture {
             frame: take(&mut ebpf, "BENCH_FRAME")?,
             seq: take(&mut ebpf, "BENCH_SEQ")?,
