@@ -216,12 +216,19 @@ impl VipFilter {
 /// (a VRRP virtual MAC held on a macvlan over it).
 pub const MAX_LOCAL_MACS: usize = 4;
 
-/// `LOCAL_MACS` value: the unicast MACs frames arriving on an interface must be addressed to
-/// for the program to balance them. The first `count` entries of `macs` are valid. An
-/// interface without an entry accepts every destination.
+/// Slots of `LOCAL_MACS`, a direct-mapped array: interface `i` has slot `i % LOCAL_MAC_SLOTS`
+/// (an array read the verifier inlines, where a hash lookup would cost a call). The agent
+/// refuses two attached interfaces in one slot.
+pub const LOCAL_MAC_SLOTS: u32 = 1024;
+
+/// `LOCAL_MACS` value: the unicast MACs frames arriving on interface `ifindex` must be
+/// addressed to for the program to balance them. The first `count` entries of `macs` are
+/// valid. A slot holding another interface (or none: `ifindex` 0) means no entry, and every
+/// destination is accepted.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct LocalMacs {
+    pub ifindex: u32,
     pub count: u32,
     pub macs: [[u8; 6]; MAX_LOCAL_MACS],
 }
@@ -229,8 +236,8 @@ pub struct LocalMacs {
 impl LocalMacs {
     /// The entry holding `macs` (duplicates kept once), or `None` when more than
     /// `MAX_LOCAL_MACS` distinct MACs are given.
-    pub fn new(macs: &[[u8; 6]]) -> Option<LocalMacs> {
-        let mut entry = LocalMacs::default();
+    pub fn new(ifindex: u32, macs: &[[u8; 6]]) -> Option<LocalMacs> {
+        let mut entry = LocalMacs { ifindex, ..LocalMacs::default() };
         for mac in macs {
             if !entry.contains(mac) {
                 entry.push(*mac)?;
@@ -387,17 +394,17 @@ mod tests {
         assert_eq!(size_of::<FlowKey>(), 40);
         assert_eq!(size_of::<Flow>(), 8);
         assert_eq!(size_of::<Counters>(), 16);
-        assert_eq!(size_of::<LocalMacs>(), 4 + 6 * MAX_LOCAL_MACS);
+        assert_eq!(size_of::<LocalMacs>(), 8 + 6 * MAX_LOCAL_MACS);
     }
 
     #[test]
     fn local_macs_keep_each_mac_once_and_refuse_a_fifth() {
         let m = |n: u8| [0x02, 0, 0, 0, 0, n];
-        let e = LocalMacs::new(&[m(1), m(2), m(1)]).unwrap();
+        let e = LocalMacs::new(3, &[m(1), m(2), m(1)]).unwrap();
         assert_eq!(e.macs(), &[m(1), m(2)]);
         assert!(e.contains(&m(2)) && !e.contains(&m(3)) && !e.contains(&[0; 6]));
-        assert!(LocalMacs::new(&[m(1), m(2), m(3), m(4)]).is_some());
-        assert!(LocalMacs::new(&[m(1), m(2), m(3), m(4), m(5)]).is_none());
+        assert!(LocalMacs::new(3, &[m(1), m(2), m(3), m(4)]).is_some());
+        assert!(LocalMacs::new(3, &[m(1), m(2), m(3), m(4), m(5)]).is_none());
     }
 
     #[test]

@@ -22,11 +22,14 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use lb_common::{
-    stat, Backend, Counters, Flow, FlowKey, LocalMacs, Ring, Service, ServiceKey, VipFilter, MAX_BACKENDS,
+    stat, Backend, Counters, Flow, FlowKey, LocalMacs, Ring, LOCAL_MAC_SLOTS, Service, ServiceKey, VipFilter, MAX_BACKENDS,
     MAX_SERVICES, RING_SLOTS_PER_SERVICE,
 };
 
-use crate::forward::{forward, Verdict};
+use crate::{
+    forward::{forward, Verdict},
+    parse::Kind,
+};
 
 /// Each CPU keeps its own LRU list of flows: inserting a new flow takes no lock shared with
 /// the other CPUs (a flow stays on the CPU its NIC queue hashes it to).
@@ -55,11 +58,11 @@ static EGRESS: DevMapHash = DevMapHash::with_max_entries(64, 0);
 static SERVICE_STATS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(MAX_SERVICES, 0);
 #[map]
 static BACKEND_STATS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(MAX_BACKENDS, 0);
-/// Ingress interface index -> the MACs frames must be addressed to for balancing. An interface
-/// without an entry accepts every destination (the agent writes one for each interface it
-/// attaches to; BPF_PROG_TEST_RUN fixtures may leave it empty).
+/// Slot `ifindex % LOCAL_MAC_SLOTS` -> the MACs frames arriving on that interface must be
+/// addressed to for balancing. An interface without an entry accepts every destination (the
+/// agent writes one for each interface it attaches to; BPF_PROG_TEST_RUN fixtures may not).
 #[map]
-static LOCAL_MACS: HashMap<u32, LocalMacs> = HashMap::with_max_entries(64, 0);
+static LOCAL_MACS: Array<LocalMacs> = Array::with_max_entries(LOCAL_MAC_SLOTS, 0);
 /// One entry: a bitmap of the VIPs (see `lb_common::VipFilter`).
 #[map]
 static VIP_FILTER: Array<VipFilter> = Array::with_max_entries(1, 0);
@@ -88,19 +91,36 @@ fn balance(ctx: &XdpContext) -> Verdict {
     if !select::maybe_vip(&packet.key) {
         return pass(stat::PASS_NOT_SERVICE);
     }
+    // A known flow goes to its backend without a service lookup (the agent removes flows
+    // that no longer fit its services).
+    let known = if packet.kind == Kind::Flow { select::known_flow(&packet.key) } else { None };
+    if let Some(flow) = known {
+        if let Some(backend) = select::usable(flow.backend) {
+            if let Err(reason) = parse::addressed_here(ctx) {
+                return pass(reason);
+            }
+            stats::count(stat::EVENT_FLOW_HIT);
+            return send(ctx, &packet, flow.service, flow.backend, &backend);
+        }
+    }
     let Some(svc) = select::service(&packet.key, packet.kind) else {
         return pass(stat::PASS_NOT_SERVICE);
     };
     if let Err(reason) = parse::addressed_here(ctx) {
         return pass(reason);
     }
-    let (index, backend) = match select::backend(&svc, &packet.key, packet.kind) {
-        Ok(b) => b,
-        Err(reason) => return Verdict { action: xdp_action::XDP_DROP, stat: reason },
-    };
-    let verdict = forward(ctx, &backend);
+    match select::backend(&svc, &packet.key, packet.kind, known.is_some()) {
+        Ok((index, backend)) => send(ctx, &packet, svc.id, index, &backend),
+        Err(reason) => Verdict { action: xdp_action::XDP_DROP, stat: reason },
+    }
+}
+
+/// Rewrites and sends the frame to `backend`, counting it for its service and backend.
+#[inline(always)]
+fn send(ctx: &XdpContext, packet: &parse::Packet, service: u32, index: u32, backend: &Backend) -> Verdict {
+    let verdict = forward(ctx, backend);
     if verdict.stat == stat::VERDICT_TX || verdict.stat == stat::VERDICT_REDIRECT {
-        stats::count_forwarded(svc.id, index, packet.ip_len);
+        stats::count_forwarded(service, index, packet.ip_len);
         if packet.ipv4_options {
             stats::count(stat::EVENT_IPV4_OPTIONS);
         }

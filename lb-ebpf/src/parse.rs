@@ -7,7 +7,7 @@
 use core::mem::size_of;
 
 use aya_ebpf::programs::XdpContext;
-use lb_common::{stat, FlowKey, FAMILY_V4, FAMILY_V6, MAX_LOCAL_MACS, PROTO_TCP, PROTO_UDP};
+use lb_common::{stat, FlowKey, FAMILY_V4, FAMILY_V6, LOCAL_MAC_SLOTS, MAX_LOCAL_MACS, PROTO_TCP, PROTO_UDP};
 use network_types::{
     eth::EthHdr,
     ip::{Ipv4Hdr, Ipv6Hdr},
@@ -101,9 +101,12 @@ pub fn addressed_here(ctx: &XdpContext) -> Result<(), u32> {
     let eth: *const EthHdr = ptr_at(ctx, 0)?;
     let dst = unsafe { &(*eth).dst_addr };
     let ifindex = ctx.ingress_ifindex() as u32;
-    let Some(local) = (unsafe { LOCAL_MACS.get(&ifindex) }) else {
+    let Some(local) = LOCAL_MACS.get(ifindex % LOCAL_MAC_SLOTS) else {
         return Ok(());
     };
+    if local.ifindex != ifindex {
+        return Ok(());
+    }
     let mut i = 0;
     while i < MAX_LOCAL_MACS {
         if (i as u32) < local.count && same_mac(&local.macs[i], dst) {

@@ -42,23 +42,21 @@ pub fn service(key: &FlowKey, kind: Kind) -> Option<Service> {
 }
 
 /// The backend for the packet, as its index into `BACKENDS` and its entry, or the drop reason.
+/// The flow table's entry for a flow, if any.
 #[inline(always)]
-pub fn backend(svc: &Service, key: &FlowKey, kind: Kind) -> Result<(u32, Backend), u32> {
+pub fn known_flow(key: &FlowKey) -> Option<Flow> {
+    unsafe { FLOWS.get(key) }.copied()
+}
+
+/// The backend of a packet the flow table did not settle: `known` says the flow was in the
+/// table with a backend no longer usable (it is moved and counted as rebalanced).
+#[inline(always)]
+pub fn backend(svc: &Service, key: &FlowKey, kind: Kind, known: bool) -> Result<(u32, Backend), u32> {
     match kind {
         Kind::Flow => {
-            let mut moved = false;
-            if let Some(flow) = unsafe { FLOWS.get(key) } {
-                if let Some(b) = usable(flow.backend) {
-                    count(stat::EVENT_FLOW_HIT);
-                    return Ok((flow.backend, b));
-                }
-                moved = true;
-            }
             let (index, b) = from_ring(svc, key)?;
-            // A full LRU evicts its oldest entry, so the insert only fails on a kernel error;
-            // the packet is forwarded either way and the next one tries again.
             let _ = FLOWS.insert(key, &Flow { backend: index, service: svc.id }, 0);
-            count(if moved { stat::EVENT_FLOW_REBALANCED } else { stat::EVENT_FLOW_NEW });
+            count(if known { stat::EVENT_FLOW_REBALANCED } else { stat::EVENT_FLOW_NEW });
             Ok((index, b))
         }
         Kind::Fragment => {
@@ -67,7 +65,7 @@ pub fn backend(svc: &Service, key: &FlowKey, kind: Kind) -> Result<(u32, Backend
         }
         Kind::TooBig => {
             count(stat::EVENT_ICMP_TOO_BIG);
-            if let Some(flow) = unsafe { FLOWS.get(key) } {
+            if let Some(flow) = known_flow(key) {
                 if let Some(b) = usable(flow.backend) {
                     return Ok((flow.backend, b));
                 }
@@ -78,7 +76,7 @@ pub fn backend(svc: &Service, key: &FlowKey, kind: Kind) -> Result<(u32, Backend
 }
 
 #[inline(always)]
-fn usable(index: u32) -> Option<Backend> {
+pub fn usable(index: u32) -> Option<Backend> {
     let b = BACKENDS.get(index)?;
     if b.flags & BACKEND_F_USABLE != 0 {
         Some(*b)

@@ -210,6 +210,13 @@ impl Agent {
         }
         agent.publish_all()?;
         agent.remove_stale_services()?;
+        // Adopted flows that no longer fit (a service or backend moved in the configuration)
+        // would be forwarded as they are: the program takes a known flow's backend directly.
+        let layout = &agent.layout;
+        let stale = agent.dp.purge_flows(|k, f| !layout.flow_belongs(k, f))?;
+        if stale > 0 {
+            info!("removed {stale} adopted flows that no longer fit the configuration");
+        }
         let vips = agent.vips();
         agent.dp.set_vips(&vips)?;
 

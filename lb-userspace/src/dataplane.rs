@@ -14,7 +14,7 @@ use aya::{
 };
 use lb_common::{
     maps, stat, Backend, Counters, Flow, FlowKey, LocalMacs, Ring, Service, ServiceKey, VipFilter, MAX_BACKENDS,
-    MAX_LOCAL_MACS, MAX_RING_SIZE, PROGRAM_NAME, RING_EMPTY, RING_SLOTS_PER_SERVICE,
+    LOCAL_MAC_SLOTS, MAX_LOCAL_MACS, MAX_RING_SIZE, PROGRAM_NAME, RING_EMPTY, RING_SLOTS_PER_SERVICE,
 };
 
 /// The compiled XDP program, built from `lb-ebpf` by build.rs.
@@ -76,7 +76,7 @@ impl Sizes {
             (maps::SERVICE_STATS, self.max_services, 4, size_of::<Counters>()),
             (maps::BACKEND_STATS, MAX_BACKENDS, 4, size_of::<Counters>()),
             (maps::STATS, stat::COUNT, 4, 8),
-            (maps::LOCAL_MACS, MAX_INTERFACES, 4, size_of::<LocalMacs>()),
+            (maps::LOCAL_MACS, LOCAL_MAC_SLOTS, 4, size_of::<LocalMacs>()),
             (maps::VIP_FILTER, 1, 4, size_of::<VipFilter>()),
         ]
     }
@@ -101,7 +101,7 @@ pub struct Dataplane {
     service_stats: PerCpuArray<MapData, Counters>,
     backend_stats: PerCpuArray<MapData, Counters>,
     stats: PerCpuArray<MapData, u64>,
-    local_macs: HashMap<MapData, u32, LocalMacs>,
+    local_macs: Array<MapData, LocalMacs>,
     vip_filter: Array<MapData, VipFilter>,
     sizes: Sizes,
     pin_dir: Option<PathBuf>,
@@ -285,18 +285,27 @@ impl Dataplane {
     /// `macs` (the interface's own MAC first, then extra ones such as a VRRP virtual MAC); other
     /// frames pass to the kernel. Replaces the interface's entry in one map update.
     pub fn set_local_macs(&mut self, ifindex: u32, macs: &[[u8; 6]]) -> Result<()> {
-        let entry = LocalMacs::new(macs).ok_or_else(|| {
+        let entry = LocalMacs::new(ifindex, macs).ok_or_else(|| {
             local_macs_error(ifindex, format!("{} MACs given, at most {MAX_LOCAL_MACS} fit", macs.len()))
         })?;
-        self.local_macs.insert(ifindex, entry, 0).map_err(|e| local_macs_error(ifindex, e.to_string()))
+        let slot = ifindex % LOCAL_MAC_SLOTS;
+        let held = self.local_macs.get(&slot, 0).map_err(|e| local_macs_error(ifindex, e.to_string()))?;
+        if held.ifindex != 0 && held.ifindex != ifindex {
+            let other = held.ifindex;
+            return Err(local_macs_error(
+                ifindex,
+                format!("its slot {slot} is taken by interface index {other} (indices equal modulo {LOCAL_MAC_SLOTS}); attach one of them only"),
+            ));
+        }
+        self.local_macs.set(slot, entry, 0).map_err(|e| local_macs_error(ifindex, e.to_string()))
     }
 
     /// The MACs frames on `ifindex` must be addressed to; `None` when the interface has no
     /// entry (every destination accepted).
     pub fn local_macs(&self, ifindex: u32) -> Result<Option<Vec<[u8; 6]>>> {
-        match self.local_macs.get(&ifindex, 0) {
-            Ok(entry) => Ok(Some(entry.macs().to_vec())),
-            Err(MapError::KeyNotFound) => Ok(None),
+        match self.local_macs.get(&(ifindex % LOCAL_MAC_SLOTS), 0) {
+            Ok(entry) if entry.ifindex == ifindex => Ok(Some(entry.macs().to_vec())),
+            Ok(_) => Ok(None),
             Err(e) => Err(local_macs_error(ifindex, e.to_string())),
         }
     }

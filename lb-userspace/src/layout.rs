@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 
-use lb_common::{Service, ServiceKey, SERVICE_F_FRAGMENTS_ONLY, SERVICE_F_HASH_SOURCE};
+use lb_common::{Flow, FlowKey, Service, ServiceKey, SERVICE_F_FRAGMENTS_ONLY, SERVICE_F_HASH_SOURCE};
 
 use crate::{
     config::{Config, Scheduler},
@@ -119,6 +119,21 @@ impl Layout {
     /// Which backends service `id`'s table should hold, given which are `usable` (MAC known,
     /// healthy): its usable backends with a weight if there are at least `quorum` of them;
     /// otherwise its sorry backend if usable; otherwise whatever usable backends remain.
+    /// Whether an entry of the flow table (one an earlier agent left, say) fits this layout:
+    /// its service exists and takes its destination, and its backend is one of that
+    /// service's. The program forwards a known flow without looking at the service again.
+    pub fn flow_belongs(&self, key: &FlowKey, flow: &Flow) -> bool {
+        let (Some(svc), Some(backend)) = (self.services.get(flow.service as usize), self.backends.get(flow.backend as usize)) else {
+            return false;
+        };
+        let k = &svc.key;
+        k.addr == key.dst
+            && k.family == key.family
+            && k.proto == key.proto
+            && (k.port == key.dport || k.port == 0)
+            && backend.service == flow.service
+    }
+
     pub fn members(&self, id: u32, usable: impl Fn(u32) -> bool) -> (TableMode, Vec<u32>) {
         let svc = &self.services[id as usize];
         let live: Vec<u32> =
@@ -194,6 +209,22 @@ address = "203.0.113.11"
     fn layout() -> Layout {
         let (cfg, _) = config::parse("test.toml", CFG).expect("valid");
         Layout::new(&cfg)
+    }
+
+    #[test]
+    fn a_flow_belongs_when_service_destination_and_backend_agree() {
+        let l = layout();
+        let vip: IpAddr = "203.0.113.100".parse().unwrap();
+        let client: IpAddr = "198.51.100.7".parse().unwrap();
+        let key = FlowKey::new(lb_common::PROTO_TCP, client, 40000, vip, 80);
+        assert!(l.flow_belongs(&key, &Flow { backend: 1, service: 0 }));
+        // Backend 2 is the dns service's; service 7 does not exist; port 443 is web-tls's.
+        assert!(!l.flow_belongs(&key, &Flow { backend: 2, service: 0 }));
+        assert!(!l.flow_belongs(&key, &Flow { backend: 1, service: 7 }));
+        assert!(!l.flow_belongs(&FlowKey::new(lb_common::PROTO_TCP, client, 40000, vip, 443), &Flow { backend: 1, service: 0 }));
+        assert!(!l.flow_belongs(&FlowKey::new(lb_common::PROTO_UDP, client, 40000, vip, 80), &Flow { backend: 1, service: 0 }));
+        let other: IpAddr = "203.0.113.101".parse().unwrap();
+        assert!(!l.flow_belongs(&FlowKey::new(lb_common::PROTO_TCP, client, 40000, other, 80), &Flow { backend: 1, service: 0 }));
     }
 
     #[test]

@@ -157,8 +157,8 @@ impl Fixture {
         // 2.. would see the backend's MAC that repeat 1 wrote and pass (a path change).
         let mut filter: Array<MapData, VipFilter> = take(&mut ebpf, maps::VIP_FILTER)?;
         filter.set(0, VipFilter::new(&svcs.map(|(k, _)| k.addr)), 0)?;
-        let mut local: HashMap<MapData, u32, LocalMacs> = take(&mut ebpf, maps::LOCAL_MACS)?;
-        local.insert(2, LocalMacs::new(&[NODE_MAC]).context("one MAC")?, 0)?;
+        let mut local: Array<MapData, LocalMacs> = take(&mut ebpf, maps::LOCAL_MACS)?;
+        local.set(2, LocalMacs::new(2, &[NODE_MAC]).context("one MAC")?, 0)?;
         Ok(Fixture {
             frame: take(&mut ebpf, "BENCH_FRAME")?,
             seq: take(&mut ebpf, "BENCH_SEQ")?,
