@@ -268,6 +268,37 @@ impl Run {
     }
 }
 
+/// Drop counters where adverts could be lost under the flood: `ethtool -S` of both nodes'
+/// eth0 and their switch ports, and the per-CPU backlog drops of /proc/net/softnet_stat.
+fn drop_counters(pair: &Pair) -> Result<std::collections::BTreeMap<String, u64>> {
+    let mut out = std::collections::BTreeMap::new();
+    for node in Node::BOTH {
+        for (ns, ifname, label) in [(pair.lb(node).ns.as_str(), "eth0".to_owned(), format!("{} eth0", node.name())), (pair.lab.switch_ns(), format!("p-{}", node.name()), format!("switch p-{}", node.name()))] {
+            for (k, v) in BenchLab::ethtool(ns, &ifname)? {
+                if k.contains("drop") || k.contains("err") || k.contains("full") {
+                    out.insert(format!("{label} {k}"), v);
+                }
+            }
+        }
+    }
+    for node in Node::BOTH {
+        for (ns, ifname, label) in [(pair.lb(node).ns.as_str(), "eth0".to_owned(), format!("{} eth0", node.name())), (pair.lab.switch_ns(), format!("p-{}", node.name()), format!("switch p-{}", node.name()))] {
+            let link = xlb_tests::run(Command::new("ip").args(["-n", ns, "-j", "-s", "link", "show", &ifname]))?;
+            let v: Value = serde_json::from_slice(&link.stdout)?;
+            for dir in ["rx", "tx"] {
+                out.insert(format!("{label} {dir}_dropped"), v[0]["stats64"][dir]["dropped"].as_u64().unwrap_or(0));
+            }
+        }
+    }
+    let softnet = std::fs::read_to_string("/proc/net/softnet_stat")?;
+    for (cpu, line) in softnet.lines().enumerate() {
+        if let Some(d) = line.split_whitespace().nth(1).and_then(|h| u64::from_str_radix(h, 16).ok()) {
+            out.insert(format!("softnet backlog cpu{cpu}"), d);
+        }
+    }
+    Ok(out)
+}
+
 /// The pid of the node's xlb, from the process table (its config file is the lab's own).
 fn agent_pid(pair: &Pair, node: Node) -> Result<nix::unistd::Pid> {
     let config = pair.xlb_config(node).display().to_string();
@@ -332,9 +363,49 @@ impl AdvertWatch {
                 libc::setsockopt(raw, libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv as *const libc::timeval as *const libc::c_void, std::mem::size_of::<libc::timeval>() as u32)
             };
             ensure!(r == 0, "SO_RCVTIMEO: {}", std::io::Error::last_os_error());
+            let on: i32 = 1;
+            let r = unsafe { libc::setsockopt(raw, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, &on as *const i32 as *const libc::c_void, 4) };
+            ensure!(r == 0, "SO_TIMESTAMPNS: {}", std::io::Error::last_os_error());
             Ok(fd)
         })??;
         Ok(AdvertWatch { fd })
+    }
+
+    /// Discards what is queued.
+    fn drain(&self) {
+        let mut buf = [0u8; 256];
+        while unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr() as *mut libc::c_void, buf.len(), libc::MSG_DONTWAIT) } > 0 {}
+    }
+
+    /// The next advert within the socket's 50 ms timeout: its source and the kernel's receive
+    /// time (SO_TIMESTAMPNS, CLOCK_REALTIME, in seconds), so that a late reader does not
+    /// show as a late advert.
+    fn next(&self) -> Option<(Ipv4Addr, f64)> {
+        let mut buf = [0u8; 256];
+        let mut control = [0u64; 16];
+        let mut iov = libc::iovec { iov_base: buf.as_mut_ptr() as *mut libc::c_void, iov_len: buf.len() };
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
+        msg.msg_controllen = std::mem::size_of_val(&control) as _;
+        let n = unsafe { libc::recvmsg(self.fd.as_raw_fd(), &mut msg, 0) };
+        if n < 20 {
+            return None;
+        }
+        let mut at = f64::NAN;
+        // SAFETY: walking the control buffer the kernel filled, with the libc macros.
+        unsafe {
+            let mut c = libc::CMSG_FIRSTHDR(&msg);
+            while !c.is_null() {
+                if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
+                    let ts = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::timespec);
+                    at = ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9;
+                }
+                c = libc::CMSG_NXTHDR(&msg, c);
+            }
+        }
+        Some((Ipv4Addr::new(buf[12], buf[13], buf[14], buf[15]), at))
     }
 
     /// Discards what is queued, then waits for the next advert from `src`.
@@ -387,12 +458,40 @@ fn under_load(run: &Run, duration: Duration) -> Result<Value> {
     let t_a = Instant::now();
     let (offered_a, cpu_a) = (tx_packets(&pair.client.ns)?, cpu_times()?);
     let fwd_a: Vec<u64> = Node::BOTH.iter().map(|&n| tx_of(n)).collect::<Result<_>>()?;
+    let drops_a = drop_counters(pair)?;
+    let log_from = pair.xlb_log(Node::Lb2).lines().count();
+    // Meanwhile the client (a third vantage point, which the flood does not reach) times the
+    // adverts of both nodes; the states are sampled every second.
+    let addr = |node: Node| match pair.lb(node).v4 {
+        IpAddr::V4(a) => a,
+        _ => Ipv4Addr::UNSPECIFIED,
+    };
+    let (lb1, lb2) = (addr(Node::Lb1), addr(Node::Lb2));
+    let mut heard_lb1: Vec<f64> = Vec::new();
+    let mut heard_lb2 = 0u64;
     let mut states: Vec<(f64, String, String)> = Vec::new();
+    let mut next_sample = t_a + Duration::from_secs(1);
+    run.adverts.drain();
     while t_a.elapsed() < duration {
-        thread::sleep(Duration::from_secs(1).min(duration.saturating_sub(t_a.elapsed())));
-        let s: Vec<String> = Node::BOTH.iter().map(|&n| vrrp_of(n).map(|v| v["state"].as_str().unwrap_or("?").to_owned())).collect::<Result<_>>()?;
-        states.push((t_a.elapsed().as_secs_f64(), s[0].clone(), s[1].clone()));
+        match run.adverts.next() {
+            Some((src, at)) if src == lb1 => heard_lb1.push(at),
+            Some((src, _)) if src == lb2 => heard_lb2 += 1,
+            _ => {}
+        }
+        if Instant::now() >= next_sample {
+            next_sample += Duration::from_secs(1);
+            let s: Vec<String> = Node::BOTH.iter().map(|&n| vrrp_of(n).map(|v| v["state"].as_str().unwrap_or("?").to_owned())).collect::<Result<_>>()?;
+            states.push((t_a.elapsed().as_secs_f64(), s[0].clone(), s[1].clone()));
+        }
     }
+    let drops_b = drop_counters(pair)?;
+    let drops: serde_json::Map<String, Value> =
+        drops_b.iter().filter_map(|(k, v)| { let d = v.saturating_sub(drops_a.get(k).copied().unwrap_or(0)); (d > 0).then(|| (k.clone(), json!(d))) }).collect();
+    let gaps: Vec<f64> = heard_lb1.windows(2).map(|w| (w[1] - w[0]) * 1e3).collect();
+    let max_gap = gaps.iter().cloned().fold(0.0, f64::max);
+    let mdi_ms = run.vrrp.mdi().as_secs_f64() * 1e3;
+    let late = gaps.iter().filter(|&&g| g > 2.0 * run.vrrp.interval.as_secs_f64() * 1e3).count();
+    let lb2_log: Vec<String> = pair.xlb_log(Node::Lb2).lines().skip(log_from).filter(|l| l.contains("vrrp_instance")).map(str::to_owned).collect();
     let secs = t_a.elapsed().as_secs_f64();
     let (offered_b, cpu_b) = (tx_packets(&pair.client.ns)?, cpu_times()?);
     let fwd_b: Vec<u64> = Node::BOTH.iter().map(|&n| tx_of(n)).collect::<Result<_>>()?;
@@ -417,12 +516,14 @@ fn under_load(run: &Run, duration: Duration) -> Result<Value> {
         forwarded_mpps[1],
         cpu_busy.iter().map(|c| format!("{c:.0}%")).collect::<Vec<_>>()
     );
-    let log_lines = |node: Node| -> Vec<String> {
-        pair.xlb_log(node).lines().filter(|l| l.contains("vrrp")).map(str::to_owned).collect::<Vec<_>>().into_iter().rev().take(20).rev().collect()
-    };
+    say!(
+        "failover: under load, the client heard {} adverts from lb1 (longest gap {max_gap:.1} ms, {late} gaps over two intervals; Master_Down_Interval {mdi_ms:.0} ms) and {heard_lb2} from lb2; drops {}",
+        heard_lb1.len(),
+        Value::Object(drops.clone())
+    );
     let spurious = transitions.iter().sum::<u64>();
     if spurious > 0 {
-        say!("failover: spurious transitions under load; lb1 log:\n{}\nlb2 log:\n{}", log_lines(Node::Lb1).join("\n"), log_lines(Node::Lb2).join("\n"));
+        say!("failover: spurious transitions under load, lb2's log:\n{}", lb2_log.join("\n"));
     }
     Ok(json!({
         "seconds": secs,
@@ -436,8 +537,10 @@ fn under_load(run: &Run, duration: Duration) -> Result<Value> {
         "forwarded_mpps": {"lb1": forwarded_mpps[0], "lb2": forwarded_mpps[1]},
         "cpu_busy_percent": cpu_busy,
         "states_each_second": states.iter().map(|(t, a, b)| json!({"t": t, "lb1": a, "lb2": b})).collect::<Vec<_>>(),
-        "vrrp_log_lb1": if spurious > 0 { log_lines(Node::Lb1) } else { Vec::new() },
-        "vrrp_log_lb2": if spurious > 0 { log_lines(Node::Lb2) } else { Vec::new() },
+        "client_heard_adverts": {"lb1": heard_lb1.len(), "lb2": heard_lb2, "lb1_longest_gap_ms": max_gap, "lb1_gaps_over_two_intervals": late,
+            "lb1_gaps_over_master_down_interval": gaps.iter().filter(|&&g| g >= mdi_ms).count()},
+        "drops": drops,
+        "lb2_vrrp_log": lb2_log,
         "load": "two AF_PACKET generators in the client's namespace (forwarding::Flood), 60-byte UDP frames, 256 flows to the VIP's port 9: one to lb1's MAC on CPU 0, one to lb2's MAC on CPU 1; each node's XDP program forwards its flood (XDP_TX) to the backends",
     }))
 }
@@ -496,7 +599,13 @@ pub fn run(s: &Settings, notes: &mut Vec<String>) -> Result<Vec<Row>> {
         Row::new(
             PART,
             format!("{}, {:.0} s, both nodes flooded: state changes", fast.label(), load["seconds"].as_f64().unwrap_or(0.0)),
-            format!("{spurious} (lb2 heard {} of ~{} adverts)", load["adverts_received_lb2"], load["adverts_expected"]),
+            format!(
+                "{spurious} transitions, {} takeovers (lb1 sent {} adverts, lb2 heard {}; longest gap at the client {:.0} ms)",
+                load["became_master"]["lb1"].as_u64().unwrap_or(0) + load["became_master"]["lb2"].as_u64().unwrap_or(0),
+                load["adverts_sent_lb1"],
+                load["adverts_received_lb2"],
+                load["client_heard_adverts"]["lb1_longest_gap_ms"].as_f64().unwrap_or(f64::NAN)
+            ),
         )
         .reference(
             format!(
