@@ -255,7 +255,11 @@ impl Machine {
     pub fn tick(&mut self, now: Instant) -> Vec<Action> {
         match self.state {
             State::Master if self.adver_timer.is_some_and(|t| t <= now) => {
-                self.adver_timer = Some(now + self.params.advert_interval);
+                // From the deadline, not from now: a timer that fires a little late must not
+                // stretch every interval after it (unless it is so late it missed one).
+                let interval = self.params.advert_interval;
+                let next = self.adver_timer.map(|t| t + interval).filter(|t| *t > now);
+                self.adver_timer = Some(next.unwrap_or(now + interval));
                 vec![Action::SendAdvert { priority: self.priority }]
             }
             State::Backup if self.master_down_timer.is_some_and(|t| t <= now) => {
@@ -469,6 +473,24 @@ mod tests {
         assert_eq!(transition(actions), Some((State::Backup, State::Master, Reason::MasterDown)));
         assert_eq!(events[1].1, vec![Action::SendAdvert { priority: 100 }]);
         assert_eq!(events[1].0 - events[0].0, Duration::from_millis(100));
+    }
+
+    #[test]
+    fn a_masters_adverts_keep_their_period_when_its_timer_fires_late() {
+        const FAST: Duration = Duration::from_millis(100);
+        let t0 = Instant::now();
+        let mut m = Machine::new(params(255));
+        m.start(t0);
+        // Each tick handled 3 ms late: the deadlines stay on the 100 ms grid.
+        for i in 1..=10u32 {
+            let due = t0 + FAST * i;
+            assert_eq!(m.deadline(), Some(due));
+            assert_eq!(m.tick(due + Duration::from_millis(3)), vec![Action::SendAdvert { priority: 255 }]);
+        }
+        // Later than a whole interval: the next one is an interval from now.
+        let late = t0 + FAST * 11 + Duration::from_millis(250);
+        m.tick(late);
+        assert_eq!(m.deadline(), Some(late + FAST));
     }
 
     #[test]

@@ -78,6 +78,12 @@ pub(crate) struct Flood {
 
 impl Flood {
     pub(crate) fn start(ns: &str, frames: Vec<Vec<u8>>, cpu: usize) -> Result<Flood> {
+        Flood::start_paced(ns, frames, cpu, None)
+    }
+
+    /// As [`Flood::start`], at most `pps` frames a second when given (each batch of frames
+    /// is followed by a sleep to the batch's due time).
+    pub(crate) fn start_paced(ns: &str, frames: Vec<Vec<u8>>, cpu: usize, pps: Option<f64>) -> Result<Flood> {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let (tx, rx) = std::sync::mpsc::channel::<Result<(), String>>();
@@ -126,8 +132,20 @@ impl Flood {
                 })
                 .collect();
             let mut result = Ok(());
+            let started = std::time::Instant::now();
+            let mut sent = 0u64;
             while !flag.load(Ordering::Relaxed) {
+                if let Some(pps) = pps {
+                    let due = started + Duration::from_secs_f64(sent as f64 / pps);
+                    let now = std::time::Instant::now();
+                    if due > now {
+                        thread::sleep(due - now);
+                    }
+                }
                 let n = unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), msgs.len() as u32, 0) };
+                if n > 0 {
+                    sent += n as u64;
+                }
                 if n < 0 {
                     let e = std::io::Error::last_os_error();
                     match e.raw_os_error() {
