@@ -50,7 +50,7 @@ enum Cmd {
         /// Short runs that check every part runs and produces numbers (for CI).
         #[arg(long)]
         quick: bool,
-        /// Only these parts, comma-separated: program,forwarding,e2e,control,health.
+        /// Only these parts, comma-separated: program,forwarding,e2e,control,health,failover.
         #[arg(long)]
         only: Option<String>,
     },
