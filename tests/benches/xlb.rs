@@ -118,7 +118,7 @@ fn main() -> ExitCode {
         }
     }
     println!();
-    println!("JSON: {}/{{program,forwarding,e2e,control,health,summary}}.json", report::out_dir().display());
+    println!("JSON: {}/{{program,forwarding,e2e,control,health,failover,summary}}.json", report::out_dir().display());
     let summary = serde_json::json!({
         "quick": quick,
         "seconds": started.elapsed().as_secs_f64(),
