@@ -355,6 +355,14 @@ fn xlb_counts_and_ignores_bad_adverts() -> Result<()> {
     // Nothing changed hands.
     ensure!(state(&pair, Node::Lb1)? == "MASTER" && state(&pair, Node::Lb2)? == "BACKUP", "states changed");
     ensure!(pair.holders()? == [Node::Lb1], "holders {:?}", pair.holders()?);
+    // A valid advert (lower priority) naming other addresses: logged and counted, not dropped.
+    let other = Advert { priority: 50, addresses: vec!["203.0.113.99".parse()?], ..advert(2, VRID) };
+    let mismatched = |n: Node| -> Result<u64> { Ok(vrrp_status(&pair, n)?["address_mismatch"].as_u64().unwrap_or(0)) };
+    let m0 = mismatched(Node::Lb2)?;
+    send_raw(&pair, &good(&other, b"s3cret"), 255)?;
+    std::thread::sleep(Duration::from_millis(200));
+    ensure!(mismatched(Node::Lb2)? == m0 + 1, "address mismatch counted: {}", vrrp_status(&pair, Node::Lb2)?);
+    ensure!(pair.xlb_log(Node::Lb2).contains("advertises addresses"), "address mismatch logged:\n{}", pair.xlb_log(Node::Lb2));
     // The control case: the same advert, valid, is obeyed (lb1 steps down to the client).
     send_raw(&pair, &good(&advert(2, VRID), b"s3cret"), 255)?;
     wait_state(&pair, Node::Lb1, "BACKUP", Duration::from_secs(1))?;
