@@ -21,7 +21,7 @@ use crate::{
     dataplane::{Dataplane, DataplaneError, Sizes},
     health::{CheckSpec, Health, Intervals, Monitor, MonitorStats, Params, Transition},
     layout::{Layout, TableMode},
-    net::{Neighbour, NeighbourEvents, Net, NetError},
+    net::{format_mac, Neighbour, NeighbourEvents, Net, NetError},
     vrrp::{LocalMac, Vrrp},
 };
 
@@ -98,10 +98,6 @@ pub struct Agent {
     dataplane_fault: bool,
     /// Virtual MACs VRRP masters hold (use_vmac), for the data plane to take as ours.
     vrrp_macs: Option<mpsc::UnboundedReceiver<LocalMac>>,
-}
-
-pub(crate) fn format_mac(m: &[u8; 6]) -> String {
-    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
 
 /// Makes sure `pin_path` lies on a bpf filesystem, mounting one at /sys/fs/bpf if that is

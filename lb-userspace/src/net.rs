@@ -178,6 +178,11 @@ impl Net {
     }
 }
 
+/// A MAC as `ip link` writes it: `02:00:5e:10:00:02`.
+pub fn format_mac(m: &[u8; 6]) -> String {
+    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
 /// What VRRP tracks of an interface.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LinkState {

@@ -611,7 +611,7 @@ impl Instance {
             }
         }
         let _ = self.local_macs.send(LocalMac { ifindex: self.host.ifindex, mac: v.mac, add: true });
-        info!("vrrp_instance \"{}\": virtual MAC {} on {}", self.cfg.name, crate::agent::format_mac(&v.mac), v.name);
+        info!("vrrp_instance \"{}\": virtual MAC {} on {}", self.cfg.name, crate::net::format_mac(&v.mac), v.name);
         Ok(index)
     }
 
