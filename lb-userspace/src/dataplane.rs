@@ -375,7 +375,7 @@ impl Dataplane {
         let slot = if live == Some(first) { first + 1 } else { first };
         let mut ring: Box<Ring> = vec![RING_EMPTY; MAX_RING_SIZE].into_boxed_slice().try_into().expect("length");
         ring[..table.len()].copy_from_slice(table);
-        self.rings.set(slot, &*ring, 0).map_err(map_err(maps::RINGS))?;
+        self.rings.set(slot, *ring, 0).map_err(map_err(maps::RINGS))?;
         svc.ring_slot = slot;
         svc.ring_size = table.len() as u32;
         self.services.insert(key, svc, 0).map_err(map_err(maps::SERVICES))

@@ -117,7 +117,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-fn load_config(path: &PathBuf) -> Result<config::Config> {
+fn load_config(path: &std::path::Path) -> Result<config::Config> {
     match config::load(path) {
         Ok((cfg, warnings)) => {
             for w in warnings {

@@ -56,6 +56,9 @@ pub fn status(xlb: &Path, socket: &Path) -> Result<serde_json::Value> {
     Ok(serde_json::from_slice(&out.stdout)?)
 }
 
+/// A service's (packets, bytes), and each backend's (address, packets, bytes).
+pub type ServiceCounters = ((u64, u64), Vec<(String, u64, u64)>);
+
 /// One load-balancer node running xlb with config/lab.toml, three backends (`b1`..`b3`,
 /// .11-.13) serving TCP port 80 and UDP port 53 on the VIPs, and a client (.10).
 pub struct SingleNode {
@@ -168,7 +171,7 @@ impl SingleNode {
     }
 
     /// Counters of service `name` and of its backends, by address: (packets, bytes).
-    pub fn service_counters(&self, name: &str) -> Result<((u64, u64), Vec<(String, u64, u64)>)> {
+    pub fn service_counters(&self, name: &str) -> Result<ServiceCounters> {
         let status = self.status()?;
         let svc = status["services"]
             .as_array()

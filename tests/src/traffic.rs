@@ -372,8 +372,11 @@ impl KeepAlive {
 /// and records when each one ended and how.
 pub struct Hammer {
     stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<Vec<(std::time::Instant, Result<String, String>)>>>,
+    thread: Option<JoinHandle<Vec<Outcome>>>,
 }
+
+/// When a request ended, and its answer (the backend's name) or what went wrong.
+pub type Outcome = (std::time::Instant, Result<String, String>);
 
 impl Hammer {
     pub fn start(ns: &str, target: SocketAddr) -> Result<Hammer> {

@@ -285,7 +285,7 @@ fn send_raw(pair: &Pair, payload: &[u8], ttl: u32) -> Result<()> {
             let ttl = ttl as libc::c_int;
             let size = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
             let ok = libc::setsockopt(fd, libc::IPPROTO_IP, libc::IP_MULTICAST_TTL, (&ttl as *const libc::c_int).cast(), size) == 0
-                && libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_BINDTODEVICE, b"eth0\0".as_ptr().cast(), 5) == 0;
+                && libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_BINDTODEVICE, c"eth0".as_ptr().cast(), 5) == 0;
             let mut to: libc::sockaddr_in = std::mem::zeroed();
             to.sin_family = libc::AF_INET as libc::sa_family_t;
             to.sin_addr.s_addr = u32::from(Ipv4Addr::new(224, 0, 0, 18)).to_be();
@@ -316,7 +316,7 @@ fn xlb_counts_and_ignores_bad_adverts() -> Result<()> {
     let pair = xlb_pair("vbad", 150, 100, &v2)?;
     pair.wait_sole_holder(Node::Lb1, Duration::from_secs(6))?;
     wait_state(&pair, Node::Lb2, "BACKUP", Duration::from_secs(1))?;
-    let client: IpAddr = pair.client.v4.into();
+    let client: IpAddr = pair.client.v4;
     let group = IpAddr::V4(Ipv4Addr::new(224, 0, 0, 18));
     // Every forged advert claims priority 254 from the client: accepted, it would make lb1
     // step down.

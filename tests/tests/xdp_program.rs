@@ -120,7 +120,7 @@ impl Fixture {
             assert_eq!(live.id, id);
         }
         // The VIP bitmap, as the agent writes it.
-        fx.dp.set_vips(&FIXTURE_VIPS.map(|v| v.into())).unwrap();
+        fx.dp.set_vips(&FIXTURE_VIPS.map(|v| v)).unwrap();
         fx
     }
 

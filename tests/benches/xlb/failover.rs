@@ -306,7 +306,7 @@ fn agent_pid(pair: &Pair, node: Node) -> Result<nix::unistd::Pid> {
         let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
         let args: Vec<&[u8]> = cmdline.split(|&c| c == 0).collect();
-        if args.first().is_some_and(|a| a.ends_with(b"xlb")) && args.iter().any(|a| *a == config.as_bytes()) {
+        if args.first().is_some_and(|a| a.ends_with(b"xlb")) && args.contains(&config.as_bytes()) {
             return Ok(nix::unistd::Pid::from_raw(pid));
         }
     }
@@ -660,14 +660,12 @@ pub fn run(s: &Settings, notes: &mut Vec<String>) -> Result<Vec<Row>> {
         ),
     );
     }
-    notes.push(format!(
-        "failover: client blackout = longest gap between replies to UDP probes sent every 10 ms, from the fault to Master_Down_Interval + 1 s after; \
+    notes.push("failover: client blackout = longest gap between replies to UDP probes sent every 10 ms, from the fault to Master_Down_Interval + 1 s after; \
          lb1 (150) master, lb2 (100) backup, the fault timed just after an advert from lb1 (the worst phase for a vanish). \
          keepalived's SIGTERM stops the node's data plane with it, as keepalived with IPVS does. \
          Load: two AF_PACKET floods from the client (60-byte UDP, 256 flows), one to each node's MAC, pinned to CPU 0 and CPU 1; each node's XDP program forwards its flood in that CPU's softirq; \
          judged at 90% of each node's flat-out rate (measured first), then reported flat out, where a node's receive ring overflows and adverts are lost with the flood (a packet-loss failover any VRRP implementation takes; on a NIC, steer VRRP to a queue of its own with an ntuple rule). \
-         xlb keeps its advert timing by running VRRP on a thread of its own under SCHED_FIFO (priority 10), apart from the agent's runtime."
-    ));
+         xlb keeps its advert timing by running VRRP on a thread of its own under SCHED_FIFO (priority 10), apart from the agent's runtime.".to_string());
     let json = json!({
         "part": "failover blackout, xlb VRRP against keepalived",
         "quick": s.quick,

@@ -147,7 +147,7 @@ impl Fixture {
         for (key, id) in svcs {
             // Every service has its own table slot, as the agent lays them out.
             let slot = id * 2;
-            rings.set(slot, &*ring, 0)?;
+            rings.set(slot, *ring, 0)?;
             services.insert(key, Service { id, flags: 0, ring_size: TABLE_SIZE, ring_slot: slot }, 0)?;
         }
         // What the agent writes besides the services: the VIP bitmap, and the MACs frames
