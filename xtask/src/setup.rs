@@ -83,6 +83,9 @@ pub const TEST_PACKAGES: &[(&str, &str, &str)] = &[
     ("nft", "nftables", "packet counters and fault injection in lab tests"),
     ("tcpdump", "tcpdump", "captures when a lab test fails"),
     ("arping", "iputils-arping", "a backend announcing a new MAC in a lab test"),
+    ("keepalived", "keepalived", "the VRRP peer xlb must pair with in the interoperability tests"),
+    ("tshark", "tshark", "Wireshark's VRRP dissector checking xlb's adverts"),
+    ("bpftool", "bpftool", "detaching the XDP program to test the data-plane fault"),
 ];
 
 /// What `cargo xtask bench` compares xlb with and measures it by. A path instead of a command
