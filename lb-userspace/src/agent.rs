@@ -125,6 +125,7 @@ impl Agent {
     /// Loads and attaches the data plane for `cfg`. Interfaces and backends are checked against
     /// this host first; the maps are complete before the program sees its first packet.
     pub async fn start(cfg: Config) -> Result<Agent> {
+        control::ensure_free(&cfg.agent.control_socket)?;
         let net = Net::new()?;
         let interfaces = net.interfaces().await?;
         let problems: Vec<String> = config::check_environment(&cfg, &interfaces)
@@ -674,7 +675,11 @@ impl Agent {
                     })
                 }
                 Ok(None) => problem = Some(format!("{}: interface gone", iface.name)),
-                Err(e) => problem = Some(format!("{}: {e}", iface.name)),
+                // A failed query says nothing about the data plane: keep the last verdict.
+                Err(e) => {
+                    warn!("checking the data plane on {}: {e}", iface.name);
+                    return;
+                }
             }
         }
         let faulted = problem.is_some();

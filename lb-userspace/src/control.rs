@@ -122,16 +122,24 @@ pub struct BackendStatus {
 pub type Pending = (Request, oneshot::Sender<Response>);
 
 /// Binds the socket (mode 0600, replacing a stale one) and forwards each request to `agent`.
+/// Fails when another agent answers on `path`: checked before an agent touches anything, so
+/// a second `xlb run` by mistake cannot disturb the one running.
+pub fn ensure_free(path: &Path) -> Result<(), ControlError> {
+    if path.exists() && std::os::unix::net::UnixStream::connect(path).is_ok() {
+        let source = std::io::Error::new(std::io::ErrorKind::AddrInUse, "another agent is answering on it");
+        return Err(ControlError::Io { path: path.to_owned(), source });
+    }
+    Ok(())
+}
+
 pub fn serve(path: &Path, agent: mpsc::Sender<Pending>) -> Result<tokio::task::JoinHandle<()>, ControlError> {
     let io = |source| ControlError::Io { path: path.to_owned(), source };
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io)?;
     }
+    ensure_free(path)?;
     if path.exists() {
-        // Only a socket nobody answers on is stale; a live agent keeps its socket.
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Err(io(std::io::Error::new(std::io::ErrorKind::AddrInUse, "another agent is answering on it")));
-        }
+        // Only a socket nobody answers on is stale.
         std::fs::remove_file(path).map_err(io)?;
     }
     let listener = UnixListener::bind(path).map_err(io)?;

@@ -191,6 +191,9 @@ fn xlb_master_sigterm_hands_over_after_skew_time() -> Result<()> {
     );
     assert_resigned(&pair, took_over - stopped)?;
     ensure!(probes.replies_after(moved) > 10, "traffic resumed through lb2");
+    // A planned handover loses nothing: lb1 keeps forwarding until it hears lb2 as master.
+    let blackout = probes.blackout();
+    ensure!(blackout.lost == 0 && blackout.longest < Duration::from_millis(50), "the client noticed the handover: {blackout:?}");
     // Notify scripts ran with keepalived's arguments.
     std::thread::sleep(Duration::from_millis(100));
     let l1 = std::fs::read_to_string(&log1).unwrap_or_default();

@@ -148,6 +148,11 @@ pub(super) fn read_instance(report: &mut Report, table: Located<&DeTable<'_>>) -
         if version_v == Some(2) && addresses.iter().any(IpAddr::is_ipv6) {
             report.error(list.line, "VRRP version 2 carries IPv4 addresses only: use version = 3 for IPv6");
         }
+        if let (Some(Located { value: Some(peers), line }), Some(first)) = (&unicast_peers, addresses.first()) {
+            if let Some(p) = peers.iter().find(|p| p.is_ipv4() != first.is_ipv4()) {
+                report.error(*line, format!("unicast peer {p} is not of the virtual addresses' family: adverts of one instance go over one family"));
+            }
+        }
     }
     if let (Some(interval), Some(v)) = (&advert_interval, version_v) {
         let d = interval.value;
@@ -213,6 +218,13 @@ fn read_track_script(report: &mut Report, table: Located<&DeTable<'_>>) -> Optio
     let rise = t.integer_or("rise", 1..=100u32, 1);
     let fall = t.integer_or("fall", 1..=100u32, 1);
     t.finish();
+    for (key, d) in [("interval", &interval), ("timeout", &timeout)] {
+        if let Some(Located { value, line }) = d {
+            if value.is_zero() {
+                report.error(*line, format!("track_script {key} must be more than 0"));
+            }
+        }
+    }
     Some(TrackScript {
         command: command?.value,
         interval: interval?.value,
@@ -229,11 +241,20 @@ fn read_track_script(report: &mut Report, table: Located<&DeTable<'_>>) -> Optio
 pub(super) fn check_instances(report: &mut Report, instances: &[VrrpConfig], vips: &[(IpAddr, usize)]) {
     let mut names: HashMap<&str, usize> = HashMap::new();
     let mut ids: HashMap<(&str, u8, bool), usize> = HashMap::new();
+    let mut vmacs: HashMap<(u8, bool), usize> = HashMap::new();
     for i in instances {
         if let Some(first) = names.insert(&i.name, i.line) {
             report.error(i.line, format!("duplicate vrrp_instance name \"{}\" (also at line {first})", i.name));
         }
         let v4 = i.virtual_addresses.first().is_none_or(IpAddr::is_ipv4);
+        if i.use_vmac {
+            if let Some(first) = vmacs.insert((i.vrid, v4), i.line) {
+                report.error(
+                    i.line,
+                    format!("use_vmac: vrid {} has a virtual MAC already (line {first}); one virtual MAC per vrid and family", i.vrid),
+                );
+            }
+        }
         if let Some(first) = ids.insert((&i.interface, i.vrid, v4), i.line) {
             report.error(
                 i.line,
@@ -295,6 +316,20 @@ mod tests {
             "steps of 10ms",
             "mixes IPv4 and IPv6",
         ] {
+            assert!(e.contains(fragment), "{fragment:?} missing in:\n{e}");
+        }
+    }
+
+    #[test]
+    fn peers_scripts_and_virtual_macs_are_checked() {
+        let text = with(
+            "[[vrrp_instance]]\nname = \"a\"\ninterface = \"eth0\"\nvrid = 7\nuse_vmac = true\nunicast_peers = [\"2001:db8::3\"]\n\
+             virtual_addresses = [\"203.0.113.100\"]\n\
+             [[vrrp_instance.track_script]]\ncommand = [\"true\"]\ninterval = \"0s\"\n\
+             [[vrrp_instance]]\nname = \"b\"\ninterface = \"eth1\"\nvrid = 7\nuse_vmac = true\nvirtual_addresses = [\"203.0.113.101\"]\n",
+        );
+        let e = parse("t.toml", &text).unwrap_err().to_string();
+        for fragment in ["unicast peer 2001:db8::3 is not of the virtual addresses' family", "track_script interval must be more than 0", "use_vmac: vrid 7 has a virtual MAC already"] {
             assert!(e.contains(fragment), "{fragment:?} missing in:\n{e}");
         }
     }

@@ -14,7 +14,7 @@
 //! notify scripts.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, HashMap},
     net::{IpAddr, Ipv6Addr},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
@@ -25,7 +25,7 @@ use tokio::{
     sync::{mpsc, oneshot},
     task::JoinHandle,
 };
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::{
     announce,
@@ -194,11 +194,14 @@ impl Vrrp {
                     }
                 };
                 rt.block_on(async move {
-                    let mut tasks = Vec::new();
+                    let mut tasks = tokio::task::JoinSet::new();
+                    let mut names = HashMap::new();
                     for ((cfg, tx, rx, status), host) in receivers.into_iter().zip(hosts) {
+                        let (name, shown) = (cfg.name.clone(), status.clone());
                         match Instance::open(cfg, host, status, local_macs.clone()).await {
                             Ok(inst) => {
-                                tasks.push(tokio::spawn(inst.run(rx, tx)));
+                                let id = tasks.spawn(inst.run(rx, tx)).id();
+                                names.insert(id, (name, shown));
                             }
                             Err(e) => {
                                 let _ = ready_tx.send(Err(e));
@@ -207,8 +210,15 @@ impl Vrrp {
                         }
                     }
                     let _ = ready_tx.send(Ok(()));
-                    for t in tasks {
-                        let _ = t.await;
+                    // An instance that ends other than by shutdown has failed: say so loudly
+                    // and show it (the peer takes over once its adverts stop).
+                    while let Some(done) = tasks.join_next_with_id().await {
+                        if let Err(e) = done {
+                            if let Some((name, shown)) = names.get(&e.id()) {
+                                error!("vrrp_instance \"{name}\" failed: {e}; it sends no adverts any more");
+                                shown.lock().unwrap_or_else(|p| p.into_inner()).state = "FAILED".into();
+                            }
+                        }
                     }
                 });
             })
@@ -343,6 +353,17 @@ impl Instance {
             self.helpers.push(tokio::spawn(run_track_script(script.clone(), index, tx.clone())));
         }
         drop(tx);
+        // Faults known before the first advert: an owner with its link down must not become
+        // master for the moment it takes the watcher to say so.
+        for name in self.tracked_links() {
+            if link_running(&self.net, &name).await == Some(false) {
+                self.faults.insert(format!("interface {name} down"));
+            }
+        }
+        if !self.faults.is_empty() {
+            warn!("vrrp_instance \"{}\": starting in FAULT: {}", self.cfg.name, self.faults.iter().cloned().collect::<Vec<_>>().join("; "));
+            self.machine.set_fault(true, Instant::now());
+        }
         let actions = self.machine.start(Instant::now());
         self.execute(actions).await;
         loop {
@@ -478,11 +499,44 @@ impl Instance {
         self.publish();
     }
 
+    /// Resigns. A master then waits (up to Master_Down_Interval) until it hears the new
+    /// master, so that the agent keeps the data plane forwarding until the peer has taken
+    /// over: clients' packets still arriving here are forwarded, not lost.
     async fn shutdown(&mut self) {
+        let handover = (self.machine.state() == State::Master).then(|| self.machine.master_down_interval());
         let actions = self.machine.shutdown(Instant::now());
         self.execute(actions).await;
         for h in self.helpers.drain(..) {
             h.abort();
+        }
+        if let Some(limit) = handover {
+            let started = Instant::now();
+            let heard = tokio::time::timeout(limit, self.hear_new_master()).await;
+            match heard {
+                Ok(src) => info!("vrrp_instance \"{}\": {src} took over after {:?}", self.cfg.name, started.elapsed()),
+                Err(_) => info!("vrrp_instance \"{}\": no new master heard within {limit:?}", self.cfg.name),
+            }
+        }
+    }
+
+    /// The source of the next valid advert with a priority above 0 from another node.
+    async fn hear_new_master(&mut self) -> IpAddr {
+        let expect = Expect {
+            version: self.cfg.version,
+            vrid: self.cfg.vrid,
+            ipv6: self.host.primary.is_ipv6(),
+            auth_pass: self.cfg.auth_pass.as_deref().map(str::as_bytes),
+        };
+        loop {
+            let Ok(p) = self.socket.recv().await else {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            };
+            if let Ok((advert, _)) = packet::decode(&p.payload, p.src, p.dst, p.ttl, &expect) {
+                if advert.priority > 0 && p.src != self.host.primary {
+                    return p.src;
+                }
+            }
         }
     }
 
@@ -550,9 +604,12 @@ impl Instance {
     }
 
     /// A burst of announcements now and, on becoming master, another after the repeat delay.
+    /// A burst without the repeat (a split brain healing) leaves a pending repeat alone.
     fn announce(&mut self, with_repeat: bool) {
-        if let Some(g) = self.garp.take() {
-            g.abort();
+        if with_repeat {
+            if let Some(g) = self.garp.take() {
+                g.abort();
+            }
         }
         let frames: Vec<Vec<u8>> =
             self.cfg.virtual_addresses.iter().map(|&a| announce::announcement(a, self.announce_mac, self.host.link_local)).collect();
@@ -560,7 +617,7 @@ impl Instance {
         let repeat = (with_repeat && !self.cfg.garp_repeat_delay.is_zero()).then_some(self.cfg.garp_repeat_delay);
         let name = self.cfg.name.clone();
         let sender = self.frames.clone();
-        self.garp = Some(tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let burst = |sender: &FrameSender| {
                 let r: std::io::Result<()> = frames.iter().try_for_each(|f| sender.send(f));
                 r
@@ -579,7 +636,14 @@ impl Instance {
                     }
                 }
             }
-        }));
+        });
+        if with_repeat {
+            self.garp = Some(task);
+        } else {
+            // Short, and ends by itself; leaving master aborts the tracked burst only.
+            self.helpers.retain(|h| !h.is_finished());
+            self.helpers.push(task);
+        }
     }
 
     async fn release_addresses(&mut self) {
@@ -603,6 +667,20 @@ impl Instance {
         let Some(v) = &mut self.vmac else { return Ok(self.host.ifindex) };
         let index = self.net.macvlan(&v.name, self.host.ifindex, v.mac).await?;
         v.index = Some(index);
+        if self.host.primary.is_ipv4() {
+            // As keepalived does for its vmacs: the macvlan answers ARP only for its own
+            // addresses (not the parent's, with the virtual MAC), and takes requests for them
+            // although the route back to the client leaves through the parent.
+            for (key, value) in [("arp_ignore", "1"), ("accept_local", "1"), ("rp_filter", "0")] {
+                let path = format!("/proc/sys/net/ipv4/conf/{}/{key}", v.name);
+                if let Err(e) = std::fs::write(&path, value) {
+                    warn!("vrrp_instance \"{}\": setting {path}: {e}", self.cfg.name);
+                }
+            }
+            if std::fs::read_to_string("/proc/sys/net/ipv4/conf/all/rp_filter").is_ok_and(|v| v.trim() == "1") {
+                warn!("vrrp_instance \"{}\": net.ipv4.conf.all.rp_filter = 1 overrides {}'s 0: ARP for the addresses may go unanswered", self.cfg.name, v.name);
+            }
+        }
         if v.arp_ignore.is_none() && self.host.primary.is_ipv4() {
             let path = format!("/proc/sys/net/ipv4/conf/{}/arp_ignore", self.cfg.interface);
             v.arp_ignore = std::fs::read_to_string(&path).ok().map(|s| s.trim().to_owned());
@@ -706,12 +784,9 @@ async fn watch_links(net: Net, names: Vec<String>, tx: mpsc::UnboundedSender<Com
     };
     let mut known: BTreeMap<String, bool> = BTreeMap::new();
     loop {
-        let interfaces = net.interfaces().await.unwrap_or_default();
         for name in &names {
-            let up = match interfaces.iter().find(|i| &i.name == name) {
-                Some(i) => matches!(net.link(i.ifindex).await, Ok(Some(s)) if s.running),
-                None => false,
-            };
+            // A failed netlink query says nothing about the interface: keep what is known.
+            let Some(up) = link_running(&net, name).await else { continue };
             if known.insert(name.clone(), up) != Some(up) && tx.send(Command::Fault { source: format!("interface {name} down"), on: !up }).is_err() {
                 return;
             }
@@ -724,6 +799,15 @@ async fn watch_links(net: Net, names: Vec<String>, tx: mpsc::UnboundedSender<Com
             }
             None => tokio::time::sleep(Duration::from_millis(100)).await,
         }
+    }
+}
+
+/// Whether the interface `name` exists, is up and has carrier; None when netlink failed.
+async fn link_running(net: &Net, name: &str) -> Option<bool> {
+    let interfaces = net.interfaces().await.ok()?;
+    match interfaces.iter().find(|i| i.name == name) {
+        Some(i) => Some(net.link(i.ifindex).await.ok()?.is_some_and(|s| s.running)),
+        None => Some(false),
     }
 }
 

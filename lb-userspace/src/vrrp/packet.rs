@@ -226,6 +226,13 @@ pub fn encode(advert: &Advert, src: IpAddr, dst: IpAddr, checksum: Checksum, aut
     m
 }
 
+fn dst_is_multicast(dst: IpAddr) -> bool {
+    match dst {
+        IpAddr::V4(a) => a.is_multicast(),
+        IpAddr::V6(a) => a.is_multicast(),
+    }
+}
+
 /// Validates a received advert and decodes it.
 ///
 /// `payload` is the VRRP message (after the IP header), `src` and `dst` the IP header's
@@ -234,7 +241,9 @@ pub fn encode(advert: &Advert, src: IpAddr, dst: IpAddr, checksum: Checksum, aut
 /// is the reason returned):
 ///
 /// 1. family: `src` and `dst` are of the instance's family (IPv4 for version 2);
-/// 2. TTL / hop limit 255, for multicast and unicast adverts alike (both RFCs: MUST);
+/// 2. TTL / hop limit 255 on multicast adverts. Unicast adverts may cross a router to a
+///    peer in another network (what `unicast_peers` is for), so their TTL is not checked,
+///    as keepalived does;
 /// 3. version, then type;
 /// 4. length: the fixed header, at least one address, and exactly the addresses (and v2
 ///    authentication data) the count announces;
@@ -257,7 +266,7 @@ pub fn decode(payload: &[u8], src: IpAddr, dst: IpAddr, ttl: u8, expect: &Expect
     if ipv6 != dst.is_ipv6() || ipv6 != expect.ipv6 || (ipv6 && expect.version == 2) {
         return Err(Invalid::Family);
     }
-    if ttl != 255 {
+    if ttl != 255 && dst_is_multicast(dst) {
         return Err(Invalid::Ttl);
     }
     let Some(&first) = payload.first() else {
@@ -711,9 +720,9 @@ mod tests {
         check(Invalid::Family, decode(&m3, v6("fe80::1"), v6(GROUP6), 255, &e3));
         check(Invalid::Family, decode(&m3, src, v6(GROUP6), 255, &e3));
         check(Invalid::Family, decode(&m3, v6("fe80::1"), v6(GROUP6), 255, &Expect { ipv6: true, ..e2 }));
-        // TTL: anything but 255, multicast or unicast.
+        // TTL: anything but 255 to the group; a unicast advert may have crossed a router.
         check(Invalid::Ttl, decode(&m3, src, dst, 254, &e3));
-        check(Invalid::Ttl, decode(&m3, src, v4("192.168.1.11"), 64, &e3));
+        assert_ne!(decode(&m3, src, v4("192.168.1.11"), 64, &e3).err(), Some(Invalid::Ttl));
         // Truncated: empty, short header, short address list, v2 without its auth data.
         check(Invalid::Truncated, decode(&[], src, dst, 255, &e3));
         check(Invalid::Truncated, decode(&m3[..7], src, dst, 255, &e3));
