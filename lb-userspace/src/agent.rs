@@ -653,8 +653,11 @@ impl Agent {
 
     /// A VRRP master's virtual MAC comes or goes. A failure is logged: the master then
     /// does not forward what is sent to that MAC, which the data plane counts.
-    fn apply_local_mac(&mut self, m: LocalMac) {
+    fn apply_local_mac(&mut self, mut m: LocalMac) {
         let result = if m.add { self.dp.add_local_mac(m.ifindex, m.mac) } else { self.dp.remove_local_mac(m.ifindex, m.mac) };
+        if let Some(done) = m.done.take() {
+            let _ = done.send(());
+        }
         match result {
             Ok(()) => info!("data plane: virtual MAC {} {} interface {}", format_mac(&m.mac), if m.add { "taken on" } else { "released from" }, m.ifindex),
             Err(e) => warn!("{e}"),

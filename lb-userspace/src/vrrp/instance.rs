@@ -82,11 +82,13 @@ pub struct InstanceStatus {
 
 /// A MAC the data plane must (or must no longer) take as addressed to the node on
 /// `ifindex`: the virtual MAC of a `use_vmac` instance while it is master.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct LocalMac {
     pub ifindex: u32,
     pub mac: [u8; 6],
     pub add: bool,
+    /// Answered once the data plane has the change.
+    pub done: Option<oneshot::Sender<()>>,
 }
 
 /// A `use_vmac` instance's macvlan.
@@ -688,14 +690,19 @@ impl Instance {
                 warn!("vrrp_instance \"{}\": setting {path}: {e}", self.cfg.name);
             }
         }
-        let _ = self.local_macs.send(LocalMac { ifindex: self.host.ifindex, mac: v.mac, add: true });
+        // The data plane must take the MAC before the announcements point clients at it.
+        let (done, applied) = oneshot::channel();
+        let _ = self.local_macs.send(LocalMac { ifindex: self.host.ifindex, mac: v.mac, add: true, done: Some(done) });
+        if tokio::time::timeout(Duration::from_millis(200), applied).await.is_err() {
+            warn!("vrrp_instance \"{}\": the data plane did not confirm the virtual MAC within 200 ms", self.cfg.name);
+        }
         info!("vrrp_instance \"{}\": virtual MAC {} on {}", self.cfg.name, crate::net::format_mac(&v.mac), v.name);
         Ok(index)
     }
 
     async fn vmac_down(&mut self) {
         let Some(v) = &mut self.vmac else { return };
-        let _ = self.local_macs.send(LocalMac { ifindex: self.host.ifindex, mac: v.mac, add: false });
+        let _ = self.local_macs.send(LocalMac { ifindex: self.host.ifindex, mac: v.mac, add: false, done: None });
         // Also one left behind by an agent that was killed.
         let index = match v.index.take() {
             Some(i) => Some(i),

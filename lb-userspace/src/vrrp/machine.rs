@@ -11,8 +11,8 @@
 //!   plane is not forwarding. A node in FAULT sends nothing and holds no address; leaving
 //!   MASTER for FAULT sends a priority-0 advert first, so the backup takes over after its skew
 //!   time instead of Master_Down_Interval.
-//! - `preempt_delay`: for this long after start-up, a backup does not preempt a live master of
-//!   lower priority.
+//! - `preempt_delay`: for this long after start-up, and after a fault clears, a backup does
+//!   not preempt a live master of lower priority.
 //! - Split brain healing: a master that hears a lower-priority master (the other side of a
 //!   healed partition, which did not see us) answers at once with an advert, so the other
 //!   steps down now rather than at our next interval, and announces its addresses again
@@ -329,7 +329,12 @@ impl Machine {
         match (faulted, self.state) {
             (true, State::Initialize) => Vec::new(),
             (true, _) => self.enter(State::Fault, Reason::Fault, now),
-            (false, State::Fault) => self.initialize(now, Reason::FaultCleared),
+            (false, State::Fault) => {
+                // Back from a fault (a link flap, the data plane restored): hold preemption
+                // off again, as after start-up.
+                self.preempt_after = (!self.params.preempt_delay.is_zero()).then(|| now + self.params.preempt_delay);
+                self.initialize(now, Reason::FaultCleared)
+            }
             (false, _) => Vec::new(),
         }
     }
@@ -612,6 +617,25 @@ mod tests {
         }
         assert_eq!(m.state(), State::Master);
         assert!(last_reset <= end);
+    }
+
+    #[test]
+    fn preempt_delay_applies_again_after_a_fault() {
+        let t0 = Instant::now();
+        let mut p = params(150);
+        p.preempt_delay = Duration::from_secs(2);
+        let mut m = Machine::new(p);
+        m.start(t0);
+        let t1 = t0 + Duration::from_secs(10);
+        m.set_fault(true, t1);
+        m.set_fault(false, t1);
+        // A lower master heard right after the fault cleared is obeyed for 2 s.
+        let mut t = t1;
+        while t < t1 + Duration::from_millis(1900) {
+            t += Duration::from_millis(100);
+            m.advert(heard(HIGHER, 100), t);
+            assert!(m.tick(t).is_empty(), "preempted {:?} after the fault cleared", t - t1);
+        }
     }
 
     #[test]
