@@ -136,7 +136,10 @@ fn host_of(cfg: &VrrpConfig, interfaces: &[InterfaceInfo]) -> Result<Host, VrrpE
     let primary = if v6 {
         link_local.map(IpAddr::V6)
     } else {
-        iface.addrs.iter().map(|(a, _)| *a).find(|a| a.is_ipv4() && !cfg.virtual_addresses.contains(a))
+        // Host routes (/32) are what VIPs look like (another instance's, left by a killed
+        // agent): an address with a subnet comes first.
+        let candidates = || iface.addrs.iter().filter(|(a, _)| a.is_ipv4() && !cfg.virtual_addresses.contains(a));
+        candidates().find(|(_, plen)| *plen < 32).or_else(|| candidates().next()).map(|(a, _)| *a)
     };
     let primary = primary.ok_or_else(|| VrrpError::NoAddress {
         instance: cfg.name.clone(),
@@ -350,7 +353,8 @@ impl Instance {
     async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>, tx: mpsc::UnboundedSender<Command>) {
         // Addresses left by an agent that was killed belong to whoever is master now.
         self.release_addresses().await;
-        self.helpers.push(tokio::spawn(watch_links(self.net.clone(), self.tracked_links(), tx.clone())));
+        let own = (self.cfg.interface.clone(), self.host.ifindex);
+        self.helpers.push(tokio::spawn(watch_links(self.net.clone(), self.tracked_links(), own, tx.clone())));
         for (index, script) in self.cfg.track_scripts.iter().enumerate() {
             self.helpers.push(tokio::spawn(run_track_script(script.clone(), index, tx.clone())));
         }
@@ -358,7 +362,7 @@ impl Instance {
         // Faults known before the first advert: an owner with its link down must not become
         // master for the moment it takes the watcher to say so.
         for name in self.tracked_links() {
-            if link_running(&self.net, &name).await == Some(false) {
+            if link_running(&self.net, &name, None).await == Some(false) {
                 self.faults.insert(format!("interface {name} down"));
             }
         }
@@ -781,7 +785,10 @@ pub fn effective_priority(base: u8, scripts: &[TrackScript], results: &[Option<b
 }
 
 /// Follows the interfaces `names`: any missing, down or without carrier is a fault.
-async fn watch_links(net: Net, names: Vec<String>, tx: mpsc::UnboundedSender<Command>) {
+/// `own` is the instance's interface and the index its sockets are bound to: if that
+/// interface is deleted and made again it has a new index the sockets do not follow, which
+/// stays a fault until the agent restarts.
+async fn watch_links(net: Net, names: Vec<String>, own: (String, u32), tx: mpsc::UnboundedSender<Command>) {
     let mut events = match LinkEvents::subscribe() {
         Ok(e) => Some(e),
         Err(e) => {
@@ -793,7 +800,8 @@ async fn watch_links(net: Net, names: Vec<String>, tx: mpsc::UnboundedSender<Com
     loop {
         for name in &names {
             // A failed netlink query says nothing about the interface: keep what is known.
-            let Some(up) = link_running(&net, name).await else { continue };
+            let bound = (*name == own.0).then_some(own.1);
+            let Some(up) = link_running(&net, name, bound).await else { continue };
             if known.insert(name.clone(), up) != Some(up) && tx.send(Command::Fault { source: format!("interface {name} down"), on: !up }).is_err() {
                 return;
             }
@@ -810,9 +818,13 @@ async fn watch_links(net: Net, names: Vec<String>, tx: mpsc::UnboundedSender<Com
 }
 
 /// Whether the interface `name` exists, is up and has carrier; None when netlink failed.
-async fn link_running(net: &Net, name: &str) -> Option<bool> {
+async fn link_running(net: &Net, name: &str, bound: Option<u32>) -> Option<bool> {
     let interfaces = net.interfaces().await.ok()?;
     match interfaces.iter().find(|i| i.name == name) {
+        Some(i) if bound.is_some_and(|b| b != i.ifindex) => {
+            warn!("vrrp: interface {name} was made again (index {} instead of {}): restart xlb to use it", i.ifindex, bound.unwrap_or(0));
+            Some(false)
+        }
         Some(i) => Some(net.link(i.ifindex).await.ok()?.is_some_and(|s| s.running)),
         None => Some(false),
     }
