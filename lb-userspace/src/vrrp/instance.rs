@@ -91,14 +91,49 @@ pub struct LocalMac {
     pub done: Option<oneshot::Sender<()>>,
 }
 
+/// arp_ignore = 1 on an interface while any `use_vmac` master on it needs it; the value it
+/// had before comes back when the last one leaves (several instances may share an interface).
+#[derive(Clone, Default)]
+struct ArpIgnore(Arc<Mutex<HashMap<String, (u32, String)>>>);
+
+impl ArpIgnore {
+    fn path(ifname: &str) -> String {
+        format!("/proc/sys/net/ipv4/conf/{ifname}/arp_ignore")
+    }
+
+    fn hold(&self, ifname: &str) -> std::io::Result<()> {
+        let mut held = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = held.entry(ifname.to_owned()).or_insert((0, String::new()));
+        entry.0 += 1;
+        if entry.0 == 1 {
+            entry.1 = std::fs::read_to_string(Self::path(ifname))?.trim().to_owned();
+            std::fs::write(Self::path(ifname), "1")?;
+        }
+        Ok(())
+    }
+
+    fn release(&self, ifname: &str) -> std::io::Result<()> {
+        let mut held = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(entry) = held.get_mut(ifname) else { return Ok(()) };
+        entry.0 = entry.0.saturating_sub(1);
+        if entry.0 == 0 {
+            let (_, original) = held.remove(ifname).expect("present");
+            if !original.is_empty() {
+                std::fs::write(Self::path(ifname), original)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A `use_vmac` instance's macvlan.
 struct Vmac {
     name: String,
     mac: [u8; 6],
     /// Its index while it exists.
     index: Option<u32>,
-    /// The interface's arp_ignore before we set it, to restore.
-    arp_ignore: Option<String>,
+    /// This instance holds arp_ignore = 1 on the interface (see [`ArpIgnore`]).
+    holds_arp_ignore: bool,
 }
 
 enum Command {
@@ -200,10 +235,11 @@ impl Vrrp {
                 };
                 rt.block_on(async move {
                     let mut tasks = tokio::task::JoinSet::new();
+                    let arp_ignore = ArpIgnore::default();
                     let mut names = HashMap::new();
                     for ((cfg, tx, rx, status), host) in receivers.into_iter().zip(hosts) {
                         let (name, shown) = (cfg.name.clone(), status.clone());
-                        match Instance::open(cfg, host, status, local_macs.clone()).await {
+                        match Instance::open(cfg, host, status, local_macs.clone(), arp_ignore.clone()).await {
                             Ok(inst) => {
                                 let id = tasks.spawn(inst.run(rx, tx)).id();
                                 names.insert(id, (name, shown));
@@ -286,6 +322,7 @@ struct Instance {
     vmac: Option<Vmac>,
     /// Tells the agent which MACs the data plane must take as the node's own.
     local_macs: mpsc::UnboundedSender<LocalMac>,
+    arp_ignore: ArpIgnore,
     faults: BTreeSet<String>,
     /// Last result of each track script (None until its first result).
     scripts: Vec<Option<bool>>,
@@ -301,6 +338,7 @@ impl Instance {
         host: Host,
         status: Arc<Mutex<InstanceStatus>>,
         local_macs: mpsc::UnboundedSender<LocalMac>,
+        arp_ignore: ArpIgnore,
     ) -> Result<Instance, VrrpError> {
         let io_err = |what: &str| {
             let instance = cfg.name.clone();
@@ -313,7 +351,7 @@ impl Instance {
             name: format!("vrrp{}.{}", if v6 { "6" } else { "" }, cfg.vrid),
             mac: announce::virtual_mac(cfg.vrid, v6),
             index: None,
-            arp_ignore: None,
+            holds_arp_ignore: false,
         });
         let announce_mac = vmac.as_ref().map_or(host.mac, |v| v.mac);
         let multicast = cfg.unicast_peers.is_empty();
@@ -342,6 +380,7 @@ impl Instance {
             announce_mac,
             vmac,
             local_macs,
+            arp_ignore,
             faults: BTreeSet::new(),
             garp: None,
             helpers: Vec::new(),
@@ -687,11 +726,10 @@ impl Instance {
                 warn!("vrrp_instance \"{}\": net.ipv4.conf.all.rp_filter = 1 overrides {}'s 0: ARP for the addresses may go unanswered", self.cfg.name, v.name);
             }
         }
-        if v.arp_ignore.is_none() && self.host.primary.is_ipv4() {
-            let path = format!("/proc/sys/net/ipv4/conf/{}/arp_ignore", self.cfg.interface);
-            v.arp_ignore = std::fs::read_to_string(&path).ok().map(|s| s.trim().to_owned());
-            if let Err(e) = std::fs::write(&path, "1") {
-                warn!("vrrp_instance \"{}\": setting {path}: {e}", self.cfg.name);
+        if !v.holds_arp_ignore && self.host.primary.is_ipv4() {
+            v.holds_arp_ignore = true;
+            if let Err(e) = self.arp_ignore.hold(&self.cfg.interface) {
+                warn!("vrrp_instance \"{}\": {e}", self.cfg.name);
             }
         }
         // The data plane must take the MAC before the announcements point clients at it.
@@ -717,10 +755,9 @@ impl Instance {
                 warn!("vrrp_instance \"{}\": {e}", self.cfg.name);
             }
         }
-        if let Some(old) = v.arp_ignore.take() {
-            let path = format!("/proc/sys/net/ipv4/conf/{}/arp_ignore", self.cfg.interface);
-            if let Err(e) = std::fs::write(&path, &old) {
-                warn!("vrrp_instance \"{}\": restoring {path}: {e}", self.cfg.name);
+        if std::mem::take(&mut v.holds_arp_ignore) {
+            if let Err(e) = self.arp_ignore.release(&self.cfg.interface) {
+                warn!("vrrp_instance \"{}\": {e}", self.cfg.name);
             }
         }
     }
