@@ -164,6 +164,28 @@ fn sigterm_detaches_and_cleans_up() -> Result<()> {
 }
 
 #[test]
+fn a_second_agent_is_refused_and_the_first_goes_on() -> Result<()> {
+    if !privileged("a_second_agent_is_refused_and_the_first_goes_on") {
+        return Ok(());
+    }
+    let node = SingleNode::start("second")?;
+    let target: SocketAddr = format!("{}:80", plan::VIP4).parse()?;
+    let out = xlb_tests::run(
+        Command::new("ip").args(["netns", "exec", &node.lb.ns]).arg(&node.xlb).args(["run", "--config"]).arg(&node.config),
+    );
+    let err = match out {
+        Ok(o) => anyhow::bail!("a second agent started: {}", String::from_utf8_lossy(&o.stderr)),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(err.contains("another agent is answering"), "{err}");
+    // The first agent's VIP, program and tables are untouched: it still answers and forwards.
+    node.status()?;
+    let tally = in_netns(&node.client.ns, || traffic::tcp_connections(target, 90))??;
+    assert_even(&tally, &BACKEND_NAMES, 90, 0.2)?;
+    Ok(())
+}
+
+#[test]
 fn kill_9_leaves_forwarding_running_and_a_new_agent_adopts_it() -> Result<()> {
     if !privileged("kill_9_leaves_forwarding_running_and_a_new_agent_adopts_it") {
         return Ok(());
