@@ -190,6 +190,8 @@ pub struct LinkState {
     pub running: bool,
     /// Id of the XDP program attached, if any.
     pub xdp_prog: Option<u32>,
+    /// Its MAC address.
+    pub mac: Option<[u8; 6]>,
 }
 
 fn link_state(msg: &LinkMessage) -> LinkState {
@@ -202,7 +204,15 @@ fn link_state(msg: &LinkMessage) -> LinkState {
         }),
         _ => None,
     });
-    LinkState { running, xdp_prog }
+    let mac = msg.attributes.iter().find_map(|a| match a {
+        LinkAttribute::Address(bytes) if bytes.len() == 6 => {
+            let mut m = [0u8; 6];
+            m.copy_from_slice(bytes);
+            Some(m)
+        }
+        _ => None,
+    });
+    LinkState { running, xdp_prog, mac }
 }
 
 fn address_of(msg: &AddressMessage) -> Option<IpAddr> {

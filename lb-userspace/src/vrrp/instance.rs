@@ -602,9 +602,13 @@ impl Instance {
                             warn!("vrrp_instance \"{}\": {e}", self.cfg.name);
                         }
                     }
+                    self.refresh_mac().await;
                     self.announce(true);
                 }
-                Action::Announce => self.announce(false),
+                Action::Announce => {
+                    self.refresh_mac().await;
+                    self.announce(false)
+                }
                 Action::ReleaseAddresses => self.release_addresses().await,
                 Action::Transition { from, to, reason } => {
                     let to_name = if reason == super::machine::Reason::Shutdown { "STOP" } else { to.as_str() };
@@ -644,6 +648,19 @@ impl Instance {
             match self.socket.send(dst, &payload).await {
                 Ok(()) => self.status.lock().expect("not poisoned").adverts_sent += 1,
                 Err(e) => warn!("vrrp_instance \"{}\": sending an advert to {dst}: {e}", self.cfg.name),
+            }
+        }
+    }
+
+    /// Without use_vmac the announcements carry the interface's MAC: read it now, in case it
+    /// changed since the start (the agent follows such a change too).
+    async fn refresh_mac(&mut self) {
+        if self.vmac.is_none() {
+            if let Ok(Some(state)) = self.net.link(self.host.ifindex).await {
+                if let Some(mac) = state.mac.filter(|m| *m != self.announce_mac) {
+                    info!("vrrp_instance \"{}\": {} has a new MAC, {}", self.cfg.name, self.cfg.interface, crate::net::format_mac(&mac));
+                    self.announce_mac = mac;
+                }
             }
         }
     }
