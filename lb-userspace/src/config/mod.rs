@@ -1295,6 +1295,20 @@ mod tests {
     use super::*;
     use std::net::{Ipv4Addr, Ipv6Addr};
 
+    /// The README's configuration reference is a configuration this parser accepts as it
+    /// stands (its every key documented and valid), so the manual cannot drift from the code.
+    #[test]
+    fn the_readme_reference_parses() {
+        let readme = include_str!("../../../README.md");
+        let start = readme.find("## Configuration reference").expect("section");
+        let block = &readme[start..];
+        let from = block.find("```toml\n").expect("toml block") + "```toml\n".len();
+        let to = from + block[from..].find("```").expect("block end");
+        let (cfg, _) = parse("README.md", &block[from..to]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((cfg.services.len(), cfg.vrrp.len()), (1, 1));
+        assert_eq!(cfg.vrrp[0].track_scripts.len(), 1);
+    }
+
     const AGENT: &str = "[agent]\ninterfaces = [\"eth0\"]\n";
 
     fn ip(s: &str) -> IpAddr {
