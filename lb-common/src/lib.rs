@@ -96,7 +96,16 @@ pub type Ring = [u32; MAX_RING_SIZE];
 /// `Backend::flags`: the entry is complete (MAC learnt) and may receive packets. A flow whose
 /// backend lost this flag is re-balanced on its next packet.
 pub const BACKEND_F_USABLE: u32 = 1;
+/// `Backend::flags`: the slot belongs to a backend, named by `Backend::service` and
+/// `Backend::addr`. A restarted agent reads these to give every backend its slot back.
+pub const BACKEND_F_ASSIGNED: u32 = 2;
+/// `Backend::flags`: the backend is its service's sorry server (a role apart from the members,
+/// even when a member has the same address).
+pub const BACKEND_F_SORRY: u32 = 4;
 
+/// A backend's entry. Its index in `BACKENDS` (and `BACKEND_STATS`, and `Flow::backend`) is
+/// the backend's slot: it stays the same for as long as the backend, identified by
+/// (service, address, role), stays in the configuration, whatever else is edited.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Backend {
@@ -108,6 +117,11 @@ pub struct Backend {
     /// otherwise XDP_REDIRECT through the `EGRESS` devmap.
     pub ifindex: u32,
     pub flags: u32,
+    /// Id of the service the backend belongs to (`Service::id`). Not read by the program.
+    pub service: u32,
+    /// The backend's address (16-byte form, as in [`ServiceKey::addr`]); its family is the
+    /// service's. Not read by the program: it names the slot's owner for the agent.
+    pub addr: [u8; 16],
 }
 
 /// Flow table key: the 5-tuple in the client-to-VIP direction.
@@ -390,7 +404,7 @@ mod tests {
     fn layouts_have_no_hidden_padding() {
         assert_eq!(size_of::<ServiceKey>(), 20);
         assert_eq!(size_of::<Service>(), 16);
-        assert_eq!(size_of::<Backend>(), 20);
+        assert_eq!(size_of::<Backend>(), 40);
         assert_eq!(size_of::<FlowKey>(), 40);
         assert_eq!(size_of::<Flow>(), 8);
         assert_eq!(size_of::<Counters>(), 16);

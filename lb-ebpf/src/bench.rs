@@ -58,6 +58,7 @@ pub fn bench_macswap(ctx: XdpContext) -> u32 {
         return xdp_action::XDP_ABORTED;
     }
     // dst = bytes 0..6, src = 6..12; both start 2-byte aligned.
+    // SAFETY: the 12 bytes were checked against data_end above.
     unsafe {
         let w = start as *mut u16;
         let (d0, d1, d2) = (*w, *w.add(1), *w.add(2));
@@ -81,6 +82,7 @@ pub fn bench_wrap(ctx: XdpContext) -> u32 {
     if restore(&ctx).is_err() {
         return xdp_action::XDP_ABORTED;
     }
+    // SAFETY: a tail call with this program's own context; it does not return on success.
     unsafe { BENCH_TARGET.tail_call(&ctx, 0) };
     // The tail call failed (empty slot).
     xdp_action::XDP_ABORTED
@@ -89,21 +91,29 @@ pub fn bench_wrap(ctx: XdpContext) -> u32 {
 #[inline(always)]
 fn restore(ctx: &XdpContext) -> Result<(), ()> {
     let frame = BENCH_FRAME.get_ptr(0).ok_or(())?;
+    // SAFETY (this and the reads of `frame` below): a pointer the map returned for entry 0.
     let len = unsafe { (*frame).len } as usize;
     if len == 0 || len > FRAME_MAX {
         return Err(());
     }
+    // SAFETY: see above.
     let bytes = unsafe { (*frame).bytes.as_ptr() } as *mut core::ffi::c_void;
+    // SAFETY: the helper checks the range against the frame; `len` is at most FRAME_MAX.
     if unsafe { bpf_xdp_store_bytes(ctx.ctx, 0, bytes, len as u32) } != 0 {
         return Err(());
     }
+    // SAFETY: see above.
     let offset = unsafe { (*frame).bump_offset };
     if offset != 0 {
         let seq = BENCH_SEQ.get_ptr_mut(0).ok_or(())?;
+        // SAFETY: a pointer the map returned for entry 0 (a benchmark counter; races are harmless).
         let n = unsafe { *seq };
+        // SAFETY: as above.
         unsafe { *seq = n.wrapping_add(1) };
+        // SAFETY: see the reads of `frame` above.
         let mut value = unsafe { (*frame).bump_base }.wrapping_add(n).to_be();
         let buf = &mut value as *mut u32 as *mut core::ffi::c_void;
+        // SAFETY: the helper checks the range against the frame.
         if unsafe { bpf_xdp_store_bytes(ctx.ctx, offset, buf, 4) } != 0 {
             return Err(());
         }
@@ -118,6 +128,7 @@ pub fn bench_sink(ctx: XdpContext) -> u32 {
     if start + 38 > ctx.data_end() {
         return sink_count(1, xdp_action::XDP_PASS);
     }
+    // SAFETY: the 38 bytes were checked against data_end above.
     let flood = unsafe {
         let p = start as *const u8;
         *p.add(12) == 0x08 && *p.add(13) == 0x00 && *p.add(14) == 0x45 && *p.add(23) == 17 && *p.add(36) == 0 && *p.add(37) == 9
@@ -132,6 +143,7 @@ pub fn bench_sink(ctx: XdpContext) -> u32 {
 #[inline(always)]
 fn sink_count(index: u32, action: u32) -> u32 {
     if let Some(c) = BENCH_SINK.get_ptr_mut(index) {
+        // SAFETY: a per-CPU slot the map returned.
         unsafe { *c += 1 };
     }
     action

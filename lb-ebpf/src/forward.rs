@@ -5,7 +5,7 @@ use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use lb_common::{stat, Backend};
 use network_types::eth::EthHdr;
 
-use crate::{parse::ptr_at, EGRESS};
+use crate::{maps::EGRESS, parse::ptr_at};
 
 /// Verdict and the counter it is recorded under.
 pub struct Verdict {
@@ -19,6 +19,7 @@ pub fn forward(ctx: &XdpContext, backend: &Backend) -> Verdict {
         Ok(eth) => eth,
         Err(reason) => return Verdict { action: xdp_action::XDP_PASS, stat: reason },
     };
+    // SAFETY: ptr_at checked that a whole Ethernet header lies inside the frame.
     unsafe {
         (*eth).dst_addr = backend.dst_mac;
         (*eth).src_addr = backend.src_mac;

@@ -11,64 +11,18 @@
 
 mod bench;
 mod forward;
+mod maps;
 mod parse;
 mod select;
 mod stats;
 
-use aya_ebpf::{
-    bindings::xdp_action,
-    macros::{map, xdp},
-    maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
-    programs::XdpContext,
-};
-use lb_common::{
-    stat, Backend, Counters, Flow, FlowKey, LocalMacs, Ring, LOCAL_MAC_SLOTS, Service, ServiceKey, VipFilter, MAX_BACKENDS,
-    MAX_SERVICES, RING_SLOTS_PER_SERVICE,
-};
+use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use lb_common::{stat, Backend};
 
 use crate::{
     forward::{forward, Verdict},
     parse::Kind,
 };
-
-/// Each CPU keeps its own LRU list of flows: inserting a new flow takes no lock shared with
-/// the other CPUs (a flow stays on the CPU its NIC queue hashes it to).
-const BPF_F_NO_COMMON_LRU: u32 = 1 << 1;
-
-// Sizes here are defaults; the agent sets the real ones from its configuration at load time.
-// The agent pins every map under its pin path so a restarted agent adopts them (flows and
-// counters survive); tests load them unpinned.
-
-/// (VIP, port, protocol, family) -> service.
-#[map]
-static SERVICES: HashMap<ServiceKey, Service> = HashMap::with_max_entries(MAX_SERVICES * 2, 0);
-/// Maglev tables, `RING_SLOTS_PER_SERVICE` per service; `Service::ring_slot` picks the live one.
-#[map]
-static RINGS: Array<Ring> = Array::with_max_entries(64 * RING_SLOTS_PER_SERVICE, 0);
-/// Backend index -> MACs, egress interface, flags.
-#[map]
-static BACKENDS: Array<Backend> = Array::with_max_entries(MAX_BACKENDS, 0);
-/// Established flows: client-to-VIP 5-tuple -> backend.
-#[map]
-static FLOWS: LruHashMap<FlowKey, Flow> = LruHashMap::with_max_entries(1 << 20, BPF_F_NO_COMMON_LRU);
-/// Interfaces backends are reached through other than the ingress one (XDP_REDIRECT).
-#[map]
-static EGRESS: DevMapHash = DevMapHash::with_max_entries(64, 0);
-#[map]
-static SERVICE_STATS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(MAX_SERVICES, 0);
-#[map]
-static BACKEND_STATS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(MAX_BACKENDS, 0);
-/// Slot `ifindex % LOCAL_MAC_SLOTS` -> the MACs frames arriving on that interface must be
-/// addressed to for balancing. An interface without an entry accepts every destination (the
-/// agent writes one for each interface it attaches to; BPF_PROG_TEST_RUN fixtures may not).
-#[map]
-static LOCAL_MACS: Array<LocalMacs> = Array::with_max_entries(LOCAL_MAC_SLOTS, 0);
-/// One entry: a bitmap of the VIPs (see `lb_common::VipFilter`).
-#[map]
-static VIP_FILTER: Array<VipFilter> = Array::with_max_entries(1, 0);
-/// Verdict and event counters, indexed by `lb_common::stat`.
-#[map]
-static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
 
 #[xdp]
 pub fn xlb(ctx: XdpContext) -> u32 {
@@ -96,7 +50,7 @@ fn balance(ctx: &XdpContext) -> Verdict {
     let known = if packet.kind == Kind::Flow { select::known_flow(&packet.key) } else { None };
     if let Some(flow) = known {
         if let Some(backend) = select::usable(flow.backend) {
-            if let Err(reason) = parse::addressed_here(ctx) {
+            if let Err(reason) = select::addressed_here(ctx) {
                 return pass(reason);
             }
             stats::count(stat::EVENT_FLOW_HIT);
@@ -106,7 +60,7 @@ fn balance(ctx: &XdpContext) -> Verdict {
     let Some(svc) = select::service(&packet.key, packet.kind) else {
         return pass(stat::PASS_NOT_SERVICE);
     };
-    if let Err(reason) = parse::addressed_here(ctx) {
+    if let Err(reason) = select::addressed_here(ctx) {
         return pass(reason);
     }
     match select::backend(&svc, &packet.key, packet.kind, known.is_some()) {

@@ -7,13 +7,11 @@
 use core::mem::size_of;
 
 use aya_ebpf::programs::XdpContext;
-use lb_common::{stat, FlowKey, FAMILY_V4, FAMILY_V6, LOCAL_MAC_SLOTS, MAX_LOCAL_MACS, PROTO_TCP, PROTO_UDP};
+use lb_common::{stat, FlowKey, FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP};
 use network_types::{
     eth::EthHdr,
     ip::{Ipv4Hdr, Ipv6Hdr},
 };
-
-use crate::LOCAL_MACS;
 
 const ETH_LEN: usize = size_of::<EthHdr>();
 const IPV4_MIN_LEN: usize = 20;
@@ -75,6 +73,7 @@ pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*mut T, u32> {
 #[inline(always)]
 pub fn parse(ctx: &XdpContext) -> Result<Packet, u32> {
     let eth: *const EthHdr = ptr_at(ctx, 0)?;
+    // SAFETY: the pointer came from ptr_at, which checked it lies inside the frame.
     let ether_type = u16::from_be(unsafe { (*eth).ether_type });
     // Non-IP frames (ARP above all) leave before the MAC lookup: nothing of theirs is balanced.
     if ether_type != ETH_P_IP && ether_type != ETH_P_IPV6 {
@@ -85,42 +84,6 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, u32> {
     } else {
         parse_ipv6(ctx)
     }
-}
-
-/// Whether the frame was sent to this node: its destination must be one of the ingress
-/// interface's MACs in `LOCAL_MACS`. A switch flooding unknown unicast, a promiscuous NIC or a
-/// veth (no MAC filter) hands us frames for other hosts; balancing them would duplicate another
-/// node's traffic (the backup of a VRRP pair). Those pass to the kernel, which drops
-/// PACKET_OTHERHOST frames, counted `PASS_OTHER_HOST`; broadcast and multicast destinations
-/// never carry a service's flow and pass as `PASS_NOT_SERVICE`. An interface without an entry
-/// accepts every destination.
-/// The frame is addressed to one of the ingress interface's MACs (`LOCAL_MACS`), or the
-/// interface has no entry. Checked for VIP traffic only: everything else passes anyway.
-#[inline(always)]
-pub fn addressed_here(ctx: &XdpContext) -> Result<(), u32> {
-    let eth: *const EthHdr = ptr_at(ctx, 0)?;
-    let dst = unsafe { &(*eth).dst_addr };
-    let ifindex = ctx.ingress_ifindex() as u32;
-    let Some(local) = LOCAL_MACS.get(ifindex % LOCAL_MAC_SLOTS) else {
-        return Ok(());
-    };
-    if local.ifindex != ifindex {
-        return Ok(());
-    }
-    let mut i = 0;
-    while i < MAX_LOCAL_MACS {
-        if (i as u32) < local.count && same_mac(&local.macs[i], dst) {
-            return Ok(());
-        }
-        i += 1;
-    }
-    Err(if dst[0] & 1 != 0 { stat::PASS_NOT_SERVICE } else { stat::PASS_OTHER_HOST })
-}
-
-/// Byte-wise, so that no `memcmp` call (unavailable in BPF) is emitted.
-#[inline(always)]
-fn same_mac(a: &[u8; 6], b: &[u8; 6]) -> bool {
-    (a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]) | (a[4] ^ b[4]) | (a[5] ^ b[5]) == 0
 }
 
 #[inline(always)]
@@ -139,6 +102,7 @@ fn read_ports(ctx: &XdpContext, offset: usize, ip_end: usize, proto: u8) -> Resu
     if offset + header_len > ip_end {
         return Err(stat::PASS_MALFORMED);
     }
+    // SAFETY: the pointer came from ptr_at, which checked it lies inside the frame.
     let p = unsafe { *ports };
     Ok([u16::from_ne_bytes([p[0], p[1]]), u16::from_ne_bytes([p[2], p[3]])])
 }
@@ -164,6 +128,7 @@ fn copy_v4(dst: &mut [u8; 16], src: &[u8; 4]) {
 
 fn parse_ipv4(ctx: &XdpContext) -> Result<Packet, u32> {
     let ip: *const Ipv4Hdr = ptr_at(ctx, ETH_LEN)?;
+    // SAFETY: the pointer came from ptr_at, which checked it lies inside the frame.
     let ip = unsafe { &*ip };
     let ihl = ((ip.vihl & 0x0f) as usize) * 4;
     let tot_len = u16::from_be_bytes(ip.tot_len) as usize;
@@ -202,12 +167,14 @@ fn parse_ipv4(ctx: &XdpContext) -> Result<Packet, u32> {
 #[inline(always)]
 fn icmpv4_quoted_flow(ctx: &XdpContext, l4: usize, ip_end: usize) -> Result<FlowKey, u32> {
     let icmp: *const [u8; ICMP_LEN] = ptr_at(ctx, l4)?;
+    // SAFETY: the pointer came from ptr_at, which checked it lies inside the frame.
     let icmp = unsafe { &*icmp };
     if icmp[0] != ICMP_DEST_UNREACH || icmp[1] != ICMP_FRAG_NEEDED {
         return Err(stat::PASS_ICMP);
     }
     let quoted_off = l4 + ICMP_LEN;
     let quoted: *const Ipv4Hdr = ptr_at(ctx, quoted_off)?;
+    // SAFETY: the pointer came from ptr_at, which checked it lies inside the frame.
     let quoted = unsafe { &*quoted };
     let ihl = ((quoted.vihl & 0x0f) as usize) * 4;
     if quoted.vihl >> 4 != 4 || ihl < IPV4_MIN_LEN {
@@ -222,6 +189,7 @@ fn icmpv4_quoted_flow(ctx: &XdpContext, l4: usize, ip_end: usize) -> Result<Flow
     if ports_off + 4 > ip_end {
         return Err(stat::PASS_MALFORMED);
     }
+    // SAFETY: the pointer came from ptr_at, which checked it lies inside the frame.
     let p = unsafe { *ports };
     // Quoted: VIP -> client. Ours: client -> VIP.
     let mut key = FlowKey { family: FAMILY_V4, proto: quoted.proto, ..FlowKey::default() };
@@ -234,6 +202,7 @@ fn icmpv4_quoted_flow(ctx: &XdpContext, l4: usize, ip_end: usize) -> Result<Flow
 
 fn parse_ipv6(ctx: &XdpContext) -> Result<Packet, u32> {
     let ip: *const Ipv6Hdr = ptr_at(ctx, ETH_LEN)?;
+    // SAFETY: the pointer came from ptr_at, which checked it lies inside the frame.
     let ip = unsafe { &*ip };
     let payload = u16::from_be_bytes(ip.payload_len) as usize;
     if ip.vcf[0] >> 4 != 6 || ETH_LEN + IPV6_LEN + payload > frame_len(ctx) {
@@ -261,6 +230,7 @@ fn parse_ipv6(ctx: &XdpContext) -> Result<Packet, u32> {
         if l4 + 8 > ip_end {
             return Err(stat::PASS_MALFORMED);
         }
+        // SAFETY: the pointer came from ptr_at, which checked it lies inside the frame.
         let inner = unsafe { (*frag)[0] };
         if !is_balanced(inner) {
             return Err(stat::PASS_NOT_SERVICE);
@@ -283,11 +253,13 @@ fn parse_ipv6(ctx: &XdpContext) -> Result<Packet, u32> {
 #[inline(always)]
 fn icmpv6_quoted_flow(ctx: &XdpContext, l4: usize, ip_end: usize) -> Result<FlowKey, u32> {
     let icmp: *const [u8; ICMP_LEN] = ptr_at(ctx, l4)?;
+    // SAFETY: the pointer came from ptr_at, which checked it lies inside the frame.
     if unsafe { (*icmp)[0] } != ICMPV6_PACKET_TOO_BIG {
         return Err(stat::PASS_ICMP);
     }
     let quoted_off = l4 + ICMP_LEN;
     let quoted: *const Ipv6Hdr = ptr_at(ctx, quoted_off)?;
+    // SAFETY: the pointer came from ptr_at, which checked it lies inside the frame.
     let quoted = unsafe { &*quoted };
     if !is_balanced(quoted.next_hdr) {
         return Err(stat::PASS_ICMP);
@@ -297,6 +269,7 @@ fn icmpv6_quoted_flow(ctx: &XdpContext, l4: usize, ip_end: usize) -> Result<Flow
     if ports_off + 4 > ip_end {
         return Err(stat::PASS_MALFORMED);
     }
+    // SAFETY: the pointer came from ptr_at, which checked it lies inside the frame.
     let p = unsafe { *ports };
     Ok(FlowKey {
         src: quoted.dst_addr,

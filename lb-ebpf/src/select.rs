@@ -3,13 +3,19 @@
 //! An established flow keeps its backend through the LRU flow table; a new flow takes the
 //! backend its hash points at in the service's Maglev table and is recorded.
 
+use aya_ebpf::programs::XdpContext;
 use lb_common::{
     hash::{flow_hash, source_hash},
-    stat, Backend, Flow, FlowKey, Service, ServiceKey, BACKEND_F_USABLE, RING_EMPTY,
+    stat, Backend, Flow, FlowKey, Service, ServiceKey, BACKEND_F_USABLE, LOCAL_MAC_SLOTS, MAX_LOCAL_MACS, RING_EMPTY,
     SERVICE_F_FRAGMENTS_ONLY, SERVICE_F_HASH_SOURCE,
 };
+use network_types::eth::EthHdr;
 
-use crate::{parse::Kind, stats::count, BACKENDS, FLOWS, RINGS, SERVICES, VIP_FILTER};
+use crate::{
+    maps::{BACKENDS, FLOWS, LOCAL_MACS, RINGS, SERVICES, VIP_FILTER},
+    parse::{ptr_at, Kind},
+    stats::count,
+};
 
 /// False when the destination is certainly no VIP (one inlined array read).
 #[inline(always)]
@@ -20,6 +26,41 @@ pub fn maybe_vip(key: &FlowKey) -> bool {
     }
 }
 
+/// Whether the frame was sent to this node: its destination must be one of the ingress
+/// interface's MACs in `LOCAL_MACS`. A switch flooding unknown unicast, a promiscuous NIC or a
+/// veth (no MAC filter) hands us frames for other hosts; balancing them would duplicate another
+/// node's traffic (the backup of a VRRP pair). Those pass to the kernel, which drops
+/// PACKET_OTHERHOST frames, counted `PASS_OTHER_HOST`; broadcast and multicast destinations
+/// never carry a service's flow and pass as `PASS_NOT_SERVICE`. An interface without an entry
+/// accepts every destination. Checked for VIP traffic only: everything else passes anyway.
+#[inline(always)]
+pub fn addressed_here(ctx: &XdpContext) -> Result<(), u32> {
+    let eth: *const EthHdr = ptr_at(ctx, 0)?;
+    // SAFETY: ptr_at checked that a whole Ethernet header lies inside the frame.
+    let dst = unsafe { &(*eth).dst_addr };
+    let ifindex = ctx.ingress_ifindex() as u32;
+    let Some(local) = LOCAL_MACS.get(ifindex % LOCAL_MAC_SLOTS) else {
+        return Ok(());
+    };
+    if local.ifindex != ifindex {
+        return Ok(());
+    }
+    let mut i = 0;
+    while i < MAX_LOCAL_MACS {
+        if (i as u32) < local.count && same_mac(&local.macs[i], dst) {
+            return Ok(());
+        }
+        i += 1;
+    }
+    Err(if dst[0] & 1 != 0 { stat::PASS_NOT_SERVICE } else { stat::PASS_OTHER_HOST })
+}
+
+/// Byte-wise, so that no `memcmp` call (unavailable in BPF) is emitted.
+#[inline(always)]
+fn same_mac(a: &[u8; 6], b: &[u8; 6]) -> bool {
+    (a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]) | (a[4] ^ b[4]) | (a[5] ^ b[5]) == 0
+}
+
 /// The service for the packet: exact (VIP, port, protocol) first, then the VIP's port-0 entry.
 /// Fragments carry no port and only match port 0 (an all-ports service, or the fragment entry
 /// the agent installs for each VIP and protocol).
@@ -27,6 +68,7 @@ pub fn maybe_vip(key: &FlowKey) -> bool {
 pub fn service(key: &FlowKey, kind: Kind) -> Option<Service> {
     let mut skey = ServiceKey { addr: key.dst, port: key.dport, proto: key.proto, family: key.family };
     if kind != Kind::Fragment {
+        // SAFETY: the value is copied out at once; the agent replaces entries whole.
         if let Some(s) = unsafe { SERVICES.get(&skey) } {
             if s.flags & SERVICE_F_FRAGMENTS_ONLY == 0 {
                 return Some(*s);
@@ -34,6 +76,7 @@ pub fn service(key: &FlowKey, kind: Kind) -> Option<Service> {
         }
     }
     skey.port = 0;
+    // SAFETY: as above, the value is copied out at once.
     let s = unsafe { SERVICES.get(&skey) }?;
     if s.flags & SERVICE_F_FRAGMENTS_ONLY != 0 && kind != Kind::Fragment {
         return None;
@@ -41,10 +84,10 @@ pub fn service(key: &FlowKey, kind: Kind) -> Option<Service> {
     Some(*s)
 }
 
-/// The backend for the packet, as its index into `BACKENDS` and its entry, or the drop reason.
 /// The flow table's entry for a flow, if any.
 #[inline(always)]
 pub fn known_flow(key: &FlowKey) -> Option<Flow> {
+    // SAFETY: the value is copied out at once (an LRU entry may be recycled afterwards).
     unsafe { FLOWS.get(key) }.copied()
 }
 

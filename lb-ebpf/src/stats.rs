@@ -2,11 +2,12 @@
 
 use lb_common::Counters;
 
-use crate::{BACKEND_STATS, SERVICE_STATS, STATS};
+use crate::maps::{BACKEND_STATS, SERVICE_STATS, STATS};
 
 #[inline(always)]
 pub fn count(index: u32) {
     if let Some(c) = STATS.get_ptr_mut(index) {
+        // SAFETY: a per-CPU slot the map returned; nothing else on this CPU runs meanwhile.
         unsafe { *c += 1 };
     }
 }
@@ -14,6 +15,7 @@ pub fn count(index: u32) {
 #[inline(always)]
 fn add(counters: Option<*mut Counters>, bytes: u32) {
     if let Some(c) = counters {
+        // SAFETY: a per-CPU slot the map returned; nothing else on this CPU runs meanwhile.
         unsafe {
             (*c).packets += 1;
             (*c).bytes += bytes as u64;

@@ -86,6 +86,9 @@ pub struct CheckerStatus {
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct ServiceStatus {
     pub name: String,
+    /// Its stable id: the same for as long as its (vip, port, protocol) is configured.
+    #[serde(default)]
+    pub id: u32,
     pub vip: String,
     pub port: u16,
     pub protocol: String,
@@ -102,6 +105,10 @@ pub struct ServiceStatus {
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct BackendStatus {
     pub address: String,
+    /// Its stable slot in the data plane: the same for as long as the backend (service,
+    /// address, role) is configured, whatever else changes.
+    #[serde(default)]
+    pub slot: u32,
     pub weight: u32,
     /// The backend's MAC, once learnt from the neighbour table.
     pub mac: Option<String>,

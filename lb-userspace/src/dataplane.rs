@@ -8,13 +8,14 @@ use std::{
 };
 
 use aya::{
-    maps::{Array, DevMapHash, HashMap, MapData, MapError, MapInfo, PerCpuArray},
+    maps::{Array, DevMapHash, HashMap, MapData, MapError, MapInfo, PerCpuArray, PerCpuValues},
     programs::{links::FdLink, links::PinnedLink, ProgramError, Xdp, XdpMode},
     Ebpf, EbpfLoader,
 };
 use lb_common::{
-    maps, stat, Backend, Counters, Flow, FlowKey, LocalMacs, Ring, Service, ServiceKey, VipFilter, MAX_BACKENDS,
-    LOCAL_MAC_SLOTS, MAX_LOCAL_MACS, MAX_RING_SIZE, PROGRAM_NAME, RING_EMPTY, RING_SLOTS_PER_SERVICE,
+    maps, stat, Backend, Counters, Flow, FlowKey, LocalMacs, Ring, Service, ServiceKey, VipFilter, BACKEND_F_ASSIGNED,
+    LOCAL_MAC_SLOTS, MAX_BACKENDS, MAX_LOCAL_MACS, MAX_RING_SIZE, PROGRAM_NAME, RING_EMPTY, RING_SLOTS_PER_SERVICE,
+    SERVICE_F_FRAGMENTS_ONLY,
 };
 
 /// The compiled XDP program, built from `lb-ebpf` by build.rs.
@@ -360,6 +361,38 @@ impl Dataplane {
         self.backends.get(&index, 0).map_err(map_err(maps::BACKENDS))
     }
 
+    /// The `BACKENDS` entries that name their owner (slot, entry): what an earlier agent left.
+    pub fn assigned_backends(&self) -> Result<Vec<(u32, Backend)>> {
+        let mut held = Vec::new();
+        for slot in 0..MAX_BACKENDS {
+            let b = self.backend(slot)?;
+            if b.flags & BACKEND_F_ASSIGNED != 0 {
+                held.push((slot, b));
+            }
+        }
+        Ok(held)
+    }
+
+    /// The services in `SERVICES` (key, id), fragment entries left out.
+    pub fn service_ids(&self) -> Vec<(ServiceKey, u32)> {
+        self.services
+            .iter()
+            .filter_map(|e| e.ok())
+            .filter(|(_, s)| s.flags & SERVICE_F_FRAGMENTS_ONLY == 0)
+            .map(|(k, s)| (k, s.id))
+            .collect()
+    }
+
+    /// Zeroes the counters of service `id` (a new service took the id).
+    pub fn clear_service_counters(&mut self, id: u32) -> Result<()> {
+        clear(&mut self.service_stats, id).map_err(map_err(maps::SERVICE_STATS))
+    }
+
+    /// Zeroes the counters of backend slot `index` (a new backend took the slot).
+    pub fn clear_backend_counters(&mut self, index: u32) -> Result<()> {
+        clear(&mut self.backend_stats, index).map_err(map_err(maps::BACKEND_STATS))
+    }
+
     /// Publishes `svc` with Maglev table `table` without exposing a half-written table: the
     /// table goes into the service's idle ring slot, then one map update flips the service to
     /// it. `svc.ring_slot` is chosen here.
@@ -459,6 +492,13 @@ fn local_macs_error(ifindex: u32, message: String) -> DataplaneError {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|_| "?".into());
     DataplaneError::LocalMacs { ifindex, ifname, message }
+}
+
+fn clear(map: &mut PerCpuArray<MapData, Counters>, index: u32) -> std::result::Result<(), MapError> {
+    let no_cpus = |io_error| MapError::SyscallError(aya::sys::SyscallError { call: "nr_cpus", io_error });
+    let cpus = aya::util::nr_cpus().map_err(|(_, e)| no_cpus(e))?;
+    let zeros = PerCpuValues::try_from(vec![Counters::default(); cpus]).map_err(no_cpus)?;
+    map.set(index, zeros, 0)
 }
 
 fn sum_counters(map: &PerCpuArray<MapData, Counters>, index: u32) -> std::result::Result<Counters, MapError> {

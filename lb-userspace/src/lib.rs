@@ -1,7 +1,7 @@
 //! xlb's agent: configuration, Maglev tables, the XDP data plane's maps, neighbour learning,
 //! and the control socket. The binary (`src/main.rs`) is a thin CLI over these modules.
 //!
-//! Pure logic (config, maglev, layout) has no I/O; dataplane, net and control are the edges to
+//! Pure logic (config, maglev, model) has no I/O; dataplane, net and control are the edges to
 //! the kernel and the operator; agent ties them together.
 
 pub mod agent;
@@ -9,7 +9,7 @@ pub mod config;
 pub mod control;
 pub mod dataplane;
 pub mod health;
-pub mod layout;
+pub mod model;
 pub mod maglev;
 pub mod net;
 pub mod vrrp;

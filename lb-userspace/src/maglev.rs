@@ -12,8 +12,11 @@
 //! is its share of the total weight, to within a slot or two.
 //!
 //! Everything here is deterministic: offsets and skips come from a fixed-seed hash of the
-//! backend's name, and the population order depends only on the order of the entries, so every
-//! node of a cluster computes the same table from the same configuration.
+//! backend's name. [`build`] populates in the order of its entries; [`build_for_set`] first
+//! sorts the backends by name, so **the table depends only on the set of (name, weight)**: not
+//! on the order a configuration file lists them in, nor on which node or process builds it.
+//! Every node of a cluster given the same backends computes the identical table, and a flow
+//! that moves between nodes (a VRRP failover, an ECMP change) keeps its backend.
 
 use std::{cmp::Reverse, collections::BinaryHeap, fmt};
 
@@ -172,6 +175,19 @@ fn step(pos: u32, skip: u32, m: u32) -> u32 {
 /// the cost stays near `M log N` rather than growing towards `N * M`.
 pub fn build(entries: &[Entry], table_size: u32) -> Result<Vec<u32>, MaglevError> {
     build_scheduled(entries, table_size, None)
+}
+
+/// The table for a set of named backends, `(name, weight)`: slot `s` holds the index into
+/// `backends` of the backend that owns it, or [`RING_EMPTY`]. The backends are placed in the
+/// order of their names (byte-wise), so any order of the same set gives the same owner in
+/// every slot. Names must be distinct (a service's backend addresses are).
+pub fn build_for_set(backends: &[(&[u8], u32)], table_size: u32) -> Result<Vec<u32>, MaglevError> {
+    let mut order: Vec<usize> = (0..backends.len()).collect();
+    order.sort_by(|&a, &b| backends[a].0.cmp(backends[b].0));
+    let entries: Vec<Entry> =
+        order.iter().map(|&i| Entry::for_name(backends[i].0, backends[i].1, table_size)).collect();
+    let table = build(&entries, table_size)?;
+    Ok(table.into_iter().map(|k| if k == RING_EMPTY { k } else { order[k as usize] as u32 }).collect())
 }
 
 /// How [`build`] hands out turns. Both give the same order of turns, hence the same table.
@@ -690,6 +706,32 @@ mod tests {
             }
         }
         table
+    }
+
+    /// The table of a set does not depend on the order it is given in: shuffled, the same
+    /// backend owns every slot.
+    #[test]
+    fn the_table_of_a_set_does_not_depend_on_its_order() {
+        let all = names(40);
+        let mut next = rng(7);
+        for round in 0..20 {
+            let n = 1 + (next() as usize % all.len());
+            let mut set: Vec<(String, u32)> = all[..n].iter().map(|a| (a.clone(), next() % 5)).collect();
+            let m = if round % 2 == 0 { M } else { 251 };
+            let owners = |set: &[(String, u32)]| -> Vec<Option<String>> {
+                let named: Vec<(&[u8], u32)> = set.iter().map(|(a, w)| (a.as_bytes(), *w)).collect();
+                let table = build_for_set(&named, m).unwrap();
+                table.iter().map(|&i| (i != RING_EMPTY).then(|| set[i as usize].0.clone())).collect()
+            };
+            let reference = owners(&set);
+            for _ in 0..5 {
+                // Fisher-Yates with the test generator.
+                for i in (1..set.len()).rev() {
+                    set.swap(i, next() as usize % (i + 1));
+                }
+                assert_eq!(owners(&set), reference, "round {round}: a shuffle of {n} backends changed the table");
+            }
+        }
     }
 
     #[test]

@@ -90,11 +90,11 @@ impl Fixture {
         let (mut dp, _) = Dataplane::load(Sizes { flow_table: 1024, max_services: 8 }, None).expect("load XDP program");
         let xb = xlb_tests::ifindex("xb").expect("veth xb");
         for i in 0..3u32 {
-            dp.set_backend(i, &Backend { dst_mac: mac(i as u8 + 1), src_mac: NODE_MAC, ifindex: 1, flags: BACKEND_F_USABLE }).unwrap();
+            dp.set_backend(i, &Backend { dst_mac: mac(i as u8 + 1), src_mac: NODE_MAC, ifindex: 1, flags: BACKEND_F_USABLE, ..Default::default() }).unwrap();
         }
         dp.set_backend(
             REDIRECT_BACKEND,
-            &Backend { dst_mac: mac(4), src_mac: REDIRECT_SRC_MAC, ifindex: xb, flags: BACKEND_F_USABLE },
+            &Backend { dst_mac: mac(4), src_mac: REDIRECT_SRC_MAC, ifindex: xb, flags: BACKEND_F_USABLE, ..Default::default() },
         )
         .unwrap();
         dp.add_egress(xb).unwrap();

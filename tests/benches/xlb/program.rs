@@ -129,7 +129,7 @@ impl Fixture {
         let mut rings: Array<MapData, Ring> = take(&mut ebpf, maps::RINGS)?;
         let mut backends: Array<MapData, Backend> = take(&mut ebpf, maps::BACKENDS)?;
         for i in 0..BACKENDS {
-            backends.set(i, Backend { dst_mac: backend_mac(i), src_mac: NODE_MAC, ifindex: 1, flags: BACKEND_F_USABLE }, 0)?;
+            backends.set(i, Backend { dst_mac: backend_mac(i), src_mac: NODE_MAC, ifindex: 1, flags: BACKEND_F_USABLE, ..Default::default() }, 0)?;
         }
         let entries: Vec<maglev::Entry> = (0..BACKENDS)
             .map(|i| maglev::Entry::for_name(format!("198.18.{}.{}", i / 250, 1 + i % 250).as_bytes(), 1, TABLE_SIZE))

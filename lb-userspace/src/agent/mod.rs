@@ -2,7 +2,11 @@
 //! in step with the kernel's neighbour table, answers the control socket, and takes it all
 //! down again on shutdown. It is the only writer of the maps.
 
+mod apply;
+mod status;
+
 use std::{
+    collections::{BTreeMap, HashMap},
     future::Future,
     net::IpAddr,
     path::Path,
@@ -11,17 +15,17 @@ use std::{
 };
 
 use aya::programs::XdpMode;
-use lb_common::{stat, Backend, BACKEND_F_USABLE};
+use lb_common::Backend;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::{
     config::{self, Config, InterfaceInfo, Severity},
-    control::{self, BackendStatus, CheckerStatus, Pending, Request, Response, ServiceStatus, Status},
+    control::{self, Pending, Request, Response},
     dataplane::{Dataplane, DataplaneError, Sizes},
     health::{CheckSpec, Health, Intervals, Monitor, MonitorStats, Params, Transition},
-    layout::{Layout, TableMode},
-    net::{format_mac, Neighbour, NeighbourEvents, Net, NetError},
+    model::{Model, ModelError, Slots, TableMode},
+    net::{format_mac, NeighbourEvents, Net, NetError},
     vrrp::{LocalMac, Vrrp},
 };
 
@@ -48,6 +52,8 @@ pub enum AgentError {
     #[error("{0}")]
     Environment(String),
     #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
     Vrrp(#[from] crate::vrrp::VrrpError),
     #[error("starting the health checker's thread: {0}")]
     HealthThread(#[source] std::io::Error),
@@ -57,7 +63,7 @@ pub enum AgentError {
 
 type Result<T> = std::result::Result<T, AgentError>;
 
-/// What the agent knows of one backend beyond the configuration.
+/// What the agent knows of one backend beyond the model.
 #[derive(Clone, Debug)]
 struct BackendState {
     ifindex: u32,
@@ -76,18 +82,38 @@ struct BackendState {
     check: Option<usize>,
 }
 
+impl BackendState {
+    /// A backend reached through `iface`, its MAC not known yet.
+    fn new(iface: &InterfaceInfo, healthy: bool) -> Self {
+        BackendState {
+            ifindex: iface.ifindex,
+            ifname: iface.name.clone(),
+            src_mac: iface.mac,
+            mac: None,
+            confirmed: false,
+            healthy,
+            reason: None,
+            transitions: 0,
+            check: None,
+        }
+    }
+}
+
 pub struct Agent {
-    cfg: Config,
-    layout: Layout,
+    /// The desired state: services, backends with their slots, VRRP instances.
+    model: Model,
     dp: Dataplane,
     net: Net,
     attached: Vec<InterfaceInfo>,
-    backends: Vec<BackendState>,
+    /// What the agent learnt of each backend, by slot.
+    backends: BTreeMap<u32, BackendState>,
+    /// `BACKENDS` entries an earlier agent left, by slot, until the first model is applied.
+    inherited: HashMap<u32, Backend>,
     /// Subscribed before the first resolution so that no answer is missed.
     events: Option<NeighbourEvents>,
-    /// The table mode each service is in (logged when it changes).
-    modes: Vec<TableMode>,
-    /// Health checks: the backend index of each check, and what the checker publishes.
+    /// The table mode each service is in (logged when it changes), by service id.
+    modes: HashMap<u32, TableMode>,
+    /// Health checks: the backend slot of each check, and what the checker publishes.
     checked: Vec<u32>,
     check_stats: Arc<Mutex<MonitorStats>>,
     /// The VRRP instances, when configured.
@@ -142,26 +168,6 @@ impl Agent {
             .iter()
             .filter_map(|name| interfaces.iter().find(|i| &i.name == name).cloned())
             .collect();
-        let layout = Layout::new(&cfg);
-        let backends = layout
-            .backends
-            .iter()
-            .map(|b| {
-                let iface = config::egress_interface(b.address, &interfaces, &cfg.agent.interfaces)
-                    .expect("checked by check_environment");
-                BackendState {
-                    ifindex: iface.ifindex,
-                    ifname: iface.name.clone(),
-                    src_mac: iface.mac,
-                    mac: None,
-                    confirmed: false,
-                    healthy: true,
-                    reason: None,
-                    transitions: 0,
-                    check: None,
-                }
-            })
-            .collect();
 
         ensure_bpffs(&cfg.agent.pin_path)?;
         let sizes = Sizes { flow_table: cfg.agent.flow_table_size, max_services: cfg.agent.max_services };
@@ -172,17 +178,28 @@ impl Agent {
         for r in &adoption.replaced {
             warn!("replaced pinned map {r}");
         }
+        // Who holds which service id and backend slot, as the earlier agent's maps say: every
+        // service and backend still configured keeps them, so their flows stay theirs.
+        let inherited = dp.assigned_backends()?;
+        let held = Slots::from_maps(dp.service_ids(), inherited.iter().copied());
+        let model = Model::new(&cfg, &held)?;
+        if !held.is_empty() {
+            info!(
+                "took over {} services and {} backends from the pinned maps",
+                held.services().count(),
+                held.backends().count()
+            );
+        }
         let events = Some(NeighbourEvents::subscribe()?);
-        let modes = vec![TableMode::Normal; layout.services.len()];
         let mut agent = Agent {
-            cfg,
-            layout,
+            model: Model::adopted(&cfg.agent, &held),
             dp,
             net,
             attached,
-            backends,
+            backends: BTreeMap::new(),
+            inherited: inherited.into_iter().collect(),
             events,
-            modes,
+            modes: HashMap::new(),
             checked: Vec::new(),
             check_stats: Arc::default(),
             vrrp: None,
@@ -190,7 +207,6 @@ impl Agent {
             prog_id: 0,
             dataplane_fault: false,
         };
-        agent.prepare_checks();
         for iface in &agent.attached {
             agent.dp.add_egress(iface.ifindex)?;
             // Before attaching: from its first packet the program balances only frames sent to
@@ -199,25 +215,14 @@ impl Agent {
                 agent.dp.set_local_macs(iface.ifindex, &[iface.mac])?;
             }
         }
-        for n in agent.net.neighbours().await? {
-            agent.learn(&n);
-        }
-        for index in 0..agent.backends.len() as u32 {
-            agent.write_backend(index)?;
-        }
-        agent.publish_all()?;
-        agent.remove_stale_services()?;
-        // Adopted flows that no longer fit (a service or backend moved in the configuration)
-        // would be forwarded as they are: the program takes a known flow's backend directly.
-        let layout = &agent.layout;
-        let stale = agent.dp.purge_flows(|k, f| !layout.flow_belongs(k, f))?;
-        if stale > 0 {
-            info!("removed {stale} adopted flows that no longer fit the configuration");
-        }
-        let vips = agent.vips();
-        agent.dp.set_vips(&vips)?;
+        let neighbours = agent.net.neighbours().await?;
+        agent.apply(model, &interfaces, &neighbours)?;
+        // Flows an earlier agent left for what this configuration does not have would be
+        // forwarded as they are: the program takes a known flow's backend directly.
+        agent.sweep_flows()?;
+        agent.dp.set_vips(&agent.model.vips())?;
 
-        let mode = match agent.cfg.agent.xdp_mode {
+        let mode = match agent.model.agent.xdp_mode {
             config::XdpMode::Native => XdpMode::Driver,
             config::XdpMode::Generic => {
                 warn!("xdp_mode = \"generic\": XDP runs in the kernel's stack, far slower than native mode");
@@ -228,183 +233,51 @@ impl Agent {
             agent.dp.attach(&iface.name, mode)?;
             info!("attached to {} (index {}, {:?} mode)", iface.name, iface.ifindex, mode);
         }
-        if agent.cfg.agent.assign_vips {
+        if agent.model.agent.assign_vips {
             let first = agent.attached[0].ifindex;
-            for vip in agent.vips() {
+            for vip in agent.model.vips() {
                 if agent.net.add_address(first, vip).await? {
                     info!("added VIP {vip} to {}", agent.attached[0].name);
                 }
             }
         }
         agent.prog_id = agent.dp.program().info().map_err(DataplaneError::from)?.id();
-        if !agent.cfg.vrrp.is_empty() {
+        if !agent.model.vrrp.is_empty() {
             // Only once the data plane forwards: a node must not become master before.
             let (tx, rx) = mpsc::unbounded_channel();
-            agent.vrrp = Some(Vrrp::start(&agent.cfg.vrrp, &interfaces, tx)?);
+            agent.vrrp = Some(Vrrp::start(&agent.model.vrrp, &interfaces, tx)?);
             agent.vrrp_macs = Some(rx);
-            info!("VRRP: {} instance(s) started", agent.cfg.vrrp.len());
+            info!("VRRP: {} instance(s) started", agent.model.vrrp.len());
         }
         agent.resolve_backends(false).await;
         Ok(agent)
     }
 
-    fn vips(&self) -> Vec<IpAddr> {
-        let mut vips: Vec<IpAddr> = self.cfg.services.iter().map(|s| s.vip).collect();
-        vips.sort();
-        vips.dedup();
-        vips
-    }
-
-    /// Whether a backend may receive packets: its MAC is known and it is healthy.
-    fn usable(&self, index: u32) -> bool {
-        let b = &self.backends[index as usize];
-        b.mac.is_some() && b.healthy
-    }
-
-    /// Fills in which backends are checked and their initial health.
-    fn prepare_checks(&mut self) {
-        let mut index = 0;
-        for svc in &self.cfg.services {
-            for b in &svc.backends {
-                if let Some(check) = &b.check {
-                    let state = &mut self.backends[index];
-                    state.check = Some(self.checked.len());
-                    state.healthy = check.initial == Health::Up;
-                    self.checked.push(index as u32);
-                }
-                index += 1;
-            }
-            // The sorry backend follows the service's backends and is not checked.
-            index += usize::from(svc.sorry.is_some());
-        }
-    }
-
-    /// The health checks, in the order of `self.checked`.
+    /// The health checks, in the order of `self.checked`. A backend starts in the state the
+    /// agent holds for it (one an earlier agent forwarded to starts up).
     fn check_specs(&self) -> Vec<CheckSpec> {
-        let configs: Vec<&config::CheckConfig> =
-            self.cfg.services.iter().flat_map(|s| s.backends.iter().filter_map(|b| b.check.as_ref())).collect();
-        configs
+        self.model
+            .checks()
             .into_iter()
-            .zip(&self.checked)
-            .map(|(c, &index)| CheckSpec {
-                kind: c.kind.clone(),
-                target: c.target(self.layout.backends[index as usize].address),
-                timeout: c.timeout,
-                intervals: Intervals::new(c.interval).with_fast(c.fast_interval),
-                params: Params { rise: c.rise, fall: c.fall },
-                initial: c.initial,
-                first_check_decides: c.initial == Health::Up,
+            .map(|(slot, c)| {
+                let initial = if self.backends[&slot].healthy { Health::Up } else { Health::Down };
+                CheckSpec {
+                    kind: c.kind.clone(),
+                    target: c.target(self.model.backends[&slot].address()),
+                    timeout: c.timeout,
+                    intervals: Intervals::new(c.interval).with_fast(c.fast_interval),
+                    params: Params { rise: c.rise, fall: c.fall },
+                    initial,
+                    first_check_decides: initial == Health::Up,
+                }
             })
             .collect()
-    }
-
-    fn write_backend(&mut self, index: u32) -> Result<()> {
-        let b = &self.backends[index as usize];
-        let entry = Backend {
-            dst_mac: b.mac.unwrap_or([0; 6]),
-            src_mac: b.src_mac,
-            ifindex: b.ifindex,
-            flags: if self.usable(index) { BACKEND_F_USABLE } else { 0 },
-        };
-        Ok(self.dp.set_backend(index, &entry)?)
-    }
-
-    /// Writes service `id`'s table and moves its fragment entries along with it.
-    fn publish(&mut self, id: u32) -> Result<()> {
-        let (mode, members) = self.layout.members(id, |b| self.usable(b));
-        let previous = std::mem::replace(&mut self.modes[id as usize], mode);
-        if previous != mode {
-            let svc = &self.layout.services[id as usize];
-            match mode {
-                TableMode::Normal => info!("service {}: quorum of {} usable backends restored", svc.name, svc.quorum),
-                TableMode::Sorry => warn!("service {}: fewer than {} usable backends, new flows go to the sorry backend", svc.name, svc.quorum),
-                TableMode::Degraded if members.is_empty() => {
-                    warn!("service {}: no usable backend and no usable sorry backend, its packets are dropped", svc.name)
-                }
-                TableMode::Degraded => warn!("service {}: fewer than {} usable backends", svc.name, svc.quorum),
-            }
-        }
-        let table = self.layout.table(id, &members);
-        let key = self.layout.services[id as usize].key;
-        self.dp.publish_service(&key, self.layout.service_value(id), &table)?;
-        let live = self.dp.service_entry(&key).expect("just published");
-        for frag in self.layout.fragments.iter().filter(|f| f.service == id) {
-            self.dp.set_service_entry(&frag.key, self.layout.fragment_value(live))?;
-        }
-        Ok(())
-    }
-
-    fn publish_all(&mut self) -> Result<()> {
-        for id in 0..self.layout.services.len() as u32 {
-            self.publish(id)?;
-        }
-        Ok(())
-    }
-
-    /// Drops service entries an earlier agent left that this configuration does not have.
-    fn remove_stale_services(&mut self) -> Result<()> {
-        let wanted: Vec<_> = self
-            .layout
-            .services
-            .iter()
-            .map(|s| s.key)
-            .chain(self.layout.fragments.iter().map(|f| f.key))
-            .collect();
-        for key in self.dp.service_keys() {
-            if !wanted.contains(&key) {
-                self.dp.remove_service(&key)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Takes in a neighbour entry; returns the backends whose MAC changed.
-    fn learn(&mut self, n: &Neighbour) -> Vec<u32> {
-        let mut changed = Vec::new();
-        for (index, slot) in self.layout.backends.iter().enumerate() {
-            let state = &mut self.backends[index];
-            if slot.address != n.address || state.ifindex != n.ifindex {
-                continue;
-            }
-            state.confirmed = n.confirmed();
-            // A deleted or failed entry keeps the last MAC: forwarding goes on, and health
-            // checks, not ARP, decide whether a backend is alive.
-            if let Some(mac) = n.mac {
-                if state.mac != Some(mac) {
-                    info!(
-                        "backend {} is at {} on {} (was {})",
-                        slot.address,
-                        format_mac(&mac),
-                        state.ifname,
-                        state.mac.as_ref().map(format_mac).unwrap_or_else(|| "unknown".into())
-                    );
-                    state.mac = Some(mac);
-                    changed.push(index as u32);
-                }
-            }
-        }
-        changed
-    }
-
-    fn apply_neighbour(&mut self, n: &Neighbour) -> Result<()> {
-        let changed = self.learn(n);
-        let mut services: Vec<u32> = Vec::new();
-        for index in &changed {
-            self.write_backend(*index)?;
-            services.push(self.layout.backends[*index as usize].service);
-        }
-        services.sort();
-        services.dedup();
-        for id in services {
-            self.publish(id)?;
-        }
-        Ok(())
     }
 
     /// Reads the neighbour table again and takes in what changed: the safety net under the
     /// event stream for backends still without a MAC.
     async fn reread_neighbours(&mut self) -> Result<()> {
-        if self.backends.iter().all(|b| b.mac.is_some()) {
+        if self.backends.values().all(|b| b.mac.is_some()) {
             return Ok(());
         }
         for n in self.net.neighbours().await? {
@@ -426,11 +299,12 @@ impl Agent {
             info!("{}: MAC changed from {} to {}", self.attached[i].name, format_mac(&old), format_mac(&mac));
             self.dp.replace_local_mac(ifindex, old, mac)?;
             self.attached[i].mac = mac;
-            for index in 0..self.backends.len() {
-                if self.backends[index].ifindex == ifindex {
-                    self.backends[index].src_mac = mac;
-                    self.write_backend(index as u32)?;
+            let slots: Vec<u32> = self.backends.iter().filter(|(_, b)| b.ifindex == ifindex).map(|(s, _)| *s).collect();
+            for slot in slots {
+                if let Some(b) = self.backends.get_mut(&slot) {
+                    b.src_mac = mac;
                 }
+                self.write_backend(slot)?;
             }
         }
         Ok(())
@@ -439,33 +313,32 @@ impl Agent {
     /// Takes in a health check's verdict: the backend's entry, its service's table, and, when
     /// it went down, its flows (so that their next packets go to a live backend).
     fn apply_health(&mut self, check: usize, t: Transition) -> Result<()> {
-        let index = self.checked[check];
+        let slot = self.checked[check];
         let up = t.to == Health::Up;
-        let slot = &self.layout.backends[index as usize];
-        let service = slot.service;
-        let name = &self.layout.services[service as usize].name;
+        let Some(b) = self.model.backend(slot) else { return Ok(()) };
+        let (service, address) = (b.service, b.address());
+        let name = self.model.service(service).map(|s| s.name.as_str()).unwrap_or("?");
         if up {
-            info!("backend {} of service {name} is up: {}", slot.address, t.reason);
+            info!("backend {address} of service {name} is up: {}", t.reason);
         } else {
-            warn!("backend {} of service {name} is down: {}", slot.address, t.reason);
+            warn!("backend {address} of service {name} is down: {}", t.reason);
         }
-        let state = &mut self.backends[index as usize];
-        state.healthy = up;
-        state.reason = Some(t.reason);
-        state.transitions += 1;
+        if let Some(state) = self.backends.get_mut(&slot) {
+            state.healthy = up;
+            state.reason = Some(t.reason);
+            state.transitions += 1;
+        }
         // Never let a table point at an unusable backend: a new flow would be dropped. Going
         // up, the entry becomes usable before the table names it; going down, the table stops
         // naming it before the entry becomes unusable.
         if up {
-            self.write_backend(index)?;
+            self.write_backend(slot)?;
             self.publish(service)?;
         } else {
             self.publish(service)?;
-            self.write_backend(index)?;
-        }
-        if !up {
-            let removed = self.dp.purge_flows(|_, f| f.backend == index)?;
-            info!("removed {removed} flows of backend {}", self.layout.backends[index as usize].address);
+            self.write_backend(slot)?;
+            let removed = self.dp.purge_flows(|_, f| f.backend == slot)?;
+            info!("removed {removed} flows of backend {address}");
         }
         Ok(())
     }
@@ -475,15 +348,10 @@ impl Agent {
         if weight > config::MAX_WEIGHT {
             return Err(format!("weight {weight} is out of range 0..={}", config::MAX_WEIGHT));
         }
-        let svc = self.layout.services.iter().find(|s| s.name == service).ok_or_else(|| format!("no service \"{service}\""))?;
-        let id = svc.id;
-        let index = svc
-            .backends
-            .iter()
-            .copied()
-            .find(|&i| self.layout.backends[i as usize].address == backend)
-            .ok_or_else(|| format!("service \"{service}\" has no backend {backend}"))?;
-        let old = std::mem::replace(&mut self.layout.backends[index as usize].weight, weight);
+        let id = self.model.service_named(service).ok_or_else(|| format!("no service \"{service}\""))?.id;
+        let slot = self.model.member(id, backend).ok_or_else(|| format!("service \"{service}\" has no backend {backend}"))?;
+        let b = self.model.backend_mut(slot).expect("a member has a backend");
+        let old = std::mem::replace(&mut b.weight, weight);
         self.publish(id).map_err(|e| e.to_string())?;
         info!("backend {backend} of service {service}: weight {old} -> {weight}");
         Ok(format!("{service} {backend}: weight {old} -> {weight}"))
@@ -493,14 +361,14 @@ impl Agent {
     /// address and interface however many services share the backend.
     async fn resolve_backends(&self, all: bool) {
         let mut wanted: Vec<(u32, IpAddr)> = self
-            .layout
+            .model
             .backends
             .iter()
-            .zip(&self.backends)
+            .filter_map(|(slot, b)| Some((b, self.backends.get(slot)?)))
             // A confirmed entry needs nothing: the kernel marks it STALE when its timer runs
             // out, which comes as an event, and then it is asked again.
             .filter(|(_, state)| if all { !state.confirmed } else { state.mac.is_none() })
-            .map(|(slot, state)| (state.ifindex, slot.address))
+            .map(|(b, state)| (state.ifindex, b.address()))
             .collect();
         wanted.sort();
         wanted.dedup();
@@ -509,80 +377,6 @@ impl Agent {
                 warn!("{e}");
             }
         }
-    }
-
-    fn backend_status(&self, index: u32, stats: &MonitorStats) -> Result<BackendStatus> {
-        let b = &self.layout.backends[index as usize];
-        let state = &self.backends[index as usize];
-        let counters = state.check.and_then(|c| stats.counters.get(c)).copied().unwrap_or_default();
-        Ok(BackendStatus {
-            address: b.address.to_string(),
-            weight: b.weight,
-            mac: state.mac.as_ref().map(format_mac),
-            interface: state.ifname.clone(),
-            state: if state.mac.is_none() {
-                "no-mac"
-            } else if !state.healthy {
-                "down"
-            } else if b.weight == 0 && !b.sorry {
-                "drained"
-            } else {
-                "up"
-            }
-            .into(),
-            health: match (state.check, state.healthy) {
-                (None, _) => "unchecked",
-                (Some(_), true) => "up",
-                (Some(_), false) => "down",
-            }
-            .into(),
-            reason: state.reason.clone(),
-            checks: counters.checks,
-            check_failures: counters.failures,
-            transitions: state.transitions,
-            counters: self.dp.backend_counters(index)?.into(),
-        })
-    }
-
-    fn status(&self) -> Result<Status> {
-        let names = stat::NAMES.iter().map(|n| n.to_string());
-        let counters = names.zip(self.dp.stats()?).collect();
-        let stats = self.check_stats.lock().expect("not poisoned").clone();
-        let mut services = Vec::new();
-        for (svc, slot) in self.cfg.services.iter().zip(&self.layout.services) {
-            let backends = slot.backends.iter().map(|&i| self.backend_status(i, &stats)).collect::<Result<_>>()?;
-            services.push(ServiceStatus {
-                name: svc.name.clone(),
-                vip: svc.vip.to_string(),
-                port: svc.port,
-                protocol: svc.protocol.to_string(),
-                scheduler: svc.scheduler.to_string(),
-                mode: match self.modes[slot.id as usize] {
-                    TableMode::Normal => "normal",
-                    TableMode::Sorry => "sorry",
-                    TableMode::Degraded => "degraded",
-                }
-                .into(),
-                quorum: slot.quorum,
-                sorry: slot.sorry.map(|i| self.backend_status(i, &stats)).transpose()?,
-                counters: self.dp.service_counters(slot.id)?.into(),
-                backends,
-            });
-        }
-        Ok(Status {
-            interfaces: self.attached.iter().map(|i| i.name.clone()).collect(),
-            services,
-            counters,
-            flows: self.dp.flow_count(),
-            vrrp: self.vrrp.as_ref().map(Vrrp::status).unwrap_or_default(),
-            checker: CheckerStatus {
-                checks: self.checked.len(),
-                late_max_ms: stats.lateness.max.as_secs_f64() * 1e3,
-                late_mean_ms: stats.lateness.mean().as_secs_f64() * 1e3,
-                starts: stats.lateness.starts,
-                skipped: stats.skipped,
-            },
-        })
     }
 
     fn answer(&mut self, request: Request) -> Response {
@@ -604,7 +398,7 @@ impl Agent {
         let mut monitor = Monitor::spawn(self.check_specs()).map_err(AgentError::HealthThread)?;
         self.check_stats = monitor.stats.clone();
         let (tx, mut requests) = mpsc::channel::<Pending>(16);
-        let socket = self.cfg.agent.control_socket.clone();
+        let socket = self.model.agent.control_socket.clone();
         let server = control::serve(&socket, tx)?;
         info!("control socket at {}", socket.display());
         let mut refresh = tokio::time::interval(NEIGHBOUR_REFRESH);
@@ -704,9 +498,9 @@ impl Agent {
         if let Some(vrrp) = self.vrrp.take() {
             vrrp.shutdown().await;
         }
-        if self.cfg.agent.assign_vips {
+        if self.model.agent.assign_vips {
             let first = self.attached[0].ifindex;
-            for vip in self.vips() {
+            for vip in self.model.vips() {
                 if let Err(e) = self.net.del_address(first, vip).await {
                     warn!("{e}");
                 }

@@ -1,0 +1,211 @@
+//! Bringing the maps to a model: the agent applies the [`Diff`] from the model it runs to a
+//! new one, and keeps each backend's entry and each service's table in step with what it
+//! learns (MACs, health, weights).
+
+use lb_common::{addr16, Backend, BACKEND_F_ASSIGNED, BACKEND_F_SORRY, BACKEND_F_USABLE};
+use tracing::{info, warn};
+
+use super::{Agent, BackendState, Result};
+use crate::{
+    config::{self, InterfaceInfo},
+    health::Health,
+    model::{Diff, Model, TableMode},
+    net::{format_mac, Neighbour},
+};
+
+impl Agent {
+    /// Makes `new` the model the agent runs and brings the maps to it, touching only what the
+    /// diff from the current model names. `interfaces` are this host's (a new backend's
+    /// egress), `neighbours` the kernel's table (a new backend's MAC, known at once).
+    ///
+    /// Order, so that no packet meets a half-made state: entries of new backends are complete
+    /// before a table names them; tables stop naming a backend before its entry goes; flows of
+    /// what left are removed last.
+    pub(super) fn apply(&mut self, new: Model, interfaces: &[InterfaceInfo], neighbours: &[Neighbour]) -> Result<Diff> {
+        let diff = Diff::between(&self.model, &new);
+        self.model = new;
+        for slot in &diff.backends_removed {
+            self.backends.remove(slot);
+        }
+        let fresh: Vec<u32> = self.model.backends.keys().filter(|s| !self.backends.contains_key(s)).copied().collect();
+        for &slot in &fresh {
+            let b = &self.model.backends[&slot];
+            let iface = config::egress_interface(b.address(), interfaces, &self.model.agent.interfaces)
+                .expect("checked by check_environment");
+            let mut state = BackendState::new(iface, b.check.as_ref().is_none_or(|c| c.initial == Health::Up));
+            // A backend an earlier agent forwarded to goes on as it was (its MAC, its health)
+            // until this agent learns otherwise: its flows must not move on a restart.
+            if let Some(old) = self.inherited.remove(&slot).filter(|e| e.ifindex == state.ifindex) {
+                if old.flags & BACKEND_F_USABLE != 0 {
+                    state.mac = Some(old.dst_mac);
+                    state.healthy = true;
+                }
+            }
+            self.backends.insert(slot, state);
+        }
+        self.inherited.clear();
+        self.index_checks();
+        for n in neighbours {
+            self.learn(n);
+        }
+        for &slot in &diff.backends_added {
+            self.dp.clear_backend_counters(slot)?;
+        }
+        for slot in fresh.iter().chain(&diff.backends_changed) {
+            self.write_backend(*slot)?;
+        }
+        for &id in &diff.services_added {
+            self.dp.clear_service_counters(id)?;
+        }
+        for &id in diff.services_added.iter().chain(&diff.services_changed) {
+            self.publish(id)?;
+        }
+        self.modes.retain(|id, _| self.model.service(*id).is_some());
+        self.remove_stale_services()?;
+        for &slot in &diff.backends_removed {
+            self.dp.set_backend(slot, &Backend::default())?;
+        }
+        if diff.removes_anything() {
+            self.sweep_flows()?;
+        }
+        if diff.vips_changed {
+            self.dp.set_vips(&self.model.vips())?;
+        }
+        Ok(diff)
+    }
+
+    /// Removes every flow entry that does not fit the model (its backend or service left, or
+    /// an earlier agent left it for something this model does not have).
+    pub(super) fn sweep_flows(&mut self) -> Result<()> {
+        let model = &self.model;
+        let stale = self.dp.purge_flows(|k, f| !model.flow_belongs(k, f))?;
+        if stale > 0 {
+            info!("removed {stale} flows that no longer fit the configuration");
+        }
+        Ok(())
+    }
+
+    /// Numbers the health checks in configuration order and tells each backend its check.
+    fn index_checks(&mut self) {
+        self.checked = self.model.checks().into_iter().map(|(slot, _)| slot).collect();
+        for state in self.backends.values_mut() {
+            state.check = None;
+        }
+        for (i, slot) in self.checked.iter().enumerate() {
+            if let Some(state) = self.backends.get_mut(slot) {
+                state.check = Some(i);
+            }
+        }
+    }
+
+    /// Whether a backend may receive packets: its MAC is known and it is healthy.
+    pub(super) fn usable(&self, slot: u32) -> bool {
+        self.backends.get(&slot).is_some_and(|b| b.mac.is_some() && b.healthy)
+    }
+
+    pub(super) fn write_backend(&mut self, slot: u32) -> Result<()> {
+        let (Some(b), Some(model)) = (self.backends.get(&slot), self.model.backend(slot)) else { return Ok(()) };
+        let mut flags = BACKEND_F_ASSIGNED;
+        if self.usable(slot) {
+            flags |= BACKEND_F_USABLE;
+        }
+        if model.is_sorry() {
+            flags |= BACKEND_F_SORRY;
+        }
+        let entry = Backend {
+            dst_mac: b.mac.unwrap_or([0; 6]),
+            src_mac: b.src_mac,
+            ifindex: b.ifindex,
+            flags,
+            service: model.service,
+            addr: addr16(model.address()),
+        };
+        Ok(self.dp.set_backend(slot, &entry)?)
+    }
+
+    /// Writes service `id`'s table and moves its fragment entries along with it.
+    pub(super) fn publish(&mut self, id: u32) -> Result<()> {
+        let Some(svc) = self.model.service(id) else { return Ok(()) };
+        let (mode, members) = self.model.members(svc, |b| self.usable(b));
+        let previous = self.modes.insert(id, mode).unwrap_or(TableMode::Normal);
+        if previous != mode {
+            match mode {
+                TableMode::Normal => info!("service {}: quorum of {} usable backends restored", svc.name, svc.quorum),
+                TableMode::Sorry => warn!("service {}: fewer than {} usable backends, new flows go to the sorry backend", svc.name, svc.quorum),
+                TableMode::Degraded if members.is_empty() => {
+                    warn!("service {}: no usable backend and no usable sorry backend, its packets are dropped", svc.name)
+                }
+                TableMode::Degraded => warn!("service {}: fewer than {} usable backends", svc.name, svc.quorum),
+            }
+        }
+        let table = self.model.table(svc, &members);
+        let key = svc.key;
+        self.dp.publish_service(&key, self.model.service_value(svc), &table)?;
+        let live = self.dp.service_entry(&key).expect("just published");
+        for frag in self.model.fragments.iter().filter(|f| f.service == id) {
+            self.dp.set_service_entry(&frag.key, self.model.fragment_value(live))?;
+        }
+        Ok(())
+    }
+
+    /// Drops service entries the model does not have (a removed service, a fragment entry that
+    /// moved, what an earlier agent left).
+    fn remove_stale_services(&mut self) -> Result<()> {
+        let wanted: Vec<_> = self
+            .model
+            .services
+            .iter()
+            .map(|s| s.key)
+            .chain(self.model.fragments.iter().map(|f| f.key))
+            .collect();
+        for key in self.dp.service_keys() {
+            if !wanted.contains(&key) {
+                self.dp.remove_service(&key)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes in a neighbour entry; returns the backends whose MAC changed.
+    pub(super) fn learn(&mut self, n: &Neighbour) -> Vec<u32> {
+        let mut changed = Vec::new();
+        for (slot, b) in &self.model.backends {
+            let Some(state) = self.backends.get_mut(slot) else { continue };
+            if b.address() != n.address || state.ifindex != n.ifindex {
+                continue;
+            }
+            state.confirmed = n.confirmed();
+            // A deleted or failed entry keeps the last MAC: forwarding goes on, and health
+            // checks, not ARP, decide whether a backend is alive.
+            if let Some(mac) = n.mac {
+                if state.mac != Some(mac) {
+                    info!(
+                        "backend {} is at {} on {} (was {})",
+                        b.address(),
+                        format_mac(&mac),
+                        state.ifname,
+                        state.mac.as_ref().map(format_mac).unwrap_or_else(|| "unknown".into())
+                    );
+                    state.mac = Some(mac);
+                    changed.push(*slot);
+                }
+            }
+        }
+        changed
+    }
+
+    pub(super) fn apply_neighbour(&mut self, n: &Neighbour) -> Result<()> {
+        let changed = self.learn(n);
+        let mut services: Vec<u32> = Vec::new();
+        for slot in &changed {
+            self.write_backend(*slot)?;
+            services.extend(self.model.backend(*slot).map(|b| b.service));
+        }
+        services.sort();
+        services.dedup();
+        for id in services {
+            self.publish(id)?;
+        }
+        Ok(())
+    }
+}
