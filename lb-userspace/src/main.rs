@@ -8,6 +8,7 @@ use lb_userspace::{
     agent::Agent,
     config::{self, Severity},
     control,
+    model::{Model, Slots},
     net::Net,
 };
 
@@ -33,6 +34,11 @@ enum Command {
         /// Only check the file itself, not that its interfaces and backends fit this host.
         #[arg(long)]
         offline: bool,
+        /// Also print each service's Maglev table fingerprint and each backend's share of it.
+        /// Nodes given the same backends and weights print the same fingerprint, whatever the
+        /// order of their files: compare them across the nodes of a cluster.
+        #[arg(long)]
+        tables: bool,
     },
     /// Show services, backends and counters of the running agent (like `ipvsadm -ln --stats`).
     Stats {
@@ -90,7 +96,7 @@ fn main() -> ExitCode {
         .init();
     match Cli::parse().command {
         Command::Run { config } => exit(run(config)),
-        Command::CheckConfig { file, offline } => check_config(file, offline),
+        Command::CheckConfig { file, offline, tables } => check_config(file, offline, tables),
         Command::Stats { agent, json } => exit(stats(agent, json)),
         Command::Weight { agent, service, backend, weight } => exit(set_weight(agent, service, backend, weight)),
         Command::Drain { agent, service, backend } => exit(set_weight(agent, service, backend, 0)),
@@ -149,7 +155,7 @@ async fn shutdown_signal() {
     }
 }
 
-fn check_config(file: PathBuf, offline: bool) -> ExitCode {
+fn check_config(file: PathBuf, offline: bool, tables: bool) -> ExitCode {
     let (cfg, mut diagnostics) = match config::load(&file) {
         Ok(ok) => ok,
         Err(e) => {
@@ -178,7 +184,27 @@ fn check_config(file: PathBuf, offline: bool) -> ExitCode {
         return ExitCode::FAILURE;
     }
     println!("{}: configuration OK ({} services)", file.display(), cfg.services.len());
+    if tables {
+        print_tables(&cfg);
+    }
     ExitCode::SUCCESS
+}
+
+/// One line per service: its table's fingerprint and each backend's share of the slots.
+fn print_tables(cfg: &config::Config) {
+    let model = match Model::new(cfg, &Slots::default()) {
+        Ok(m) => m,
+        Err(e) => return println!("tables: {e}"),
+    };
+    for svc in &model.services {
+        let t = model.table_summary(svc);
+        let shares: Vec<String> = t
+            .shares
+            .iter()
+            .map(|(address, n)| format!("{address} {:.2}%", *n as f64 * 100.0 / f64::from(t.slots)))
+            .collect();
+        println!("table {}: fingerprint {:08x}, {} slots: {}", svc.name, t.fingerprint, t.slots, shares.join(", "));
+    }
 }
 
 fn set_weight(agent: AgentSocket, service: String, backend: IpAddr, weight: u32) -> Result<()> {

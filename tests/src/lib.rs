@@ -1,5 +1,7 @@
-//! The lab: network namespaces joined by a Linux bridge, the way ../shared/design.md section 5
-//! lays it out. Tests, the `cargo xtask lab` demo and the benchmarks all build on it.
+//! The lab: network namespaces joined by a Linux bridge: a "switch" namespace holding the
+//! bridge, and every host (clients, load-balancer nodes, backends) a namespace of its own with
+//! a veth leg on it, addressed from 203.0.113.0/24 and 2001:db8:0:1::/64. Tests, the
+//! `cargo xtask lab` demo and the benchmarks all build on it.
 //!
 //! Every namespace a [`Lab`] creates carries the lab's prefix and is deleted when the lab is
 //! dropped, also when a test panics. Processes started with [`Lab::spawn`] are killed first.
@@ -276,8 +278,8 @@ impl Lab {
     }
 
     /// Attaches an XDP_PASS program to switch port `port`. A veth drops frames sent with
-    /// XDP_TX or XDP_REDIRECT unless its peer has an XDP program (../shared/design.md §2), so
-    /// every port of a load-balancer node gets one.
+    /// XDP_TX or XDP_REDIRECT unless its peer has an XDP program (the peer counts them as
+    /// `rx_queue_0_xdp_tx_errors`), so every port of a load-balancer node gets one.
     pub fn attach_xdp_pass(&mut self, port: &str) -> Result<()> {
         let sw = self.switch_ns().to_owned();
         let link = in_netns(&sw, || xdp_pass::attach(port))??;

@@ -31,7 +31,7 @@ use nix::{sys::signal::Signal, unistd::Pid};
 use crate::{
     in_netns, ip, plan, run,
     scenario::{add_backends, agent_config, status, wait_agent_ready, xlb_bin, LAB_CONFIG},
-    traffic::Servers,
+    traffic::{HttpServer, Servers},
     Host, Lab,
 };
 
@@ -76,6 +76,9 @@ pub struct Options {
     pub udp_echo: bool,
     /// Backends serve TCP port 80 with their name ([`Servers::tcp`]). Default false.
     pub tcp: bool,
+    /// Backends serve keep-alive HTTP on port 80, answering with their name ([`HttpServer`]).
+    /// Default false; not with `tcp`.
+    pub http: bool,
     /// Start xlb on both nodes without extra configuration. Default true; false leaves it to
     /// [`Pair::start_xlb`] (to add a `[[vrrp_instance]]`, say).
     pub xlb: bool,
@@ -83,7 +86,7 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { udp_echo: true, tcp: false, xlb: true }
+        Options { udp_echo: true, tcp: false, http: false, xlb: true }
     }
 }
 
@@ -213,6 +216,8 @@ pub enum Tap {
 pub struct Pair {
     // Dropped first: server threads leave the namespaces before they are deleted.
     pub servers: Servers,
+    /// With [`Options::http`]: b1..b3's HTTP servers.
+    pub http: Vec<HttpServer>,
     pub lab: Lab,
     pub client: Host,
     /// lb1, lb2 (index with [`Node::index`], or use [`Pair::lb`]).
@@ -245,20 +250,24 @@ impl Pair {
             lab.attach_xdp_pass(&format!("p-{}", lb.name))?;
         }
         let mut servers = Servers::default();
+        let mut http = Vec::new();
         for b in &backends {
             if options.tcp {
                 servers.tcp(&b.ns, &b.name, 80)?;
+            }
+            if options.http {
+                http.push(HttpServer::start(&b.ns, &b.name, 80)?);
             }
             if options.udp_echo {
                 let addrs = [format!("{}:53", plan::VIP4).parse()?, format!("[{}]:53", plan::VIP6).parse()?];
                 servers.udp_echo(&b.ns, &b.name, &addrs)?;
             }
         }
-        let mut pair = Pair { servers, lab, client, lbs, backends, xlb, keepalived: [None, None], xlb_logs: [None, None], runs: 0 };
+        let mut pair = Pair { servers, http, lab, client, lbs, backends, xlb, keepalived: [None, None], xlb_logs: [None, None], runs: 0 };
         if options.xlb {
             // Both start at once; then both must be ready.
             for node in Node::BOTH {
-                pair.spawn_xlb(node, "")?;
+                pair.spawn_xlb(node, LAB_CONFIG, "")?;
             }
             for node in Node::BOTH {
                 pair.wait_xlb_ready(node, Duration::from_secs(15))?;
@@ -290,16 +299,22 @@ impl Pair {
     /// socket) followed by `extra` (TOML, e.g. a `[[vrrp_instance]]` table), and waits until it
     /// is ready. After a `kill -9` it adopts the pins the last run left.
     pub fn start_xlb(&mut self, node: Node, extra: &str) -> Result<()> {
-        self.spawn_xlb(node, extra)?;
+        self.start_xlb_with(node, LAB_CONFIG, extra)
+    }
+
+    /// [`Pair::start_xlb`] with `config` (written like config/lab.toml) in place of
+    /// config/lab.toml.
+    pub fn start_xlb_with(&mut self, node: Node, config: &str, extra: &str) -> Result<()> {
+        self.spawn_xlb(node, config, extra)?;
         self.wait_xlb_ready(node, Duration::from_secs(15))
     }
 
-    fn spawn_xlb(&mut self, node: Node, extra: &str) -> Result<()> {
+    fn spawn_xlb(&mut self, node: Node, config: &str, extra: &str) -> Result<()> {
         if self.xlb_logs[node.index()].is_some() {
             bail!("xlb already runs on {}", node.name());
         }
         let pins = self.lab.bpffs()?.join(format!("xlb-{}", node.name()));
-        let base = LAB_CONFIG.replace("assign_vips = true", "assign_vips = false");
+        let base = config.replace("assign_vips = true", "assign_vips = false");
         let text = format!("{}\n{extra}\n", agent_config(&base, &pins, &self.socket(node)));
         let path = self.xlb_config(node);
         std::fs::write(&path, text)?;

@@ -368,6 +368,77 @@ impl KeepAlive {
     }
 }
 
+/// Long-lived keep-alive connections, each with the backend that answered its first request:
+/// what must not move when the load balancer restarts, is edited or fails over.
+pub struct HeldConnections {
+    conns: Vec<(KeepAlive, String)>,
+}
+
+/// What became of [`HeldConnections`] when asked again.
+#[derive(Debug, Default)]
+pub struct Held {
+    /// Answered by the backend they started on.
+    pub kept: usize,
+    /// Answered by another backend: (first, now).
+    pub moved: Vec<(String, String)>,
+    /// Failed (reset, timeout): (first backend, error).
+    pub broken: Vec<(String, String)>,
+}
+
+impl Held {
+    /// Connections that started on `backend` and did not keep it.
+    pub fn lost_by(&self, backend: &str) -> usize {
+        self.moved.iter().filter(|(first, _)| first == backend).count()
+            + self.broken.iter().filter(|(first, _)| first == backend).count()
+    }
+}
+
+impl HeldConnections {
+    /// Opens `count` connections to `target` from namespace `ns` and sends one request on each.
+    pub fn open(ns: &str, target: SocketAddr, count: usize) -> Result<HeldConnections> {
+        let conns = crate::in_netns(ns, || -> Result<Vec<(KeepAlive, String)>> {
+            (0..count)
+                .map(|i| {
+                    let mut c = KeepAlive::connect(target).with_context(|| format!("connection {i} to {target}"))?;
+                    let name = c.get().with_context(|| format!("first request on connection {i}"))?;
+                    Ok((c, name))
+                })
+                .collect()
+        })??;
+        Ok(HeldConnections { conns })
+    }
+
+    /// How many connections each backend holds.
+    pub fn tally(&self) -> Tally {
+        let mut tally = Tally::new();
+        for (_, name) in &self.conns {
+            *tally.entry(name.clone()).or_default() += 1;
+        }
+        tally
+    }
+
+    pub fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.conns.is_empty()
+    }
+
+    /// One more request on every connection.
+    pub fn check(&mut self) -> Held {
+        let mut held = Held::default();
+        for (conn, first) in &mut self.conns {
+            match conn.get() {
+                Ok(name) if name == *first => held.kept += 1,
+                Ok(name) => held.moved.push((first.clone(), name)),
+                Err(e) => held.broken.push((first.clone(), format!("{e:#}"))),
+            }
+        }
+        held
+    }
+}
+
 /// A client that sends HTTP requests to a target without pause, each on a new connection,
 /// and records when each one ended and how.
 pub struct Hammer {

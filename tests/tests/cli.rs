@@ -79,3 +79,51 @@ fn check_config_checks_the_host_interfaces() -> Result<()> {
     assert!(out.lines().any(|l| l.contains("203.0.113.11") && l.contains("subnet")), "{out}");
     Ok(())
 }
+
+/// The same backends and weights in another order, in another process: the same table.
+#[test]
+fn table_fingerprints_do_not_depend_on_the_file_order() -> Result<()> {
+    let service = |name: &str, vip: &str, backends: &[(&str, u32)]| {
+        let mut s = format!("[[service]]\nname = \"{name}\"\nvip = \"{vip}\"\nport = 80\n");
+        for (address, weight) in backends {
+            s += &format!("[[service.backend]]\naddress = \"{address}\"\nweight = {weight}\n");
+        }
+        s
+    };
+    let web = [("203.0.113.11", 1), ("203.0.113.12", 2), ("203.0.113.13", 1), ("203.0.113.14", 5)];
+    let web6 = [("2001:db8:0:1::11", 1), ("2001:db8:0:1::12", 1), ("2001:db8:0:1::13", 3)];
+    let mut shuffled = web;
+    shuffled.reverse();
+    shuffled.swap(0, 2);
+    let mut shuffled6 = web6;
+    shuffled6.rotate_left(1);
+    let agent = "[agent]\ninterfaces = [\"eth0\"]\n";
+    let a = format!("{agent}{}{}", service("web", "203.0.113.100", &web), service("web6", "2001:db8:0:1::100", &web6));
+    // Services and backends in other orders.
+    let b = format!("{agent}{}{}", service("web6", "2001:db8:0:1::100", &shuffled6), service("web", "203.0.113.100", &shuffled));
+    let mut heavier = web;
+    heavier[0].1 = 2;
+    let c = format!("{agent}{}{}", service("web", "203.0.113.100", &heavier), service("web6", "2001:db8:0:1::100", &web6));
+
+    let dir = std::env::temp_dir().join(format!("xlb-cli-tables-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let tables = |name: &str, text: &str| -> Result<Vec<String>> {
+        let file = dir.join(name);
+        std::fs::write(&file, text)?;
+        let (ok, out) = check(&file, &["--offline", "--tables"])?;
+        assert!(ok, "{out}");
+        let mut lines: Vec<String> = out.lines().filter(|l| l.starts_with("table ")).map(str::to_owned).collect();
+        lines.sort();
+        Ok(lines)
+    };
+    let (ta, tb, tc) = (tables("a.toml", &a), tables("b.toml", &b), tables("c.toml", &c));
+    std::fs::remove_dir_all(&dir)?;
+    let (ta, tb, tc) = (ta?, tb?, tc?);
+    assert_eq!(ta.len(), 2, "{ta:?}");
+    assert_eq!(ta, tb, "same set, another order: the same tables");
+    // Shares follow the weights (5 of 9).
+    assert!(ta.iter().any(|l| l.starts_with("table web:") && l.contains("203.0.113.14 55.5")), "{ta:?}");
+    assert_ne!(ta.iter().find(|l| l.starts_with("table web:")), tc.iter().find(|l| l.starts_with("table web:")), "another weight, another table");
+    assert_eq!(ta.iter().find(|l| l.starts_with("table web6:")), tc.iter().find(|l| l.starts_with("table web6:")));
+    Ok(())
+}

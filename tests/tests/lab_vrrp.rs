@@ -701,3 +701,51 @@ fn xlb_use_vmac_keeps_the_vip_on_the_virtual_mac_across_failover() -> Result<()>
     drop(prober);
     Ok(())
 }
+
+/// config/lab.toml's `[agent]` and one TCP service on the IPv4 VIP's port 80 with b1..b3 at
+/// weights 1, 2, 3, listed in the order `order` (last octets).
+fn web4_in_order(order: [u8; 3]) -> String {
+    let mut text = format!("{}[[service]]\nname = \"web4\"\nvip = \"{}\"\nport = 80\n", xlb_tests::scenario::lab_agent_section(), vip4());
+    for octet in order {
+        text += &format!("[[service.backend]]\naddress = \"203.0.113.{octet}\"\nweight = {}\n", octet - 10);
+    }
+    text
+}
+
+#[test]
+fn xlb_failover_keeps_every_connection_on_its_backend_whatever_the_file_order() -> Result<()> {
+    if !privileged("xlb_failover_keeps_every_connection_on_its_backend_whatever_the_file_order") {
+        return Ok(());
+    }
+    let mut pair = Pair::start("vorder", Options { xlb: false, udp_echo: false, http: true, ..Options::default() })?;
+    // The two nodes list the same backends in other orders (so they number them differently).
+    pair.start_xlb_with(Node::Lb2, &web4_in_order([13, 11, 12]), &instance(100, &[]))?;
+    pair.start_xlb_with(Node::Lb1, &web4_in_order([11, 12, 13]), &instance(150, &[]))?;
+    pair.wait_sole_holder(Node::Lb1, Duration::from_secs(3))?;
+    let target = std::net::SocketAddr::new(vip4(), 80);
+    let mut held = xlb_tests::traffic::HeldConnections::open(&pair.client.ns, target, 200)?;
+    let tally = held.tally();
+    ensure!(tally.len() == 3, "connections spread over b1..b3: {tally:?}");
+    let through_lb1 = pair.forwarded(Node::Lb1, "web4")?;
+    ensure!(through_lb1 >= 400, "the connections went through lb1: {through_lb1} packets");
+
+    // lb1 vanishes from the segment; lb2 takes over and the client follows its GARP.
+    pair.vanish(Node::Lb1)?;
+    wait_state(&pair, Node::Lb2, "MASTER", Duration::from_secs(3))?;
+    // Its gratuitous ARP reaches the client at once; TCP's retransmissions cover the rest.
+    std::thread::sleep(Duration::from_millis(300));
+    let before_lb2 = pair.forwarded(Node::Lb2, "web4")?;
+    let after = held.check();
+    let through_lb2 = pair.forwarded(Node::Lb2, "web4")? - before_lb2;
+    eprintln!(
+        "failover between nodes with other file orders: {} connections held, {} kept, {} moved, {} broken; \
+         lb2 forwarded {through_lb2} packets of them",
+        held.len(),
+        after.kept,
+        after.moved.len(),
+        after.broken.len()
+    );
+    ensure!(through_lb2 >= 200, "the connections went on through lb2: {through_lb2} packets");
+    ensure!(after.kept == held.len(), "every connection keeps its backend: {after:?}\nlb2 log:\n{}", pair.xlb_log(Node::Lb2));
+    Ok(())
+}

@@ -36,7 +36,7 @@ pub fn toolchain() -> Result<()> {
 }
 
 /// `cargo install bpf-linker` against the nightly toolchain's own libLLVM: the default build
-/// wants a newer system LLVM than this machine has (../shared/design.md section 1).
+/// wants a newer system LLVM than Debian ships, and looks for `libLLVM.so` under /usr.
 fn install_bpf_linker(sysroot: &Path) -> Result<()> {
     let version = Command::new("rustc").args(["+nightly", "-vV"]).output()?;
     let version = String::from_utf8(version.stdout)?;

@@ -313,6 +313,41 @@ impl Model {
     }
 }
 
+/// A service's configured table (every backend usable) as operators compare it between nodes:
+/// a fingerprint of the address in every slot, and each address's share of the slots.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TableSummary {
+    pub fingerprint: u32,
+    pub slots: u32,
+    pub shares: Vec<(IpAddr, usize)>,
+}
+
+impl Model {
+    /// The summary of `svc`'s table with every backend usable. Two nodes given the same set of
+    /// (address, weight) print the same fingerprint, whatever their files' order.
+    pub fn table_summary(&self, svc: &ServiceModel) -> TableSummary {
+        let (_, members) = self.members(svc, |_| true);
+        let table = self.table(svc, &members);
+        let mut text = Vec::with_capacity(table.len() * 16);
+        let mut shares: BTreeMap<IpAddr, usize> = BTreeMap::new();
+        for slot in &table {
+            match self.backends.get(slot) {
+                Some(b) => {
+                    text.extend_from_slice(b.address().to_string().as_bytes());
+                    *shares.entry(b.address()).or_default() += 1;
+                }
+                None => text.extend_from_slice(b"-"),
+            }
+            text.push(b'\n');
+        }
+        TableSummary {
+            fingerprint: lb_common::hash::hash_bytes(0, &text),
+            slots: table.len() as u32,
+            shares: shares.into_iter().collect(),
+        }
+    }
+}
+
 /// One fragment entry per VIP and protocol without an all-ports service, following the first
 /// service of that VIP and protocol.
 fn fragments(services: &[ServiceModel]) -> Vec<FragmentEntry> {
