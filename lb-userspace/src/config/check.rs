@@ -8,7 +8,7 @@ use std::{net::IpAddr, time::Duration};
 
 use toml::de::DeTable;
 
-use super::{Located, Report, TableReader};
+use super::reader::{Located, Report, TableReader};
 use crate::health::{CheckKind, Health, HttpCheck};
 
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(2);
@@ -366,18 +366,5 @@ mod tests {
         assert!(parse_status_range("399-200").is_err());
         assert!(parse_status_range("99").is_err());
         assert!(parse_status_range("abc").is_err());
-    }
-
-    #[test]
-    fn durations() {
-        use super::super::parse_duration;
-        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
-        assert_eq!(parse_duration("20ms"), Ok(Duration::from_millis(20)));
-        assert!(parse_duration("2").unwrap_err().contains("unit"));
-        assert!(parse_duration("2 weeks").is_err());
-        assert!(parse_duration("x s").is_err());
     }
 }

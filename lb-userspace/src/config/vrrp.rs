@@ -4,7 +4,8 @@ use std::{collections::HashMap, net::IpAddr, time::Duration};
 
 use toml::de::DeTable;
 
-use super::{usable_unicast, Located, Report, TableReader};
+use super::reader::{Located, Report, TableReader};
+use super::usable_unicast;
 
 /// A `[[vrrp_instance]]` table.
 #[derive(Debug, Clone, PartialEq, Eq)]
