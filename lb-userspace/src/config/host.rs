@@ -4,7 +4,8 @@
 
 use std::net::IpAddr;
 
-use super::{family, Config, Diagnostic, InterfaceInfo, Severity};
+use super::services::family;
+use super::{Config, Diagnostic, InterfaceInfo, Severity};
 
 /// Checks `cfg` against this host's interfaces `ifaces`: every interface of `[agent]
 /// interfaces` exists, and every backend is on the subnet of an address of one of them (which

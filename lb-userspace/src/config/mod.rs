@@ -41,25 +41,28 @@
 //! dropped), a `table_size` below 100 x the number of backends (Maglev's imbalance can then
 //! exceed 1 %), and `xdp_mode = "generic"`.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 
-use lb_common::{DEFAULT_RING_SIZE, MAX_BACKENDS, MAX_RING_SIZE, MAX_SERVICES, PROTO_TCP, PROTO_UDP};
-use toml::de::{DeTable, DeValue};
+use lb_common::{PROTO_TCP, PROTO_UDP};
+use toml::de::DeTable;
 
+mod agent;
 mod check;
 mod host;
 mod reader;
+mod services;
 mod vrrp;
 pub use check::CheckConfig;
 pub use host::{check_environment, egress_interface};
 pub use reader::parse_duration;
 pub use vrrp::{TrackScript, VrrpConfig};
 
+use agent::read_agent;
 use reader::{syntax_error, Located, Report, TableReader};
+use services::{check_services, read_service, ServiceDraft};
 
 /// Default `[agent] pin_path`.
 pub const DEFAULT_PIN_PATH: &str = "/sys/fs/bpf/xlb";
@@ -364,386 +367,10 @@ fn read_config(report: &mut Report, root: &DeTable<'_>) -> Option<Config> {
     Some(Config { file: report.file.clone(), agent, services, vrrp })
 }
 
-/// Names of the values of `xdp_mode`, `protocol` and `scheduler`.
-const XDP_MODES: &[(&str, XdpMode)] = &[("native", XdpMode::Native), ("generic", XdpMode::Generic)];
-const PROTOCOLS: &[(&str, Protocol)] = &[("tcp", Protocol::Tcp), ("udp", Protocol::Udp)];
-const SCHEDULERS: &[(&str, Scheduler)] = &[("maglev", Scheduler::Maglev), ("sh", Scheduler::SourceHash)];
-
-/// `[agent]` as read: `None` for a value that was missing or wrong (and reported).
-struct AgentDraft {
-    /// Line of the `[agent]` header.
-    line: usize,
-    interfaces: Option<Located<Vec<Located<String>>>>,
-    xdp_mode: Option<Located<XdpMode>>,
-    pin_path: Option<Located<PathBuf>>,
-    control_socket: Option<Located<PathBuf>>,
-    flow_table_size: Option<Located<u32>>,
-    max_services: Option<Located<u32>>,
-    /// `None` when absent (the default then depends on VRRP).
-    assign_vips: Option<Located<Option<bool>>>,
-}
-
-fn read_agent(report: &mut Report, table: Located<&DeTable<'_>>) -> AgentDraft {
-    let mut t = TableReader::new(report, table, "[agent]");
-    let agent = AgentDraft {
-        line: table.line,
-        interfaces: t.required_string_array("interfaces"),
-        xdp_mode: t.choice_or("xdp_mode", XDP_MODES, XdpMode::Native),
-        pin_path: t.absolute_path_or("pin_path", DEFAULT_PIN_PATH),
-        control_socket: t.absolute_path_or("control_socket", DEFAULT_CONTROL_SOCKET),
-        flow_table_size: t.integer_or("flow_table_size", FLOW_TABLE_SIZE_RANGE, DEFAULT_FLOW_TABLE_SIZE),
-        max_services: t.integer_or("max_services", 1..=MAX_SERVICES, DEFAULT_MAX_SERVICES),
-        assign_vips: t.optional("assign_vips", |r, key, v, line| match v.get_ref() {
-            DeValue::Boolean(b) => Some(*b),
-            other => r.wrong_type(key, line, "a boolean (true or false)", other),
-        }),
-    };
-
-    if let Some(interfaces) = &agent.interfaces {
-        if interfaces.value.is_empty() {
-            t.error(interfaces.line, "interfaces must name at least one interface");
-        }
-        let mut seen: HashMap<&str, usize> = HashMap::new();
-        for name in &interfaces.value {
-            if let Err(problem) = valid_interface_name(&name.value) {
-                t.error(name.line, format!("invalid interface name \"{}\" in interfaces: {problem}", name.value));
-            }
-            match seen.get(name.value.as_str()) {
-                Some(first) => {
-                    let message = format!("interface \"{}\" is listed twice in interfaces (also line {first})", name.value);
-                    t.error(name.line, message);
-                }
-                None => {
-                    seen.insert(&name.value, name.line);
-                }
-            }
-        }
-    }
-    if let Some(mode) = &agent.xdp_mode {
-        if mode.value == XdpMode::Generic {
-            t.warning(
-                mode.line,
-                "xdp_mode = \"generic\" is slow (the kernel builds an skb for every packet first); \
-                 use \"native\" where the driver supports XDP",
-            );
-        }
-    }
-    t.finish();
-    agent
-}
-
-impl AgentDraft {
-    fn build(self) -> Option<AgentConfig> {
-        let interfaces = self.interfaces?;
-        Some(AgentConfig {
-            interfaces_line: interfaces.line,
-            interfaces: interfaces.value.into_iter().map(|name| name.value).collect(),
-            xdp_mode: self.xdp_mode?.value,
-            pin_path: self.pin_path?.value,
-            control_socket: self.control_socket?.value,
-            flow_table_size: self.flow_table_size?.value,
-            max_services: self.max_services?.value,
-            assign_vips: self.assign_vips?.value.unwrap_or(true),
-        })
-    }
-}
-
-/// A `[[service]]` as read: `None` for a value that was missing or wrong (and reported).
-struct ServiceDraft {
-    line: usize,
-    name: Option<Located<String>>,
-    vip: Option<Located<IpAddr>>,
-    port: Option<Located<u16>>,
-    protocol: Option<Located<Protocol>>,
-    scheduler: Option<Located<Scheduler>>,
-    table_size: Option<Located<u32>>,
-    quorum: Option<Located<u32>>,
-    sorry: Option<Located<Option<IpAddr>>>,
-    backends: Vec<BackendDraft>,
-}
-
-fn read_service(report: &mut Report, table: Located<&DeTable<'_>>) -> ServiceDraft {
-    let mut t = TableReader::new(report, table, "[[service]]");
-    let name = t.required_string("name");
-    let name = name.and_then(|name| t.check(name, valid_service_name));
-    let vip = t.required_ip("vip");
-    let vip = vip.and_then(|vip| t.check(vip, |a| usable_unicast("vip", a)));
-    let port = t.required_integer("port", 0..=u16::MAX);
-    let protocol = t.choice_or("protocol", PROTOCOLS, Protocol::Tcp);
-    let scheduler = t.choice_or("scheduler", SCHEDULERS, Scheduler::Maglev);
-    let table_size = t.integer_or("table_size", MIN_TABLE_SIZE..=MAX_RING_SIZE as u32, DEFAULT_RING_SIZE);
-    let table_size = table_size.and_then(|size| t.check(size, valid_table_size));
-    let quorum = t.integer_or("quorum", 1..=MAX_BACKENDS, 1);
-    let sorry = t.optional_ip("sorry");
-    let sorry = sorry.and_then(|s| t.check(s, |a| a.as_ref().map_or(Ok(()), |a| usable_unicast("sorry", a))));
-    let check_table = t.optional_table("check");
-    let backend_tables = t.table_array("backend");
-    t.finish();
-
-    let service_check = check_table
-        .and_then(|c| c.value.map(|value| check::read_check(report, Located { value, line: c.line }, "[service.check]")));
-    let mut backends: Vec<BackendDraft> = backend_tables.into_iter().map(|b| read_backend(report, b)).collect();
-    for b in &mut backends {
-        let what = match &b.address {
-            Some(a) => format!("backend {}", a.value),
-            None => "this backend".to_string(),
-        };
-        b.resolved_check =
-            check::resolve(report, service_check.as_ref(), b.check.as_ref(), port.as_ref().map(|p| p.value), &what);
-    }
-    let svc = ServiceDraft { line: table.line, name, vip, port, protocol, scheduler, table_size, quorum, sorry, backends };
-    check_backends(report, &svc);
-    svc
-}
-
-/// Checks within one service: backends against the VIP and each other, and the table size
-/// against the number of backends.
-fn check_backends(report: &mut Report, svc: &ServiceDraft) {
-    let called = service_called(svc);
-    let mut seen: HashMap<IpAddr, usize> = HashMap::new();
-    for address in svc.backends.iter().filter_map(|b| b.address.as_ref()) {
-        if let Some(first) = seen.get(&address.value) {
-            report.error(
-                address.line,
-                format!("duplicate backend address {} in {called} (first at line {first})", address.value),
-            );
-        } else {
-            seen.insert(address.value, address.line);
-        }
-        let Some(vip) = &svc.vip else { continue };
-        if address.value == vip.value {
-            report.error(address.line, format!("backend address {} is the vip of {called}", address.value));
-        } else if address.value.is_ipv4() != vip.value.is_ipv4() {
-            report.error(
-                address.line,
-                format!(
-                    "backend address {} is {} but the vip {} of {called} is {}: \
-                     a backend must be of the vip's address family",
-                    address.value,
-                    family(address.value),
-                    vip.value,
-                    family(vip.value)
-                ),
-            );
-        }
-    }
-
-    let n = svc.backends.len();
-    if n == 0 {
-        report.warning(svc.line, format!("{called} has no backends: its traffic is dropped"));
-    } else if let Some(size) = &svc.table_size {
-        let wanted = 100 * n as u64;
-        if u64::from(size.value) < wanted {
-            let advice = match next_prime(wanted).filter(|&p| p <= MAX_RING_SIZE as u64) {
-                Some(p) => format!("use a prime table_size of at least {wanted}, such as {p}"),
-                None => format!("{n} backends need more than the largest table_size, {MAX_RING_SIZE}"),
-            };
-            report.warning(
-                size.line,
-                format!(
-                    "table_size {} of {called} is below 100 x its {n} backends: \
-                     Maglev's imbalance can exceed 1% ({advice})",
-                    size.value
-                ),
-            );
-        }
-    }
-}
-
-/// Checks across services: unique names, unique (vip, port, protocol), and the limits on
-/// services and backends.
-fn check_services(report: &mut Report, agent: Option<&AgentDraft>, services: &[ServiceDraft]) {
-    let mut names: HashMap<&str, usize> = HashMap::new();
-    let mut keys: HashMap<(IpAddr, u16, Protocol), &ServiceDraft> = HashMap::new();
-    for svc in services {
-        if let Some(name) = &svc.name {
-            if let Some(first) = names.get(name.value.as_str()) {
-                let message = format!("duplicate service name \"{}\" (also used at line {first})", name.value);
-                report.error(name.line, message);
-            } else {
-                names.insert(&name.value, name.line);
-            }
-        }
-        if let (Some(vip), Some(port), Some(protocol)) = (&svc.vip, &svc.port, &svc.protocol) {
-            let key = (vip.value, port.value, protocol.value);
-            if let Some(other) = keys.get(&key) {
-                report.error(
-                    svc.line,
-                    format!(
-                        "{} has the same vip {}, port {} and protocol {} as {} at line {}",
-                        service_called(svc),
-                        key.0,
-                        key.1,
-                        key.2,
-                        service_called(other),
-                        other.line
-                    ),
-                );
-            } else {
-                keys.insert(key, svc);
-            }
-        }
-    }
-
-    if let Some(agent) = agent {
-        if let Some(max) = &agent.max_services {
-            if services.len() > max.value as usize {
-                let set_where = if max.line == agent.line { "by default".to_string() } else { format!("at line {}", max.line) };
-                report.error(
-                    services[max.value as usize].line,
-                    format!(
-                        "too many services: {} [[service]] tables, but max_services is {} ({set_where})",
-                        services.len(),
-                        max.value,
-                    ),
-                );
-            }
-        }
-    }
-
-    let total: usize = services.iter().map(|s| s.backends.len()).sum();
-    if let Some(first_over) = services.iter().flat_map(|s| &s.backends).nth(MAX_BACKENDS as usize) {
-        report.error(
-            first_over.line,
-            format!("too many backends: {total} over all services, at most {MAX_BACKENDS}"),
-        );
-    }
-}
-
-/// `service "web"`, or `this service` when its name is missing or invalid.
-fn service_called(svc: &ServiceDraft) -> String {
-    match &svc.name {
-        Some(name) => format!("service \"{}\"", name.value),
-        None => "this service".to_string(),
-    }
-}
-
-impl ServiceDraft {
-    fn build(self) -> Option<ServiceConfig> {
-        Some(ServiceConfig {
-            name: self.name?.value,
-            vip: self.vip?.value,
-            port: self.port?.value,
-            protocol: self.protocol?.value,
-            scheduler: self.scheduler?.value,
-            table_size: self.table_size?.value,
-            backends: self.backends.into_iter().map(BackendDraft::build).collect::<Option<Vec<_>>>()?,
-            quorum: self.quorum?.value,
-            sorry: self.sorry?.value,
-            line: self.line,
-        })
-    }
-}
-
-/// A `[[service.backend]]` as read: `None` for a value that was missing or wrong (and
-/// reported).
-struct BackendDraft {
-    line: usize,
-    address: Option<Located<IpAddr>>,
-    weight: Option<Located<u32>>,
-    /// Its own `[service.backend.check]` table.
-    check: Option<check::CheckDraft>,
-    /// The check resolved against the service's.
-    resolved_check: Option<CheckConfig>,
-}
-
-fn read_backend(report: &mut Report, table: Located<&DeTable<'_>>) -> BackendDraft {
-    let mut t = TableReader::new(report, table, "[[service.backend]]");
-    let address = t.required_ip("address");
-    let address = address.and_then(|a| t.check(a, |a| usable_unicast("backend address", a)));
-    let weight = t.integer_or("weight", 0..=MAX_WEIGHT, DEFAULT_WEIGHT);
-    let check_table = t.optional_table("check");
-    t.finish();
-    let check = check_table
-        .and_then(|c| c.value.map(|value| check::read_check(report, Located { value, line: c.line }, "[service.backend.check]")));
-    BackendDraft { line: table.line, address, weight, check, resolved_check: None }
-}
-
-impl BackendDraft {
-    fn build(self) -> Option<BackendConfig> {
-        Some(BackendConfig {
-            address: self.address?.value,
-            weight: self.weight?.value,
-            check: self.resolved_check,
-            line: self.line,
-        })
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Value checks
-// ---------------------------------------------------------------------------------------------
-
-/// The kernel's rules for a device name (`dev_valid_name`).
-fn valid_interface_name(name: &str) -> Result<(), String> {
-    if name.is_empty() || name.len() > MAX_INTERFACE_NAME_LEN {
-        Err(format!("must be 1 to {MAX_INTERFACE_NAME_LEN} characters long"))
-    } else if name == "." || name == ".." {
-        Err("\".\" and \"..\" are not interface names".to_string())
-    } else if name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace()) {
-        Err("must not contain '/', ':' or white space".to_string())
-    } else {
-        Ok(())
-    }
-}
-
-fn valid_service_name(name: &String) -> Result<(), String> {
-    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-');
-    if name.is_empty() || name.len() > MAX_SERVICE_NAME_LEN || !name.chars().all(allowed) {
-        Err(format!(
-            "invalid name \"{name}\": use 1 to {MAX_SERVICE_NAME_LEN} letters, digits, '_', '.' or '-'"
-        ))
-    } else {
-        Ok(())
-    }
-}
-
-/// Refuses addresses that cannot be a VIP or a real server.
-fn usable_unicast(what: &str, addr: &IpAddr) -> Result<(), String> {
-    let kind = if addr.is_unspecified() {
-        "the unspecified address"
-    } else if addr.is_multicast() {
-        "a multicast address"
-    } else if addr.is_loopback() {
-        "a loopback address"
-    } else if matches!(addr, IpAddr::V4(v4) if v4.is_broadcast()) {
-        "the broadcast address"
-    } else {
-        return Ok(());
-    };
-    Err(format!("{what} {addr} is {kind}"))
-}
-
-fn valid_table_size(size: &u32) -> Result<(), String> {
-    let size = u64::from(*size);
-    if is_prime(size) {
-        return Ok(());
-    }
-    let below = (2..size).rev().find(|&n| is_prime(n) && n >= u64::from(MIN_TABLE_SIZE));
-    let above = next_prime(size).filter(|&p| p <= MAX_RING_SIZE as u64);
-    let nearest: Vec<String> = below.into_iter().chain(above).map(|p| p.to_string()).collect();
-    Err(format!("table_size {size} is not a prime (nearest: {})", nearest.join(" or ")))
-}
-
-fn is_prime(n: u64) -> bool {
-    n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| !n.is_multiple_of(d))
-}
-
-/// The smallest prime at least `n`.
-fn next_prime(n: u64) -> Option<u64> {
-    (n..=u64::MAX).find(|&p| is_prime(p))
-}
-
-fn family(addr: IpAddr) -> &'static str {
-    if addr.is_ipv4() {
-        "IPv4"
-    } else {
-        "IPv6"
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use lb_common::{DEFAULT_RING_SIZE, MAX_BACKENDS};
+
     use super::*;
 
     /// The README's configuration reference is a configuration this parser accepts as it
@@ -1440,13 +1067,5 @@ address = "2001:db8:1::7"
         assert_eq!(egress_interface(ip("10.1.2.3"), &ifaces, &[]), None);
         // An IPv4-mapped address is not inside an IPv4 subnet.
         assert_eq!(via("::ffff:10.1.2.3", &all), None);
-    }
-
-    #[test]
-    fn primes() {
-        let primes: Vec<u64> = (0..30).filter(|&n| is_prime(n)).collect();
-        assert_eq!(primes, [2, 3, 5, 7, 11, 13, 17, 19, 23, 29]);
-        assert!(is_prime(65537) && is_prime(251) && !is_prime(65535));
-        assert_eq!(next_prime(300), Some(307));
     }
 }

@@ -5,7 +5,7 @@ use std::{collections::HashMap, net::IpAddr, time::Duration};
 use toml::de::DeTable;
 
 use super::reader::{Located, Report, TableReader};
-use super::usable_unicast;
+use super::services::usable_unicast;
 
 /// A `[[vrrp_instance]]` table.
 #[derive(Debug, Clone, PartialEq, Eq)]
