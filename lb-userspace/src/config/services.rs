@@ -15,6 +15,7 @@ use super::{
     BackendConfig, CheckConfig, Protocol, Scheduler, ServiceConfig, DEFAULT_WEIGHT, MAX_SERVICE_NAME_LEN, MAX_WEIGHT,
     MIN_TABLE_SIZE,
 };
+use crate::maglev::{self, MaglevError};
 
 /// Names of the values of `protocol` and `scheduler`.
 const PROTOCOLS: &[(&str, Protocol)] = &[("tcp", Protocol::Tcp), ("udp", Protocol::Udp)];
@@ -106,7 +107,7 @@ fn check_backends(report: &mut Report, svc: &ServiceDraft) {
     } else if let Some(size) = &svc.table_size {
         let wanted = 100 * n as u64;
         if u64::from(size.value) < wanted {
-            let advice = match next_prime(wanted).filter(|&p| p <= MAX_RING_SIZE as u64) {
+            let advice = match u32::try_from(wanted).ok().and_then(next_prime).filter(|&p| p as usize <= MAX_RING_SIZE) {
                 Some(p) => format!("use a prime table_size of at least {wanted}, such as {p}"),
                 None => format!("{n} backends need more than the largest table_size, {MAX_RING_SIZE}"),
             };
@@ -269,24 +270,25 @@ pub(super) fn usable_unicast(what: &str, addr: &IpAddr) -> Result<(), String> {
     Err(format!("{what} {addr} is {kind}"))
 }
 
+/// A size Maglev builds a table of (its range is checked before); otherwise the nearest primes
+/// in range.
 fn valid_table_size(size: &u32) -> Result<(), String> {
-    let size = u64::from(*size);
-    if is_prime(size) {
-        return Ok(());
+    let size = *size;
+    match maglev::validate_table_size(size) {
+        Ok(()) => Ok(()),
+        Err(MaglevError::NotPrime(_)) => {
+            let below = (MIN_TABLE_SIZE..size).rev().find(|&n| maglev::is_prime(n));
+            let above = next_prime(size).filter(|&p| p as usize <= MAX_RING_SIZE);
+            let nearest: Vec<String> = below.into_iter().chain(above).map(|p| p.to_string()).collect();
+            Err(format!("table_size {size} is not a prime (nearest: {})", nearest.join(" or ")))
+        }
+        Err(other) => Err(other.to_string()),
     }
-    let below = (2..size).rev().find(|&n| is_prime(n) && n >= u64::from(MIN_TABLE_SIZE));
-    let above = next_prime(size).filter(|&p| p <= MAX_RING_SIZE as u64);
-    let nearest: Vec<String> = below.into_iter().chain(above).map(|p| p.to_string()).collect();
-    Err(format!("table_size {size} is not a prime (nearest: {})", nearest.join(" or ")))
 }
 
-fn is_prime(n: u64) -> bool {
-    n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| !n.is_multiple_of(d))
-}
-
-/// The smallest prime at least `n`.
-fn next_prime(n: u64) -> Option<u64> {
-    (n..=u64::MAX).find(|&p| is_prime(p))
+/// The smallest prime at least `n`, if `u32` has one.
+fn next_prime(n: u32) -> Option<u32> {
+    (n..=u32::MAX).find(|&p| maglev::is_prime(p))
 }
 
 pub(super) fn family(addr: IpAddr) -> &'static str {
@@ -300,10 +302,11 @@ pub(super) fn family(addr: IpAddr) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::maglev::is_prime;
 
     #[test]
     fn primes() {
-        let primes: Vec<u64> = (0..30).filter(|&n| is_prime(n)).collect();
+        let primes: Vec<u32> = (0..30).filter(|&n| is_prime(n)).collect();
         assert_eq!(primes, [2, 3, 5, 7, 11, 13, 17, 19, 23, 29]);
         assert!(is_prime(65537) && is_prime(251) && !is_prime(65535));
         assert_eq!(next_prime(300), Some(307));
