@@ -45,7 +45,8 @@ pub struct CheckConfig {
     /// `initial`: `"up"` (default; the first check decides at once) or `"down"` (the backend
     /// waits for `rise` passes, like keepalived's `alpha`).
     pub initial: Health,
-    /// Line of the check table that set the type (for diagnostics).
+    /// Line of the backend's check table, or of the service's when the backend has none (for
+    /// diagnostics).
     pub line: usize,
 }
 
@@ -184,8 +185,9 @@ fn pick<T: Clone>(service: Option<&CheckDraft>, backend: Option<&CheckDraft>, ge
     backend.and_then(|b| get(b).clone()).or_else(|| service.and_then(|s| get(s).clone()))
 }
 
-/// Resolves the check of one backend, reporting what is missing at `line` (the backend's
-/// check table, or the service's).
+/// Resolves the check of one backend (`what`, as messages name it). A missing type is reported
+/// at the line of the backend's check table, or of the service's when the backend has none;
+/// other missing pieces at the line of the `type` key.
 pub(super) fn resolve(
     report: &mut Report,
     service: Option<&CheckDraft>,

@@ -6,13 +6,24 @@
 //! about. Each table is read through a `TableReader`: the walker takes the keys it knows, with
 //! their types, ranges and defaults; the reader reports wrong types, missing required keys and,
 //! when the walker is done, every key nobody took. Adding a key to a section is one line in that
-//! section's walker (`read_agent`, `read_service`, `read_backend`).
+//! section's walker.
 //!
-//! [`check_environment`] then checks a configuration against this host's interfaces (pure logic:
-//! the caller lists the interfaces), and [`egress_interface`] tells which attached interface
-//! reaches a backend.
+//! This file holds the public types, [`load`] and [`parse`]; the rest is one job a file:
 //!
-//! # Reference (defaults shown)
+//! - `reader.rs`: the span-keeping table reader and the diagnostics of one file;
+//! - `agent.rs`: `[agent]` (`read_agent`);
+//! - `services.rs`: `[[service]]` and `[[service.backend]]` (`read_service`, `read_backend`),
+//!   and the checks within a service and across services;
+//! - `check.rs`: `[service.check]` and `[service.backend.check]` (`read_check`);
+//! - `vrrp.rs`: `[[vrrp_instance]]` (`read_instance`);
+//! - `host.rs`: [`check_environment`], which checks a configuration against this host's
+//!   interfaces (pure logic: the caller lists the interfaces), and [`egress_interface`], which
+//!   tells which attached interface reaches a backend.
+//!
+//! # Reference of `[agent]` and `[[service]]` (defaults shown)
+//!
+//! `[service.check]` and `[[vrrp_instance]]` are described in `check.rs` and `vrrp.rs`; the
+//! README's configuration reference shows every section in one file.
 //!
 //! ```toml
 //! [agent]
@@ -22,15 +33,18 @@
 //! control_socket = "/run/xlb/xlb.sock"  # absolute path
 //! flow_table_size = 1048576      # 1024 ..= 16777216
 //! max_services = 64              # 1 ..= lb_common::MAX_SERVICES, at least the number of [[service]]
-//! assign_vips = true             # add each VIP to the first interface while running
+//! assign_vips = true             # add each VIP to the first interface while running; the
+//!                                # default without [[vrrp_instance]], an error with one
 //!
 //! [[service]]
 //! name = "web"                   # required, unique, 1..=32 characters of [A-Za-z0-9_.-]
-//! vip = "203.0.113.100"          # required, IPv4 or IPv6; not unspecified, multicast, loopback
+//! vip = "203.0.113.100"          # required, IPv4 or IPv6; not unspecified, multicast, loopback, broadcast
 //! port = 80                      # required, 0 ..= 65535; 0 = every port of the VIP
 //! protocol = "tcp"               # "tcp" | "udp"
 //! scheduler = "maglev"           # "maglev" (5-tuple hash) | "sh" (source hash)
 //! table_size = 65537             # a prime, 7 ..= lb_common::MAX_RING_SIZE
+//! quorum = 1                     # 1 ..= lb_common::MAX_BACKENDS; fewer usable backends: `sorry`
+//! sorry = "203.0.113.50"         # optional; takes all new flows below quorum; not health-checked
 //!
 //!   [[service.backend]]
 //!   address = "203.0.113.11"     # required; the VIP's family; not the VIP; unique in the service
@@ -39,7 +53,8 @@
 //!
 //! Warnings (which do not make parsing fail): a service without backends (its traffic is
 //! dropped), a `table_size` below 100 x the number of backends (Maglev's imbalance can then
-//! exceed 1 %), and `xdp_mode = "generic"`.
+//! exceed 1 %), `xdp_mode = "generic"`, an http-only key in a check of another type, and, with
+//! `[[vrrp_instance]]` tables, a VIP that no instance holds.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -164,7 +179,8 @@ pub struct ServiceConfig {
     /// if it has one (keepalived's quorum and sorry_server). 1 ..= 16384, default 1.
     pub quorum: u32,
     /// `sorry`: the backend that takes all new flows when fewer than `quorum` backends are
-    /// healthy. Of the VIP's family, on an attached subnet; not checked.
+    /// healthy. It should be of the VIP's family (not verified); like a backend it must be on
+    /// the subnet of an attached interface (see [`check_environment`]). It is not health-checked.
     pub sorry: Option<IpAddr>,
     /// Line of the `[[service]]` header.
     pub line: usize,
@@ -336,8 +352,9 @@ pub fn parse(file: &str, text: &str) -> Result<(Config, Vec<Diagnostic>), Config
 // Walking the document
 // ---------------------------------------------------------------------------------------------
 
-/// The root: `[agent]` and `[[service]]`. Returns a configuration if every required part could
-/// be read (the caller still refuses it when any error was reported).
+/// The root: `[agent]`, `[[service]]` and `[[vrrp_instance]]`, and the checks between them.
+/// Returns a configuration if every required part could be read (the caller still refuses it
+/// when any error was reported).
 fn read_config(report: &mut Report, root: &DeTable<'_>) -> Option<Config> {
     let mut top = TableReader::new(report, Located { value: root, line: 1 }, "");
     let agent = top.required_table("agent");

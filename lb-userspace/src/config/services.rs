@@ -254,7 +254,7 @@ fn valid_service_name(name: &String) -> Result<(), String> {
     }
 }
 
-/// Refuses addresses that cannot be a VIP or a real server.
+/// Refuses addresses that cannot be a VIP, a real server or a VRRP virtual address.
 pub(super) fn usable_unicast(what: &str, addr: &IpAddr) -> Result<(), String> {
     let kind = if addr.is_unspecified() {
         "the unspecified address"
@@ -291,6 +291,7 @@ fn next_prime(n: u32) -> Option<u32> {
     (n..=u32::MAX).find(|&p| maglev::is_prime(p))
 }
 
+/// "IPv4" or "IPv6", for messages.
 pub(super) fn family(addr: IpAddr) -> &'static str {
     if addr.is_ipv4() {
         "IPv4"
