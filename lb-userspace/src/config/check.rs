@@ -8,7 +8,7 @@ use std::{net::IpAddr, time::Duration};
 
 use toml::de::DeTable;
 
-use super::{Located, Report, TableReader};
+use super::reader::{Located, Report, TableReader};
 use crate::health::{CheckKind, Health, HttpCheck};
 
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(2);
@@ -45,7 +45,8 @@ pub struct CheckConfig {
     /// `initial`: `"up"` (default; the first check decides at once) or `"down"` (the backend
     /// waits for `rise` passes, like keepalived's `alpha`).
     pub initial: Health,
-    /// Line of the check table that set the type (for diagnostics).
+    /// Line of the backend's check table, or of the service's when the backend has none (for
+    /// diagnostics).
     pub line: usize,
 }
 
@@ -184,8 +185,9 @@ fn pick<T: Clone>(service: Option<&CheckDraft>, backend: Option<&CheckDraft>, ge
     backend.and_then(|b| get(b).clone()).or_else(|| service.and_then(|s| get(s).clone()))
 }
 
-/// Resolves the check of one backend, reporting what is missing at `line` (the backend's
-/// check table, or the service's).
+/// Resolves the check of one backend (`what`, as messages name it). A missing type is reported
+/// at the line of the backend's check table, or of the service's when the backend has none;
+/// other missing pieces at the line of the `type` key.
 pub(super) fn resolve(
     report: &mut Report,
     service: Option<&CheckDraft>,
@@ -366,18 +368,5 @@ mod tests {
         assert!(parse_status_range("399-200").is_err());
         assert!(parse_status_range("99").is_err());
         assert!(parse_status_range("abc").is_err());
-    }
-
-    #[test]
-    fn durations() {
-        use super::super::parse_duration;
-        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
-        assert_eq!(parse_duration("20ms"), Ok(Duration::from_millis(20)));
-        assert!(parse_duration("2").unwrap_err().contains("unit"));
-        assert!(parse_duration("2 weeks").is_err());
-        assert!(parse_duration("x s").is_err());
     }
 }

@@ -4,7 +4,8 @@ use std::{collections::HashMap, net::IpAddr, time::Duration};
 
 use toml::de::DeTable;
 
-use super::{usable_unicast, Located, Report, TableReader};
+use super::reader::{Located, Report, TableReader};
+use super::services::usable_unicast;
 
 /// A `[[vrrp_instance]]` table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -237,7 +238,7 @@ fn read_track_script(report: &mut Report, table: Located<&DeTable<'_>>) -> Optio
 }
 
 /// Checks across instances and against the services: unique names, one (interface, vrid,
-/// family) each, and every VIP held by some instance.
+/// family) each, one virtual MAC per (vrid, family), and every VIP held by some instance.
 pub(super) fn check_instances(report: &mut Report, instances: &[VrrpConfig], vips: &[(IpAddr, usize)]) {
     let mut names: HashMap<&str, usize> = HashMap::new();
     let mut ids: HashMap<(&str, u8, bool), usize> = HashMap::new();

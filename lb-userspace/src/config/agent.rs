@@ -1,0 +1,108 @@
+//! `[agent]`: how the agent runs on this host, read into an [`AgentDraft`].
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use lb_common::MAX_SERVICES;
+use toml::de::{DeTable, DeValue};
+
+use super::reader::{Located, Report, TableReader};
+use super::{
+    AgentConfig, XdpMode, DEFAULT_CONTROL_SOCKET, DEFAULT_FLOW_TABLE_SIZE, DEFAULT_MAX_SERVICES, DEFAULT_PIN_PATH,
+    FLOW_TABLE_SIZE_RANGE, MAX_INTERFACE_NAME_LEN,
+};
+
+/// Names of the values of `xdp_mode`.
+const XDP_MODES: &[(&str, XdpMode)] = &[("native", XdpMode::Native), ("generic", XdpMode::Generic)];
+
+/// `[agent]` as read: `None` for a value that was missing or wrong (and reported).
+pub(super) struct AgentDraft {
+    /// Line of the `[agent]` header.
+    pub(super) line: usize,
+    interfaces: Option<Located<Vec<Located<String>>>>,
+    xdp_mode: Option<Located<XdpMode>>,
+    pin_path: Option<Located<PathBuf>>,
+    control_socket: Option<Located<PathBuf>>,
+    flow_table_size: Option<Located<u32>>,
+    pub(super) max_services: Option<Located<u32>>,
+    /// `None` when absent (the default then depends on VRRP).
+    pub(super) assign_vips: Option<Located<Option<bool>>>,
+}
+
+pub(super) fn read_agent(report: &mut Report, table: Located<&DeTable<'_>>) -> AgentDraft {
+    let mut t = TableReader::new(report, table, "[agent]");
+    let agent = AgentDraft {
+        line: table.line,
+        interfaces: t.required_string_array("interfaces"),
+        xdp_mode: t.choice_or("xdp_mode", XDP_MODES, XdpMode::Native),
+        pin_path: t.absolute_path_or("pin_path", DEFAULT_PIN_PATH),
+        control_socket: t.absolute_path_or("control_socket", DEFAULT_CONTROL_SOCKET),
+        flow_table_size: t.integer_or("flow_table_size", FLOW_TABLE_SIZE_RANGE, DEFAULT_FLOW_TABLE_SIZE),
+        max_services: t.integer_or("max_services", 1..=MAX_SERVICES, DEFAULT_MAX_SERVICES),
+        assign_vips: t.optional("assign_vips", |r, key, v, line| match v.get_ref() {
+            DeValue::Boolean(b) => Some(*b),
+            other => r.wrong_type(key, line, "a boolean (true or false)", other),
+        }),
+    };
+
+    if let Some(interfaces) = &agent.interfaces {
+        if interfaces.value.is_empty() {
+            t.error(interfaces.line, "interfaces must name at least one interface");
+        }
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        for name in &interfaces.value {
+            if let Err(problem) = valid_interface_name(&name.value) {
+                t.error(name.line, format!("invalid interface name \"{}\" in interfaces: {problem}", name.value));
+            }
+            match seen.get(name.value.as_str()) {
+                Some(first) => {
+                    let message = format!("interface \"{}\" is listed twice in interfaces (also line {first})", name.value);
+                    t.error(name.line, message);
+                }
+                None => {
+                    seen.insert(&name.value, name.line);
+                }
+            }
+        }
+    }
+    if let Some(mode) = &agent.xdp_mode {
+        if mode.value == XdpMode::Generic {
+            t.warning(
+                mode.line,
+                "xdp_mode = \"generic\" is slow (the kernel builds an skb for every packet first); \
+                 use \"native\" where the driver supports XDP",
+            );
+        }
+    }
+    t.finish();
+    agent
+}
+
+impl AgentDraft {
+    pub(super) fn build(self) -> Option<AgentConfig> {
+        let interfaces = self.interfaces?;
+        Some(AgentConfig {
+            interfaces_line: interfaces.line,
+            interfaces: interfaces.value.into_iter().map(|name| name.value).collect(),
+            xdp_mode: self.xdp_mode?.value,
+            pin_path: self.pin_path?.value,
+            control_socket: self.control_socket?.value,
+            flow_table_size: self.flow_table_size?.value,
+            max_services: self.max_services?.value,
+            assign_vips: self.assign_vips?.value.unwrap_or(true),
+        })
+    }
+}
+
+/// The kernel's rules for a device name (`dev_valid_name`).
+fn valid_interface_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > MAX_INTERFACE_NAME_LEN {
+        Err(format!("must be 1 to {MAX_INTERFACE_NAME_LEN} characters long"))
+    } else if name == "." || name == ".." {
+        Err("\".\" and \"..\" are not interface names".to_string())
+    } else if name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace()) {
+        Err("must not contain '/', ':' or white space".to_string())
+    } else {
+        Ok(())
+    }
+}
