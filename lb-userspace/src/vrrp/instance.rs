@@ -32,10 +32,11 @@ use super::{
     io::{FrameSender, VrrpSocket, GROUP_V4, GROUP_V6},
     machine::{Action, Heard, Machine, Params, State},
     packet::{self, Advert, Checksum, Expect, Invalid},
+    track::{effective_priority, link_fault, link_running, run_track_script, tracked_links, watch_links},
 };
 use crate::{
-    config::{InterfaceInfo, TrackScript, VrrpConfig},
-    net::{LinkEvents, Net},
+    config::{InterfaceInfo, VrrpConfig},
+    net::Net,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -136,7 +137,8 @@ struct Vmac {
     holds_arp_ignore: bool,
 }
 
-enum Command {
+/// What an instance's task is told: by the handle, and by its tracking tasks.
+pub(super) enum Command {
     Fault { source: String, on: bool },
     Script { index: usize, ok: bool },
     Shutdown(oneshot::Sender<()>),
@@ -393,16 +395,16 @@ impl Instance {
         // Addresses left by an agent that was killed belong to whoever is master now.
         self.release_addresses().await;
         let own = (self.cfg.interface.clone(), self.host.ifindex);
-        self.helpers.push(tokio::spawn(watch_links(self.net.clone(), self.tracked_links(), own, tx.clone())));
+        self.helpers.push(tokio::spawn(watch_links(self.net.clone(), tracked_links(&self.cfg), own, tx.clone())));
         for (index, script) in self.cfg.track_scripts.iter().enumerate() {
             self.helpers.push(tokio::spawn(run_track_script(script.clone(), index, tx.clone())));
         }
         drop(tx);
         // Faults known before the first advert: an owner with its link down must not become
         // master for the moment it takes the watcher to say so.
-        for name in self.tracked_links() {
+        for name in tracked_links(&self.cfg) {
             if link_running(&self.net, &name, None).await == Some(false) {
-                self.faults.insert(format!("interface {name} down"));
+                self.faults.insert(link_fault(&name));
             }
         }
         if !self.faults.is_empty() {
@@ -447,14 +449,6 @@ impl Instance {
                 },
             }
         }
-    }
-
-    /// The interfaces whose loss means FAULT: our own and `track_interfaces`.
-    fn tracked_links(&self) -> Vec<String> {
-        let mut names = vec![self.cfg.interface.clone()];
-        names.extend(self.cfg.track_interfaces.iter().cloned());
-        names.dedup();
-        names
     }
 
     async fn receive(&mut self, p: super::io::Incoming) {
@@ -817,136 +811,5 @@ impl Instance {
         st.master = self.machine.master().map(|a| a.to_string());
         st.master_interval_ms = self.machine.master_interval().as_secs_f64() * 1e3;
         st.faults = self.faults.iter().cloned().collect();
-    }
-}
-
-/// The configured priority moved by the weights of the track scripts (keepalived's rule):
-/// a positive weight adds while its script succeeds, a negative one adds (subtracts) while it
-/// fails. The result stays in 1 ..= 254; the address owner (255) is never moved.
-pub fn effective_priority(base: u8, scripts: &[TrackScript], results: &[Option<bool>]) -> u8 {
-    if base == 255 {
-        return 255;
-    }
-    let mut p = i32::from(base);
-    for (s, r) in scripts.iter().zip(results) {
-        match (s.weight, r) {
-            (w, Some(true)) if w > 0 => p += w,
-            (w, Some(false)) if w < 0 => p += w,
-            _ => {}
-        }
-    }
-    p.clamp(1, 254) as u8
-}
-
-/// Follows the interfaces `names`: any missing, down or without carrier is a fault.
-/// `own` is the instance's interface and the index its sockets are bound to: if that
-/// interface is deleted and made again it has a new index the sockets do not follow, which
-/// stays a fault until the agent restarts.
-async fn watch_links(net: Net, names: Vec<String>, own: (String, u32), tx: mpsc::UnboundedSender<Command>) {
-    let mut events = match LinkEvents::subscribe() {
-        Ok(e) => Some(e),
-        Err(e) => {
-            warn!("vrrp: cannot follow interface changes ({e}); polling every 100 ms");
-            None
-        }
-    };
-    let mut known: BTreeMap<String, bool> = BTreeMap::new();
-    loop {
-        for name in &names {
-            // A failed netlink query says nothing about the interface: keep what is known.
-            let bound = (*name == own.0).then_some(own.1);
-            let Some(up) = link_running(&net, name, bound).await else { continue };
-            if known.insert(name.clone(), up) != Some(up) && tx.send(Command::Fault { source: format!("interface {name} down"), on: !up }).is_err() {
-                return;
-            }
-        }
-        match &mut events {
-            Some(e) => {
-                if e.next().await.is_none() {
-                    events = None;
-                }
-            }
-            None => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
-}
-
-/// Whether the interface `name` exists, is up and has carrier; None when netlink failed.
-async fn link_running(net: &Net, name: &str, bound: Option<u32>) -> Option<bool> {
-    let interfaces = net.interfaces().await.ok()?;
-    match interfaces.iter().find(|i| i.name == name) {
-        Some(i) if bound.is_some_and(|b| b != i.ifindex) => {
-            warn!("vrrp: interface {name} was made again (index {} instead of {}): restart xlb to use it", i.ifindex, bound.unwrap_or(0));
-            Some(false)
-        }
-        Some(i) => Some(net.link(i.ifindex).await.ok()?.is_some_and(|s| s.running)),
-        None => Some(false),
-    }
-}
-
-/// Runs a track script every interval; reports its state when rise/fall say it changed.
-async fn run_track_script(script: TrackScript, index: usize, tx: mpsc::UnboundedSender<Command>) {
-    let mut state: Option<bool> = None;
-    let mut streak = 0u32;
-    let mut ticker = tokio::time::interval(script.interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticker.tick().await;
-        let mut cmd = tokio::process::Command::new(&script.command[0]);
-        cmd.args(&script.command[1..]).kill_on_drop(true).stdin(std::process::Stdio::null());
-        let ok = match cmd.spawn() {
-            Ok(mut child) => matches!(tokio::time::timeout(script.timeout, child.wait()).await, Ok(Ok(s)) if s.success()),
-            Err(e) => {
-                warn!("track_script {:?}: cannot run it: {e}", script.command.join(" "));
-                false
-            }
-        };
-        let report = match state {
-            None => true,
-            Some(s) if s == ok => {
-                streak = 0;
-                false
-            }
-            Some(_) => {
-                streak += 1;
-                streak >= if ok { script.rise } else { script.fall }
-            }
-        };
-        if report {
-            state = Some(ok);
-            streak = 0;
-            if tx.send(Command::Script { index, ok }).is_err() {
-                return;
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn script(weight: i32) -> TrackScript {
-        TrackScript {
-            command: vec!["/bin/true".into()],
-            interval: Duration::from_secs(1),
-            timeout: Duration::from_secs(1),
-            weight,
-            rise: 1,
-            fall: 1,
-            line: 1,
-        }
-    }
-
-    #[test]
-    fn track_script_weights_move_the_priority_within_bounds() {
-        let s = [script(20), script(-30)];
-        assert_eq!(effective_priority(100, &s, &[None, None]), 100);
-        assert_eq!(effective_priority(100, &s, &[Some(true), Some(true)]), 120);
-        assert_eq!(effective_priority(100, &s, &[Some(false), Some(false)]), 70);
-        assert_eq!(effective_priority(100, &s, &[Some(true), Some(false)]), 90);
-        assert_eq!(effective_priority(250, &s, &[Some(true), Some(true)]), 254);
-        assert_eq!(effective_priority(10, &s, &[Some(false), Some(false)]), 1);
-        assert_eq!(effective_priority(255, &s, &[Some(false), Some(false)]), 255);
     }
 }

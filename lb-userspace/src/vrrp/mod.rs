@@ -2,6 +2,7 @@
 //!
 //! - `packet`: the advert codec and receive-side validation (pure).
 //! - `machine`: the RFC state machine with keepalived's FAULT (pure).
+//! - `track`: tracked interfaces and track scripts: faults and priority.
 //! - `io`: raw protocol-112 sockets and AF_PACKET frames.
 //! - `announce`: gratuitous ARP and unsolicited neighbour advertisement frames.
 
@@ -10,5 +11,6 @@ pub mod io;
 pub mod machine;
 pub mod instance;
 pub mod packet;
+pub mod track;
 
 pub use instance::{InstanceStatus, LocalMac, Vrrp, VrrpError};
