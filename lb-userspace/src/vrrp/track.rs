@@ -13,6 +13,7 @@ use tracing::warn;
 use super::instance::Command;
 use crate::{
     config::{TrackScript, VrrpConfig},
+    health::state::{Health, Params, RiseFall},
     net::{LinkEvents, Net},
 };
 
@@ -94,10 +95,35 @@ pub(super) async fn link_running(net: &Net, name: &str, bound: Option<u32>) -> O
     }
 }
 
+/// What a track script reports: its first result at once, then a change once `rise`
+/// successes or `fall` failures in a row contradict the last report (the health checks'
+/// [`RiseFall`] count).
+#[derive(Debug)]
+struct Reported {
+    params: Params,
+    count: Option<RiseFall>,
+}
+
+impl Reported {
+    fn new(script: &TrackScript) -> Reported {
+        Reported { params: Params { rise: script.rise, fall: script.fall }, count: None }
+    }
+
+    /// Takes one result; returns what to report now, if anything.
+    fn record(&mut self, ok: bool) -> Option<bool> {
+        match &mut self.count {
+            Some(count) => count.record(ok).map(|h| h == Health::Up),
+            None => {
+                self.count = Some(RiseFall::new(self.params, if ok { Health::Up } else { Health::Down }));
+                Some(ok)
+            }
+        }
+    }
+}
+
 /// Runs a track script every interval; reports its state when rise/fall say it changed.
 pub(super) async fn run_track_script(script: TrackScript, index: usize, tx: mpsc::UnboundedSender<Command>) {
-    let mut state: Option<bool> = None;
-    let mut streak = 0u32;
+    let mut reported = Reported::new(&script);
     let mut ticker = tokio::time::interval(script.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -111,20 +137,7 @@ pub(super) async fn run_track_script(script: TrackScript, index: usize, tx: mpsc
                 false
             }
         };
-        let report = match state {
-            None => true,
-            Some(s) if s == ok => {
-                streak = 0;
-                false
-            }
-            Some(_) => {
-                streak += 1;
-                streak >= if ok { script.rise } else { script.fall }
-            }
-        };
-        if report {
-            state = Some(ok);
-            streak = 0;
+        if let Some(ok) = reported.record(ok) {
             if tx.send(Command::Script { index, ok }).is_err() {
                 return;
             }
@@ -158,5 +171,25 @@ mod tests {
         assert_eq!(effective_priority(250, &s, &[Some(true), Some(true)]), 254);
         assert_eq!(effective_priority(10, &s, &[Some(false), Some(false)]), 1);
         assert_eq!(effective_priority(255, &s, &[Some(false), Some(false)]), 255);
+    }
+
+    #[test]
+    fn track_script_reports_its_first_result_then_flips_after_rise_or_fall() {
+        let mut r = Reported::new(&TrackScript { rise: 2, fall: 3, ..script(0) });
+        assert_eq!(r.record(true), Some(true), "the first result is reported at once");
+        assert_eq!(r.record(true), None);
+        // Two failures, then a success: the run starts again.
+        assert_eq!(r.record(false), None);
+        assert_eq!(r.record(false), None);
+        assert_eq!(r.record(true), None);
+        assert_eq!(r.record(false), None);
+        assert_eq!(r.record(false), None);
+        assert_eq!(r.record(false), Some(false), "the third failure in a row");
+        assert_eq!(r.record(true), None);
+        assert_eq!(r.record(true), Some(true), "the second success in a row");
+
+        let mut first_fails = Reported::new(&script(0));
+        assert_eq!(first_fails.record(false), Some(false), "a first failure is reported at once too");
+        assert_eq!(first_fails.record(true), Some(true), "rise 1");
     }
 }
