@@ -33,6 +33,7 @@ use super::{
     machine::{Action, Heard, Machine, Params, State},
     packet::{self, Advert, Checksum, Expect, Invalid},
     track::{effective_priority, link_fault, link_running, run_track_script, tracked_links, watch_links},
+    vmac::{ArpIgnore, LocalMac, Vmac},
 };
 use crate::{
     config::{InterfaceInfo, VrrpConfig},
@@ -79,62 +80,6 @@ pub struct InstanceStatus {
     pub invalid: BTreeMap<String, u64>,
     /// Valid adverts whose address list differs from ours (logged, not dropped).
     pub address_mismatch: u64,
-}
-
-/// A MAC the data plane must (or must no longer) take as addressed to the node on
-/// `ifindex`: the virtual MAC of a `use_vmac` instance while it is master.
-#[derive(Debug)]
-pub struct LocalMac {
-    pub ifindex: u32,
-    pub mac: [u8; 6],
-    pub add: bool,
-    /// Answered once the data plane has the change.
-    pub done: Option<oneshot::Sender<()>>,
-}
-
-/// arp_ignore = 1 on an interface while any `use_vmac` master on it needs it; the value it
-/// had before comes back when the last one leaves (several instances may share an interface).
-#[derive(Clone, Default)]
-struct ArpIgnore(Arc<Mutex<HashMap<String, (u32, String)>>>);
-
-impl ArpIgnore {
-    fn path(ifname: &str) -> String {
-        format!("/proc/sys/net/ipv4/conf/{ifname}/arp_ignore")
-    }
-
-    fn hold(&self, ifname: &str) -> std::io::Result<()> {
-        let mut held = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = held.entry(ifname.to_owned()).or_insert((0, String::new()));
-        entry.0 += 1;
-        if entry.0 == 1 {
-            entry.1 = std::fs::read_to_string(Self::path(ifname))?.trim().to_owned();
-            std::fs::write(Self::path(ifname), "1")?;
-        }
-        Ok(())
-    }
-
-    fn release(&self, ifname: &str) -> std::io::Result<()> {
-        let mut held = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(entry) = held.get_mut(ifname) else { return Ok(()) };
-        entry.0 = entry.0.saturating_sub(1);
-        if entry.0 == 0 {
-            let (_, original) = held.remove(ifname).expect("present");
-            if !original.is_empty() {
-                std::fs::write(Self::path(ifname), original)?;
-            }
-        }
-        Ok(())
-    }
-}
-
-/// A `use_vmac` instance's macvlan.
-struct Vmac {
-    name: String,
-    mac: [u8; 6],
-    /// Its index while it exists.
-    index: Option<u32>,
-    /// This instance holds arp_ignore = 1 on the interface (see [`ArpIgnore`]).
-    holds_arp_ignore: bool,
 }
 
 /// What an instance's task is told: by the handle, and by its tracking tasks.
@@ -322,9 +267,6 @@ struct Instance {
     announce_mac: [u8; 6],
     /// use_vmac: the macvlan that holds the addresses while master.
     vmac: Option<Vmac>,
-    /// Tells the agent which MACs the data plane must take as the node's own.
-    local_macs: mpsc::UnboundedSender<LocalMac>,
-    arp_ignore: ArpIgnore,
     faults: BTreeSet<String>,
     /// Last result of each track script (None until its first result).
     scripts: Vec<Option<bool>>,
@@ -349,13 +291,8 @@ impl Instance {
         };
         let net = Net::new()?;
         let v6 = host.primary.is_ipv6();
-        let vmac = cfg.use_vmac.then(|| Vmac {
-            name: format!("vrrp{}.{}", if v6 { "6" } else { "" }, cfg.vrid),
-            mac: announce::virtual_mac(cfg.vrid, v6),
-            index: None,
-            holds_arp_ignore: false,
-        });
-        let announce_mac = vmac.as_ref().map_or(host.mac, |v| v.mac);
+        let vmac = cfg.use_vmac.then(|| Vmac::new(&cfg, host.ifindex, v6, local_macs, arp_ignore));
+        let announce_mac = vmac.as_ref().map_or(host.mac, Vmac::mac);
         let multicast = cfg.unicast_peers.is_empty();
         let socket = VrrpSocket::open(&cfg.interface, host.ifindex, host.primary, multicast)
             .map_err(io_err(&format!("opening the VRRP socket on {}", cfg.interface)))?;
@@ -381,8 +318,6 @@ impl Instance {
             status,
             announce_mac,
             vmac,
-            local_macs,
-            arp_ignore,
             faults: BTreeSet::new(),
             garp: None,
             helpers: Vec::new(),
@@ -584,7 +519,12 @@ impl Instance {
             match action {
                 Action::SendAdvert { priority } => self.send_advert(priority).await,
                 Action::TakeAddresses => {
-                    let target = match self.vmac_up().await {
+                    // use_vmac: the addresses go on the macvlan.
+                    let target = match &mut self.vmac {
+                        None => Ok(self.host.ifindex),
+                        Some(v) => v.up(&self.net).await,
+                    };
+                    let target = match target {
                         Ok(t) => t,
                         Err(e) => {
                             warn!("vrrp_instance \"{}\": {e}; holding the addresses on {} instead", self.cfg.name, self.cfg.interface);
@@ -712,64 +652,8 @@ impl Instance {
             }
         }
         // Gone with the macvlan: its addresses, and its MAC from the data plane's own.
-        self.vmac_down().await;
-    }
-
-    /// use_vmac: creates the macvlan with the virtual MAC (up), has the data plane take the
-    /// MAC as the node's own, and keeps the interface itself from answering ARP for the
-    /// addresses (arp_ignore = 1, as keepalived does), so that they resolve to the virtual
-    /// MAC only. Returns where the addresses go.
-    async fn vmac_up(&mut self) -> Result<u32, VrrpError> {
-        let Some(v) = &mut self.vmac else { return Ok(self.host.ifindex) };
-        let index = self.net.macvlan(&v.name, self.host.ifindex, v.mac).await?;
-        v.index = Some(index);
-        if self.host.primary.is_ipv4() {
-            // As keepalived does for its vmacs: the macvlan answers ARP only for its own
-            // addresses (not the parent's, with the virtual MAC), and takes requests for them
-            // although the route back to the client leaves through the parent.
-            for (key, value) in [("arp_ignore", "1"), ("accept_local", "1"), ("rp_filter", "0")] {
-                let path = format!("/proc/sys/net/ipv4/conf/{}/{key}", v.name);
-                if let Err(e) = std::fs::write(&path, value) {
-                    warn!("vrrp_instance \"{}\": setting {path}: {e}", self.cfg.name);
-                }
-            }
-            if std::fs::read_to_string("/proc/sys/net/ipv4/conf/all/rp_filter").is_ok_and(|v| v.trim() == "1") {
-                warn!("vrrp_instance \"{}\": net.ipv4.conf.all.rp_filter = 1 overrides {}'s 0: ARP for the addresses may go unanswered", self.cfg.name, v.name);
-            }
-        }
-        if !v.holds_arp_ignore && self.host.primary.is_ipv4() {
-            v.holds_arp_ignore = true;
-            if let Err(e) = self.arp_ignore.hold(&self.cfg.interface) {
-                warn!("vrrp_instance \"{}\": {e}", self.cfg.name);
-            }
-        }
-        // The data plane must take the MAC before the announcements point clients at it.
-        let (done, applied) = oneshot::channel();
-        let _ = self.local_macs.send(LocalMac { ifindex: self.host.ifindex, mac: v.mac, add: true, done: Some(done) });
-        if tokio::time::timeout(Duration::from_millis(200), applied).await.is_err() {
-            warn!("vrrp_instance \"{}\": the data plane did not confirm the virtual MAC within 200 ms", self.cfg.name);
-        }
-        info!("vrrp_instance \"{}\": virtual MAC {} on {}", self.cfg.name, crate::net::format_mac(&v.mac), v.name);
-        Ok(index)
-    }
-
-    async fn vmac_down(&mut self) {
-        let Some(v) = &mut self.vmac else { return };
-        let _ = self.local_macs.send(LocalMac { ifindex: self.host.ifindex, mac: v.mac, add: false, done: None });
-        // Also one left behind by an agent that was killed.
-        let index = match v.index.take() {
-            Some(i) => Some(i),
-            None => self.net.index_of(&v.name).await.ok().flatten(),
-        };
-        if let Some(index) = index {
-            if let Err(e) = self.net.del_link(index).await {
-                warn!("vrrp_instance \"{}\": {e}", self.cfg.name);
-            }
-        }
-        if std::mem::take(&mut v.holds_arp_ignore) {
-            if let Err(e) = self.arp_ignore.release(&self.cfg.interface) {
-                warn!("vrrp_instance \"{}\": {e}", self.cfg.name);
-            }
+        if let Some(v) = &mut self.vmac {
+            v.down(&self.net).await;
         }
     }
 

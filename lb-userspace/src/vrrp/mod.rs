@@ -3,6 +3,7 @@
 //! - `packet`: the advert codec and receive-side validation (pure).
 //! - `machine`: the RFC state machine with keepalived's FAULT (pure).
 //! - `track`: tracked interfaces and track scripts: faults and priority.
+//! - `vmac`: the `use_vmac` macvlan with the virtual MAC, and arp_ignore on its interface.
 //! - `io`: raw protocol-112 sockets and AF_PACKET frames.
 //! - `announce`: gratuitous ARP and unsolicited neighbour advertisement frames.
 
@@ -12,5 +13,7 @@ pub mod machine;
 pub mod instance;
 pub mod packet;
 pub mod track;
+pub mod vmac;
 
-pub use instance::{InstanceStatus, LocalMac, Vrrp, VrrpError};
+pub use instance::{InstanceStatus, Vrrp, VrrpError};
+pub use vmac::LocalMac;
