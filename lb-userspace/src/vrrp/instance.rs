@@ -14,13 +14,12 @@
 //! notify scripts.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeSet, HashMap},
     net::{IpAddr, Ipv6Addr},
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
-use serde::{Deserialize, Serialize};
 use tokio::{
     sync::{mpsc, oneshot},
     task::JoinHandle,
@@ -32,6 +31,7 @@ use super::{
     io::{FrameSender, VrrpSocket, GROUP_V4, GROUP_V6},
     machine::{Action, Heard, Machine, Params, State},
     packet::{self, Advert, Checksum, Expect, Invalid},
+    status::{InstanceStatus, SharedStatus},
     track::{effective_priority, link_fault, link_running, run_track_script, tracked_links, watch_links},
     vmac::{ArpIgnore, LocalMac, Vmac},
 };
@@ -54,34 +54,6 @@ pub enum VrrpError {
     Thread(std::io::Error),
 }
 
-/// What `xlb stats` shows of an instance.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-pub struct InstanceStatus {
-    pub name: String,
-    pub interface: String,
-    pub vrid: u8,
-    pub version: u8,
-    /// "INIT", "BACKUP", "MASTER" or "FAULT".
-    pub state: String,
-    /// Priority advertised now (after track_script weights).
-    pub priority: u8,
-    /// The master: our own address when MASTER, the last one heard when BACKUP.
-    pub master: Option<String>,
-    /// Master_Adver_Interval in milliseconds (the master's, as heard in v3).
-    pub master_interval_ms: f64,
-    /// Why the instance is in FAULT, if it is.
-    pub faults: Vec<String>,
-    pub last_transition: Option<String>,
-    pub transitions: u64,
-    pub became_master: u64,
-    pub adverts_sent: u64,
-    pub adverts_received: u64,
-    /// Adverts dropped, by reason (`packet::Invalid::as_str`).
-    pub invalid: BTreeMap<String, u64>,
-    /// Valid adverts whose address list differs from ours (logged, not dropped).
-    pub address_mismatch: u64,
-}
-
 /// What an instance's task is told: by the handle, and by its tracking tasks.
 pub(super) enum Command {
     Fault { source: String, on: bool },
@@ -91,7 +63,7 @@ pub(super) enum Command {
 
 /// The VRRP thread and a handle to each instance.
 pub struct Vrrp {
-    instances: Vec<(mpsc::UnboundedSender<Command>, Arc<Mutex<InstanceStatus>>)>,
+    instances: Vec<(mpsc::UnboundedSender<Command>, SharedStatus)>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -156,15 +128,7 @@ impl Vrrp {
         let mut receivers = Vec::new();
         for cfg in configs {
             let (tx, rx) = mpsc::unbounded_channel();
-            let status = Arc::new(Mutex::new(InstanceStatus {
-                name: cfg.name.clone(),
-                interface: cfg.interface.clone(),
-                vrid: cfg.vrid,
-                version: cfg.version,
-                state: State::Initialize.as_str().into(),
-                priority: cfg.priority,
-                ..Default::default()
-            }));
+            let status = SharedStatus::new(cfg);
             instances.push((tx.clone(), status.clone()));
             receivers.push((cfg.clone(), tx, rx, status));
         }
@@ -204,7 +168,7 @@ impl Vrrp {
                         if let Err(e) = done {
                             if let Some((name, shown)) = names.get(&e.id()) {
                                 error!("vrrp_instance \"{name}\" failed: {e}; it sends no adverts any more");
-                                shown.lock().unwrap_or_else(|p| p.into_inner()).state = "FAILED".into();
+                                shown.failed();
                             }
                         }
                     }
@@ -232,7 +196,7 @@ impl Vrrp {
     }
 
     pub fn status(&self) -> Vec<InstanceStatus> {
-        self.instances.iter().map(|(_, s)| s.lock().expect("not poisoned").clone()).collect()
+        self.instances.iter().map(|(_, s)| s.snapshot()).collect()
     }
 
     /// Every master resigns (priority-0 advert) and removes its addresses; then the thread
@@ -262,7 +226,7 @@ struct Instance {
     socket: VrrpSocket,
     frames: Arc<FrameSender>,
     net: Net,
-    status: Arc<Mutex<InstanceStatus>>,
+    status: SharedStatus,
     /// The MAC the announcements carry.
     announce_mac: [u8; 6],
     /// use_vmac: the macvlan that holds the addresses while master.
@@ -280,7 +244,7 @@ impl Instance {
     async fn open(
         cfg: VrrpConfig,
         host: Host,
-        status: Arc<Mutex<InstanceStatus>>,
+        status: SharedStatus,
         local_macs: mpsc::UnboundedSender<LocalMac>,
         arp_ignore: ArpIgnore,
     ) -> Result<Instance, VrrpError> {
@@ -404,13 +368,7 @@ impl Instance {
         theirs.sort();
         let mut ours = self.cfg.virtual_addresses.clone();
         ours.sort();
-        {
-            let mut st = self.status.lock().expect("not poisoned");
-            st.adverts_received += 1;
-            if theirs != ours {
-                st.address_mismatch += 1;
-            }
-        }
+        self.status.advert_received(theirs != ours);
         if theirs != ours && !self.logged_mismatch {
             self.logged_mismatch = true;
             warn!(
@@ -439,7 +397,7 @@ impl Instance {
         } else {
             debug!("vrrp_instance \"{}\": dropped an advert from {src}: {reason}", self.cfg.name);
         }
-        *self.status.lock().expect("not poisoned").invalid.entry(reason.as_str().to_owned()).or_default() += 1;
+        self.status.invalid(reason);
     }
 
     async fn fault(&mut self, source: String, on: bool) {
@@ -547,14 +505,7 @@ impl Instance {
                 Action::Transition { from, to, reason } => {
                     let to_name = if reason == super::machine::Reason::Shutdown { "STOP" } else { to.as_str() };
                     info!("vrrp_instance \"{}\": {} -> {} ({})", self.cfg.name, from.as_str(), to_name, reason.as_str());
-                    {
-                        let mut st = self.status.lock().expect("not poisoned");
-                        st.transitions += 1;
-                        if to == State::Master {
-                            st.became_master += 1;
-                        }
-                        st.last_transition = Some(format!("{} -> {}: {}", from.as_str(), to_name, reason.as_str()));
-                    }
+                    self.status.transition(to, format!("{} -> {}: {}", from.as_str(), to_name, reason.as_str()));
                     self.notify(to_name);
                 }
             }
@@ -580,7 +531,7 @@ impl Instance {
         for dst in destinations {
             let payload = packet::encode(&advert, self.host.primary, dst, checksum, auth);
             match self.socket.send(dst, &payload).await {
-                Ok(()) => self.status.lock().expect("not poisoned").adverts_sent += 1,
+                Ok(()) => self.status.advert_sent(),
                 Err(e) => warn!("vrrp_instance \"{}\": sending an advert to {dst}: {e}", self.cfg.name),
             }
         }
@@ -689,11 +640,6 @@ impl Instance {
     }
 
     fn publish(&self) {
-        let mut st = self.status.lock().expect("not poisoned");
-        st.state = self.machine.state().as_str().into();
-        st.priority = self.machine.priority();
-        st.master = self.machine.master().map(|a| a.to_string());
-        st.master_interval_ms = self.machine.master_interval().as_secs_f64() * 1e3;
-        st.faults = self.faults.iter().cloned().collect();
+        self.status.publish(&self.machine, &self.faults);
     }
 }
