@@ -1,11 +1,4 @@
-//! Runs the `[[vrrp_instance]]`s: one thread of their own, real-time scheduled, with a small
-//! tokio runtime, so that adverts keep their timing when the node is busy.
-//!
-//! Why a thread of its own: keepalived's users know the failure where a starved process
-//! misses its adverts and the backup takes over. Adverts, the receive path and the timers run
-//! here on a `SCHED_FIFO` thread (children reset to normal scheduling on fork), apart from the
-//! agent's runtime, whose health checks and map writes can be busy. Nothing on this thread
-//! blocks: scripts run as child processes awaited asynchronously.
+//! One `[[vrrp_instance]]`'s task, on the VRRP thread (see [`super::Vrrp`]).
 //!
 //! Each instance is a task: it feeds the [`Machine`] adverts from its socket, its timers,
 //! faults (tracked interfaces, weight-0 track scripts, the node's data plane) and priority
@@ -14,7 +7,7 @@
 //! notify scripts.
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::{BTreeSet, HashSet},
     net::{IpAddr, Ipv6Addr},
     sync::Arc,
     time::{Duration, Instant},
@@ -24,35 +17,22 @@ use tokio::{
     sync::{mpsc, oneshot},
     task::JoinHandle,
 };
-use tracing::{debug, error, info, warn};
+use tracing::{debug, info, warn};
 
 use super::{
     announce,
-    io::{FrameSender, VrrpSocket, GROUP_V4, GROUP_V6},
-    machine::{Action, Heard, Machine, Params, State},
+    io::{FrameSender, Incoming, VrrpSocket, GROUP_V4, GROUP_V6},
+    machine::{Action, Heard, Machine, Params, Reason, State},
     packet::{self, Advert, Checksum, Expect, Invalid},
-    status::{InstanceStatus, SharedStatus},
+    status::SharedStatus,
     track::{effective_priority, link_fault, link_running, run_track_script, tracked_links, watch_links},
     vmac::{ArpIgnore, LocalMac, Vmac},
+    VrrpError,
 };
 use crate::{
     config::{InterfaceInfo, VrrpConfig},
     net::Net,
 };
-
-#[derive(Debug, thiserror::Error)]
-pub enum VrrpError {
-    #[error("vrrp_instance \"{instance}\": interface {interface} does not exist")]
-    NoInterface { instance: String, interface: String },
-    #[error("vrrp_instance \"{instance}\": interface {interface} has no {what} address to send adverts from")]
-    NoAddress { instance: String, interface: String, what: &'static str },
-    #[error("vrrp_instance \"{instance}\": {what}: {source}")]
-    Io { instance: String, what: String, #[source] source: std::io::Error },
-    #[error("vrrp: {0}")]
-    Net(#[from] crate::net::NetError),
-    #[error("vrrp: starting its thread: {0}")]
-    Thread(std::io::Error),
-}
 
 /// What an instance's task is told: by the handle, and by its tracking tasks.
 pub(super) enum Command {
@@ -61,21 +41,16 @@ pub(super) enum Command {
     Shutdown(oneshot::Sender<()>),
 }
 
-/// The VRRP thread and a handle to each instance.
-pub struct Vrrp {
-    instances: Vec<(mpsc::UnboundedSender<Command>, SharedStatus)>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
 /// Everything an instance needs that comes from the host.
-struct Host {
+pub(super) struct Host {
     ifindex: u32,
     mac: [u8; 6],
     primary: IpAddr,
     link_local: Option<Ipv6Addr>,
 }
 
-fn host_of(cfg: &VrrpConfig, interfaces: &[InterfaceInfo]) -> Result<Host, VrrpError> {
+/// The host side of instance `cfg`: its interface, and the address its adverts come from.
+pub(super) fn host_of(cfg: &VrrpConfig, interfaces: &[InterfaceInfo]) -> Result<Host, VrrpError> {
     let iface = interfaces
         .iter()
         .find(|i| i.name == cfg.interface)
@@ -103,123 +78,8 @@ fn host_of(cfg: &VrrpConfig, interfaces: &[InterfaceInfo]) -> Result<Host, VrrpE
     Ok(Host { ifindex: iface.ifindex, mac: iface.mac, primary, link_local })
 }
 
-/// Makes the calling thread SCHED_FIFO; its children start with normal scheduling.
-fn realtime() {
-    let param = libc::sched_param { sched_priority: 10 };
-    // SAFETY: plain syscall on the calling thread with a valid parameter block.
-    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO | libc::SCHED_RESET_ON_FORK, &param) };
-    if rc != 0 {
-        warn!("vrrp: cannot use SCHED_FIFO ({}): adverts may be late when the node is busy", std::io::Error::last_os_error());
-    }
-}
-
-impl Vrrp {
-    /// Opens every instance's sockets and starts the thread; instances begin in BACKUP (or
-    /// MASTER as address owner) with their virtual addresses removed.
-    ///
-    /// `local_macs` receives the virtual MACs the data plane must take as the node's own.
-    pub fn start(
-        configs: &[VrrpConfig],
-        interfaces: &[InterfaceInfo],
-        local_macs: mpsc::UnboundedSender<LocalMac>,
-    ) -> Result<Vrrp, VrrpError> {
-        let hosts = configs.iter().map(|c| host_of(c, interfaces)).collect::<Result<Vec<_>, _>>()?;
-        let mut instances = Vec::new();
-        let mut receivers = Vec::new();
-        for cfg in configs {
-            let (tx, rx) = mpsc::unbounded_channel();
-            let status = SharedStatus::new(cfg);
-            instances.push((tx.clone(), status.clone()));
-            receivers.push((cfg.clone(), tx, rx, status));
-        }
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), VrrpError>>();
-        let thread = std::thread::Builder::new()
-            .name("xlb-vrrp".into())
-            .spawn(move || {
-                realtime();
-                let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(VrrpError::Thread(e)));
-                        return;
-                    }
-                };
-                rt.block_on(async move {
-                    let mut tasks = tokio::task::JoinSet::new();
-                    let arp_ignore = ArpIgnore::default();
-                    let mut names = HashMap::new();
-                    for ((cfg, tx, rx, status), host) in receivers.into_iter().zip(hosts) {
-                        let (name, shown) = (cfg.name.clone(), status.clone());
-                        match Instance::open(cfg, host, status, local_macs.clone(), arp_ignore.clone()).await {
-                            Ok(inst) => {
-                                let id = tasks.spawn(inst.run(rx, tx)).id();
-                                names.insert(id, (name, shown));
-                            }
-                            Err(e) => {
-                                let _ = ready_tx.send(Err(e));
-                                return;
-                            }
-                        }
-                    }
-                    let _ = ready_tx.send(Ok(()));
-                    // An instance that ends other than by shutdown has failed: say so loudly
-                    // and show it (the peer takes over once its adverts stop).
-                    while let Some(done) = tasks.join_next_with_id().await {
-                        if let Err(e) = done {
-                            if let Some((name, shown)) = names.get(&e.id()) {
-                                error!("vrrp_instance \"{name}\" failed: {e}; it sends no adverts any more");
-                                shown.failed();
-                            }
-                        }
-                    }
-                });
-            })
-            .map_err(VrrpError::Thread)?;
-        match ready_rx.recv() {
-            Ok(Ok(())) => Ok(Vrrp { instances, thread: Some(thread) }),
-            Ok(Err(e)) => {
-                let _ = thread.join();
-                Err(e)
-            }
-            Err(_) => {
-                let _ = thread.join();
-                Err(VrrpError::Thread(std::io::Error::other("the VRRP thread ended during start-up")))
-            }
-        }
-    }
-
-    /// Sets or clears a fault that applies to every instance (the node's data plane).
-    pub fn set_fault(&self, source: &str, on: bool) {
-        for (tx, _) in &self.instances {
-            let _ = tx.send(Command::Fault { source: source.to_owned(), on });
-        }
-    }
-
-    pub fn status(&self) -> Vec<InstanceStatus> {
-        self.instances.iter().map(|(_, s)| s.snapshot()).collect()
-    }
-
-    /// Every master resigns (priority-0 advert) and removes its addresses; then the thread
-    /// ends.
-    pub async fn shutdown(mut self) {
-        let mut waits = Vec::new();
-        for (tx, _) in &self.instances {
-            let (done, wait) = oneshot::channel();
-            if tx.send(Command::Shutdown(done)).is_ok() {
-                waits.push(wait);
-            }
-        }
-        for w in waits {
-            let _ = w.await;
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
-        }
-    }
-}
-
 /// One running instance.
-struct Instance {
+pub(super) struct Instance {
     cfg: VrrpConfig,
     host: Host,
     machine: Machine,
@@ -236,12 +96,12 @@ struct Instance {
     scripts: Vec<Option<bool>>,
     garp: Option<JoinHandle<()>>,
     helpers: Vec<JoinHandle<()>>,
-    logged_invalid: std::collections::HashSet<Invalid>,
+    logged_invalid: HashSet<Invalid>,
     logged_mismatch: bool,
 }
 
 impl Instance {
-    async fn open(
+    pub(super) async fn open(
         cfg: VrrpConfig,
         host: Host,
         status: SharedStatus,
@@ -290,7 +150,7 @@ impl Instance {
         })
     }
 
-    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>, tx: mpsc::UnboundedSender<Command>) {
+    pub(super) async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>, tx: mpsc::UnboundedSender<Command>) {
         // Addresses left by an agent that was killed belong to whoever is master now.
         self.release_addresses().await;
         let own = (self.cfg.interface.clone(), self.host.ifindex);
@@ -350,7 +210,7 @@ impl Instance {
         }
     }
 
-    async fn receive(&mut self, p: super::io::Incoming) {
+    async fn receive(&mut self, p: Incoming) {
         let expect = Expect {
             version: self.cfg.version,
             vrid: self.cfg.vrid,
@@ -503,7 +363,7 @@ impl Instance {
                 }
                 Action::ReleaseAddresses => self.release_addresses().await,
                 Action::Transition { from, to, reason } => {
-                    let to_name = if reason == super::machine::Reason::Shutdown { "STOP" } else { to.as_str() };
+                    let to_name = if reason == Reason::Shutdown { "STOP" } else { to.as_str() };
                     info!("vrrp_instance \"{}\": {} -> {} ({})", self.cfg.name, from.as_str(), to_name, reason.as_str());
                     self.status.transition(to, format!("{} -> {}: {}", from.as_str(), to_name, reason.as_str()));
                     self.notify(to_name);
@@ -511,6 +371,10 @@ impl Instance {
             }
         }
         self.publish();
+    }
+
+    fn publish(&self) {
+        self.status.publish(&self.machine, &self.faults);
     }
 
     async fn send_advert(&mut self, priority: u8) {
@@ -638,8 +502,5 @@ impl Instance {
             }
         }
     }
-
-    fn publish(&self) {
-        self.status.publish(&self.machine, &self.faults);
-    }
 }
+
