@@ -210,14 +210,18 @@ impl Instance {
         }
     }
 
-    async fn receive(&mut self, p: Incoming) {
-        let expect = Expect {
+    /// What a received advert must match to be valid.
+    fn expect(&self) -> Expect<'_> {
+        Expect {
             version: self.cfg.version,
             vrid: self.cfg.vrid,
             ipv6: self.host.primary.is_ipv6(),
             auth_pass: self.cfg.auth_pass.as_deref().map(str::as_bytes),
-        };
-        let advert = match packet::decode(&p.payload, p.src, p.dst, p.ttl, &expect) {
+        }
+    }
+
+    async fn receive(&mut self, p: Incoming) {
+        let advert = match packet::decode(&p.payload, p.src, p.dst, p.ttl, &self.expect()) {
             Ok((advert, _)) => advert,
             Err(reason) => return self.invalid(reason, p.src),
         };
@@ -312,13 +316,8 @@ impl Instance {
     }
 
     /// The source of the next valid advert with a priority above 0 from another node.
-    async fn hear_new_master(&mut self) -> IpAddr {
-        let expect = Expect {
-            version: self.cfg.version,
-            vrid: self.cfg.vrid,
-            ipv6: self.host.primary.is_ipv6(),
-            auth_pass: self.cfg.auth_pass.as_deref().map(str::as_bytes),
-        };
+    async fn hear_new_master(&self) -> IpAddr {
+        let expect = self.expect();
         loop {
             let Ok(p) = self.socket.recv().await else {
                 tokio::time::sleep(Duration::from_millis(10)).await;
