@@ -7,6 +7,9 @@
 //! *changing* ([`BackendHealth::is_changing`]), which is when the scheduler uses the fast
 //! interval (HAProxy's `fastinter`).
 //!
+//! The count itself is [`RiseFall`], which knows only pass or fail: [`BackendHealth`] adds
+//! the outcomes, times and counters around it, and VRRP's track scripts use it alone.
+//!
 //! Pure: no I/O, no clock. Time comes in as an argument.
 
 use std::{fmt, time::Duration, time::Instant};
@@ -180,60 +183,38 @@ pub struct Counters {
     pub transitions: u64,
 }
 
-/// The health of one backend: its state, the run of outcomes contrary to it, and counters.
-#[derive(Clone, Debug)]
-pub struct BackendHealth {
+/// The rise/fall count: a state that flips after `params.fall` consecutive failures (Up to
+/// Down) or `params.rise` consecutive passes (Down to Up); a result that agrees with the state
+/// starts the count again.
+#[derive(Clone, Copy, Debug)]
+pub struct RiseFall {
     params: Params,
     state: Health,
-    /// Consecutive outcomes contrary to `state` (failures while Up, passes while Down).
+    /// Consecutive results contrary to `state` (failures while Up, passes while Down).
     streak: u32,
-    /// Until the first outcome: a single contrary outcome flips the state.
+    /// Until the first result: a single contrary result flips the state.
     provisional: bool,
-    last: Option<Outcome>,
-    since: Option<Instant>,
-    counters: Counters,
 }
 
-impl BackendHealth {
-    /// A backend in state `initial` that flips after `params.rise` / `params.fall` contrary
-    /// outcomes, the first check included.
-    ///
-    /// Which initial state to choose is the caller's policy: `Up` is keepalived's default (and
-    /// the one that keeps traffic flowing across an agent restart); `Down` is keepalived's
-    /// `alpha` (no traffic until the backend has passed `rise` checks).
-    pub fn new(params: Params, initial: Health) -> BackendHealth {
+impl RiseFall {
+    /// Starts in `initial`; a `rise` or `fall` of 0 is taken as 1.
+    pub fn new(params: Params, initial: Health) -> RiseFall {
         let params = Params { rise: params.rise.max(1), fall: params.fall.max(1) };
-        BackendHealth {
-            params,
-            state: initial,
-            streak: 0,
-            provisional: false,
-            last: None,
-            since: None,
-            counters: Counters::default(),
-        }
+        RiseFall { params, state: initial, streak: 0, provisional: false }
     }
 
-    /// Makes the first outcome decide on its own: a first failure takes an initially Up
-    /// backend Down at once, a first pass brings an initially Down one Up at once; from the
-    /// second outcome on, `rise` and `fall` apply. This is HAProxy's `init-state up` / `down`
-    /// (as opposed to `fully-up` / `fully-down`, which [`BackendHealth::new`] alone gives).
-    pub fn first_check_decides(mut self) -> BackendHealth {
-        self.provisional = self.counters.checks == 0;
+    /// Makes the next result decide on its own (see [`BackendHealth::first_check_decides`]).
+    pub fn first_check_decides(mut self) -> RiseFall {
+        self.provisional = true;
         self
     }
 
-    /// Takes in one outcome; returns the transition it causes, if any.
-    pub fn record(&mut self, outcome: &Outcome, now: Instant) -> Option<Transition> {
-        self.counters.checks += 1;
-        if !outcome.is_ok() {
-            self.counters.failures += 1;
-        }
+    /// Takes in whether a check passed; returns the new state when this result flips it.
+    pub fn record(&mut self, ok: bool) -> Option<Health> {
         let provisional = std::mem::replace(&mut self.provisional, false);
-        self.last = Some(outcome.clone());
         let contrary = match self.state {
-            Health::Up => !outcome.is_ok(),
-            Health::Down => outcome.is_ok(),
+            Health::Up => !ok,
+            Health::Down => ok,
         };
         if !contrary {
             self.streak = 0;
@@ -248,41 +229,96 @@ impl BackendHealth {
         if self.streak < needed {
             return None;
         }
-        let (to, reason) = match outcome {
-            Outcome::Failed(r) => (Health::Down, r.to_string()),
-            Outcome::Ok => {
-                let n = self.streak;
-                (Health::Up, format!("{n} check{} passed", if n == 1 { "" } else { "s" }))
-            }
-        };
-        self.state = to;
+        self.state = if ok { Health::Up } else { Health::Down };
         self.streak = 0;
-        self.since = Some(now);
-        self.counters.transitions += 1;
-        Some(Transition { to, reason, at: now })
+        Some(self.state)
     }
 
     pub fn state(&self) -> Health {
         self.state
     }
 
-    pub fn is_up(&self) -> bool {
-        self.state == Health::Up
-    }
-
-    /// Whether the backend has had at least one outcome contrary to its state but not yet
-    /// enough to flip: the scheduler then checks it at the fast interval.
-    pub fn is_changing(&self) -> bool {
-        self.streak > 0
-    }
-
-    /// Consecutive outcomes contrary to the current state so far.
+    /// Consecutive results contrary to the current state so far.
     pub fn streak(&self) -> u32 {
         self.streak
     }
 
     pub fn params(&self) -> Params {
         self.params
+    }
+}
+
+/// The health of one backend: its rise/fall count, its last outcome, and counters.
+#[derive(Clone, Debug)]
+pub struct BackendHealth {
+    count: RiseFall,
+    last: Option<Outcome>,
+    since: Option<Instant>,
+    counters: Counters,
+}
+
+impl BackendHealth {
+    /// A backend in state `initial` that flips after `params.rise` / `params.fall` contrary
+    /// outcomes, the first check included.
+    ///
+    /// Which initial state to choose is the caller's policy: `Up` is keepalived's default (and
+    /// the one that keeps traffic flowing across an agent restart); `Down` is keepalived's
+    /// `alpha` (no traffic until the backend has passed `rise` checks).
+    pub fn new(params: Params, initial: Health) -> BackendHealth {
+        BackendHealth { count: RiseFall::new(params, initial), last: None, since: None, counters: Counters::default() }
+    }
+
+    /// Makes the first outcome decide on its own: a first failure takes an initially Up
+    /// backend Down at once, a first pass brings an initially Down one Up at once; from the
+    /// second outcome on, `rise` and `fall` apply. This is HAProxy's `init-state up` / `down`
+    /// (as opposed to `fully-up` / `fully-down`, which [`BackendHealth::new`] alone gives).
+    pub fn first_check_decides(mut self) -> BackendHealth {
+        if self.counters.checks == 0 {
+            self.count = self.count.first_check_decides();
+        }
+        self
+    }
+
+    /// Takes in one outcome; returns the transition it causes, if any.
+    pub fn record(&mut self, outcome: &Outcome, now: Instant) -> Option<Transition> {
+        self.counters.checks += 1;
+        if !outcome.is_ok() {
+            self.counters.failures += 1;
+        }
+        self.last = Some(outcome.clone());
+        // A flip comes on a contrary outcome: the run so far and this one.
+        let run = self.count.streak() + 1;
+        let to = self.count.record(outcome.is_ok())?;
+        let reason = match outcome {
+            Outcome::Failed(r) => r.to_string(),
+            Outcome::Ok => format!("{run} check{} passed", if run == 1 { "" } else { "s" }),
+        };
+        self.since = Some(now);
+        self.counters.transitions += 1;
+        Some(Transition { to, reason, at: now })
+    }
+
+    pub fn state(&self) -> Health {
+        self.count.state()
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.state() == Health::Up
+    }
+
+    /// Whether the backend has had at least one outcome contrary to its state but not yet
+    /// enough to flip: the scheduler then checks it at the fast interval.
+    pub fn is_changing(&self) -> bool {
+        self.count.streak() > 0
+    }
+
+    /// Consecutive outcomes contrary to the current state so far.
+    pub fn streak(&self) -> u32 {
+        self.count.streak()
+    }
+
+    pub fn params(&self) -> Params {
+        self.count.params()
     }
 
     /// The last recorded outcome (`None` before the first check completes).

@@ -1,11 +1,4 @@
-//! Runs the `[[vrrp_instance]]`s: one thread of their own, real-time scheduled, with a small
-//! tokio runtime, so that adverts keep their timing when the node is busy.
-//!
-//! Why a thread of its own: keepalived's users know the failure where a starved process
-//! misses its adverts and the backup takes over. Adverts, the receive path and the timers run
-//! here on a `SCHED_FIFO` thread (children reset to normal scheduling on fork), apart from the
-//! agent's runtime, whose health checks and map writes can be busy. Nothing on this thread
-//! blocks: scripts run as child processes awaited asynchronously.
+//! One `[[vrrp_instance]]`'s task, on the VRRP thread (see [`super::Vrrp`]).
 //!
 //! Each instance is a task: it feeds the [`Machine`] adverts from its socket, its timers,
 //! faults (tracked interfaces, weight-0 track scripts, the node's data plane) and priority
@@ -14,149 +7,50 @@
 //! notify scripts.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeSet, HashSet},
     net::{IpAddr, Ipv6Addr},
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
-use serde::{Deserialize, Serialize};
 use tokio::{
     sync::{mpsc, oneshot},
     task::JoinHandle,
 };
-use tracing::{debug, error, info, warn};
+use tracing::{debug, info, warn};
 
 use super::{
     announce,
-    io::{FrameSender, VrrpSocket, GROUP_V4, GROUP_V6},
-    machine::{Action, Heard, Machine, Params, State},
+    io::{FrameSender, Incoming, VrrpSocket, GROUP_V4, GROUP_V6},
+    machine::{Action, Heard, Machine, Params, Reason, State},
     packet::{self, Advert, Checksum, Expect, Invalid},
+    status::SharedStatus,
+    track::{effective_priority, link_fault, link_running, run_track_script, tracked_links, watch_links},
+    vmac::{ArpIgnore, LocalMac, Vmac},
+    VrrpError,
 };
 use crate::{
-    config::{InterfaceInfo, TrackScript, VrrpConfig},
-    net::{LinkEvents, Net},
+    config::{InterfaceInfo, VrrpConfig},
+    net::Net,
 };
 
-#[derive(Debug, thiserror::Error)]
-pub enum VrrpError {
-    #[error("vrrp_instance \"{instance}\": interface {interface} does not exist")]
-    NoInterface { instance: String, interface: String },
-    #[error("vrrp_instance \"{instance}\": interface {interface} has no {what} address to send adverts from")]
-    NoAddress { instance: String, interface: String, what: &'static str },
-    #[error("vrrp_instance \"{instance}\": {what}: {source}")]
-    Io { instance: String, what: String, #[source] source: std::io::Error },
-    #[error("vrrp: {0}")]
-    Net(#[from] crate::net::NetError),
-    #[error("vrrp: starting its thread: {0}")]
-    Thread(std::io::Error),
-}
-
-/// What `xlb stats` shows of an instance.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-pub struct InstanceStatus {
-    pub name: String,
-    pub interface: String,
-    pub vrid: u8,
-    pub version: u8,
-    /// "INIT", "BACKUP", "MASTER" or "FAULT".
-    pub state: String,
-    /// Priority advertised now (after track_script weights).
-    pub priority: u8,
-    /// The master: our own address when MASTER, the last one heard when BACKUP.
-    pub master: Option<String>,
-    /// Master_Adver_Interval in milliseconds (the master's, as heard in v3).
-    pub master_interval_ms: f64,
-    /// Why the instance is in FAULT, if it is.
-    pub faults: Vec<String>,
-    pub last_transition: Option<String>,
-    pub transitions: u64,
-    pub became_master: u64,
-    pub adverts_sent: u64,
-    pub adverts_received: u64,
-    /// Adverts dropped, by reason (`packet::Invalid::as_str`).
-    pub invalid: BTreeMap<String, u64>,
-    /// Valid adverts whose address list differs from ours (logged, not dropped).
-    pub address_mismatch: u64,
-}
-
-/// A MAC the data plane must (or must no longer) take as addressed to the node on
-/// `ifindex`: the virtual MAC of a `use_vmac` instance while it is master.
-#[derive(Debug)]
-pub struct LocalMac {
-    pub ifindex: u32,
-    pub mac: [u8; 6],
-    pub add: bool,
-    /// Answered once the data plane has the change.
-    pub done: Option<oneshot::Sender<()>>,
-}
-
-/// arp_ignore = 1 on an interface while any `use_vmac` master on it needs it; the value it
-/// had before comes back when the last one leaves (several instances may share an interface).
-#[derive(Clone, Default)]
-struct ArpIgnore(Arc<Mutex<HashMap<String, (u32, String)>>>);
-
-impl ArpIgnore {
-    fn path(ifname: &str) -> String {
-        format!("/proc/sys/net/ipv4/conf/{ifname}/arp_ignore")
-    }
-
-    fn hold(&self, ifname: &str) -> std::io::Result<()> {
-        let mut held = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = held.entry(ifname.to_owned()).or_insert((0, String::new()));
-        entry.0 += 1;
-        if entry.0 == 1 {
-            entry.1 = std::fs::read_to_string(Self::path(ifname))?.trim().to_owned();
-            std::fs::write(Self::path(ifname), "1")?;
-        }
-        Ok(())
-    }
-
-    fn release(&self, ifname: &str) -> std::io::Result<()> {
-        let mut held = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(entry) = held.get_mut(ifname) else { return Ok(()) };
-        entry.0 = entry.0.saturating_sub(1);
-        if entry.0 == 0 {
-            let (_, original) = held.remove(ifname).expect("present");
-            if !original.is_empty() {
-                std::fs::write(Self::path(ifname), original)?;
-            }
-        }
-        Ok(())
-    }
-}
-
-/// A `use_vmac` instance's macvlan.
-struct Vmac {
-    name: String,
-    mac: [u8; 6],
-    /// Its index while it exists.
-    index: Option<u32>,
-    /// This instance holds arp_ignore = 1 on the interface (see [`ArpIgnore`]).
-    holds_arp_ignore: bool,
-}
-
-enum Command {
+/// What an instance's task is told: by the handle, and by its tracking tasks.
+pub(super) enum Command {
     Fault { source: String, on: bool },
     Script { index: usize, ok: bool },
     Shutdown(oneshot::Sender<()>),
 }
 
-/// The VRRP thread and a handle to each instance.
-pub struct Vrrp {
-    instances: Vec<(mpsc::UnboundedSender<Command>, Arc<Mutex<InstanceStatus>>)>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
 /// Everything an instance needs that comes from the host.
-struct Host {
+pub(super) struct Host {
     ifindex: u32,
     mac: [u8; 6],
     primary: IpAddr,
     link_local: Option<Ipv6Addr>,
 }
 
-fn host_of(cfg: &VrrpConfig, interfaces: &[InterfaceInfo]) -> Result<Host, VrrpError> {
+/// The host side of instance `cfg`: its interface, and the address its adverts come from.
+pub(super) fn host_of(cfg: &VrrpConfig, interfaces: &[InterfaceInfo]) -> Result<Host, VrrpError> {
     let iface = interfaces
         .iter()
         .find(|i| i.name == cfg.interface)
@@ -184,159 +78,33 @@ fn host_of(cfg: &VrrpConfig, interfaces: &[InterfaceInfo]) -> Result<Host, VrrpE
     Ok(Host { ifindex: iface.ifindex, mac: iface.mac, primary, link_local })
 }
 
-/// Makes the calling thread SCHED_FIFO; its children start with normal scheduling.
-fn realtime() {
-    let param = libc::sched_param { sched_priority: 10 };
-    // SAFETY: plain syscall on the calling thread with a valid parameter block.
-    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO | libc::SCHED_RESET_ON_FORK, &param) };
-    if rc != 0 {
-        warn!("vrrp: cannot use SCHED_FIFO ({}): adverts may be late when the node is busy", std::io::Error::last_os_error());
-    }
-}
-
-impl Vrrp {
-    /// Opens every instance's sockets and starts the thread; instances begin in BACKUP (or
-    /// MASTER as address owner) with their virtual addresses removed.
-    ///
-    /// `local_macs` receives the virtual MACs the data plane must take as the node's own.
-    pub fn start(
-        configs: &[VrrpConfig],
-        interfaces: &[InterfaceInfo],
-        local_macs: mpsc::UnboundedSender<LocalMac>,
-    ) -> Result<Vrrp, VrrpError> {
-        let hosts = configs.iter().map(|c| host_of(c, interfaces)).collect::<Result<Vec<_>, _>>()?;
-        let mut instances = Vec::new();
-        let mut receivers = Vec::new();
-        for cfg in configs {
-            let (tx, rx) = mpsc::unbounded_channel();
-            let status = Arc::new(Mutex::new(InstanceStatus {
-                name: cfg.name.clone(),
-                interface: cfg.interface.clone(),
-                vrid: cfg.vrid,
-                version: cfg.version,
-                state: State::Initialize.as_str().into(),
-                priority: cfg.priority,
-                ..Default::default()
-            }));
-            instances.push((tx.clone(), status.clone()));
-            receivers.push((cfg.clone(), tx, rx, status));
-        }
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), VrrpError>>();
-        let thread = std::thread::Builder::new()
-            .name("xlb-vrrp".into())
-            .spawn(move || {
-                realtime();
-                let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(VrrpError::Thread(e)));
-                        return;
-                    }
-                };
-                rt.block_on(async move {
-                    let mut tasks = tokio::task::JoinSet::new();
-                    let arp_ignore = ArpIgnore::default();
-                    let mut names = HashMap::new();
-                    for ((cfg, tx, rx, status), host) in receivers.into_iter().zip(hosts) {
-                        let (name, shown) = (cfg.name.clone(), status.clone());
-                        match Instance::open(cfg, host, status, local_macs.clone(), arp_ignore.clone()).await {
-                            Ok(inst) => {
-                                let id = tasks.spawn(inst.run(rx, tx)).id();
-                                names.insert(id, (name, shown));
-                            }
-                            Err(e) => {
-                                let _ = ready_tx.send(Err(e));
-                                return;
-                            }
-                        }
-                    }
-                    let _ = ready_tx.send(Ok(()));
-                    // An instance that ends other than by shutdown has failed: say so loudly
-                    // and show it (the peer takes over once its adverts stop).
-                    while let Some(done) = tasks.join_next_with_id().await {
-                        if let Err(e) = done {
-                            if let Some((name, shown)) = names.get(&e.id()) {
-                                error!("vrrp_instance \"{name}\" failed: {e}; it sends no adverts any more");
-                                shown.lock().unwrap_or_else(|p| p.into_inner()).state = "FAILED".into();
-                            }
-                        }
-                    }
-                });
-            })
-            .map_err(VrrpError::Thread)?;
-        match ready_rx.recv() {
-            Ok(Ok(())) => Ok(Vrrp { instances, thread: Some(thread) }),
-            Ok(Err(e)) => {
-                let _ = thread.join();
-                Err(e)
-            }
-            Err(_) => {
-                let _ = thread.join();
-                Err(VrrpError::Thread(std::io::Error::other("the VRRP thread ended during start-up")))
-            }
-        }
-    }
-
-    /// Sets or clears a fault that applies to every instance (the node's data plane).
-    pub fn set_fault(&self, source: &str, on: bool) {
-        for (tx, _) in &self.instances {
-            let _ = tx.send(Command::Fault { source: source.to_owned(), on });
-        }
-    }
-
-    pub fn status(&self) -> Vec<InstanceStatus> {
-        self.instances.iter().map(|(_, s)| s.lock().expect("not poisoned").clone()).collect()
-    }
-
-    /// Every master resigns (priority-0 advert) and removes its addresses; then the thread
-    /// ends.
-    pub async fn shutdown(mut self) {
-        let mut waits = Vec::new();
-        for (tx, _) in &self.instances {
-            let (done, wait) = oneshot::channel();
-            if tx.send(Command::Shutdown(done)).is_ok() {
-                waits.push(wait);
-            }
-        }
-        for w in waits {
-            let _ = w.await;
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
-        }
-    }
-}
-
 /// One running instance.
-struct Instance {
+pub(super) struct Instance {
     cfg: VrrpConfig,
     host: Host,
     machine: Machine,
     socket: VrrpSocket,
     frames: Arc<FrameSender>,
     net: Net,
-    status: Arc<Mutex<InstanceStatus>>,
+    status: SharedStatus,
     /// The MAC the announcements carry.
     announce_mac: [u8; 6],
     /// use_vmac: the macvlan that holds the addresses while master.
     vmac: Option<Vmac>,
-    /// Tells the agent which MACs the data plane must take as the node's own.
-    local_macs: mpsc::UnboundedSender<LocalMac>,
-    arp_ignore: ArpIgnore,
     faults: BTreeSet<String>,
     /// Last result of each track script (None until its first result).
     scripts: Vec<Option<bool>>,
     garp: Option<JoinHandle<()>>,
     helpers: Vec<JoinHandle<()>>,
-    logged_invalid: std::collections::HashSet<Invalid>,
+    logged_invalid: HashSet<Invalid>,
     logged_mismatch: bool,
 }
 
 impl Instance {
-    async fn open(
+    pub(super) async fn open(
         cfg: VrrpConfig,
         host: Host,
-        status: Arc<Mutex<InstanceStatus>>,
+        status: SharedStatus,
         local_macs: mpsc::UnboundedSender<LocalMac>,
         arp_ignore: ArpIgnore,
     ) -> Result<Instance, VrrpError> {
@@ -347,13 +115,8 @@ impl Instance {
         };
         let net = Net::new()?;
         let v6 = host.primary.is_ipv6();
-        let vmac = cfg.use_vmac.then(|| Vmac {
-            name: format!("vrrp{}.{}", if v6 { "6" } else { "" }, cfg.vrid),
-            mac: announce::virtual_mac(cfg.vrid, v6),
-            index: None,
-            holds_arp_ignore: false,
-        });
-        let announce_mac = vmac.as_ref().map_or(host.mac, |v| v.mac);
+        let vmac = cfg.use_vmac.then(|| Vmac::new(&cfg, host.ifindex, v6, local_macs, arp_ignore));
+        let announce_mac = vmac.as_ref().map_or(host.mac, Vmac::mac);
         let multicast = cfg.unicast_peers.is_empty();
         let socket = VrrpSocket::open(&cfg.interface, host.ifindex, host.primary, multicast)
             .map_err(io_err(&format!("opening the VRRP socket on {}", cfg.interface)))?;
@@ -379,8 +142,6 @@ impl Instance {
             status,
             announce_mac,
             vmac,
-            local_macs,
-            arp_ignore,
             faults: BTreeSet::new(),
             garp: None,
             helpers: Vec::new(),
@@ -389,20 +150,20 @@ impl Instance {
         })
     }
 
-    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>, tx: mpsc::UnboundedSender<Command>) {
+    pub(super) async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>, tx: mpsc::UnboundedSender<Command>) {
         // Addresses left by an agent that was killed belong to whoever is master now.
         self.release_addresses().await;
         let own = (self.cfg.interface.clone(), self.host.ifindex);
-        self.helpers.push(tokio::spawn(watch_links(self.net.clone(), self.tracked_links(), own, tx.clone())));
+        self.helpers.push(tokio::spawn(watch_links(self.net.clone(), tracked_links(&self.cfg), own, tx.clone())));
         for (index, script) in self.cfg.track_scripts.iter().enumerate() {
             self.helpers.push(tokio::spawn(run_track_script(script.clone(), index, tx.clone())));
         }
         drop(tx);
         // Faults known before the first advert: an owner with its link down must not become
         // master for the moment it takes the watcher to say so.
-        for name in self.tracked_links() {
+        for name in tracked_links(&self.cfg) {
             if link_running(&self.net, &name, None).await == Some(false) {
-                self.faults.insert(format!("interface {name} down"));
+                self.faults.insert(link_fault(&name));
             }
         }
         if !self.faults.is_empty() {
@@ -449,22 +210,18 @@ impl Instance {
         }
     }
 
-    /// The interfaces whose loss means FAULT: our own and `track_interfaces`.
-    fn tracked_links(&self) -> Vec<String> {
-        let mut names = vec![self.cfg.interface.clone()];
-        names.extend(self.cfg.track_interfaces.iter().cloned());
-        names.dedup();
-        names
-    }
-
-    async fn receive(&mut self, p: super::io::Incoming) {
-        let expect = Expect {
+    /// What a received advert must match to be valid.
+    fn expect(&self) -> Expect<'_> {
+        Expect {
             version: self.cfg.version,
             vrid: self.cfg.vrid,
             ipv6: self.host.primary.is_ipv6(),
             auth_pass: self.cfg.auth_pass.as_deref().map(str::as_bytes),
-        };
-        let advert = match packet::decode(&p.payload, p.src, p.dst, p.ttl, &expect) {
+        }
+    }
+
+    async fn receive(&mut self, p: Incoming) {
+        let advert = match packet::decode(&p.payload, p.src, p.dst, p.ttl, &self.expect()) {
             Ok((advert, _)) => advert,
             Err(reason) => return self.invalid(reason, p.src),
         };
@@ -475,13 +232,7 @@ impl Instance {
         theirs.sort();
         let mut ours = self.cfg.virtual_addresses.clone();
         ours.sort();
-        {
-            let mut st = self.status.lock().expect("not poisoned");
-            st.adverts_received += 1;
-            if theirs != ours {
-                st.address_mismatch += 1;
-            }
-        }
+        self.status.advert_received(theirs != ours);
         if theirs != ours && !self.logged_mismatch {
             self.logged_mismatch = true;
             warn!(
@@ -510,7 +261,7 @@ impl Instance {
         } else {
             debug!("vrrp_instance \"{}\": dropped an advert from {src}: {reason}", self.cfg.name);
         }
-        *self.status.lock().expect("not poisoned").invalid.entry(reason.as_str().to_owned()).or_default() += 1;
+        self.status.invalid(reason);
     }
 
     async fn fault(&mut self, source: String, on: bool) {
@@ -565,13 +316,8 @@ impl Instance {
     }
 
     /// The source of the next valid advert with a priority above 0 from another node.
-    async fn hear_new_master(&mut self) -> IpAddr {
-        let expect = Expect {
-            version: self.cfg.version,
-            vrid: self.cfg.vrid,
-            ipv6: self.host.primary.is_ipv6(),
-            auth_pass: self.cfg.auth_pass.as_deref().map(str::as_bytes),
-        };
+    async fn hear_new_master(&self) -> IpAddr {
+        let expect = self.expect();
         loop {
             let Ok(p) = self.socket.recv().await else {
                 tokio::time::sleep(Duration::from_millis(10)).await;
@@ -590,7 +336,12 @@ impl Instance {
             match action {
                 Action::SendAdvert { priority } => self.send_advert(priority).await,
                 Action::TakeAddresses => {
-                    let target = match self.vmac_up().await {
+                    // use_vmac: the addresses go on the macvlan.
+                    let target = match &mut self.vmac {
+                        None => Ok(self.host.ifindex),
+                        Some(v) => v.up(&self.net).await,
+                    };
+                    let target = match target {
                         Ok(t) => t,
                         Err(e) => {
                             warn!("vrrp_instance \"{}\": {e}; holding the addresses on {} instead", self.cfg.name, self.cfg.interface);
@@ -611,21 +362,18 @@ impl Instance {
                 }
                 Action::ReleaseAddresses => self.release_addresses().await,
                 Action::Transition { from, to, reason } => {
-                    let to_name = if reason == super::machine::Reason::Shutdown { "STOP" } else { to.as_str() };
+                    let to_name = if reason == Reason::Shutdown { "STOP" } else { to.as_str() };
                     info!("vrrp_instance \"{}\": {} -> {} ({})", self.cfg.name, from.as_str(), to_name, reason.as_str());
-                    {
-                        let mut st = self.status.lock().expect("not poisoned");
-                        st.transitions += 1;
-                        if to == State::Master {
-                            st.became_master += 1;
-                        }
-                        st.last_transition = Some(format!("{} -> {}: {}", from.as_str(), to_name, reason.as_str()));
-                    }
+                    self.status.transition(to, format!("{} -> {}: {}", from.as_str(), to_name, reason.as_str()));
                     self.notify(to_name);
                 }
             }
         }
         self.publish();
+    }
+
+    fn publish(&self) {
+        self.status.publish(&self.machine, &self.faults);
     }
 
     async fn send_advert(&mut self, priority: u8) {
@@ -646,7 +394,7 @@ impl Instance {
         for dst in destinations {
             let payload = packet::encode(&advert, self.host.primary, dst, checksum, auth);
             match self.socket.send(dst, &payload).await {
-                Ok(()) => self.status.lock().expect("not poisoned").adverts_sent += 1,
+                Ok(()) => self.status.advert_sent(),
                 Err(e) => warn!("vrrp_instance \"{}\": sending an advert to {dst}: {e}", self.cfg.name),
             }
         }
@@ -718,64 +466,8 @@ impl Instance {
             }
         }
         // Gone with the macvlan: its addresses, and its MAC from the data plane's own.
-        self.vmac_down().await;
-    }
-
-    /// use_vmac: creates the macvlan with the virtual MAC (up), has the data plane take the
-    /// MAC as the node's own, and keeps the interface itself from answering ARP for the
-    /// addresses (arp_ignore = 1, as keepalived does), so that they resolve to the virtual
-    /// MAC only. Returns where the addresses go.
-    async fn vmac_up(&mut self) -> Result<u32, VrrpError> {
-        let Some(v) = &mut self.vmac else { return Ok(self.host.ifindex) };
-        let index = self.net.macvlan(&v.name, self.host.ifindex, v.mac).await?;
-        v.index = Some(index);
-        if self.host.primary.is_ipv4() {
-            // As keepalived does for its vmacs: the macvlan answers ARP only for its own
-            // addresses (not the parent's, with the virtual MAC), and takes requests for them
-            // although the route back to the client leaves through the parent.
-            for (key, value) in [("arp_ignore", "1"), ("accept_local", "1"), ("rp_filter", "0")] {
-                let path = format!("/proc/sys/net/ipv4/conf/{}/{key}", v.name);
-                if let Err(e) = std::fs::write(&path, value) {
-                    warn!("vrrp_instance \"{}\": setting {path}: {e}", self.cfg.name);
-                }
-            }
-            if std::fs::read_to_string("/proc/sys/net/ipv4/conf/all/rp_filter").is_ok_and(|v| v.trim() == "1") {
-                warn!("vrrp_instance \"{}\": net.ipv4.conf.all.rp_filter = 1 overrides {}'s 0: ARP for the addresses may go unanswered", self.cfg.name, v.name);
-            }
-        }
-        if !v.holds_arp_ignore && self.host.primary.is_ipv4() {
-            v.holds_arp_ignore = true;
-            if let Err(e) = self.arp_ignore.hold(&self.cfg.interface) {
-                warn!("vrrp_instance \"{}\": {e}", self.cfg.name);
-            }
-        }
-        // The data plane must take the MAC before the announcements point clients at it.
-        let (done, applied) = oneshot::channel();
-        let _ = self.local_macs.send(LocalMac { ifindex: self.host.ifindex, mac: v.mac, add: true, done: Some(done) });
-        if tokio::time::timeout(Duration::from_millis(200), applied).await.is_err() {
-            warn!("vrrp_instance \"{}\": the data plane did not confirm the virtual MAC within 200 ms", self.cfg.name);
-        }
-        info!("vrrp_instance \"{}\": virtual MAC {} on {}", self.cfg.name, crate::net::format_mac(&v.mac), v.name);
-        Ok(index)
-    }
-
-    async fn vmac_down(&mut self) {
-        let Some(v) = &mut self.vmac else { return };
-        let _ = self.local_macs.send(LocalMac { ifindex: self.host.ifindex, mac: v.mac, add: false, done: None });
-        // Also one left behind by an agent that was killed.
-        let index = match v.index.take() {
-            Some(i) => Some(i),
-            None => self.net.index_of(&v.name).await.ok().flatten(),
-        };
-        if let Some(index) = index {
-            if let Err(e) = self.net.del_link(index).await {
-                warn!("vrrp_instance \"{}\": {e}", self.cfg.name);
-            }
-        }
-        if std::mem::take(&mut v.holds_arp_ignore) {
-            if let Err(e) = self.arp_ignore.release(&self.cfg.interface) {
-                warn!("vrrp_instance \"{}\": {e}", self.cfg.name);
-            }
+        if let Some(v) = &mut self.vmac {
+            v.down(&self.net).await;
         }
     }
 
@@ -809,144 +501,5 @@ impl Instance {
             }
         }
     }
-
-    fn publish(&self) {
-        let mut st = self.status.lock().expect("not poisoned");
-        st.state = self.machine.state().as_str().into();
-        st.priority = self.machine.priority();
-        st.master = self.machine.master().map(|a| a.to_string());
-        st.master_interval_ms = self.machine.master_interval().as_secs_f64() * 1e3;
-        st.faults = self.faults.iter().cloned().collect();
-    }
 }
 
-/// The configured priority moved by the weights of the track scripts (keepalived's rule):
-/// a positive weight adds while its script succeeds, a negative one adds (subtracts) while it
-/// fails. The result stays in 1 ..= 254; the address owner (255) is never moved.
-pub fn effective_priority(base: u8, scripts: &[TrackScript], results: &[Option<bool>]) -> u8 {
-    if base == 255 {
-        return 255;
-    }
-    let mut p = i32::from(base);
-    for (s, r) in scripts.iter().zip(results) {
-        match (s.weight, r) {
-            (w, Some(true)) if w > 0 => p += w,
-            (w, Some(false)) if w < 0 => p += w,
-            _ => {}
-        }
-    }
-    p.clamp(1, 254) as u8
-}
-
-/// Follows the interfaces `names`: any missing, down or without carrier is a fault.
-/// `own` is the instance's interface and the index its sockets are bound to: if that
-/// interface is deleted and made again it has a new index the sockets do not follow, which
-/// stays a fault until the agent restarts.
-async fn watch_links(net: Net, names: Vec<String>, own: (String, u32), tx: mpsc::UnboundedSender<Command>) {
-    let mut events = match LinkEvents::subscribe() {
-        Ok(e) => Some(e),
-        Err(e) => {
-            warn!("vrrp: cannot follow interface changes ({e}); polling every 100 ms");
-            None
-        }
-    };
-    let mut known: BTreeMap<String, bool> = BTreeMap::new();
-    loop {
-        for name in &names {
-            // A failed netlink query says nothing about the interface: keep what is known.
-            let bound = (*name == own.0).then_some(own.1);
-            let Some(up) = link_running(&net, name, bound).await else { continue };
-            if known.insert(name.clone(), up) != Some(up) && tx.send(Command::Fault { source: format!("interface {name} down"), on: !up }).is_err() {
-                return;
-            }
-        }
-        match &mut events {
-            Some(e) => {
-                if e.next().await.is_none() {
-                    events = None;
-                }
-            }
-            None => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
-}
-
-/// Whether the interface `name` exists, is up and has carrier; None when netlink failed.
-async fn link_running(net: &Net, name: &str, bound: Option<u32>) -> Option<bool> {
-    let interfaces = net.interfaces().await.ok()?;
-    match interfaces.iter().find(|i| i.name == name) {
-        Some(i) if bound.is_some_and(|b| b != i.ifindex) => {
-            warn!("vrrp: interface {name} was made again (index {} instead of {}): restart xlb to use it", i.ifindex, bound.unwrap_or(0));
-            Some(false)
-        }
-        Some(i) => Some(net.link(i.ifindex).await.ok()?.is_some_and(|s| s.running)),
-        None => Some(false),
-    }
-}
-
-/// Runs a track script every interval; reports its state when rise/fall say it changed.
-async fn run_track_script(script: TrackScript, index: usize, tx: mpsc::UnboundedSender<Command>) {
-    let mut state: Option<bool> = None;
-    let mut streak = 0u32;
-    let mut ticker = tokio::time::interval(script.interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticker.tick().await;
-        let mut cmd = tokio::process::Command::new(&script.command[0]);
-        cmd.args(&script.command[1..]).kill_on_drop(true).stdin(std::process::Stdio::null());
-        let ok = match cmd.spawn() {
-            Ok(mut child) => matches!(tokio::time::timeout(script.timeout, child.wait()).await, Ok(Ok(s)) if s.success()),
-            Err(e) => {
-                warn!("track_script {:?}: cannot run it: {e}", script.command.join(" "));
-                false
-            }
-        };
-        let report = match state {
-            None => true,
-            Some(s) if s == ok => {
-                streak = 0;
-                false
-            }
-            Some(_) => {
-                streak += 1;
-                streak >= if ok { script.rise } else { script.fall }
-            }
-        };
-        if report {
-            state = Some(ok);
-            streak = 0;
-            if tx.send(Command::Script { index, ok }).is_err() {
-                return;
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn script(weight: i32) -> TrackScript {
-        TrackScript {
-            command: vec!["/bin/true".into()],
-            interval: Duration::from_secs(1),
-            timeout: Duration::from_secs(1),
-            weight,
-            rise: 1,
-            fall: 1,
-            line: 1,
-        }
-    }
-
-    #[test]
-    fn track_script_weights_move_the_priority_within_bounds() {
-        let s = [script(20), script(-30)];
-        assert_eq!(effective_priority(100, &s, &[None, None]), 100);
-        assert_eq!(effective_priority(100, &s, &[Some(true), Some(true)]), 120);
-        assert_eq!(effective_priority(100, &s, &[Some(false), Some(false)]), 70);
-        assert_eq!(effective_priority(100, &s, &[Some(true), Some(false)]), 90);
-        assert_eq!(effective_priority(250, &s, &[Some(true), Some(true)]), 254);
-        assert_eq!(effective_priority(10, &s, &[Some(false), Some(false)]), 1);
-        assert_eq!(effective_priority(255, &s, &[Some(false), Some(false)]), 255);
-    }
-}

@@ -72,8 +72,7 @@ impl VrrpSocket {
                 }
             }
         }
-        // SAFETY: the socket owns its descriptor and moves into the AsyncFd, which keeps it
-        // open, unchanged, until dropped.
+        // SAFETY: the socket moves into the AsyncFd, which keeps its descriptor open, unchanged, until dropped.
         let fd = unsafe { AsyncFd::register(socket) }.map_err(|e| e.into_parts().1)?;
         Ok(VrrpSocket { fd, v6, src, ifindex })
     }

@@ -1,14 +1,176 @@
 //! VRRP (RFC 5798 v3, RFC 3768 v2): which node of a pair holds the VIPs.
 //!
+//! [`Vrrp`] runs the `[[vrrp_instance]]`s: one thread of their own, real-time scheduled, with
+//! a small tokio runtime, so that adverts keep their timing when the node is busy.
+//!
+//! Why a thread of its own: keepalived's users know the failure where a starved process
+//! misses its adverts and the backup takes over. Adverts, the receive path and the timers run
+//! here on a `SCHED_FIFO` thread (children reset to normal scheduling on fork), apart from the
+//! agent's runtime, whose health checks and map writes can be busy. Nothing on this thread
+//! blocks: scripts run as child processes awaited asynchronously.
+//!
 //! - `packet`: the advert codec and receive-side validation (pure).
 //! - `machine`: the RFC state machine with keepalived's FAULT (pure).
+//! - `instance`: one instance's task, which feeds the machine and carries out its actions.
+//! - `track`: tracked interfaces and track scripts: faults and priority.
+//! - `vmac`: the `use_vmac` macvlan with the virtual MAC, and arp_ignore on its interface.
+//! - `status`: what `xlb stats` shows of each instance.
 //! - `io`: raw protocol-112 sockets and AF_PACKET frames.
 //! - `announce`: gratuitous ARP and unsolicited neighbour advertisement frames.
 
 pub mod announce;
+mod instance;
 pub mod io;
 pub mod machine;
-pub mod instance;
 pub mod packet;
+pub mod status;
+pub mod track;
+pub mod vmac;
 
-pub use instance::{InstanceStatus, LocalMac, Vrrp, VrrpError};
+use std::collections::HashMap;
+
+use tokio::sync::{mpsc, oneshot};
+use tracing::{error, warn};
+
+use crate::config::{InterfaceInfo, VrrpConfig};
+use instance::{host_of, Command, Instance};
+use status::SharedStatus;
+use vmac::ArpIgnore;
+
+pub use status::InstanceStatus;
+pub use vmac::LocalMac;
+
+#[derive(Debug, thiserror::Error)]
+pub enum VrrpError {
+    #[error("vrrp_instance \"{instance}\": interface {interface} does not exist")]
+    NoInterface { instance: String, interface: String },
+    #[error("vrrp_instance \"{instance}\": interface {interface} has no {what} address to send adverts from")]
+    NoAddress { instance: String, interface: String, what: &'static str },
+    #[error("vrrp_instance \"{instance}\": {what}: {source}")]
+    Io { instance: String, what: String, #[source] source: std::io::Error },
+    #[error("vrrp: {0}")]
+    Net(#[from] crate::net::NetError),
+    #[error("vrrp: starting its thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// The VRRP thread and a handle to each instance.
+pub struct Vrrp {
+    instances: Vec<(mpsc::UnboundedSender<Command>, SharedStatus)>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Makes the calling thread SCHED_FIFO; its children start with normal scheduling.
+fn realtime() {
+    let param = libc::sched_param { sched_priority: 10 };
+    // SAFETY: plain syscall on the calling thread with a valid parameter block.
+    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO | libc::SCHED_RESET_ON_FORK, &param) };
+    if rc != 0 {
+        warn!("vrrp: cannot use SCHED_FIFO ({}): adverts may be late when the node is busy", std::io::Error::last_os_error());
+    }
+}
+
+impl Vrrp {
+    /// Opens every instance's sockets and starts the thread; instances begin in BACKUP (or
+    /// MASTER as address owner) with their virtual addresses removed.
+    ///
+    /// `local_macs` receives the virtual MACs the data plane must take as the node's own.
+    pub fn start(
+        configs: &[VrrpConfig],
+        interfaces: &[InterfaceInfo],
+        local_macs: mpsc::UnboundedSender<LocalMac>,
+    ) -> Result<Vrrp, VrrpError> {
+        let hosts = configs.iter().map(|c| host_of(c, interfaces)).collect::<Result<Vec<_>, _>>()?;
+        let mut instances = Vec::new();
+        let mut receivers = Vec::new();
+        for cfg in configs {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let status = SharedStatus::new(cfg);
+            instances.push((tx.clone(), status.clone()));
+            receivers.push((cfg.clone(), tx, rx, status));
+        }
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), VrrpError>>();
+        let thread = std::thread::Builder::new()
+            .name("xlb-vrrp".into())
+            .spawn(move || {
+                realtime();
+                let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(VrrpError::Thread(e)));
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    let mut tasks = tokio::task::JoinSet::new();
+                    let arp_ignore = ArpIgnore::default();
+                    let mut names = HashMap::new();
+                    for ((cfg, tx, rx, status), host) in receivers.into_iter().zip(hosts) {
+                        let (name, shown) = (cfg.name.clone(), status.clone());
+                        match Instance::open(cfg, host, status, local_macs.clone(), arp_ignore.clone()).await {
+                            Ok(inst) => {
+                                let id = tasks.spawn(inst.run(rx, tx)).id();
+                                names.insert(id, (name, shown));
+                            }
+                            Err(e) => {
+                                let _ = ready_tx.send(Err(e));
+                                return;
+                            }
+                        }
+                    }
+                    let _ = ready_tx.send(Ok(()));
+                    // An instance that ends other than by shutdown has failed: say so loudly
+                    // and show it (the peer takes over once its adverts stop).
+                    while let Some(done) = tasks.join_next_with_id().await {
+                        if let Err(e) = done {
+                            if let Some((name, shown)) = names.get(&e.id()) {
+                                error!("vrrp_instance \"{name}\" failed: {e}; it sends no adverts any more");
+                                shown.failed();
+                            }
+                        }
+                    }
+                });
+            })
+            .map_err(VrrpError::Thread)?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok(Vrrp { instances, thread: Some(thread) }),
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                Err(e)
+            }
+            Err(_) => {
+                let _ = thread.join();
+                Err(VrrpError::Thread(std::io::Error::other("the VRRP thread ended during start-up")))
+            }
+        }
+    }
+
+    /// Sets or clears a fault that applies to every instance (the node's data plane).
+    pub fn set_fault(&self, source: &str, on: bool) {
+        for (tx, _) in &self.instances {
+            let _ = tx.send(Command::Fault { source: source.to_owned(), on });
+        }
+    }
+
+    pub fn status(&self) -> Vec<InstanceStatus> {
+        self.instances.iter().map(|(_, s)| s.snapshot()).collect()
+    }
+
+    /// Every master resigns (priority-0 advert) and removes its addresses; then the thread
+    /// ends.
+    pub async fn shutdown(mut self) {
+        let mut waits = Vec::new();
+        for (tx, _) in &self.instances {
+            let (done, wait) = oneshot::channel();
+            if tx.send(Command::Shutdown(done)).is_ok() {
+                waits.push(wait);
+            }
+        }
+        for w in waits {
+            let _ = w.await;
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
+}
