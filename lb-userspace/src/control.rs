@@ -33,6 +33,8 @@ pub enum Request {
     Status,
     /// Sets a backend's weight until the agent stops (0 drains it: no new flows, flows stay).
     SetWeight { service: String, backend: std::net::IpAddr, weight: u32 },
+    /// Reads the configuration file again and applies what changed (SIGHUP does the same).
+    Reload,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

@@ -57,6 +57,13 @@ enum Command {
         backend: IpAddr,
         weight: u32,
     },
+    /// Reload the configuration file (like SIGHUP): checked as check-config does; on any
+    /// error nothing changes and the errors are printed. Flows of backends that stay keep
+    /// their backend; flows of removed backends end.
+    Reload {
+        #[command(flatten)]
+        agent: AgentSocket,
+    },
     /// Drain a backend: weight 0, no new flows, established flows stay until they end.
     Drain {
         #[command(flatten)]
@@ -100,6 +107,7 @@ fn main() -> ExitCode {
         Command::Stats { agent, json } => exit(stats(agent, json)),
         Command::Weight { agent, service, backend, weight } => exit(set_weight(agent, service, backend, weight)),
         Command::Drain { agent, service, backend } => exit(set_weight(agent, service, backend, 0)),
+        Command::Reload { agent } => exit(reload(agent)),
     }
 }
 
@@ -210,6 +218,11 @@ fn print_tables(cfg: &config::Config) {
 fn set_weight(agent: AgentSocket, service: String, backend: IpAddr, weight: u32) -> Result<()> {
     let message = control::command(&agent.path()?, &control::Request::SetWeight { service, backend, weight })?;
     println!("{message}");
+    Ok(())
+}
+
+fn reload(agent: AgentSocket) -> Result<()> {
+    println!("{}", control::command(&agent.path()?, &control::Request::Reload)?);
     Ok(())
 }
 

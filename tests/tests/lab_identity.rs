@@ -114,3 +114,94 @@ fn a_restart_with_the_same_file_changes_nothing() -> Result<()> {
     node.status().context("agent still answers")?;
     Ok(())
 }
+
+/// `xlb reload` on the node's file; (success, what it printed).
+fn reload(node: &SingleNode) -> Result<(bool, String)> {
+    let out = std::process::Command::new(&node.xlb).args(["reload", "--socket"]).arg(&node.socket).output()?;
+    Ok((out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))))
+}
+
+/// `web4` over `backends` with a TCP check on each (an unchanged check keeps its state).
+fn web4_checked(backends: &[(u8, u32)]) -> String {
+    web4(backends) + "[service.check]\ntype = \"tcp\"\ninterval = \"500ms\"\n"
+}
+
+fn write_config(node: &SingleNode, text: &str) -> Result<()> {
+    Ok(std::fs::write(&node.config, agent_config(text, &node.pins, &node.socket))?)
+}
+
+#[test]
+fn reload_applies_the_diff_and_keeps_every_connection_that_can_stay() -> Result<()> {
+    if !privileged("reload_applies_the_diff_and_keeps_every_connection_that_can_stay") {
+        return Ok(());
+    }
+    let mut node = SingleNode::start_with("reload", &web4_checked(&[(11, 1), (12, 1), (13, 1)]), Serve::Http)?;
+    let b4 = node.lab.backend("b4", 14, &[plan::VIP4, plan::VIP6])?;
+    let _b4_http = HttpServer::start(&b4.ns, "b4", 80)?;
+    let target: SocketAddr = format!("{}:80", plan::VIP4).parse()?;
+    let mut held = HeldConnections::open(&node.client.ns, target, 150)?;
+    let tally = held.tally();
+    let slots_before = slots(&typed_status(&node)?);
+
+    // 1. An unrelated change (the service renamed, the file reordered): nothing moves, no
+    //    check starts over.
+    write_config(&node, &web4_checked(&[(13, 1), (12, 1), (11, 1)]).replace("name = \"web4\"", "name = \"www\""))?;
+    let (ok, out) = reload(&node)?;
+    ensure!(ok && out.contains("backends +0 -0 ~0"), "{out}");
+    let after = held.check();
+    ensure!(after.kept == held.len(), "unrelated reload: {after:?}");
+    let status = typed_status(&node)?;
+    ensure!(status.services[0].name == "www" && slots(&status) == slots_before, "{:?}", slots(&status));
+    ensure!(status.services[0].backends.iter().all(|b| b.health == "up" && b.transitions == 0), "health carried over: {status:?}");
+
+    // 2. A backend added and a weight changed: nothing established moves; new flows reach b4.
+    write_config(&node, &web4_checked(&[(14, 1), (11, 1), (12, 3), (13, 1)]))?;
+    let (ok, out) = reload(&node)?;
+    ensure!(ok && out.contains("backends +1 -0 ~1"), "{out}");
+    node.wait_ready(Duration::from_secs(10))?;
+    let after = held.check();
+    ensure!(after.kept == held.len(), "adding a backend, changing a weight: {after:?}");
+    let fresh = in_netns(&node.client.ns, || traffic::http_requests(target, 60))??;
+    ensure!(fresh.get("b4").copied().unwrap_or(0) > 3, "new connections reach b4: {fresh:?}");
+
+    // 3. b3 removed: its connections end, and only those.
+    write_config(&node, &web4_checked(&[(14, 1), (11, 1), (12, 3)]))?;
+    let (ok, out) = reload(&node)?;
+    ensure!(ok && out.contains("backends +0 -1 ~0"), "{out}");
+    let after = held.check();
+    eprintln!(
+        "reload removing b3: {} held, {} kept, b3 had {} and lost {}, others lost {}",
+        held.len(),
+        after.kept,
+        tally["b3"],
+        after.lost_by("b3"),
+        after.lost_by("b1") + after.lost_by("b2")
+    );
+    ensure!(after.lost_by("b1") == 0 && after.lost_by("b2") == 0, "{after:?}");
+    ensure!(after.lost_by("b3") == tally["b3"], "b3's connections end: {after:?}");
+
+    // 4. A broken file: refused with file:line, nothing changes.
+    let before = slots(&typed_status(&node)?);
+    std::fs::write(&node.config, agent_config(&web4(&[(11, 1)]), &node.pins, &node.socket).replace("port = 80", "port = 80000"))?;
+    let (ok, out) = reload(&node)?;
+    let file = node.config.display().to_string();
+    ensure!(!ok && out.contains(&format!("{file}:")) && out.contains("nothing changed"), "a broken file is refused: {out}");
+    ensure!(slots(&typed_status(&node)?) == before, "nothing changed");
+    // A setting that cannot change live is refused too.
+    write_config(&node, &web4_checked(&[(14, 1), (11, 1), (12, 3)]).replace("flow_table_size = 65536", "flow_table_size = 131072"))?;
+    let (ok, out) = reload(&node)?;
+    ensure!(!ok && out.contains("flow_table_size cannot change"), "{out}");
+
+    // 7. SIGHUP reloads and the agent lives on.
+    write_config(&node, &web4_checked(&[(14, 1), (11, 1), (12, 1)]))?;
+    node.lab.notify("xlb", nix::sys::signal::Signal::SIGHUP)?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !node.lab.log("xlb").contains("backends +0 -0 ~1") {
+        ensure!(std::time::Instant::now() < deadline, "no reload after SIGHUP:\n{}", node.lab.log("xlb"));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    ensure!(node.lab.running("xlb"), "the agent survives SIGHUP");
+    let after = held.check();
+    ensure!(after.lost_by("b1") == 0 && after.lost_by("b2") == 0, "{after:?}");
+    Ok(())
+}

@@ -3,13 +3,14 @@
 //! down again on shutdown. It is the only writer of the maps.
 
 mod apply;
+mod reload;
 mod status;
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     future::Future,
     net::IpAddr,
-    path::Path,
+    path::{Path, PathBuf},
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -102,6 +103,8 @@ impl BackendState {
 pub struct Agent {
     /// The desired state: services, backends with their slots, VRRP instances.
     model: Model,
+    /// The file the configuration came from (what a reload reads again).
+    config_file: PathBuf,
     dp: Dataplane,
     net: Net,
     attached: Vec<InterfaceInfo>,
@@ -193,6 +196,7 @@ impl Agent {
         let events = Some(NeighbourEvents::subscribe()?);
         let mut agent = Agent {
             model: Model::adopted(&cfg.agent, &held),
+            config_file: PathBuf::from(&cfg.file),
             dp,
             net,
             attached,
@@ -254,8 +258,10 @@ impl Agent {
     }
 
     /// The health checks, in the order of `self.checked`. A backend starts in the state the
-    /// agent holds for it (one an earlier agent forwarded to starts up).
-    fn check_specs(&self) -> Vec<CheckSpec> {
+    /// agent holds for it (one an earlier agent forwarded to starts up). Those in `carried`
+    /// go on from their state as if nothing happened: `fall` failures take an up one down;
+    /// for the others, an up backend's first check decides.
+    fn check_specs(&self, carried: &HashSet<u32>) -> Vec<CheckSpec> {
         self.model
             .checks()
             .into_iter()
@@ -268,7 +274,7 @@ impl Agent {
                     intervals: Intervals::new(c.interval).with_fast(c.fast_interval),
                     params: Params { rise: c.rise, fall: c.fall },
                     initial,
-                    first_check_decides: initial == Health::Up,
+                    first_check_decides: initial == Health::Up && !carried.contains(&slot),
                 }
             })
             .collect()
@@ -379,23 +385,28 @@ impl Agent {
         }
     }
 
-    fn answer(&mut self, request: Request) -> Response {
+    async fn answer(&mut self, request: Request, monitor: &mut Monitor) -> Response {
+        let done = |r: std::result::Result<String, String>| match r {
+            Ok(message) => Response::Done { message },
+            Err(message) => Response::Error { message },
+        };
         match request {
             Request::Status => match self.status() {
                 Ok(s) => Response::Status(s),
                 Err(e) => Response::Error { message: e.to_string() },
             },
-            Request::SetWeight { service, backend, weight } => match self.set_weight(&service, backend, weight) {
-                Ok(message) => Response::Done { message },
-                Err(message) => Response::Error { message },
-            },
+            Request::SetWeight { service, backend, weight } => done(self.set_weight(&service, backend, weight)),
+            Request::Reload => done(self.reload(monitor).await),
         }
     }
 
     /// Runs until `shutdown` completes, then detaches and removes what it added.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<()> {
         let mut events = self.events.take().expect("subscribed at start");
-        let mut monitor = Monitor::spawn(self.check_specs()).map_err(AgentError::HealthThread)?;
+        let mut monitor = Monitor::spawn(self.check_specs(&HashSet::new())).map_err(AgentError::HealthThread)?;
+        // SIGHUP reloads (keepalived's habit), and no longer ends the agent.
+        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .map_err(|e| AgentError::Environment(format!("installing the SIGHUP handler: {e}")))?;
         self.check_stats = monitor.stats.clone();
         let (tx, mut requests) = mpsc::channel::<Pending>(16);
         let socket = self.model.agent.control_socket.clone();
@@ -420,7 +431,13 @@ impl Agent {
                     }
                 }
                 Some((request, reply)) = requests.recv() => {
-                    let _ = reply.send(self.answer(request));
+                    let _ = reply.send(self.answer(request, &mut monitor).await);
+                }
+                Some(()) = hangup.recv() => {
+                    info!("SIGHUP: reloading {}", self.config_file.display());
+                    if let Err(e) = self.reload(&mut monitor).await {
+                        warn!("reload refused: {e}");
+                    }
                 }
                 _ = refresh.tick() => {
                     self.resolve_backends(true).await;

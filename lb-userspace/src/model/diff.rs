@@ -3,6 +3,7 @@
 use lb_common::ServiceKey;
 
 use super::{Model, ServiceModel};
+use crate::config::CheckConfig;
 
 /// The difference from an old model to a new one, by identity (ids and slots are stable, so an
 /// id or slot present in both names the same service or backend).
@@ -26,6 +27,9 @@ pub struct Diff {
     pub fragments_changed: bool,
     /// The set of VIPs differs.
     pub vips_changed: bool,
+    /// The health checks differ (one added, removed or changed, or their order): the checker
+    /// must be given the new list.
+    pub checks_changed: bool,
 }
 
 impl Diff {
@@ -43,13 +47,18 @@ impl Diff {
         for (slot, b) in &new.backends {
             match old.backends.get(slot) {
                 None => diff.backends_added.push(*slot),
-                Some(before) if before.weight != b.weight || before.check != b.check => diff.backends_changed.push(*slot),
+                Some(before) if before.weight != b.weight || !same_check(before.check.as_ref(), b.check.as_ref()) => {
+                    diff.backends_changed.push(*slot)
+                }
                 Some(_) => {}
             }
         }
         diff.backends_removed = old.backends.keys().filter(|s| !new.backends.contains_key(s)).copied().collect();
         diff.fragments_changed = old.fragments != new.fragments;
         diff.vips_changed = old.vips() != new.vips();
+        let (old_checks, new_checks) = (old.checks(), new.checks());
+        diff.checks_changed = old_checks.len() != new_checks.len()
+            || old_checks.iter().zip(&new_checks).any(|((a, ca), (b, cb))| a != b || !same_check(Some(ca), Some(cb)));
         diff
     }
 
@@ -63,6 +72,7 @@ impl Diff {
             && self.backends_changed.is_empty()
             && !self.fragments_changed
             && !self.vips_changed
+            && !self.checks_changed
     }
 
     /// Whether flows may no longer fit (a backend or service left): the flow table must be
@@ -79,4 +89,12 @@ fn table_inputs(model: &Model, svc: &ServiceModel) -> (u32, u32, u32, Vec<(u32, 
         svc.members.iter().map(|slot| (*slot, model.backends.get(slot).map_or(0, |b| b.weight))).collect();
     members.sort_unstable();
     (svc.flags(), svc.table_size, svc.quorum, members, svc.sorry)
+}
+
+/// The same check, wherever in the file it is written (its line aside).
+fn same_check(a: Option<&CheckConfig>, b: Option<&CheckConfig>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => CheckConfig { line: 0, ..a.clone() } == CheckConfig { line: 0, ..b.clone() },
+        (a, b) => a.is_none() && b.is_none(),
+    }
 }

@@ -1,0 +1,127 @@
+//! Reload: read the file again, check it as `check-config` does, build the model, diff, apply.
+//! A file with errors, or one that changes what cannot change live, leaves everything as it is.
+
+use std::collections::HashSet;
+
+use tracing::{info, warn};
+
+use super::Agent;
+use crate::{
+    config::{self, AgentConfig, Severity, VrrpConfig},
+    health::Monitor,
+    model::Model,
+};
+
+impl Agent {
+    /// Reloads the configuration file the agent started with. `Ok` says what changed; `Err`
+    /// says why nothing did (the file's `file:line: message` diagnostics, say).
+    pub(super) async fn reload(&mut self, monitor: &mut Monitor) -> Result<String, String> {
+        let path = self.config_file.clone();
+        let (cfg, warnings) = config::load(&path).map_err(|e| format!("{} has errors, nothing changed:\n{e}", path.display()))?;
+        let interfaces = self.net.interfaces().await.map_err(|e| format!("reading this host's interfaces: {e}"))?;
+        let problems: Vec<String> = config::check_environment(&cfg, &interfaces)
+            .into_iter()
+            .filter(|d| d.severity == Severity::Error)
+            .map(|d| d.to_string())
+            .collect();
+        if !problems.is_empty() {
+            return Err(format!("{} does not fit this host, nothing changed:\n{}", path.display(), problems.join("\n")));
+        }
+        if let Some(key) = changed_agent_setting(&self.model.agent, &cfg.agent) {
+            return Err(format!(
+                "{}: [agent] {key} cannot change while the agent runs (restart it for that); nothing changed",
+                path.display()
+            ));
+        }
+        if !same_vrrp(&self.model.vrrp, &cfg.vrrp) {
+            return Err(format!(
+                "{}: [[vrrp_instance]] tables changed; VRRP instances are not reloaded live yet (restart the agent); nothing changed",
+                path.display()
+            ));
+        }
+        let new = Model::new(&cfg, &self.model.slots()).map_err(|e| format!("{}: {e}; nothing changed", path.display()))?;
+        let neighbours = self.net.neighbours().await.map_err(|e| format!("reading the neighbour table: {e}"))?;
+        let old_vips = self.model.vips();
+        // Backends whose check stays as it was keep their health, with no new rise period.
+        let unchanged_checks: HashSet<u32> = {
+            let old: Vec<_> = self.model.checks().into_iter().map(|(s, c)| (s, config::CheckConfig { line: 0, ..c.clone() })).collect();
+            new.checks()
+                .into_iter()
+                .filter(|(s, c)| old.contains(&(*s, config::CheckConfig { line: 0, ..(*c).clone() })))
+                .map(|(s, _)| s)
+                .collect()
+        };
+        for w in &warnings {
+            warn!("{w}");
+        }
+        let diff = self.apply(new, &interfaces, &neighbours).map_err(|e| format!("applying {}: {e}", path.display()))?;
+        if diff.checks_changed {
+            *monitor = Monitor::spawn(self.check_specs(&unchanged_checks)).map_err(|e| format!("restarting the health checker: {e}"))?;
+            self.check_stats = monitor.stats.clone();
+        }
+        if diff.vips_changed && self.model.agent.assign_vips {
+            self.move_vips(&old_vips).await;
+        }
+        self.resolve_backends(false).await;
+        let summary = format!(
+            "reloaded {}: services +{} -{} ~{}, backends +{} -{} ~{}",
+            path.display(),
+            diff.services_added.len(),
+            diff.services_removed.len(),
+            diff.services_changed.len(),
+            diff.backends_added.len(),
+            diff.backends_removed.len(),
+            diff.backends_changed.len()
+        );
+        info!("{summary}");
+        Ok(summary)
+    }
+
+    /// With `assign_vips`: adds the model's new VIPs to the first interface and removes those
+    /// of `old` it no longer has.
+    async fn move_vips(&self, old: &[std::net::IpAddr]) {
+        let first = self.attached[0].ifindex;
+        let now = self.model.vips();
+        for vip in now.iter().filter(|v| !old.contains(v)) {
+            match self.net.add_address(first, *vip).await {
+                Ok(_) => info!("added VIP {vip} to {}", self.attached[0].name),
+                Err(e) => warn!("{e}"),
+            }
+        }
+        for vip in old.iter().filter(|v| !now.contains(v)) {
+            match self.net.del_address(first, *vip).await {
+                Ok(()) => info!("removed VIP {vip} from {}", self.attached[0].name),
+                Err(e) => warn!("{e}"),
+            }
+        }
+    }
+}
+
+/// The first `[agent]` key whose change a running agent cannot take (they shape the maps,
+/// the attachment or the sockets).
+fn changed_agent_setting(old: &AgentConfig, new: &AgentConfig) -> Option<&'static str> {
+    [
+        ("interfaces", old.interfaces != new.interfaces),
+        ("xdp_mode", old.xdp_mode != new.xdp_mode),
+        ("pin_path", old.pin_path != new.pin_path),
+        ("control_socket", old.control_socket != new.control_socket),
+        ("flow_table_size", old.flow_table_size != new.flow_table_size),
+        ("max_services", old.max_services != new.max_services),
+        ("assign_vips", old.assign_vips != new.assign_vips),
+    ]
+    .into_iter()
+    .find_map(|(key, changed)| changed.then_some(key))
+}
+
+/// The same instances, wherever in the file they are written (lines aside).
+fn same_vrrp(old: &[VrrpConfig], new: &[VrrpConfig]) -> bool {
+    let strip = |v: &VrrpConfig| {
+        let mut v = v.clone();
+        v.line = 0;
+        for t in &mut v.track_scripts {
+            t.line = 0;
+        }
+        v
+    };
+    old.len() == new.len() && old.iter().zip(new).all(|(a, b)| strip(a) == strip(b))
+}
