@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::{
-    config::{self, Config, InterfaceInfo, Severity},
+    config::{self, Config, InterfaceInfo},
     control::{self, Pending, Request, Response},
     dataplane::{Dataplane, DataplaneError, Sizes},
     health::{CheckSpec, Health, Intervals, Monitor, MonitorStats, Params, Transition},
@@ -157,13 +157,8 @@ impl Agent {
         control::ensure_free(&cfg.agent.control_socket)?;
         let net = Net::new()?;
         let interfaces = net.interfaces().await?;
-        let problems: Vec<String> = config::check_environment(&cfg, &interfaces)
-            .into_iter()
-            .filter(|d| d.severity == Severity::Error)
-            .map(|d| d.to_string())
-            .collect();
-        if !problems.is_empty() {
-            return Err(AgentError::Environment(problems.join("\n")));
+        if let Some(problems) = config::environment_errors(&cfg, &interfaces) {
+            return Err(AgentError::Environment(problems));
         }
         let attached: Vec<InterfaceInfo> = cfg
             .agent

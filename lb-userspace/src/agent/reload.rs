@@ -7,7 +7,7 @@ use tracing::{info, warn};
 
 use super::Agent;
 use crate::{
-    config::{self, AgentConfig, Severity, VrrpConfig},
+    config::{self, AgentConfig, VrrpConfig},
     health::Monitor,
     model::Model,
 };
@@ -19,13 +19,8 @@ impl Agent {
         let path = self.config_file.clone();
         let (cfg, warnings) = config::load(&path).map_err(|e| format!("{} has errors, nothing changed:\n{e}", path.display()))?;
         let interfaces = self.net.interfaces().await.map_err(|e| format!("reading this host's interfaces: {e}"))?;
-        let problems: Vec<String> = config::check_environment(&cfg, &interfaces)
-            .into_iter()
-            .filter(|d| d.severity == Severity::Error)
-            .map(|d| d.to_string())
-            .collect();
-        if !problems.is_empty() {
-            return Err(format!("{} does not fit this host, nothing changed:\n{}", path.display(), problems.join("\n")));
+        if let Some(problems) = config::environment_errors(&cfg, &interfaces) {
+            return Err(format!("{} does not fit this host, nothing changed:\n{problems}", path.display()));
         }
         if let Some(key) = changed_agent_setting(&self.model.agent, &cfg.agent) {
             return Err(format!(

@@ -10,6 +10,12 @@ use super::{Config, Diagnostic, InterfaceInfo, Severity};
 /// Checks `cfg` against this host's interfaces `ifaces`: every interface of `[agent]
 /// interfaces` exists, and every backend is on the subnet of an address of one of them (which
 /// is how [`egress_interface`] finds the interface that reaches it). Returns errors only.
+/// [`check_environment`]'s errors one per line, or `None` when `cfg` fits this host.
+pub fn environment_errors(cfg: &Config, ifaces: &[InterfaceInfo]) -> Option<String> {
+    let problems = check_environment(cfg, ifaces);
+    (!problems.is_empty()).then(|| problems.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n"))
+}
+
 pub fn check_environment(cfg: &Config, ifaces: &[InterfaceInfo]) -> Vec<Diagnostic> {
     let error = |line: usize, message: String| Diagnostic {
         file: cfg.file.clone(),

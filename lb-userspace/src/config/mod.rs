@@ -71,7 +71,7 @@ mod reader;
 mod services;
 mod vrrp;
 pub use check::CheckConfig;
-pub use host::{check_environment, egress_interface};
+pub use host::{check_environment, egress_interface, environment_errors};
 pub use reader::parse_duration;
 pub use vrrp::{TrackScript, VrrpConfig};
 
