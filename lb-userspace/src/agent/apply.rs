@@ -60,6 +60,10 @@ impl Agent {
         for &id in diff.services_added.iter().chain(&diff.services_changed) {
             self.publish(id)?;
         }
+        if diff.fragments_changed {
+            // A fragment entry may now follow a service whose table did not change.
+            self.write_fragments()?;
+        }
         self.modes.retain(|id, _| self.model.service(*id).is_some());
         self.remove_stale_services()?;
         for &slot in &diff.backends_removed {
@@ -144,6 +148,17 @@ impl Agent {
         let live = self.dp.service_entry(&key).expect("just published");
         for frag in self.model.fragments.iter().filter(|f| f.service == id) {
             self.dp.set_service_entry(&frag.key, self.model.fragment_value(live))?;
+        }
+        Ok(())
+    }
+
+    /// Points every fragment entry at its service's live table.
+    fn write_fragments(&mut self) -> Result<()> {
+        for frag in &self.model.fragments {
+            let Some(svc) = self.model.service(frag.service) else { continue };
+            if let Some(live) = self.dp.service_entry(&svc.key) {
+                self.dp.set_service_entry(&frag.key, self.model.fragment_value(live))?;
+            }
         }
         Ok(())
     }

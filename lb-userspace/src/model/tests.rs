@@ -266,3 +266,17 @@ fn running_out_of_ids_or_slots_is_an_error() {
     let other = text.replace("203.0.113.100", "203.0.113.101");
     assert_eq!(Model::new(&cfg(&other), &first.slots()), Err(ModelError::NoServiceId { held: 3, max: 3 }));
 }
+
+#[test]
+fn removing_the_first_service_of_a_vip_moves_its_fragment_entry() {
+    let before = model(CFG, &Slots::default());
+    let start = CFG.find("[[service]]\nname = \"web\"").unwrap();
+    let end = CFG.find("[[service]]\nname = \"dns\"").unwrap();
+    let without_web = format!("{}{}", &CFG[..start], &CFG[end..]);
+    let after = model(&without_web, &before.slots());
+    let tcp = |m: &Model| m.fragments.iter().find(|f| f.key.proto == lb_common::PROTO_TCP).map(|f| f.service);
+    assert_eq!((tcp(&before), tcp(&after)), (Some(0), Some(2)));
+    let diff = Diff::between(&before, &after);
+    assert!(diff.fragments_changed && diff.services_changed.is_empty(), "{diff:?}");
+    assert_eq!(diff.services_removed.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [0]);
+}
