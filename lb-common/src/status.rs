@@ -32,6 +32,18 @@ pub struct Status {
     pub vrrp: Vec<InstanceStatus>,
 }
 
+impl Status {
+    /// The service named `name`, if the agent has one.
+    pub fn service(&self, name: &str) -> Option<&ServiceStatus> {
+        self.services.iter().find(|s| s.name == name)
+    }
+
+    /// Every service's backends, service by service (not their sorry backends).
+    pub fn backends(&self) -> impl Iterator<Item = &BackendStatus> {
+        self.services.iter().flat_map(|s| &s.backends)
+    }
+}
+
 /// How the health checker keeps its timetable.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct CheckerStatus {
@@ -138,6 +150,9 @@ mod tests {
         };
         let json = serde_json::to_value(&status).unwrap();
         assert_eq!(serde_json::from_value::<Status>(json.clone()).unwrap(), status);
+        assert_eq!(status.service("web4").map(|s| s.id), Some(2));
+        assert!(status.service("web6").is_none());
+        assert_eq!(status.backends().map(|b| b.slot).collect::<Vec<_>>(), [7]);
 
         // Before ids, slots and VRRP, an agent sent none of them: they default.
         let mut old = json;
