@@ -6,9 +6,18 @@
 //! Addresses are 16 bytes in network order; an IPv4 address takes the first 4 bytes and the
 //! rest are zero (the `family` field tells them apart). Ports are kept in network byte order,
 //! exactly as they appear in the packet.
+//!
+//! The `status` feature holds the status the control socket reports ([`status`]), shared by
+//! the agent and its clients (the CLI, the tests). It needs `alloc`; the XDP program builds
+//! without it.
 #![no_std]
 
+#[cfg(feature = "status")]
+extern crate alloc;
+
 pub mod hash;
+#[cfg(feature = "status")]
+pub mod status;
 
 /// Address family tags used in keys.
 pub const FAMILY_V4: u8 = 4;

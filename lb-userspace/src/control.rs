@@ -9,6 +9,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
+pub use lb_common::status::{BackendStatus, CheckerStatus, Counters, ServiceStatus, Status};
 use serde::{Deserialize, Serialize};
 use tokio::{
     io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader},
@@ -43,88 +44,6 @@ pub enum Response {
     Status(Status),
     Done { message: String },
     Error { message: String },
-}
-
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-pub struct Counters {
-    pub packets: u64,
-    pub bytes: u64,
-}
-
-impl From<lb_common::Counters> for Counters {
-    fn from(c: lb_common::Counters) -> Self {
-        Counters { packets: c.packets, bytes: c.bytes }
-    }
-}
-
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-pub struct Status {
-    pub interfaces: Vec<String>,
-    pub services: Vec<ServiceStatus>,
-    /// Global verdict and event counters by name (`lb_common::stat::NAMES`).
-    pub counters: std::collections::BTreeMap<String, u64>,
-    /// Entries in the flow table.
-    pub flows: usize,
-    pub checker: CheckerStatus,
-    /// VRRP instances (empty without `[[vrrp_instance]]`).
-    #[serde(default)]
-    pub vrrp: Vec<crate::vrrp::InstanceStatus>,
-}
-
-/// How the health checker keeps its timetable.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-pub struct CheckerStatus {
-    /// Backends checked.
-    pub checks: usize,
-    /// Checks started since the agent started.
-    pub starts: u64,
-    /// How late a check started against its schedule, worst and mean.
-    pub late_max_ms: f64,
-    pub late_mean_ms: f64,
-    /// Rounds skipped because the previous check of the backend was still running.
-    pub skipped: u64,
-}
-
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-pub struct ServiceStatus {
-    pub name: String,
-    /// Its stable id: the same for as long as its (vip, port, protocol) is configured.
-    #[serde(default)]
-    pub id: u32,
-    pub vip: String,
-    pub port: u16,
-    pub protocol: String,
-    pub scheduler: String,
-    /// "normal", "sorry" (below quorum: everything to the sorry backend) or "degraded"
-    /// (below quorum without a usable sorry backend).
-    pub mode: String,
-    pub quorum: u32,
-    pub sorry: Option<BackendStatus>,
-    pub counters: Counters,
-    pub backends: Vec<BackendStatus>,
-}
-
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-pub struct BackendStatus {
-    pub address: String,
-    /// Its stable slot in the data plane: the same for as long as the backend (service,
-    /// address, role) is configured, whatever else changes.
-    #[serde(default)]
-    pub slot: u32,
-    pub weight: u32,
-    /// The backend's MAC, once learnt from the neighbour table.
-    pub mac: Option<String>,
-    pub interface: String,
-    /// "up", or why it receives no new flows ("no-mac", "down", "drained").
-    pub state: String,
-    /// "up", "down", or "unchecked" (no health check configured).
-    pub health: String,
-    /// The reason of its last health transition ("connect refused", "HTTP 503", ...).
-    pub reason: Option<String>,
-    pub checks: u64,
-    pub check_failures: u64,
-    pub transitions: u64,
-    pub counters: Counters,
 }
 
 /// A request waiting for the agent's answer.
@@ -220,9 +139,15 @@ pub fn command(path: &Path, change: &Request) -> Result<String, ControlError> {
     }
 }
 
-impl Status {
+/// How `xlb stats` shows a [`Status`] to people (the status itself is `lb_common`'s, shared
+/// with the agent's clients).
+pub trait Render {
     /// An `ipvsadm -ln --stats`-like table.
-    pub fn render(&self) -> String {
+    fn render(&self) -> String;
+}
+
+impl Render for Status {
+    fn render(&self) -> String {
         use std::fmt::Write as _;
         let mut out = String::new();
         let _ = writeln!(out, "xlb on {}  flows: {}", self.interfaces.join(","), self.flows);

@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 use lb_userspace::{
     agent::Agent,
     config::{self, Severity},
-    control,
+    control::{self, Render as _},
     model::{Model, Slots},
     net::Net,
 };

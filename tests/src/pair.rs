@@ -26,6 +26,7 @@ use std::{
 };
 
 use anyhow::{bail, Context as _, Result};
+use lb_common::status::{InstanceStatus, Status};
 use nix::{sys::signal::Signal, unistd::Pid};
 
 use crate::{
@@ -354,15 +355,21 @@ impl Pair {
     }
 
     /// The node's xlb status (`xlb stats --json`).
-    pub fn status(&self, node: Node) -> Result<serde_json::Value> {
+    pub fn status(&self, node: Node) -> Result<Status> {
         status(&self.xlb, &self.socket(node))
+    }
+
+    /// The status of the node's xlb VRRP instance (the first, where it has several).
+    pub fn vrrp_status(&self, node: Node) -> Result<InstanceStatus> {
+        let status = self.status(node)?;
+        status.vrrp.first().cloned().with_context(|| format!("no vrrp status on {}: {status:?}", node.name()))
     }
 
     /// Packets the node's xlb forwarded for service `service` (e.g. `dns4`).
     pub fn forwarded(&self, node: Node, service: &str) -> Result<u64> {
         let status = self.status(node)?;
-        let svc = status["services"].as_array().into_iter().flatten().find(|s| s["name"] == service);
-        svc.and_then(|s| s["counters"]["packets"].as_u64()).with_context(|| format!("service {service} on {}", node.name()))
+        let svc = status.service(service).with_context(|| format!("service {service} on {}", node.name()))?;
+        Ok(svc.counters.packets)
     }
 
     /// Starts keepalived (VRRP only) on `node` with `instance`, logging to the lab directory,

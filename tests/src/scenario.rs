@@ -8,6 +8,7 @@ use std::{
 };
 
 use anyhow::{bail, Context as _, Result};
+use lb_common::status::Status;
 
 use crate::{
     plan,
@@ -47,13 +48,13 @@ pub fn xlb_bin() -> Result<PathBuf> {
     Ok(path)
 }
 
-/// The agent's status through `xlb stats --json`.
-pub fn status(xlb: &Path, socket: &Path) -> Result<serde_json::Value> {
+/// The agent's status through `xlb stats --json`, which must parse as a [`Status`].
+pub fn status(xlb: &Path, socket: &Path) -> Result<Status> {
     let out = Command::new(xlb).args(["stats", "--json", "--socket"]).arg(socket).output()?;
     if !out.status.success() {
         bail!("xlb stats ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
     }
-    Ok(serde_json::from_slice(&out.stdout)?)
+    serde_json::from_slice(&out.stdout).with_context(|| format!("xlb stats --json: {}", String::from_utf8_lossy(&out.stdout)))
 }
 
 /// A service's (packets, bytes), and each backend's (address, packets, bytes).
@@ -102,18 +103,16 @@ pub fn wait_agent_ready(xlb: &Path, socket: &Path, timeout: Duration, log: impl 
     let deadline = Instant::now() + timeout;
     let mut last = String::from("no answer on the control socket");
     while Instant::now() < deadline {
-        if let Ok(status) = status(xlb, socket) {
-            let states: Vec<String> = status["services"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .flat_map(|s| s["backends"].as_array().cloned().unwrap_or_default())
-                .map(|b| format!("{}={}", b["address"].as_str().unwrap_or("?"), b["state"].as_str().unwrap_or("?")))
-                .collect();
-            if !states.is_empty() && states.iter().all(|s| s.ends_with("=up")) {
-                return Ok(());
+        match status(xlb, socket) {
+            Ok(status) => {
+                let states: Vec<String> = status.backends().map(|b| format!("{}={}", b.address, b.state)).collect();
+                if !states.is_empty() && states.iter().all(|s| s.ends_with("=up")) {
+                    return Ok(());
+                }
+                last = states.join(" ");
             }
-            last = states.join(" ");
+            // Not up yet, or an answer that is no Status: the timeout says which.
+            Err(e) => last = format!("{e:#}"),
         }
         thread::sleep(Duration::from_millis(100));
     }
@@ -161,7 +160,7 @@ impl SingleNode {
         self.wait_ready(Duration::from_secs(15))
     }
 
-    pub fn status(&self) -> Result<serde_json::Value> {
+    pub fn status(&self) -> Result<Status> {
         status(&self.xlb, &self.socket)
     }
 
@@ -173,28 +172,13 @@ impl SingleNode {
     /// Counters of service `name` and of its backends, by address: (packets, bytes).
     pub fn service_counters(&self, name: &str) -> Result<ServiceCounters> {
         let status = self.status()?;
-        let svc = status["services"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|s| s["name"] == name)
-            .with_context(|| format!("service {name} not in status"))?
-            .clone();
-        let pair = |c: &serde_json::Value| (c["packets"].as_u64().unwrap_or(0), c["bytes"].as_u64().unwrap_or(0));
-        let backends = svc["backends"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|b| {
-                let (p, by) = pair(&b["counters"]);
-                (b["address"].as_str().unwrap_or("").to_owned(), p, by)
-            })
-            .collect();
-        Ok((pair(&svc["counters"]), backends))
+        let svc = status.service(name).with_context(|| format!("service {name} not in status"))?;
+        let backends = svc.backends.iter().map(|b| (b.address.clone(), b.counters.packets, b.counters.bytes)).collect();
+        Ok(((svc.counters.packets, svc.counters.bytes), backends))
     }
 
     /// A global counter by name.
     pub fn counter(&self, name: &str) -> Result<u64> {
-        self.status()?["counters"][name].as_u64().with_context(|| format!("counter {name}"))
+        self.status()?.counters.get(name).copied().with_context(|| format!("counter {name}"))
     }
 }

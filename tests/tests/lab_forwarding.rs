@@ -193,7 +193,7 @@ fn kill_9_leaves_forwarding_running_and_a_new_agent_adopts_it() -> Result<()> {
     let mut node = SingleNode::start("kill9")?;
     let target: SocketAddr = format!("{}:80", plan::VIP4).parse()?;
     in_netns(&node.client.ns, || traffic::tcp_connections(target, 50))??;
-    let flows_before = node.status()?["flows"].as_u64().unwrap_or(0);
+    let flows_before = node.status()?.flows;
     assert!(flows_before >= 50, "flows recorded: {flows_before}");
 
     node.lab.signal("xlb", nix::sys::signal::Signal::SIGKILL)?;
@@ -204,7 +204,7 @@ fn kill_9_leaves_forwarding_running_and_a_new_agent_adopts_it() -> Result<()> {
     node.start_agent()?;
     let log = node.lab.log("xlb");
     assert!(log.contains("adopted pinned maps"), "the new agent adopts the maps:\n{log}");
-    let flows_after = node.status()?["flows"].as_u64().unwrap_or(0);
+    let flows_after = node.status()?.flows;
     assert!(flows_after >= flows_before + 150, "flows survive the restart: {flows_before} before, {flows_after} after");
     in_netns(&node.client.ns, || traffic::tcp_connections(target, 50))??;
     Ok(())
@@ -273,7 +273,7 @@ address = "198.51.100.11"
     let ready = std::time::Instant::now();
     loop {
         if let Ok(s) = xlb_tests::scenario::status(&xlb, &socket) {
-            if s["services"][0]["backends"][0]["state"] == "up" {
+            if s.services.first().and_then(|s| s.backends.first()).is_some_and(|b| b.state == "up") {
                 break;
             }
         }
@@ -284,9 +284,9 @@ address = "198.51.100.11"
     let tally = in_netns(&client.ns, || traffic::tcp_connections(target, 50))??;
     assert_eq!(tally.get("far"), Some(&50), "{tally:?}");
     let status = xlb_tests::scenario::status(&xlb, &socket)?;
-    let forwarded = status["services"][0]["counters"]["packets"].as_u64().unwrap_or(0);
+    let forwarded = status.services[0].counters.packets;
     assert!(forwarded >= 150, "SYN, ACK and FIN of each connection: {forwarded}");
-    assert_eq!(status["counters"]["redirect"].as_u64(), Some(forwarded), "all through the devmap: {status}");
+    assert_eq!(status.counters.get("redirect").copied(), Some(forwarded), "all through the devmap: {status:?}");
     drop(servers);
     Ok(())
 }
@@ -307,7 +307,7 @@ fn a_backend_that_changes_its_mac_is_followed() -> Result<()> {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         let status = node.status()?;
-        let mac = status["services"][0]["backends"][0]["mac"].as_str().unwrap_or("").to_owned();
+        let mac = status.services[0].backends[0].mac.clone().unwrap_or_default();
         if mac == new_mac {
             break;
         }

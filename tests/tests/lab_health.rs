@@ -8,6 +8,7 @@ use std::{
 };
 
 use anyhow::{bail, Context as _, Result};
+use lb_common::status::{BackendStatus, Status};
 use xlb_tests::{
     in_netns, plan, privileged, run,
     scenario::{lab_agent_section, Serve, SingleNode},
@@ -59,11 +60,8 @@ fn target() -> SocketAddr {
     format!("{}:80", plan::VIP4).parse().expect("address")
 }
 
-fn backend<'a>(status: &'a serde_json::Value, address: &str) -> &'a serde_json::Value {
-    status["services"][0]["backends"]
-        .as_array()
-        .and_then(|b| b.iter().find(|b| b["address"] == address))
-        .unwrap_or(&serde_json::Value::Null)
+fn backend<'a>(status: &'a Status, address: &str) -> Option<&'a BackendStatus> {
+    status.services.first()?.backends.iter().find(|b| b.address == address)
 }
 
 /// Waits until backend `address` has health `health`; returns how long that took and the
@@ -73,11 +71,11 @@ fn wait_health(node: &SingleNode, address: &str, health: &str, limit: Duration) 
     loop {
         let status = node.status()?;
         let b = backend(&status, address);
-        if b["health"] == health {
-            return Ok((start.elapsed(), b["reason"].as_str().unwrap_or("").to_owned()));
+        if let Some(b) = b.filter(|b| b.health == health) {
+            return Ok((start.elapsed(), b.reason.clone().unwrap_or_default()));
         }
         if start.elapsed() > limit + Duration::from_secs(3) {
-            bail!("{address} not {health} after {:?}: {b}\n{}", start.elapsed(), node.lab.log("xlb"));
+            bail!("{address} not {health} after {:?}: {b:?}\n{}", start.elapsed(), node.lab.log("xlb"));
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -252,8 +250,8 @@ fn drain_keeps_established_flows_but_health_down_moves_them() -> Result<()> {
     let tally = in_netns(&node.client.ns, || traffic::http_requests(target(), 60))??;
     assert_eq!(tally.keys().collect::<Vec<_>>(), ["b3"], "only b3 takes new flows: {tally:?}");
     let status = node.status()?;
-    assert_eq!(backend(&status, "203.0.113.11")["state"], "drained");
-    assert_eq!(backend(&status, "203.0.113.12")["state"], "down");
+    assert_eq!(backend(&status, "203.0.113.11").map(|b| b.state.as_str()), Some("drained"));
+    assert_eq!(backend(&status, "203.0.113.12").map(|b| b.state.as_str()), Some("down"));
     Ok(())
 }
 
@@ -273,8 +271,8 @@ fn below_quorum_the_sorry_backend_takes_new_flows() -> Result<()> {
     node.http[1].stop();
     wait_health(&node, "203.0.113.12", "down", detection_bound())?;
     let deadline = Instant::now() + Duration::from_secs(5);
-    while node.status()?["services"][0]["mode"] != "sorry" {
-        anyhow::ensure!(Instant::now() < deadline, "not in sorry mode: {}", node.status()?);
+    while node.status()?.services[0].mode != "sorry" {
+        anyhow::ensure!(Instant::now() < deadline, "not in sorry mode: {:?}", node.status()?);
         std::thread::sleep(Duration::from_millis(50));
     }
     let tally = in_netns(&node.client.ns, || traffic::http_requests(target(), 30))??;
@@ -300,6 +298,6 @@ fn with_no_healthy_backend_and_no_sorry_packets_are_dropped_not_passed() -> Resu
     // Refused would mean the node's own stack answered (the VIP is on its interface).
     assert_eq!(err.kind(), std::io::ErrorKind::TimedOut, "{err}");
     assert!(node.counter("drop_no_backend")? > before, "the SYNs were dropped and counted");
-    assert_eq!(node.status()?["services"][0]["mode"], "degraded");
+    assert_eq!(node.status()?.services[0].mode, "degraded");
     Ok(())
 }

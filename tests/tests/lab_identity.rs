@@ -5,7 +5,7 @@
 use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 
 use anyhow::{ensure, Context as _, Result};
-use lb_userspace::control::Status;
+use lb_common::status::Status;
 use xlb_tests::{
     in_netns, plan, privileged,
     scenario::{agent_config, lab_agent_section, Serve, SingleNode},
@@ -22,13 +22,9 @@ fn web4(backends: &[(u8, u32)]) -> String {
     text
 }
 
-fn typed_status(node: &SingleNode) -> Result<Status> {
-    Ok(serde_json::from_value(node.status()?)?)
-}
-
 /// Each backend's slot, by address.
 fn slots(status: &Status) -> BTreeMap<String, u32> {
-    status.services.iter().flat_map(|s| &s.backends).map(|b| (b.address.clone(), b.slot)).collect()
+    status.backends().map(|b| (b.address.clone(), b.slot)).collect()
 }
 
 #[test]
@@ -44,7 +40,7 @@ fn connections_keep_their_backends_across_kill_9_edit_and_restart() -> Result<()
     let mut held = HeldConnections::open(&node.client.ns, target, 200)?;
     let tally = held.tally();
     ensure!(tally.len() == 3 && tally.values().all(|&n| n >= 30), "200 connections spread over b1..b3: {tally:?}");
-    let slots_before = slots(&typed_status(&node)?);
+    let slots_before = slots(&node.status()?);
 
     node.lab.signal("xlb", nix::sys::signal::Signal::SIGKILL)?;
     // The edit: b4 before the others, b3 removed, b2's weight changed.
@@ -71,7 +67,7 @@ fn connections_keep_their_backends_across_kill_9_edit_and_restart() -> Result<()
     }
     ensure!(after.kept == kept_possible, "{after:?}");
 
-    let status = typed_status(&node)?;
+    let status = node.status()?;
     let slots_after = slots(&status);
     for address in ["203.0.113.11", "203.0.113.12"] {
         ensure!(slots_after[address] == slots_before[address], "{address} changed slot: {slots_before:?} -> {slots_after:?}");
@@ -96,13 +92,13 @@ fn a_restart_with_the_same_file_changes_nothing() -> Result<()> {
     let mut node = SingleNode::start_with("ident2", &web4(&[(11, 1), (12, 2), (13, 1)]), Serve::Http)?;
     let target: SocketAddr = format!("{}:80", plan::VIP4).parse()?;
     let mut held = HeldConnections::open(&node.client.ns, target, 60)?;
-    let before = typed_status(&node)?;
+    let before = node.status()?;
     let counters_before: u64 = before.services[0].backends.iter().map(|b| b.counters.packets).sum();
     node.lab.signal("xlb", nix::sys::signal::Signal::SIGKILL)?;
     node.start_agent()?;
     let after = held.check();
     ensure!(after.kept == held.len(), "{after:?}");
-    let status = typed_status(&node)?;
+    let status = node.status()?;
     ensure!(slots(&status) == slots(&before), "slots moved: {:?} -> {:?}", slots(&before), slots(&status));
     let counters_after: u64 = status.services[0].backends.iter().map(|b| b.counters.packets).sum();
     ensure!(counters_after >= counters_before + 60, "backend counters survive: {counters_before} -> {counters_after}");

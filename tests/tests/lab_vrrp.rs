@@ -9,6 +9,7 @@ use std::{
 };
 
 use anyhow::{bail, ensure, Context as _, Result};
+use lb_common::status::InstanceStatus;
 use lb_userspace::vrrp::packet::{self, Advert, Checksum};
 use nix::sys::signal::Signal;
 use serde_json::Value;
@@ -54,13 +55,8 @@ fn xlb_pair(tag: &str, p1: u8, p2: u8, extra: &[&str]) -> Result<Pair> {
     Ok(pair)
 }
 
-fn vrrp_status(pair: &Pair, node: Node) -> Result<Value> {
-    let status = pair.status(node)?;
-    status["vrrp"].get(0).cloned().with_context(|| format!("no vrrp status on {}: {status}", node.name()))
-}
-
 fn state(pair: &Pair, node: Node) -> Result<String> {
-    Ok(vrrp_status(pair, node)?["state"].as_str().unwrap_or("?").to_owned())
+    Ok(pair.vrrp_status(node)?.state)
 }
 
 fn wait_state(pair: &Pair, node: Node, want: &str, timeout: Duration) -> Result<Instant> {
@@ -112,8 +108,8 @@ fn xlb_elects_by_priority_then_by_address() -> Result<()> {
     let pair = xlb_pair("velect", 150, 100, &[])?;
     pair.wait_sole_holder(Node::Lb1, Duration::from_secs(3))?;
     wait_state(&pair, Node::Lb2, "BACKUP", Duration::from_secs(1))?;
-    let backup = vrrp_status(&pair, Node::Lb2)?;
-    ensure!(backup["master"] == pair.lb(Node::Lb1).v4.to_string(), "lb2 names its master: {backup}");
+    let backup = pair.vrrp_status(Node::Lb2)?;
+    ensure!(backup.master == Some(pair.lb(Node::Lb1).v4.to_string()), "lb2 names its master: {backup:?}");
     let prober = pair.prober()?;
     prober.wait_replies_after(Instant::now(), 30, Duration::from_secs(3))?;
     assert_only_through(&pair, Node::Lb1)?;
@@ -206,8 +202,8 @@ fn xlb_master_sigterm_hands_over_after_skew_time() -> Result<()> {
 /// lb2 took over because lb1 resigned (priority 0: after skew time, 61 ms here), not because
 /// lb1 fell silent (Master_Down_Interval, 361 ms), and within Master_Down_Interval.
 fn assert_resigned(pair: &Pair, took: Duration) -> Result<()> {
-    let st = vrrp_status(pair, Node::Lb2)?;
-    ensure!(st["last_transition"].as_str().is_some_and(|t| t.contains("priority 0")), "lb2 took over for another reason: {st}");
+    let st = pair.vrrp_status(Node::Lb2)?;
+    ensure!(st.last_transition.as_deref().is_some_and(|t| t.contains("priority 0")), "lb2 took over for another reason: {st:?}");
     ensure!(took < mdi(100), "takeover took {took:?}\nlb1:\n{}\nlb2:\n{}", pair.xlb_log(Node::Lb1), pair.xlb_log(Node::Lb2));
     Ok(())
 }
@@ -340,7 +336,7 @@ fn xlb_counts_and_ignores_bad_adverts() -> Result<()> {
         ("truncated", good(&advert(2, VRID), b"s3cret")[..10].to_vec(), 255),
         ("truncated", vec![0x21], 255),
     ];
-    let before: Vec<Value> = Node::BOTH.iter().map(|&n| vrrp_status(&pair, n)).collect::<Result<_>>()?;
+    let before: Vec<InstanceStatus> = Node::BOTH.iter().map(|&n| pair.vrrp_status(n)).collect::<Result<_>>()?;
     for (_, payload, ttl) in &cases {
         for _ in 0..3 {
             send_raw(&pair, payload, *ttl)?;
@@ -348,11 +344,11 @@ fn xlb_counts_and_ignores_bad_adverts() -> Result<()> {
     }
     std::thread::sleep(Duration::from_millis(300));
     for (node, before) in Node::BOTH.into_iter().zip(before) {
-        let after = vrrp_status(&pair, node)?;
+        let after = pair.vrrp_status(node)?;
         for reason in ["ttl", "checksum", "vrid", "version", "auth", "truncated"] {
-            let n = |v: &Value| v["invalid"][reason].as_u64().unwrap_or(0);
+            let n = |v: &InstanceStatus| v.invalid.get(reason).copied().unwrap_or(0);
             let expected = 3 * cases.iter().filter(|c| c.0 == reason).count() as u64;
-            ensure!(n(&after) - n(&before) == expected, "{}: {reason} counted {} of {expected}: {after}", node.name(), n(&after) - n(&before));
+            ensure!(n(&after) - n(&before) == expected, "{}: {reason} counted {} of {expected}: {after:?}", node.name(), n(&after) - n(&before));
         }
     }
     // Nothing changed hands.
@@ -360,11 +356,11 @@ fn xlb_counts_and_ignores_bad_adverts() -> Result<()> {
     ensure!(pair.holders()? == [Node::Lb1], "holders {:?}", pair.holders()?);
     // A valid advert (lower priority) naming other addresses: logged and counted, not dropped.
     let other = Advert { priority: 50, addresses: vec!["203.0.113.99".parse()?], ..advert(2, VRID) };
-    let mismatched = |n: Node| -> Result<u64> { Ok(vrrp_status(&pair, n)?["address_mismatch"].as_u64().unwrap_or(0)) };
+    let mismatched = |n: Node| -> Result<u64> { Ok(pair.vrrp_status(n)?.address_mismatch) };
     let m0 = mismatched(Node::Lb2)?;
     send_raw(&pair, &good(&other, b"s3cret"), 255)?;
     std::thread::sleep(Duration::from_millis(200));
-    ensure!(mismatched(Node::Lb2)? == m0 + 1, "address mismatch counted: {}", vrrp_status(&pair, Node::Lb2)?);
+    ensure!(mismatched(Node::Lb2)? == m0 + 1, "address mismatch counted: {:?}", pair.vrrp_status(Node::Lb2)?);
     ensure!(pair.xlb_log(Node::Lb2).contains("advertises addresses"), "address mismatch logged:\n{}", pair.xlb_log(Node::Lb2));
     // The control case: the same advert, valid, is obeyed (lb1 steps down to the client).
     send_raw(&pair, &good(&advert(2, VRID), b"s3cret"), 255)?;
@@ -387,8 +383,8 @@ fn xlb_master_without_its_data_plane_steps_down() -> Result<()> {
     let fault = wait_state(&pair, Node::Lb1, "FAULT", Duration::from_secs(1))?;
     pair.wait_sole_holder(Node::Lb2, Duration::from_secs(1))?;
     eprintln!("data plane detached: FAULT after {:?}, lb2 holds the VIP after {:?}", fault - detached, detached.elapsed());
-    let st = vrrp_status(&pair, Node::Lb1)?;
-    ensure!(st["faults"].to_string().contains("data plane"), "{st}");
+    let st = pair.vrrp_status(Node::Lb1)?;
+    ensure!(st.faults.iter().any(|f| f.contains("data plane")), "{st:?}");
     Ok(())
 }
 
@@ -421,7 +417,7 @@ fn xlb_track_script_weight_and_fault() -> Result<()> {
     pair.wait_sole_holder(Node::Lb1, Duration::from_secs(3))?;
     std::fs::remove_file(&flag)?;
     pair.wait_sole_holder(Node::Lb2, Duration::from_secs(2))?;
-    ensure!(vrrp_status(&pair, Node::Lb1)?["priority"] == 50, "{}", vrrp_status(&pair, Node::Lb1)?);
+    ensure!(pair.vrrp_status(Node::Lb1)?.priority == 50, "{:?}", pair.vrrp_status(Node::Lb1)?);
     std::fs::write(&flag, "")?;
     pair.wait_sole_holder(Node::Lb1, Duration::from_secs(2))?;
     // lb2's weight-0 script fails: FAULT.
@@ -445,7 +441,7 @@ fn with_keepalived(tag: &str, ka: KeepalivedInstance, extra: &[&str]) -> Result<
     pair.start_xlb(Node::Lb1, &instance(100, extra))?;
     pair.wait_sole_holder(Node::Lb2, mdi_ka + Duration::from_secs(3))?;
     wait_state(&pair, Node::Lb1, "BACKUP", Duration::from_secs(1))?;
-    ensure!(vrrp_status(&pair, Node::Lb1)?["master"] == pair.lb(Node::Lb2).v4.to_string(), "xlb hears keepalived");
+    ensure!(pair.vrrp_status(Node::Lb1)?.master == Some(pair.lb(Node::Lb2).v4.to_string()), "xlb hears keepalived");
     // keepalived stops (priority 0): xlb takes over.
     let t = Instant::now();
     pair.stop_keepalived(Node::Lb2, Signal::SIGTERM)?;
@@ -572,7 +568,7 @@ fn xlb_tracked_interface_down_means_fault() -> Result<()> {
     let fault = wait_state(&pair, Node::Lb1, "FAULT", Duration::from_secs(1))?;
     pair.wait_sole_holder(Node::Lb2, Duration::from_secs(1))?;
     eprintln!("tracked interface down: FAULT after {:?}, lb2 sole holder after {:?}", fault - down, down.elapsed());
-    ensure!(vrrp_status(&pair, Node::Lb1)?["faults"].to_string().contains("uplink0"), "{}", vrrp_status(&pair, Node::Lb1)?);
+    ensure!(pair.vrrp_status(Node::Lb1)?.faults.iter().any(|f| f.contains("uplink0")), "{:?}", pair.vrrp_status(Node::Lb1)?);
     // Priority 0 on entering FAULT: lb2 took over after its skew time.
     assert_resigned(&pair, down.elapsed())?;
     xlb_tests::ip(&["-n", &ns1, "link", "set", "uplink0", "up"])?;
@@ -604,11 +600,11 @@ fn xlb_unicast_peers_work_without_multicast() -> Result<()> {
     pair.start_xlb(Node::Lb1, &instance(150, &[&to2]))?;
     pair.wait_sole_holder(Node::Lb1, Duration::from_secs(3))?;
     wait_state(&pair, Node::Lb2, "BACKUP", Duration::from_secs(1))?;
-    let heard = vrrp_status(&pair, Node::Lb2)?["adverts_received"].as_u64().unwrap_or(0);
+    let heard = pair.vrrp_status(Node::Lb2)?.adverts_received;
     std::thread::sleep(Duration::from_millis(500));
-    let st = vrrp_status(&pair, Node::Lb2)?;
-    ensure!(st["adverts_received"].as_u64().unwrap_or(0) >= heard + 3, "lb2 hears lb1's unicast adverts: {st}");
-    ensure!(st["state"] == "BACKUP", "{st}");
+    let st = pair.vrrp_status(Node::Lb2)?;
+    ensure!(st.adverts_received >= heard + 3, "lb2 hears lb1's unicast adverts: {st:?}");
+    ensure!(st.state == "BACKUP", "{st:?}");
     pair.stop_xlb(Node::Lb1, Signal::SIGTERM)?;
     pair.wait_sole_holder(Node::Lb2, Duration::from_secs(1))?;
     Ok(())
@@ -631,8 +627,8 @@ fn xlb_sends_the_configured_v3_checksum_and_accepts_both() -> Result<()> {
     // tshark checks the RFC 5798 form (pseudo-header): lb1's other form shows as Bad to it,
     // which proves the configured variant is what goes out; lb2 accepts it all the same.
     ensure!(adverts.iter().all(|a| a.src == pair.lb(Node::Lb1).v4 && a.checksum == "Bad"), "{adverts:?}");
-    let st = vrrp_status(&pair, Node::Lb2)?;
-    ensure!(st["invalid"].get("checksum").is_none() && st["adverts_received"].as_u64() > Some(2), "{st}");
+    let st = pair.vrrp_status(Node::Lb2)?;
+    ensure!(!st.invalid.contains_key("checksum") && st.adverts_received > 2, "{st:?}");
     // Master lb1 stops: lb2's RFC-form adverts are accepted by lb1 when it comes back.
     pair.stop_xlb(Node::Lb1, Signal::SIGTERM)?;
     pair.wait_sole_holder(Node::Lb2, Duration::from_secs(1))?;
@@ -640,8 +636,8 @@ fn xlb_sends_the_configured_v3_checksum_and_accepts_both() -> Result<()> {
     wait_state(&pair, Node::Lb1, "BACKUP", Duration::from_secs(2))?;
     // Longer than its Master_Down_Interval: had it refused lb2's adverts it would be master.
     std::thread::sleep(mdi(50) * 2);
-    let st = vrrp_status(&pair, Node::Lb1)?;
-    ensure!(st["state"] == "BACKUP" && st["invalid"].get("checksum").is_none(), "{st}");
+    let st = pair.vrrp_status(Node::Lb1)?;
+    ensure!(st.state == "BACKUP" && !st.invalid.contains_key("checksum"), "{st:?}");
     Ok(())
 }
 

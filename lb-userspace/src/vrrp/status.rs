@@ -3,45 +3,16 @@
 //! [`SharedStatus`] as it goes, and the handle reads a copy when asked.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::BTreeSet,
     sync::{Arc, Mutex, MutexGuard},
 };
-
-use serde::{Deserialize, Serialize};
 
 use super::{
     machine::{Machine, State},
     packet::Invalid,
 };
 use crate::config::VrrpConfig;
-
-/// What `xlb stats` shows of an instance.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-pub struct InstanceStatus {
-    pub name: String,
-    pub interface: String,
-    pub vrid: u8,
-    pub version: u8,
-    /// "INIT", "BACKUP", "MASTER" or "FAULT"; "FAILED" once its task has ended in error.
-    pub state: String,
-    /// Priority advertised now (after track_script weights).
-    pub priority: u8,
-    /// The master: our own address when MASTER, the last one heard when BACKUP.
-    pub master: Option<String>,
-    /// Master_Adver_Interval in milliseconds (the master's, as heard in v3).
-    pub master_interval_ms: f64,
-    /// Why the instance is in FAULT, if it is.
-    pub faults: Vec<String>,
-    pub last_transition: Option<String>,
-    pub transitions: u64,
-    pub became_master: u64,
-    pub adverts_sent: u64,
-    pub adverts_received: u64,
-    /// Adverts dropped, by reason (`packet::Invalid::as_str`).
-    pub invalid: BTreeMap<String, u64>,
-    /// Valid adverts whose address list differs from ours (logged, not dropped).
-    pub address_mismatch: u64,
-}
+pub use lb_common::status::InstanceStatus;
 
 /// One instance's status, written by its task and read by the handle.
 #[derive(Clone)]

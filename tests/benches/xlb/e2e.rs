@@ -418,8 +418,7 @@ pub fn run(s: &Settings, notes: &mut Vec<String>) -> Result<Vec<Row>> {
     }
     // The agent must have forwarded the xlb runs itself (and seen the proxies' packets pass).
     let status = bl.status()?;
-    let web = status["services"].as_array().into_iter().flatten().find(|s| s["name"] == "web").cloned().unwrap_or_default();
-    let forwarded = web["counters"]["packets"].as_u64().unwrap_or(0);
+    let forwarded = status.service("web").map_or(0, |web| web.counters.packets);
     if forwarded == 0 {
         bail!("xlb's web service forwarded no packet: the xlb runs did not go through xlb");
     }

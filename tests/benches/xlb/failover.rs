@@ -47,6 +47,7 @@ use std::{
 };
 
 use anyhow::{bail, ensure, Context as _, Result};
+use lb_common::status::InstanceStatus;
 use nix::sys::signal::Signal;
 use serde_json::{json, Value};
 use xlb_tests::pair::{vip4, KeepalivedInstance, Node, Options, Pair, Prober};
@@ -441,7 +442,7 @@ fn blackouts(runs: &[Value], imp: Impl, vrrp: Vrrp, fault: Fault) -> Vec<f64> {
 /// Each node's forwarding capacity (Mpps) with both floods unpaced, over `window`.
 fn capacity(run: &Run, window: Duration) -> Result<[f64; 2]> {
     let pair = &run.pair;
-    let tx_of = |node: Node| -> Result<u64> { pair.status(node)?["counters"]["tx"].as_u64().context("xlb tx counter") };
+    let tx_of = |node: Node| -> Result<u64> { pair.status(node)?.counters.get("tx").copied().context("xlb tx counter") };
     let client_mac = BenchLab::mac(&pair.client.ns, "eth0")?;
     let cpus = thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let mut floods = Vec::new();
@@ -465,14 +466,10 @@ fn capacity(run: &Run, window: Duration) -> Result<[f64; 2]> {
 fn under_load(run: &Run, duration: Duration, pace: Option<[f64; 2]>) -> Result<Value> {
     let pair = &run.pair;
     run.settle()?;
-    let vrrp_of = |node: Node| -> Result<Value> {
-        let st = pair.status(node)?;
-        st["vrrp"].get(0).cloned().with_context(|| format!("no vrrp status on {}", node.name()))
-    };
-    let tx_of = |node: Node| -> Result<u64> { pair.status(node)?["counters"]["tx"].as_u64().context("xlb tx counter") };
+    let tx_of = |node: Node| -> Result<u64> { pair.status(node)?.counters.get("tx").copied().context("xlb tx counter") };
     let client_mac = BenchLab::mac(&pair.client.ns, "eth0")?;
     let cpus = thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let before: Vec<Value> = Node::BOTH.iter().map(|&n| vrrp_of(n)).collect::<Result<_>>()?;
+    let before: Vec<InstanceStatus> = Node::BOTH.iter().map(|&n| pair.vrrp_status(n)).collect::<Result<_>>()?;
     let mut floods = Vec::new();
     for (i, node) in Node::BOTH.into_iter().enumerate() {
         let mac = BenchLab::mac(&pair.lb(node).ns, "eth0")?;
@@ -505,7 +502,7 @@ fn under_load(run: &Run, duration: Duration, pace: Option<[f64; 2]>) -> Result<V
         }
         if Instant::now() >= next_sample {
             next_sample += Duration::from_secs(1);
-            let s: Vec<String> = Node::BOTH.iter().map(|&n| vrrp_of(n).map(|v| v["state"].as_str().unwrap_or("?").to_owned())).collect::<Result<_>>()?;
+            let s: Vec<String> = Node::BOTH.iter().map(|&n| pair.vrrp_status(n).map(|v| v.state)).collect::<Result<_>>()?;
             states.push((t_a.elapsed().as_secs_f64(), s[0].clone(), s[1].clone()));
         }
     }
@@ -523,16 +520,16 @@ fn under_load(run: &Run, duration: Duration, pace: Option<[f64; 2]>) -> Result<V
     for f in floods {
         f.stop()?;
     }
-    let after: Vec<Value> = Node::BOTH.iter().map(|&n| vrrp_of(n)).collect::<Result<_>>()?;
-    let delta = |i: usize, key: &str| after[i][key].as_u64().unwrap_or(0).saturating_sub(before[i][key].as_u64().unwrap_or(0));
-    let transitions: Vec<u64> = (0..2).map(|i| delta(i, "transitions")).collect();
-    let became_master: Vec<u64> = (0..2).map(|i| delta(i, "became_master")).collect();
+    let after: Vec<InstanceStatus> = Node::BOTH.iter().map(|&n| pair.vrrp_status(n)).collect::<Result<_>>()?;
+    let delta = |i: usize, count: fn(&InstanceStatus) -> u64| count(&after[i]).saturating_sub(count(&before[i]));
+    let transitions: Vec<u64> = (0..2).map(|i| delta(i, |s| s.transitions)).collect();
+    let became_master: Vec<u64> = (0..2).map(|i| delta(i, |s| s.became_master)).collect();
     let cpu_busy: Vec<f64> = cpu_a.iter().zip(&cpu_b).map(|(x, y)| 100.0 * (y.0 - x.0) as f64 / ((y.1 - x.1).max(1)) as f64).collect();
     let offered_mpps = (offered_b - offered_a) as f64 / secs / 1e6;
     let forwarded_mpps: Vec<f64> = (0..2).map(|i| (fwd_b[i].saturating_sub(fwd_a[i])) as f64 / secs / 1e6).collect();
     let expected_adverts = (secs / run.vrrp.interval.as_secs_f64()).round() as u64;
-    let sent = delta(0, "adverts_sent");
-    let received = delta(1, "adverts_received");
+    let sent = delta(0, |s| s.adverts_sent);
+    let received = delta(1, |s| s.adverts_received);
     say!(
         "failover: under load {secs:.0} s: transitions lb1 {} lb2 {}, offered {offered_mpps:.2} Mpps, forwarded lb1 {:.2} lb2 {:.2} Mpps, CPU busy {:?}, adverts sent by lb1 {sent}, received by lb2 {received} (~{expected_adverts} expected)",
         transitions[0],

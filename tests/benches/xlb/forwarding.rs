@@ -265,7 +265,7 @@ struct Snapshot {
 
 fn snapshot(bl: &BenchLab, with_agent: bool, node_threads: &[i32]) -> Result<Snapshot> {
     let at = Instant::now();
-    let xlb_tx = if with_agent { Some(bl.status()?["counters"]["tx"].as_u64().context("xlb tx counter")?) } else { None };
+    let xlb_tx = if with_agent { Some(bl.status()?.counters.get("tx").copied().context("xlb tx counter")?) } else { None };
     let eth = BenchLab::ethtool(&bl.lb.ns, "eth0")?;
     let sum = |suffix: &str| eth.iter().filter(|(k, _)| k.starts_with("rx_queue_") && k.ends_with(suffix)).map(|(_, v)| v).sum::<u64>();
     Ok(Snapshot {

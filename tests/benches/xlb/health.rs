@@ -42,6 +42,7 @@ use std::{
 };
 
 use anyhow::{bail, ensure, Context as _, Result};
+use lb_common::status::CheckerStatus;
 use serde_json::json;
 use xlb_tests::{plan, Lab};
 
@@ -169,17 +170,6 @@ struct CpuShare {
     steered: bool,
 }
 
-fn checker(status: &serde_json::Value) -> Result<(u64, f64, f64, u64, u64)> {
-    let c = &status["checker"];
-    Ok((
-        c["starts"].as_u64().context("checker.starts in xlb stats --json")?,
-        c["late_max_ms"].as_f64().context("checker.late_max_ms")?,
-        c["late_mean_ms"].as_f64().context("checker.late_mean_ms")?,
-        c["skipped"].as_u64().context("checker.skipped")?,
-        c["checks"].as_u64().context("checker.checks")?,
-    ))
-}
-
 /// Pins every thread of `pid` to CPU 0.
 fn pin_to_cpu0(pid: u32) -> Result<()> {
     for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
@@ -238,13 +228,13 @@ fn cpu_share(window: Duration) -> Result<CpuShare> {
     // Past the start-up: a few rounds in the steady state first.
     thread::sleep(Duration::from_secs(2));
     let socket = lab.dir.join("xlb.sock");
-    let (s0, ..) = checker(&xlb_tests::scenario::status(&xlb, &socket)?)?;
+    let s0 = xlb_tests::scenario::status(&xlb, &socket)?.checker.starts;
     let (c0, t0) = (cpu_seconds(pid)?, Instant::now());
-    let skipped0 = checker(&xlb_tests::scenario::status(&xlb, &socket)?)?.3;
+    let skipped0 = xlb_tests::scenario::status(&xlb, &socket)?.checker.skipped;
     thread::sleep(window);
     let (c1, t1) = (cpu_seconds(pid)?, Instant::now());
     let status = xlb_tests::scenario::status(&xlb, &socket)?;
-    let (s1, late_max_ms, late_mean_ms, skipped1, checks) = checker(&status)?;
+    let CheckerStatus { starts: s1, late_max_ms, late_mean_ms, skipped: skipped1, checks } = status.checker.clone();
     let down: Vec<_> = backend_states(&status).into_iter().filter(|(_, s)| s != "up").collect();
     ensure!(down.is_empty(), "{} backends went down during the measurement (first: {:?})", down.len(), down.first());
     let elapsed = (t1 - t0).as_secs_f64();
@@ -258,7 +248,7 @@ fn cpu_share(window: Duration) -> Result<CpuShare> {
         late_mean_ms,
         skipped: skipped1 - skipped0,
         ready_seconds: ready.as_secs_f64(),
-        checks,
+        checks: checks as u64,
         steered,
     })
 }

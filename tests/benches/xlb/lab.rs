@@ -22,7 +22,7 @@ use aya::{
     programs::{xdp::XdpLinkId, Xdp, XdpMode},
     Ebpf, EbpfLoader,
 };
-use lb_common::maps;
+use lb_common::{maps, status::Status};
 use lb_userspace::dataplane::OBJECT;
 use xlb_tests::{plan, Host, Lab};
 
@@ -113,7 +113,7 @@ impl BenchLab {
         Ok(counters.get(&0, 0)?.iter().sum())
     }
 
-    pub fn status(&self) -> Result<serde_json::Value> {
+    pub fn status(&self) -> Result<Status> {
         xlb_tests::scenario::status(&self.xlb, &self.socket)
     }
 
@@ -180,14 +180,8 @@ impl BenchLab {
 }
 
 /// Every backend of every service in an agent's status, as (address, state).
-pub fn backend_states(status: &serde_json::Value) -> Vec<(String, String)> {
-    status["services"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|s| s["backends"].as_array().cloned().unwrap_or_default())
-        .map(|b| (b["address"].as_str().unwrap_or("?").to_owned(), b["state"].as_str().unwrap_or("?").to_owned()))
-        .collect()
+pub fn backend_states(status: &Status) -> Vec<(String, String)> {
+    status.backends().map(|b| (b.address.clone(), b.state.clone())).collect()
 }
 
 /// Waits until the agent answering on `socket` reports its backends (`count` of them, when
