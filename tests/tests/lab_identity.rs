@@ -137,7 +137,7 @@ fn reload_applies_the_diff_and_keeps_every_connection_that_can_stay() -> Result<
     let target: SocketAddr = format!("{}:80", plan::VIP4).parse()?;
     let mut held = HeldConnections::open(&node.client.ns, target, 150)?;
     let tally = held.tally();
-    let slots_before = slots(&typed_status(&node)?);
+    let slots_before = slots(&node.status()?);
 
     // 1. An unrelated change (the service renamed, the file reordered): nothing moves, no
     //    check starts over.
@@ -146,7 +146,7 @@ fn reload_applies_the_diff_and_keeps_every_connection_that_can_stay() -> Result<
     ensure!(ok && out.contains("backends +0 -0 ~0"), "{out}");
     let after = held.check();
     ensure!(after.kept == held.len(), "unrelated reload: {after:?}");
-    let status = typed_status(&node)?;
+    let status = node.status()?;
     ensure!(status.services[0].name == "www" && slots(&status) == slots_before, "{:?}", slots(&status));
     ensure!(status.services[0].backends.iter().all(|b| b.health == "up" && b.transitions == 0), "health carried over: {status:?}");
 
@@ -177,12 +177,12 @@ fn reload_applies_the_diff_and_keeps_every_connection_that_can_stay() -> Result<
     ensure!(after.lost_by("b3") == tally["b3"], "b3's connections end: {after:?}");
 
     // 4. A broken file: refused with file:line, nothing changes.
-    let before = slots(&typed_status(&node)?);
+    let before = slots(&node.status()?);
     std::fs::write(&node.config, agent_config(&web4(&[(11, 1)]), &node.pins, &node.socket).replace("port = 80", "port = 80000"))?;
     let (ok, out) = reload(&node)?;
     let file = node.config.display().to_string();
     ensure!(!ok && out.contains(&format!("{file}:")) && out.contains("nothing changed"), "a broken file is refused: {out}");
-    ensure!(slots(&typed_status(&node)?) == before, "nothing changed");
+    ensure!(slots(&node.status()?) == before, "nothing changed");
     // A setting that cannot change live is refused too.
     write_config(&node, &web4_checked(&[(14, 1), (11, 1), (12, 3)]).replace("flow_table_size = 65536", "flow_table_size = 131072"))?;
     let (ok, out) = reload(&node)?;
