@@ -3,94 +3,22 @@
 use std::{net::IpAddr, path::PathBuf, process::ExitCode};
 
 use anyhow::{Context as _, Result};
-use clap::{Parser, Subcommand};
+use clap::Parser as _;
 use lb_userspace::{
     agent::Agent,
+    cli::{AgentSocket, Cli, Command},
     config::{self, Severity},
     control::{self, Render as _},
     model::{Model, Slots},
     net::Net,
 };
 
-#[derive(Parser)]
-#[command(name = "xlb", version, about = "XDP layer-4 load balancer (direct routing, Maglev)")]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Run the agent: load and attach the XDP program, keep its maps in step with the
-    /// configuration and the neighbour table, until SIGINT or SIGTERM.
-    Run {
-        #[arg(long, short)]
-        config: PathBuf,
-    },
-    /// Check a configuration file and report every problem as file:line: message (like
-    /// `keepalived -t`). Exits non-zero if there is an error.
-    CheckConfig {
-        file: PathBuf,
-        /// Only check the file itself, not that its interfaces and backends fit this host.
-        #[arg(long)]
-        offline: bool,
-        /// Also print each service's Maglev table fingerprint and each backend's share of it.
-        /// Nodes given the same backends and weights print the same fingerprint, whatever the
-        /// order of their files: compare them across the nodes of a cluster.
-        #[arg(long)]
-        tables: bool,
-    },
-    /// Show services, backends and counters of the running agent (like `ipvsadm -ln --stats`).
-    Stats {
-        #[command(flatten)]
-        agent: AgentSocket,
-        /// Print the raw JSON status.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Set a backend's weight until the agent stops (like `ipvsadm -e ... -w`). Only flows
-    /// whose table entries change move; established flows stay.
-    Weight {
-        #[command(flatten)]
-        agent: AgentSocket,
-        service: String,
-        backend: IpAddr,
-        weight: u32,
-    },
-    /// Reload the configuration file (like SIGHUP): checked as check-config does; on any
-    /// error nothing changes and the errors are printed. Flows of backends that stay keep
-    /// their backend; flows of removed backends end.
-    Reload {
-        #[command(flatten)]
-        agent: AgentSocket,
-    },
-    /// Drain a backend: weight 0, no new flows, established flows stay until they end.
-    Drain {
-        #[command(flatten)]
-        agent: AgentSocket,
-        service: String,
-        backend: IpAddr,
-    },
-}
-
-/// Where the running agent listens.
-#[derive(clap::Args)]
-struct AgentSocket {
-    /// Control socket of the agent.
-    #[arg(long, default_value = "/run/xlb/xlb.sock")]
-    socket: PathBuf,
-    /// Take the control socket from this configuration file instead.
-    #[arg(long, short)]
-    config: Option<PathBuf>,
-}
-
-impl AgentSocket {
-    fn path(self) -> Result<PathBuf> {
-        Ok(match self.config {
-            Some(path) => load_config(&path)?.agent.control_socket,
-            None => self.socket,
-        })
-    }
+/// Where the running agent listens: `--socket`, or the control socket of `--config`.
+fn socket_path(agent: AgentSocket) -> Result<PathBuf> {
+    Ok(match agent.config {
+        Some(path) => load_config(&path)?.agent.control_socket,
+        None => agent.socket,
+    })
 }
 
 fn main() -> ExitCode {
@@ -216,18 +144,18 @@ fn print_tables(cfg: &config::Config) {
 }
 
 fn set_weight(agent: AgentSocket, service: String, backend: IpAddr, weight: u32) -> Result<()> {
-    let message = control::command(&agent.path()?, &control::Request::SetWeight { service, backend, weight })?;
+    let message = control::command(&socket_path(agent)?, &control::Request::SetWeight { service, backend, weight })?;
     println!("{message}");
     Ok(())
 }
 
 fn reload(agent: AgentSocket) -> Result<()> {
-    println!("{}", control::command(&agent.path()?, &control::Request::Reload)?);
+    println!("{}", control::command(&socket_path(agent)?, &control::Request::Reload)?);
     Ok(())
 }
 
 fn stats(agent: AgentSocket, json: bool) -> Result<()> {
-    let status = control::status(&agent.path()?)?;
+    let status = control::status(&socket_path(agent)?)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&status)?);
     } else {

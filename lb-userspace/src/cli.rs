@@ -1,0 +1,79 @@
+//! The command line of `xlb`, apart from what each command does (src/main.rs), so that
+//! man pages and shell completions are generated from the same definition.
+
+use std::{net::IpAddr, path::PathBuf};
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xlb", version, about = "XDP layer-4 load balancer (direct routing, Maglev)")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the agent: load and attach the XDP program, keep its maps in step with the
+    /// configuration and the neighbour table, until SIGINT or SIGTERM.
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Check a configuration file and report every problem as file:line: message (like
+    /// `keepalived -t`). Exits non-zero if there is an error.
+    CheckConfig {
+        file: PathBuf,
+        /// Only check the file itself, not that its interfaces and backends fit this host.
+        #[arg(long)]
+        offline: bool,
+        /// Also print each service's Maglev table fingerprint and each backend's share of it.
+        /// Nodes given the same backends and weights print the same fingerprint, whatever the
+        /// order of their files: compare them across the nodes of a cluster.
+        #[arg(long)]
+        tables: bool,
+    },
+    /// Show services, backends and counters of the running agent (like `ipvsadm -ln --stats`).
+    Stats {
+        #[command(flatten)]
+        agent: AgentSocket,
+        /// Print the raw JSON status.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set a backend's weight until the agent stops (like `ipvsadm -e ... -w`). Only flows
+    /// whose table entries change move; established flows stay.
+    Weight {
+        #[command(flatten)]
+        agent: AgentSocket,
+        service: String,
+        backend: IpAddr,
+        weight: u32,
+    },
+    /// Reload the configuration file (like SIGHUP): checked as check-config does; on any
+    /// error nothing changes and the errors are printed. Flows of backends that stay keep
+    /// their backend; flows of removed backends end.
+    Reload {
+        #[command(flatten)]
+        agent: AgentSocket,
+    },
+    /// Drain a backend: weight 0, no new flows, established flows stay until they end.
+    Drain {
+        #[command(flatten)]
+        agent: AgentSocket,
+        service: String,
+        backend: IpAddr,
+    },
+}
+
+/// Where the running agent listens.
+#[derive(clap::Args)]
+pub struct AgentSocket {
+    /// Control socket of the agent.
+    #[arg(long, default_value = "/run/xlb/xlb.sock")]
+    pub socket: PathBuf,
+    /// Take the control socket from this configuration file instead.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+}
+
