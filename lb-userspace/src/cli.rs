@@ -15,10 +15,17 @@ pub struct Cli {
 #[derive(Subcommand)]
 pub enum Command {
     /// Run the agent: load and attach the XDP program, keep its maps in step with the
-    /// configuration and the neighbour table, until SIGINT or SIGTERM.
+    /// configuration and the neighbour table. SIGTERM or SIGINT stop it and detach; SIGUSR2
+    /// stops it for a restart (the program forwards until the next agent adopts it); SIGHUP
+    /// reloads; SIGUSR1 writes the status to the log.
     Run {
         #[arg(long, short)]
         config: PathBuf,
+        /// Take over from an agent already running with the same control socket (an upgrade:
+        /// start the new binary with this): it stops for a restart, its program forwarding
+        /// until this agent adopts the pinned maps.
+        #[arg(long)]
+        takeover: bool,
     },
     /// Check a configuration file and report every problem as file:line: message (like
     /// `keepalived -t`). Exits non-zero if there is an error.

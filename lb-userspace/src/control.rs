@@ -36,6 +36,9 @@ pub enum Request {
     SetWeight { service: String, backend: std::net::IpAddr, weight: u32 },
     /// Reads the configuration file again and applies what changed (SIGHUP does the same).
     Reload,
+    /// Stops the agent for a successor (`xlb run --takeover`): the program stays attached and
+    /// forwards with the pinned maps until the successor adopts them.
+    Handover,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

@@ -5,7 +5,7 @@ use std::{net::IpAddr, path::PathBuf, process::ExitCode};
 use anyhow::{Context as _, Result};
 use clap::Parser as _;
 use lb_userspace::{
-    agent::Agent,
+    agent::{Agent, Stop},
     cli::{AgentSocket, Cli, Command},
     config::{self, Severity},
     control::{self, Render as _},
@@ -30,7 +30,7 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match Cli::parse().command {
-        Command::Run { config } => exit(run(config)),
+        Command::Run { config, takeover } => exit(run(config, takeover)),
         Command::CheckConfig { file, offline, tables } => check_config(file, offline, tables),
         Command::Stats { agent, json } => exit(stats(agent, json)),
         Command::Weight { agent, service, backend, weight } => exit(set_weight(agent, service, backend, weight)),
@@ -71,24 +71,54 @@ fn load_config(path: &std::path::Path) -> Result<config::Config> {
     }
 }
 
-fn run(config: PathBuf) -> Result<()> {
+fn run(config: PathBuf, takeover: bool) -> Result<()> {
     let cfg = load_config(&config)?;
     runtime()?.block_on(async {
+        // Before anything else: a signal from now on stops the agent as it says.
+        let stop = stop_signals().context("installing signal handlers")?;
+        if takeover {
+            take_over(&cfg.agent.control_socket)?;
+        }
         let agent = Agent::start(cfg).await.with_context(|| format!("starting with {}", config.display()))?;
-        agent.run(shutdown_signal()).await.context("running")?;
+        agent.run(stop).await.context("running")?;
         Ok(())
     })
 }
 
-/// Completes on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
-        _ = int.recv() => tracing::info!("SIGINT: stopping"),
+/// Asks the agent answering on `socket` to stop for a successor, and waits until it is gone
+/// (at most 30 s). Its program goes on forwarding meanwhile.
+fn take_over(socket: &std::path::Path) -> Result<()> {
+    if control::ensure_free(socket).is_ok() {
+        tracing::info!("--takeover: no agent answers on {}, starting afresh", socket.display());
+        return Ok(());
     }
+    let message = control::command(socket, &control::Request::Handover)?;
+    tracing::info!("--takeover: {message}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    // The agent removes its socket last, once it has stopped (after a VRRP handover, say).
+    while socket.exists() {
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!("the agent on {} did not stop within 30 s of the handover", socket.display());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+/// SIGTERM and SIGINT stop for good; SIGUSR2 (the unit's RestartKillSignal) stops for a
+/// restart, leaving the program forwarding for the next agent.
+fn stop_signals() -> std::io::Result<impl std::future::Future<Output = Stop>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut usr2 = signal(SignalKind::user_defined2())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM: stopping"); Stop::Full }
+            _ = int.recv() => { tracing::info!("SIGINT: stopping"); Stop::Full }
+            _ = usr2.recv() => { tracing::info!("SIGUSR2: stopping for a restart"); Stop::Restart }
+        }
+    })
 }
 
 fn check_config(file: PathBuf, offline: bool, tables: bool) -> ExitCode {

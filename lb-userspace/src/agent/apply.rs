@@ -33,13 +33,13 @@ impl Agent {
             let iface = config::egress_interface(b.address(), interfaces, &self.model.agent.interfaces)
                 .expect("checked by check_environment");
             let mut state = BackendState::new(iface, b.check.as_ref().is_none_or(|c| c.initial == Health::Up));
-            // A backend an earlier agent forwarded to goes on as it was (its MAC, its health)
-            // until this agent learns otherwise: its flows must not move on a restart.
-            if let Some(old) = self.inherited.remove(&slot).filter(|e| e.ifindex == state.ifindex) {
-                if old.flags & BACKEND_F_USABLE != 0 {
-                    state.mac = Some(old.dst_mac);
-                    state.healthy = true;
-                }
+            // A backend an earlier agent knew goes on as it was (its MAC, its health) until
+            // this agent learns otherwise: its flows must not move, nor its health flap, on a
+            // restart. Its entry was usable when its MAC was known and it was healthy.
+            if let Some(old) = self.inherited.remove(&slot).filter(|e| e.ifindex == state.ifindex && e.dst_mac != [0; 6]) {
+                state.mac = Some(old.dst_mac);
+                state.healthy = old.flags & BACKEND_F_USABLE != 0 || b.check.is_none();
+                self.carried.insert(slot);
             }
             self.backends.insert(slot, state);
         }

@@ -17,6 +17,7 @@ use std::{
 
 use aya::programs::XdpMode;
 use lb_common::Backend;
+use sd_notify::{notify as sd_notify, NotifyState};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
@@ -63,6 +64,18 @@ pub enum AgentError {
 }
 
 type Result<T> = std::result::Result<T, AgentError>;
+
+/// How the agent stops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// Stop forwarding (SIGTERM, SIGINT): a VRRP master resigns, the VIPs the agent added go,
+    /// the program is detached and every pin removed.
+    Full,
+    /// Stop the agent only (SIGUSR2, `systemctl restart`, a successor's `xlb run --takeover`):
+    /// a VRRP master resigns, but the program stays attached on its pinned link and forwards
+    /// with the pinned maps until the next agent adopts them.
+    Restart,
+}
 
 /// What the agent knows of one backend beyond the model.
 #[derive(Clone, Debug)]
@@ -112,6 +125,12 @@ pub struct Agent {
     backends: BTreeMap<u32, BackendState>,
     /// `BACKENDS` entries an earlier agent left, by slot, until the first model is applied.
     inherited: HashMap<u32, Backend>,
+    /// Backends whose health an earlier agent decided (their checks go on from it).
+    carried: HashSet<u32>,
+    /// A stop asked for over the control socket (a successor taking over).
+    stop_requested: Option<Stop>,
+    /// SIGHUP (reload), registered at start so that it never ends the agent.
+    hangup: Option<tokio::signal::unix::Signal>,
     /// Subscribed before the first resolution so that no answer is missed.
     events: Option<NeighbourEvents>,
     /// The table mode each service is in (logged when it changes), by service id.
@@ -127,6 +146,13 @@ pub struct Agent {
     dataplane_fault: bool,
     /// Virtual MACs VRRP masters hold (use_vmac), for the data plane to take as ours.
     vrrp_macs: Option<mpsc::UnboundedReceiver<LocalMac>>,
+}
+
+/// Tells systemd (Type=notify) where the agent stands; a no-op outside systemd.
+fn notify(state: &[NotifyState]) {
+    if let Err(e) = sd_notify(state) {
+        warn!("sd_notify: {e}");
+    }
 }
 
 /// Makes sure `pin_path` lies on a bpf filesystem, mounting one at /sys/fs/bpf if that is
@@ -147,6 +173,16 @@ fn ensure_bpffs(pin_path: &Path) -> Result<()> {
     nix::mount::mount(Some("bpf"), bpffs, Some("bpf"), nix::mount::MsFlags::empty(), None::<&str>)
         .map_err(|e| err(format!("mount -t bpf bpf {}: {e}", bpffs.display())))?;
     info!("mounted bpffs at {}", bpffs.display());
+    // Under `ip netns exec` (or any private mount namespace) this bpffs lives only as long as
+    // the namespace's processes: the pins go with the agent.
+    let ns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok();
+    if ns("self") != ns("1") {
+        warn!(
+            "{} was mounted in a private mount namespace: the pins die with this agent, so a restart \
+             will not be hitless; mount bpffs in the host's namespace (mount -t bpf bpf /sys/fs/bpf) before starting",
+            bpffs.display()
+        );
+    }
     Ok(())
 }
 
@@ -197,6 +233,12 @@ impl Agent {
             attached,
             backends: BTreeMap::new(),
             inherited: inherited.into_iter().collect(),
+            carried: HashSet::new(),
+            stop_requested: None,
+            hangup: Some(
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                    .map_err(|e| AgentError::Environment(format!("installing the SIGHUP handler: {e}")))?,
+            ),
             events,
             modes: HashMap::new(),
             checked: Vec::new(),
@@ -392,29 +434,41 @@ impl Agent {
             },
             Request::SetWeight { service, backend, weight } => done(self.set_weight(&service, backend, weight)),
             Request::Reload => done(self.reload(monitor).await),
+            Request::Handover => {
+                info!("a successor takes over: stopping for a restart");
+                self.stop_requested = Some(Stop::Restart);
+                Response::Done { message: "handing over: the program stays attached for the next agent".into() }
+            }
         }
     }
 
     /// Runs until `shutdown` completes, then detaches and removes what it added.
-    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<()> {
+    pub async fn run(mut self, shutdown: impl Future<Output = Stop>) -> Result<()> {
         let mut events = self.events.take().expect("subscribed at start");
-        let mut monitor = Monitor::spawn(self.check_specs(&HashSet::new())).map_err(AgentError::HealthThread)?;
-        // SIGHUP reloads (keepalived's habit), and no longer ends the agent.
-        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-            .map_err(|e| AgentError::Environment(format!("installing the SIGHUP handler: {e}")))?;
+        let mut monitor = Monitor::spawn(self.check_specs(&self.carried)).map_err(AgentError::HealthThread)?;
+        // SIGHUP reloads (keepalived's habit); SIGUSR1 writes the status to the log.
+        let mut hangup = self.hangup.take().expect("registered at start");
+        let mut usr1 = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
+            .map_err(|e| AgentError::Environment(format!("installing the SIGUSR1 handler: {e}")))?;
         self.check_stats = monitor.stats.clone();
         let (tx, mut requests) = mpsc::channel::<Pending>(16);
         let socket = self.model.agent.control_socket.clone();
         let server = control::serve(&socket, tx)?;
         info!("control socket at {}", socket.display());
+        // Attached, every map written, the control socket answering: ready (systemd
+        // Type=notify; nothing happens without NOTIFY_SOCKET).
+        notify(&[NotifyState::Ready]);
         let mut refresh = tokio::time::interval(NEIGHBOUR_REFRESH);
         let mut retry = tokio::time::interval(NEIGHBOUR_RETRY);
         let mut dataplane_check = tokio::time::interval(DATAPLANE_CHECK);
         let mut vrrp_macs = self.vrrp_macs.take();
         tokio::pin!(shutdown);
         let result = loop {
+            if let Some(stop) = self.stop_requested.take() {
+                break Ok(stop);
+            }
             tokio::select! {
-                _ = &mut shutdown => break Ok(()),
+                stop = &mut shutdown => break Ok(stop),
                 Some(n) = events.next() => {
                     if let Err(e) = self.apply_neighbour(&n) {
                         break Err(e);
@@ -434,6 +488,7 @@ impl Agent {
                         warn!("reload refused: {e}");
                     }
                 }
+                Some(()) = usr1.recv() => self.dump_status(),
                 _ = refresh.tick() => {
                     self.resolve_backends(true).await;
                     if let Err(e) = self.refresh_interface_macs().await {
@@ -450,11 +505,30 @@ impl Agent {
                 }
             }
         };
+        notify(&[NotifyState::Stopping]);
         server.abort();
         drop(monitor);
+        let stopped = match result {
+            Ok(stop) => self.stop(stop).await,
+            // A failure is a real stop: nothing must forward with nobody keeping it.
+            Err(e) => self.stop(Stop::Full).await.and(Err(e)),
+        };
+        // Last: a successor (`xlb run --takeover`) starts once the socket is gone.
         let _ = std::fs::remove_file(&socket);
-        self.stop().await?;
-        result
+        stopped
+    }
+
+    /// Writes the full status to the log (SIGUSR1, keepalived's data dump).
+    fn dump_status(&self) {
+        use crate::control::Render as _;
+        match self.status() {
+            Ok(status) => {
+                for line in status.render().lines() {
+                    info!("status: {line}");
+                }
+            }
+            Err(e) => warn!("status: {e}"),
+        }
     }
 
     /// A VRRP master's virtual MAC comes or goes. A failure is logged: the master then
@@ -504,11 +578,17 @@ impl Agent {
         }
     }
 
-    /// Resigns VRRP mastership, removes the VIPs, detaches the program and removes every pin.
-    async fn stop(mut self) -> Result<()> {
+    /// Resigns VRRP mastership; then, for a full stop, removes the VIPs, detaches the program
+    /// and removes every pin. For a restart the program stays attached on its pinned link and
+    /// forwards with the pinned maps (and the VIPs stay) until the next agent adopts them.
+    async fn stop(mut self, stop: Stop) -> Result<()> {
         // VRRP first: the peer takes over (after its skew time) while we still forward.
         if let Some(vrrp) = self.vrrp.take() {
             vrrp.shutdown().await;
+        }
+        if stop == Stop::Restart {
+            info!("stopped for a restart: the program stays attached and forwards with the pinned maps");
+            return Ok(());
         }
         if self.model.agent.assign_vips {
             let first = self.attached[0].ifindex;

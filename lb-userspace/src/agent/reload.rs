@@ -16,6 +16,14 @@ impl Agent {
     /// Reloads the configuration file the agent started with. `Ok` says what changed; `Err`
     /// says why nothing did (the file's `file:line: message` diagnostics, say).
     pub(super) async fn reload(&mut self, monitor: &mut Monitor) -> Result<String, String> {
+        // systemd (Type=notify) learns that a reload runs, and when it is over.
+        super::notify(&[sd_notify::NotifyState::Reloading]);
+        let result = self.reload_file(monitor).await;
+        super::notify(&[sd_notify::NotifyState::Ready]);
+        result
+    }
+
+    async fn reload_file(&mut self, monitor: &mut Monitor) -> Result<String, String> {
         let path = self.config_file.clone();
         let (cfg, warnings) = config::load(&path).map_err(|e| format!("{} has errors, nothing changed:\n{e}", path.display()))?;
         let interfaces = self.net.interfaces().await.map_err(|e| format!("reading this host's interfaces: {e}"))?;
