@@ -290,12 +290,18 @@ impl Lab {
     /// Starts `program args...` inside `host`'s namespace; killed when the lab is dropped.
     /// Output goes to `<lab dir>/<log>.log`.
     pub fn spawn(&mut self, ns: &str, log: &str, program: &Path, args: &[&str]) -> Result<&mut Child> {
+        self.spawn_with_env(ns, log, program, args, &[])
+    }
+
+    /// [`Lab::spawn`] with extra environment variables.
+    pub fn spawn_with_env(&mut self, ns: &str, log: &str, program: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<&mut Child> {
         let log_path = self.dir.join(format!("{log}.log"));
         let out = File::create(&log_path)?;
         let child = Command::new("ip")
             .args(["netns", "exec", ns])
             .arg(program)
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out)

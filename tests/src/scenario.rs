@@ -26,6 +26,16 @@ pub fn lab_agent_section() -> &'static str {
     &LAB_CONFIG[..end]
 }
 
+/// config/lab.toml's `[agent]` with one TCP service, `web4`, on the IPv4 VIP's port 80 over
+/// `backends`: (last octet on 203.0.113.0/24, weight), in this order.
+pub fn web4_config(backends: &[(u8, u32)]) -> String {
+    let mut text = format!("{}[[service]]\nname = \"web4\"\nvip = \"{}\"\nport = 80\n", lab_agent_section(), plan::VIP4);
+    for (octet, weight) in backends {
+        text += &format!("[[service.backend]]\naddress = \"203.0.113.{octet}\"\nweight = {weight}\n");
+    }
+    text
+}
+
 /// What the backends run on TCP port 80.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Serve {

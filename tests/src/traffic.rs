@@ -439,6 +439,67 @@ impl HeldConnections {
     }
 }
 
+/// [`HeldConnections`] talking all the time: every live connection sends a request every
+/// `every` (its backend answers with its name) until [`Chatter::finish`]. A connection that
+/// fails or is answered by another backend is counted and left alone from then on.
+pub struct Chatter {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<(Held, usize)>>,
+}
+
+impl HeldConnections {
+    pub fn chatter(mut self, every: Duration) -> Chatter {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut held = Held::default();
+            let mut live = vec![true; self.conns.len()];
+            let mut exchanges = 0;
+            while !flag.load(Ordering::Relaxed) {
+                let round = std::time::Instant::now();
+                for ((conn, first), live) in self.conns.iter_mut().zip(&mut live) {
+                    if !*live {
+                        continue;
+                    }
+                    exchanges += 1;
+                    match conn.get() {
+                        Ok(name) if name == *first => {}
+                        Ok(name) => {
+                            held.moved.push((first.clone(), name));
+                            *live = false;
+                        }
+                        Err(e) => {
+                            held.broken.push((first.clone(), format!("{e:#}")));
+                            *live = false;
+                        }
+                    }
+                }
+                std::thread::sleep(every.saturating_sub(round.elapsed()));
+            }
+            held.kept = live.iter().filter(|l| **l).count();
+            (held, exchanges)
+        });
+        Chatter { stop, thread: Some(thread) }
+    }
+}
+
+impl Chatter {
+    /// Stops; what became of the connections, and how many exchanges were made.
+    pub fn finish(mut self) -> (Held, usize) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().map(|t| t.join().unwrap_or_default()).unwrap_or_default()
+    }
+}
+
+impl Drop for Chatter {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// A client that sends HTTP requests to a target without pause, each on a new connection,
 /// and records when each one ended and how.
 pub struct Hammer {

@@ -8,19 +8,9 @@ use anyhow::{ensure, Context as _, Result};
 use lb_common::status::Status;
 use xlb_tests::{
     in_netns, plan, privileged,
-    scenario::{agent_config, lab_agent_section, Serve, SingleNode},
+    scenario::{agent_config, web4_config, Serve, SingleNode},
     traffic::{self, HeldConnections, HttpServer},
 };
-
-/// config/lab.toml's `[agent]` with one TCP service on the IPv4 VIP's port 80 over
-/// `backends`: (last octet, weight), in this order.
-fn web4(backends: &[(u8, u32)]) -> String {
-    let mut text = format!("{}[[service]]\nname = \"web4\"\nvip = \"{}\"\nport = 80\n", lab_agent_section(), plan::VIP4);
-    for (octet, weight) in backends {
-        text += &format!("[[service.backend]]\naddress = \"203.0.113.{octet}\"\nweight = {weight}\n");
-    }
-    text
-}
 
 /// Each backend's slot, by address.
 fn slots(status: &Status) -> BTreeMap<String, u32> {
@@ -32,7 +22,7 @@ fn connections_keep_their_backends_across_kill_9_edit_and_restart() -> Result<()
     if !privileged("connections_keep_their_backends_across_kill_9_edit_and_restart") {
         return Ok(());
     }
-    let mut node = SingleNode::start_with("ident", &web4(&[(11, 1), (12, 1), (13, 1)]), Serve::Http)?;
+    let mut node = SingleNode::start_with("ident", &web4_config(&[(11, 1), (12, 1), (13, 1)]), Serve::Http)?;
     let b4 = node.lab.backend("b4", 14, &[plan::VIP4, plan::VIP6])?;
     let _b4_http = HttpServer::start(&b4.ns, "b4", 80)?;
     let target: SocketAddr = format!("{}:80", plan::VIP4).parse()?;
@@ -44,7 +34,7 @@ fn connections_keep_their_backends_across_kill_9_edit_and_restart() -> Result<()
 
     node.lab.signal("xlb", nix::sys::signal::Signal::SIGKILL)?;
     // The edit: b4 before the others, b3 removed, b2's weight changed.
-    let edited = web4(&[(14, 1), (11, 1), (12, 3)]);
+    let edited = web4_config(&[(14, 1), (11, 1), (12, 3)]);
     std::fs::write(&node.config, agent_config(&edited, &node.pins, &node.socket))?;
     node.start_agent()?;
 
@@ -89,7 +79,7 @@ fn a_restart_with_the_same_file_changes_nothing() -> Result<()> {
     if !privileged("a_restart_with_the_same_file_changes_nothing") {
         return Ok(());
     }
-    let mut node = SingleNode::start_with("ident2", &web4(&[(11, 1), (12, 2), (13, 1)]), Serve::Http)?;
+    let mut node = SingleNode::start_with("ident2", &web4_config(&[(11, 1), (12, 2), (13, 1)]), Serve::Http)?;
     let target: SocketAddr = format!("{}:80", plan::VIP4).parse()?;
     let mut held = HeldConnections::open(&node.client.ns, target, 60)?;
     let before = node.status()?;
@@ -119,7 +109,7 @@ fn reload(node: &SingleNode) -> Result<(bool, String)> {
 
 /// `web4` over `backends` with a TCP check on each (an unchanged check keeps its state).
 fn web4_checked(backends: &[(u8, u32)]) -> String {
-    web4(backends) + "[service.check]\ntype = \"tcp\"\ninterval = \"500ms\"\n"
+    web4_config(backends) + "[service.check]\ntype = \"tcp\"\ninterval = \"500ms\"\n"
 }
 
 fn write_config(node: &SingleNode, text: &str) -> Result<()> {
@@ -178,7 +168,7 @@ fn reload_applies_the_diff_and_keeps_every_connection_that_can_stay() -> Result<
 
     // 4. A broken file: refused with file:line, nothing changes.
     let before = slots(&node.status()?);
-    std::fs::write(&node.config, agent_config(&web4(&[(11, 1)]), &node.pins, &node.socket).replace("port = 80", "port = 80000"))?;
+    std::fs::write(&node.config, agent_config(&web4_config(&[(11, 1)]), &node.pins, &node.socket).replace("port = 80", "port = 80000"))?;
     let (ok, out) = reload(&node)?;
     let file = node.config.display().to_string();
     ensure!(!ok && out.contains(&format!("{file}:")) && out.contains("nothing changed"), "a broken file is refused: {out}");

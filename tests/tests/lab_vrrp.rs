@@ -698,14 +698,9 @@ fn xlb_use_vmac_keeps_the_vip_on_the_virtual_mac_across_failover() -> Result<()>
     Ok(())
 }
 
-/// config/lab.toml's `[agent]` and one TCP service on the IPv4 VIP's port 80 with b1..b3 at
-/// weights 1, 2, 3, listed in the order `order` (last octets).
+/// `web4` over b1..b3 at weights 1, 2, 3, listed in the order `order` (last octets).
 fn web4_in_order(order: [u8; 3]) -> String {
-    let mut text = format!("{}[[service]]\nname = \"web4\"\nvip = \"{}\"\nport = 80\n", xlb_tests::scenario::lab_agent_section(), vip4());
-    for octet in order {
-        text += &format!("[[service.backend]]\naddress = \"203.0.113.{octet}\"\nweight = {}\n", octet - 10);
-    }
-    text
+    xlb_tests::scenario::web4_config(&order.map(|octet| (octet, u32::from(octet) - 10)))
 }
 
 #[test]
