@@ -432,16 +432,33 @@ impl Pair {
 
     /// Which nodes hold `vip` on `eth0`.
     pub fn holders_of(&self, vip: IpAddr) -> Result<Vec<Node>> {
-        let mut holders = Vec::new();
-        for node in Node::BOTH {
-            let out = ip(&["-n", &self.lb(node).ns, "-j", "addr", "show", "dev", "eth0"])?;
-            let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-            let has = v[0]["addr_info"].as_array().into_iter().flatten().any(|a| a["local"].as_str().and_then(|s| s.parse::<IpAddr>().ok()) == Some(vip));
-            if has {
-                holders.push(node);
+        holders_in(&self.node_namespaces(), vip)
+    }
+
+    fn node_namespaces(&self) -> [String; 2] {
+        Node::BOTH.map(|node| self.lb(node).ns.clone())
+    }
+
+    /// Samples who holds the IPv4 VIP every few milliseconds until [`HolderWatch::finish`].
+    pub fn watch_holders(&self) -> HolderWatch {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (flag, namespaces) = (stop.clone(), self.node_namespaces());
+        let thread = thread::spawn(move || {
+            let mut seen = HolderSpans::default();
+            let (mut both_since, mut none_since) = (None::<Instant>, None::<Instant>);
+            while !flag.load(Ordering::Relaxed) {
+                let now = Instant::now();
+                let n = holders_in(&namespaces, vip4()).map(|h| h.len()).unwrap_or(1);
+                seen.samples += 1;
+                both_since = if n == 2 { both_since.or(Some(now)) } else { None };
+                none_since = if n == 0 { none_since.or(Some(now)) } else { None };
+                seen.longest_both = seen.longest_both.max(both_since.map_or(Duration::ZERO, |t| now - t + Duration::from_millis(1)));
+                seen.longest_none = seen.longest_none.max(none_since.map_or(Duration::ZERO, |t| now - t + Duration::from_millis(1)));
+                thread::sleep(Duration::from_millis(2));
             }
-        }
-        Ok(holders)
+            seen
+        });
+        HolderWatch { stop, thread: Some(thread) }
     }
 
     /// Which nodes hold the IPv4 VIP.
@@ -641,6 +658,50 @@ pub struct Advert {
     /// v2 auth type (0 none, 1 simple password) and string.
     pub auth: Option<(u8, String)>,
     pub addresses: Vec<IpAddr>,
+}
+
+/// Which of the nodes in `namespaces` (lb1's, lb2's) hold `vip` on `eth0`.
+fn holders_in(namespaces: &[String; 2], vip: IpAddr) -> Result<Vec<Node>> {
+    let mut holders = Vec::new();
+    for (node, ns) in Node::BOTH.into_iter().zip(namespaces) {
+        let out = ip(&["-n", ns, "-j", "addr", "show", "dev", "eth0"])?;
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        let has = v[0]["addr_info"].as_array().into_iter().flatten().any(|a| a["local"].as_str().and_then(|s| s.parse::<IpAddr>().ok()) == Some(vip));
+        if has {
+            holders.push(node);
+        }
+    }
+    Ok(holders)
+}
+
+/// How long, at the longest, both nodes or neither held the VIP while watched.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HolderSpans {
+    pub longest_both: Duration,
+    pub longest_none: Duration,
+    pub samples: usize,
+}
+
+/// See [`Pair::watch_holders`].
+pub struct HolderWatch {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<HolderSpans>>,
+}
+
+impl HolderWatch {
+    pub fn finish(mut self) -> HolderSpans {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().map(|t| t.join().unwrap_or_default()).unwrap_or_default()
+    }
+}
+
+impl Drop for HolderWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// Every VRRP packet in `pcap`, parsed by tshark (`tshark -Y vrrp -T fields`).

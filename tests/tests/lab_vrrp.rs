@@ -740,3 +740,49 @@ fn xlb_failover_keeps_every_connection_on_its_backend_whatever_the_file_order() 
     ensure!(after.kept == held.len(), "every connection keeps its backend: {after:?}\nlb2 log:\n{}", pair.xlb_log(Node::Lb2));
     Ok(())
 }
+
+/// A restart of the master as `systemctl restart` does it with the shipped unit (SIGUSR2, then
+/// a start that adopts the pins): it hands over cleanly, then takes the VIP back by preemption.
+#[test]
+fn xlb_master_restarted_hands_over_without_two_masters() -> Result<()> {
+    if !privileged("xlb_master_restarted_hands_over_without_two_masters") {
+        return Ok(());
+    }
+    let mut pair = xlb_pair("vrestart", 150, 100, &[])?;
+    pair.wait_sole_holder(Node::Lb1, Duration::from_secs(3))?;
+    let prober = pair.prober()?;
+    prober.wait_replies_after(Instant::now(), 30, Duration::from_secs(3))?;
+    let takeovers = |pair: &Pair| pair.xlb_log(Node::Lb2).matches("-> MASTER").count();
+    let lb2_before = takeovers(&pair);
+    let watch = pair.watch_holders();
+    let restarted = Instant::now();
+    pair.stop_xlb(Node::Lb1, Signal::SIGUSR2)?;
+    ensure!(pair.xlb_log(Node::Lb1).contains("stopped for a restart"), "{}", pair.xlb_log(Node::Lb1));
+    pair.start_xlb(Node::Lb1, &instance(150, &[]))?;
+    let back = wait_state(&pair, Node::Lb1, "MASTER", Duration::from_secs(5))?;
+    wait_forwarding(&pair, Node::Lb1, Duration::from_secs(3))?;
+    std::thread::sleep(Duration::from_millis(300));
+    let end = Instant::now();
+    let spans = watch.finish();
+    let probes = prober.stop();
+    let b = probes.blackout_in(restarted, end);
+    eprintln!(
+        "restart of the master (SIGUSR2 + start): master again after {:?}; client blackout {:?} (lost {} of {}), \
+         Master_Down_Interval {:?}; both nodes held the VIP at most {:?}, neither at most {:?} ({} samples)",
+        back - restarted,
+        b.longest,
+        b.lost,
+        b.sent,
+        mdi(100),
+        spans.longest_both,
+        spans.longest_none,
+        spans.samples
+    );
+    ensure!(takeovers(&pair) > lb2_before, "lb2 took over while lb1 restarted:\n{}", pair.xlb_log(Node::Lb2));
+    // Preemption hands the VIP back within one advert: the new master's advert demotes the old
+    // one at once, so two holders never last beyond an advert interval.
+    ensure!(spans.longest_both <= FAST, "both nodes held the VIP for {:?}", spans.longest_both);
+    ensure!(spans.longest_none <= mdi(100), "nobody held the VIP for {:?}", spans.longest_none);
+    ensure!(b.longest <= mdi(100), "client blackout {:?} beyond Master_Down_Interval {:?}", b.longest, mdi(100));
+    Ok(())
+}
