@@ -66,6 +66,7 @@ use toml::de::DeTable;
 
 mod agent;
 mod check;
+pub mod edit;
 mod host;
 mod reader;
 mod services;
