@@ -22,6 +22,10 @@ impl From<crate::Counters> for Counters {
 pub struct Status {
     pub interfaces: Vec<String>,
     pub services: Vec<ServiceStatus>,
+    /// The changes made at run time that the file does not have (`xlb backend ...`,
+    /// `xlb service ...` without `--save`), in the order they were made.
+    #[serde(default)]
+    pub runtime_changes: Vec<String>,
     /// Global verdict and event counters by name (`lb_common::stat::NAMES`).
     pub counters: BTreeMap<String, u64>,
     /// Entries in the flow table.
@@ -80,6 +84,9 @@ pub struct ServiceStatus {
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct BackendStatus {
     pub address: String,
+    /// How it differs from the file by runtime changes ("weight 5", "drained", "added").
+    #[serde(default)]
+    pub runtime: Option<String>,
     /// Its stable slot in the data plane: the same for as long as the backend (service,
     /// address, role) is configured, whatever else changes.
     #[serde(default)]

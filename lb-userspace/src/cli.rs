@@ -48,15 +48,6 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Set a backend's weight until the agent stops (like `ipvsadm -e ... -w`). Only flows
-    /// whose table entries change move; established flows stay.
-    Weight {
-        #[command(flatten)]
-        agent: AgentSocket,
-        service: String,
-        backend: IpAddr,
-        weight: u32,
-    },
     /// Reload the configuration file (like SIGHUP): checked as check-config does; on any
     /// error nothing changes and the errors are printed. Flows of backends that stay keep
     /// their backend; flows of removed backends end.
@@ -64,12 +55,16 @@ pub enum Command {
         #[command(flatten)]
         agent: AgentSocket,
     },
-    /// Drain a backend: weight 0, no new flows, established flows stay until they end.
-    Drain {
-        #[command(flatten)]
-        agent: AgentSocket,
-        service: String,
-        backend: IpAddr,
+    /// Change a backend at run time (like `ipvsadm -a/-d/-e`): at once, kept across restarts
+    /// and reloads until the file changes that backend; `--save` writes it into the file.
+    Backend {
+        #[command(subcommand)]
+        action: BackendAction,
+    },
+    /// Add or remove a service at run time (like `ipvsadm -A/-D`).
+    Service {
+        #[command(subcommand)]
+        action: ServiceAction,
     },
 }
 
@@ -84,3 +79,80 @@ pub struct AgentSocket {
     pub config: Option<PathBuf>,
 }
 
+
+/// The backend a runtime change is about, and where it goes.
+#[derive(clap::Args)]
+pub struct BackendRef {
+    #[command(flatten)]
+    pub agent: AgentSocket,
+    /// Also write the change into the configuration file (comments and layout kept).
+    #[arg(long)]
+    pub save: bool,
+    /// The service's name.
+    pub service: String,
+    /// The backend's address.
+    pub address: IpAddr,
+}
+
+#[derive(Subcommand)]
+pub enum BackendAction {
+    /// Add a backend to a service.
+    Add {
+        #[command(flatten)]
+        backend: BackendRef,
+        #[arg(long, default_value_t = 1)]
+        weight: u32,
+    },
+    /// Remove a backend: its established flows end.
+    Remove {
+        #[command(flatten)]
+        backend: BackendRef,
+    },
+    /// Set a backend's weight. Only flows whose table entries change move; established flows
+    /// stay.
+    Weight {
+        #[command(flatten)]
+        backend: BackendRef,
+        weight: u32,
+    },
+    /// Drain a backend: weight 0, no new flows, established flows stay until they end.
+    Drain {
+        #[command(flatten)]
+        backend: BackendRef,
+    },
+    /// End a drain: the weight before it applies again.
+    Enable {
+        #[command(flatten)]
+        backend: BackendRef,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ServiceAction {
+    /// Add a service (checked like one in the file).
+    Add {
+        #[command(flatten)]
+        agent: AgentSocket,
+        /// Also write the change into the configuration file.
+        #[arg(long)]
+        save: bool,
+        name: String,
+        #[arg(long)]
+        vip: IpAddr,
+        #[arg(long)]
+        port: u16,
+        #[arg(long, default_value = "tcp")]
+        protocol: String,
+        /// A backend (repeat for more), weight 1.
+        #[arg(long = "backend")]
+        backends: Vec<IpAddr>,
+    },
+    /// Remove a service and its backends: their flows end.
+    Remove {
+        #[command(flatten)]
+        agent: AgentSocket,
+        #[arg(long)]
+        save: bool,
+        name: String,
+    },
+}

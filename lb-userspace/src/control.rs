@@ -32,8 +32,9 @@ pub enum ControlError {
 pub enum Request {
     /// Services, backends, counters.
     Status,
-    /// Sets a backend's weight until the agent stops (0 drains it: no new flows, flows stay).
-    SetWeight { service: String, backend: std::net::IpAddr, weight: u32 },
+    /// A runtime change (`xlb backend ...`, `xlb service ...`); with `save`, written into
+    /// the configuration file too.
+    Change { change: crate::config::edit::Change, save: bool },
     /// Reads the configuration file again and applies what changed (SIGHUP does the same).
     Reload,
     /// Stops the agent for a successor (`xlb run --takeover`): the program stays attached and

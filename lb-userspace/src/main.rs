@@ -1,12 +1,13 @@
 //! `xlb`: the agent (`xlb run`) and the tools around it.
 
-use std::{net::IpAddr, path::PathBuf, process::ExitCode};
+use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::{Context as _, Result};
 use clap::Parser as _;
 use lb_userspace::{
     agent::{Agent, Stop},
-    cli::{AgentSocket, Cli, Command},
+    cli::{AgentSocket, BackendAction, Cli, Command, ServiceAction},
+    config::edit::Change,
     config::{self, Severity},
     control::{self, Render as _},
     model::{Model, Slots},
@@ -33,8 +34,8 @@ fn main() -> ExitCode {
         Command::Run { config, takeover } => exit(run(config, takeover)),
         Command::CheckConfig { file, offline, tables } => check_config(file, offline, tables),
         Command::Stats { agent, json } => exit(stats(agent, json)),
-        Command::Weight { agent, service, backend, weight } => exit(set_weight(agent, service, backend, weight)),
-        Command::Drain { agent, service, backend } => exit(set_weight(agent, service, backend, 0)),
+        Command::Backend { action } => exit(backend_change(action)),
+        Command::Service { action } => exit(service_change(action)),
         Command::Reload { agent } => exit(reload(agent)),
     }
 }
@@ -173,9 +174,43 @@ fn print_tables(cfg: &config::Config) {
     }
 }
 
-fn set_weight(agent: AgentSocket, service: String, backend: IpAddr, weight: u32) -> Result<()> {
-    let message = control::command(&socket_path(agent)?, &control::Request::SetWeight { service, backend, weight })?;
-    println!("{message}");
+fn backend_change(action: BackendAction) -> Result<()> {
+    let (backend, change) = match action {
+        BackendAction::Add { backend, weight } => {
+            let change = Change::BackendAdd { service: backend.service.clone(), address: backend.address, weight };
+            (backend, change)
+        }
+        BackendAction::Remove { backend } => {
+            let change = Change::BackendRemove { service: backend.service.clone(), address: backend.address };
+            (backend, change)
+        }
+        BackendAction::Weight { backend, weight } => {
+            let change = Change::BackendWeight { service: backend.service.clone(), address: backend.address, weight };
+            (backend, change)
+        }
+        BackendAction::Drain { backend } => {
+            let change = Change::BackendDrain { service: backend.service.clone(), address: backend.address };
+            (backend, change)
+        }
+        BackendAction::Enable { backend } => {
+            let change = Change::BackendEnable { service: backend.service.clone(), address: backend.address };
+            (backend, change)
+        }
+    };
+    send_change(backend.agent, change, backend.save)
+}
+
+fn service_change(action: ServiceAction) -> Result<()> {
+    match action {
+        ServiceAction::Add { agent, save, name, vip, port, protocol, backends } => {
+            send_change(agent, Change::ServiceAdd { name, vip, port, protocol, backends }, save)
+        }
+        ServiceAction::Remove { agent, save, name } => send_change(agent, Change::ServiceRemove { name }, save),
+    }
+}
+
+fn send_change(agent: AgentSocket, change: Change, save: bool) -> Result<()> {
+    println!("{}", control::command(&socket_path(agent)?, &control::Request::Change { change, save })?);
     Ok(())
 }
 

@@ -100,11 +100,17 @@ pub fn add_backends(lab: &mut Lab) -> Result<Vec<Host>> {
 }
 
 /// Configuration `config` (config/lab.toml or one written like it) with its pin path and
-/// control socket replaced by `pins` and `socket`.
+/// control socket replaced by `pins` and `socket`, and its runtime file put beside the socket.
 pub fn agent_config(config: &str, pins: &Path, socket: &Path) -> String {
     config
         .replace("/sys/fs/bpf/xlb-lab", &pins.display().to_string())
         .replace("/run/xlb/lab.sock", &socket.display().to_string())
+        .replace("/run/xlb/lab-runtime.json", &runtime_file(socket).display().to_string())
+}
+
+/// Where [`agent_config`] puts the runtime file of the agent on `socket`.
+pub fn runtime_file(socket: &Path) -> PathBuf {
+    socket.with_extension("runtime.json")
 }
 
 /// Waits until the agent behind `socket` answers and every backend of every service is up

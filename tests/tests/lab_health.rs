@@ -227,7 +227,7 @@ fn drain_keeps_established_flows_but_health_down_moves_them() -> Result<()> {
     let mut held = connections_to_every_backend(&node)?;
 
     // Drain b1: no new flows, its established flow keeps working.
-    let out = run(Command::new(&node.xlb).args(["drain", "--socket"]).arg(&node.socket).args(["web4", "203.0.113.11"]))?;
+    let out = run(Command::new(&node.xlb).args(["backend", "drain", "--socket"]).arg(&node.socket).args(["web4", "203.0.113.11"]))?;
     assert!(String::from_utf8_lossy(&out.stdout).contains("weight 1 -> 0"));
     let tally = in_netns(&node.client.ns, || traffic::http_requests(target(), 90))??;
     assert_eq!(tally.get("b1"), None, "no new flow reaches a drained backend: {tally:?}");

@@ -4,6 +4,7 @@
 
 mod apply;
 mod reload;
+mod runtime;
 mod status;
 
 use std::{
@@ -118,6 +119,10 @@ pub struct Agent {
     model: Model,
     /// The file the configuration came from (what a reload reads again).
     config_file: PathBuf,
+    /// That file's text as last read (runtime changes are edits of it).
+    file_text: String,
+    /// Changes made at run time, on top of the file (kept in `runtime_file`).
+    runtime: Vec<runtime::RuntimeChange>,
     dp: Dataplane,
     net: Net,
     attached: Vec<InterfaceInfo>,
@@ -216,7 +221,7 @@ impl Agent {
         // service and backend still configured keeps them, so their flows stay theirs.
         let inherited = dp.assigned_backends()?;
         let held = Slots::from_maps(dp.service_ids(), inherited.iter().copied());
-        let model = Model::new(&cfg, &held)?;
+        let model_cfg = cfg.clone();
         if !held.is_empty() {
             info!(
                 "took over {} services and {} backends from the pinned maps",
@@ -228,6 +233,8 @@ impl Agent {
         let mut agent = Agent {
             model: Model::adopted(&cfg.agent, &held),
             config_file: PathBuf::from(&cfg.file),
+            file_text: String::new(),
+            runtime: Vec::new(),
             dp,
             net,
             attached,
@@ -256,6 +263,10 @@ impl Agent {
                 agent.dp.set_local_macs(iface.ifindex, &[iface.mac])?;
             }
         }
+        // Runtime changes an earlier agent kept apply on top of the file.
+        let text = std::fs::read_to_string(&model_cfg.file).unwrap_or_default();
+        let running = agent.adopt_runtime(model_cfg, text);
+        let model = Model::new(&running, &held)?;
         let neighbours = agent.net.neighbours().await?;
         agent.apply(model, &interfaces, &neighbours)?;
         // Flows an earlier agent left for what this configuration does not have would be
@@ -386,20 +397,6 @@ impl Agent {
         Ok(())
     }
 
-    /// The operator's weight for a backend (0 drains it: no new flows, flows stay).
-    fn set_weight(&mut self, service: &str, backend: IpAddr, weight: u32) -> std::result::Result<String, String> {
-        if weight > config::MAX_WEIGHT {
-            return Err(format!("weight {weight} is out of range 0..={}", config::MAX_WEIGHT));
-        }
-        let id = self.model.service_named(service).ok_or_else(|| format!("no service \"{service}\""))?.id;
-        let slot = self.model.member(id, backend).ok_or_else(|| format!("service \"{service}\" has no backend {backend}"))?;
-        let b = self.model.backend_mut(slot).expect("a member has a backend");
-        let old = std::mem::replace(&mut b.weight, weight);
-        self.publish(id).map_err(|e| e.to_string())?;
-        info!("backend {backend} of service {service}: weight {old} -> {weight}");
-        Ok(format!("{service} {backend}: weight {old} -> {weight}"))
-    }
-
     /// Asks the kernel to resolve backends (all, or only those without a MAC), once per
     /// address and interface however many services share the backend.
     async fn resolve_backends(&self, all: bool) {
@@ -432,7 +429,7 @@ impl Agent {
                 Ok(s) => Response::Status(s),
                 Err(e) => Response::Error { message: e.to_string() },
             },
-            Request::SetWeight { service, backend, weight } => done(self.set_weight(&service, backend, weight)),
+            Request::Change { change, save } => done(self.change(change, save, monitor).await),
             Request::Reload => done(self.reload(monitor).await),
             Request::Handover => {
                 info!("a successor takes over: stopping for a restart");

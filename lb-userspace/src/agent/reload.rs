@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use tracing::{info, warn};
 
-use super::Agent;
+use super::{runtime, Agent};
 use crate::{
     config::{self, AgentConfig, VrrpConfig},
     health::Monitor,
@@ -25,24 +25,47 @@ impl Agent {
 
     async fn reload_file(&mut self, monitor: &mut Monitor) -> Result<String, String> {
         let path = self.config_file.clone();
-        let (cfg, warnings) = config::load(&path).map_err(|e| format!("{} has errors, nothing changed:\n{e}", path.display()))?;
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(&path).map_err(|e| format!("reading {file}: {e}; nothing changed"))?;
+        let (_, warnings) = config::parse(&file, &text).map_err(|e| format!("{file} has errors, nothing changed:\n{e}"))?;
+        for w in &warnings {
+            warn!("{w}");
+        }
+        // Runtime changes hold unless the file changed what they are about.
+        let (held, dropped) = runtime::still_applying(&text, &self.runtime);
+        let cfg = runtime::running_config(&file, &text, &held)
+            .map_err(|e| format!("{file} with the runtime changes is not valid, nothing changed:\n{e}"))?;
+        let summary = self.take_config(cfg, monitor).await.map_err(|e| format!("{file}: {e}"))?;
+        self.file_text = text;
+        self.runtime = held;
+        for d in &dropped {
+            info!("runtime change dropped: {d}");
+        }
+        if !dropped.is_empty() {
+            if let Err(e) = self.store_runtime() {
+                warn!("{e}");
+            }
+        }
+        let summary = format!("reloaded {file}: {summary}");
+        info!("{summary}");
+        Ok(summary)
+    }
+
+    /// Makes `cfg` the running configuration: refused (nothing changed) when it does not fit
+    /// this host or changes what cannot change live; otherwise the diff is applied. Says what
+    /// changed.
+    pub(super) async fn take_config(&mut self, cfg: config::Config, monitor: &mut Monitor) -> Result<String, String> {
         let interfaces = self.net.interfaces().await.map_err(|e| format!("reading this host's interfaces: {e}"))?;
         if let Some(problems) = config::environment_errors(&cfg, &interfaces) {
-            return Err(format!("{} does not fit this host, nothing changed:\n{problems}", path.display()));
+            return Err(format!("does not fit this host, nothing changed:\n{problems}"));
         }
         if let Some(key) = changed_agent_setting(&self.model.agent, &cfg.agent) {
-            return Err(format!(
-                "{}: [agent] {key} cannot change while the agent runs (restart it for that); nothing changed",
-                path.display()
-            ));
+            return Err(format!("[agent] {key} cannot change while the agent runs (restart it for that); nothing changed"));
         }
         if !same_vrrp(&self.model.vrrp, &cfg.vrrp) {
-            return Err(format!(
-                "{}: [[vrrp_instance]] tables changed; VRRP instances are not reloaded live yet (restart the agent); nothing changed",
-                path.display()
-            ));
+            return Err("[[vrrp_instance]] tables changed; VRRP instances are not reloaded live yet (restart the agent); nothing changed".into());
         }
-        let new = Model::new(&cfg, &self.model.slots()).map_err(|e| format!("{}: {e}; nothing changed", path.display()))?;
+        let new = Model::new(&cfg, &self.model.slots()).map_err(|e| format!("{e}; nothing changed"))?;
         let neighbours = self.net.neighbours().await.map_err(|e| format!("reading the neighbour table: {e}"))?;
         let old_vips = self.model.vips();
         // Backends whose check stays as it was keep their health, with no new rise period.
@@ -54,10 +77,7 @@ impl Agent {
                 .map(|(s, _)| s)
                 .collect()
         };
-        for w in &warnings {
-            warn!("{w}");
-        }
-        let diff = self.apply(new, &interfaces, &neighbours).map_err(|e| format!("applying {}: {e}", path.display()))?;
+        let diff = self.apply(new, &interfaces, &neighbours).map_err(|e| format!("applying it: {e}"))?;
         if diff.checks_changed {
             *monitor = Monitor::spawn(self.check_specs(&unchanged_checks)).map_err(|e| format!("restarting the health checker: {e}"))?;
             self.check_stats = monitor.stats.clone();
@@ -66,18 +86,15 @@ impl Agent {
             self.move_vips(&old_vips).await;
         }
         self.resolve_backends(false).await;
-        let summary = format!(
-            "reloaded {}: services +{} -{} ~{}, backends +{} -{} ~{}",
-            path.display(),
+        Ok(format!(
+            "services +{} -{} ~{}, backends +{} -{} ~{}",
             diff.services_added.len(),
             diff.services_removed.len(),
             diff.services_changed.len(),
             diff.backends_added.len(),
             diff.backends_removed.len(),
             diff.backends_changed.len()
-        );
-        info!("{summary}");
-        Ok(summary)
+        ))
     }
 
     /// With `assign_vips`: adds the model's new VIPs to the first interface and removes those
@@ -108,6 +125,7 @@ fn changed_agent_setting(old: &AgentConfig, new: &AgentConfig) -> Option<&'stati
         ("xdp_mode", old.xdp_mode != new.xdp_mode),
         ("pin_path", old.pin_path != new.pin_path),
         ("control_socket", old.control_socket != new.control_socket),
+        ("runtime_file", old.runtime_file != new.runtime_file),
         ("flow_table_size", old.flow_table_size != new.flow_table_size),
         ("max_services", old.max_services != new.max_services),
         ("assign_vips", old.assign_vips != new.assign_vips),

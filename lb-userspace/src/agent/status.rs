@@ -16,8 +16,10 @@ impl Agent {
         let b = &self.model.backends[&slot];
         let state = &self.backends[&slot];
         let counters = state.check.and_then(|c| stats.counters.get(c)).copied().unwrap_or_default();
+        let service = self.model.service(b.service).map(|s| s.name.as_str()).unwrap_or("");
         Ok(BackendStatus {
             address: b.address().to_string(),
+            runtime: self.runtime_note(service, b.address()),
             slot,
             weight: b.weight,
             mac: state.mac.as_ref().map(format_mac),
@@ -73,6 +75,7 @@ impl Agent {
             });
         }
         Ok(Status {
+            runtime_changes: self.effective_changes().map(|c| c.to_string()).collect(),
             interfaces: self.attached.iter().map(|i| i.name.clone()).collect(),
             services,
             counters,

@@ -8,7 +8,7 @@ use toml::de::{DeTable, DeValue};
 
 use super::reader::{Located, Report, TableReader};
 use super::{
-    AgentConfig, XdpMode, DEFAULT_CONTROL_SOCKET, DEFAULT_FLOW_TABLE_SIZE, DEFAULT_MAX_SERVICES, DEFAULT_PIN_PATH,
+    AgentConfig, XdpMode, DEFAULT_CONTROL_SOCKET, DEFAULT_FLOW_TABLE_SIZE, DEFAULT_RUNTIME_FILE, DEFAULT_MAX_SERVICES, DEFAULT_PIN_PATH,
     FLOW_TABLE_SIZE_RANGE, MAX_INTERFACE_NAME_LEN,
 };
 
@@ -23,6 +23,7 @@ pub(super) struct AgentDraft {
     xdp_mode: Option<Located<XdpMode>>,
     pin_path: Option<Located<PathBuf>>,
     control_socket: Option<Located<PathBuf>>,
+    runtime_file: Option<Located<PathBuf>>,
     flow_table_size: Option<Located<u32>>,
     pub(super) max_services: Option<Located<u32>>,
     /// `None` when absent (the default then depends on VRRP).
@@ -37,6 +38,7 @@ pub(super) fn read_agent(report: &mut Report, table: Located<&DeTable<'_>>) -> A
         xdp_mode: t.choice_or("xdp_mode", XDP_MODES, XdpMode::Native),
         pin_path: t.absolute_path_or("pin_path", DEFAULT_PIN_PATH),
         control_socket: t.absolute_path_or("control_socket", DEFAULT_CONTROL_SOCKET),
+        runtime_file: t.absolute_path_or("runtime_file", DEFAULT_RUNTIME_FILE),
         flow_table_size: t.integer_or("flow_table_size", FLOW_TABLE_SIZE_RANGE, DEFAULT_FLOW_TABLE_SIZE),
         max_services: t.integer_or("max_services", 1..=MAX_SERVICES, DEFAULT_MAX_SERVICES),
         assign_vips: t.optional("assign_vips", |r, key, v, line| match v.get_ref() {
@@ -87,6 +89,7 @@ impl AgentDraft {
             xdp_mode: self.xdp_mode?.value,
             pin_path: self.pin_path?.value,
             control_socket: self.control_socket?.value,
+            runtime_file: self.runtime_file?.value,
             flow_table_size: self.flow_table_size?.value,
             max_services: self.max_services?.value,
             assign_vips: self.assign_vips?.value.unwrap_or(true),

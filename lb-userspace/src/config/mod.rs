@@ -84,6 +84,8 @@ use services::{check_services, read_service, ServiceDraft};
 pub const DEFAULT_PIN_PATH: &str = "/sys/fs/bpf/xlb";
 /// Default `[agent] control_socket`.
 pub const DEFAULT_CONTROL_SOCKET: &str = "/run/xlb/xlb.sock";
+/// Default `[agent] runtime_file`.
+pub const DEFAULT_RUNTIME_FILE: &str = "/var/lib/xlb/runtime.json";
 /// Default `[agent] flow_table_size`.
 pub const DEFAULT_FLOW_TABLE_SIZE: u32 = 1 << 20;
 /// Accepted `[agent] flow_table_size` values.
@@ -136,6 +138,10 @@ pub struct AgentConfig {
     /// `control_socket`: absolute path of the control socket (`xlb stats`). Default
     /// `/run/xlb/xlb.sock`.
     pub control_socket: PathBuf,
+    /// `runtime_file`: absolute path where the changes made at run time (`xlb backend ...`,
+    /// `xlb service ...` without `--save`) are kept, so that they survive a restart. Default
+    /// `/var/lib/xlb/runtime.json`.
+    pub runtime_file: PathBuf,
     /// `flow_table_size`: entries of the LRU flow table, 1024 ..= 16777216. Default 1048576.
     pub flow_table_size: u32,
     /// `max_services`: capacity of the service maps, 1 ..= `lb_common::MAX_SERVICES`; the

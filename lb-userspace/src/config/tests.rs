@@ -104,6 +104,7 @@ fn full_config_parses_to_expected_values() {
             xdp_mode: XdpMode::Native,
             pin_path: PathBuf::from("/sys/fs/bpf/xlb-test"),
             control_socket: PathBuf::from("/run/xlb/test.sock"),
+            runtime_file: PathBuf::from(DEFAULT_RUNTIME_FILE),
             flow_table_size: 65536,
             max_services: 8,
             assign_vips: false,
