@@ -23,13 +23,7 @@ fn socket_path(agent: AgentSocket) -> Result<PathBuf> {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    lb_userspace::logging::init();
     match Cli::parse().command {
         Command::Run { config, takeover } => exit(run(config, takeover)),
         Command::CheckConfig { file, offline, tables } => check_config(file, offline, tables),
@@ -106,17 +100,19 @@ fn take_over(socket: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
-/// SIGTERM and SIGINT stop for good; SIGUSR2 (the unit's RestartKillSignal) stops for a
+/// SIGTERM, SIGINT and SIGQUIT stop for good; SIGUSR2 (the unit's RestartKillSignal) stops for a
 /// restart, leaving the program forwarding for the next agent.
 fn stop_signals() -> std::io::Result<impl std::future::Future<Output = Stop>> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let mut quit = signal(SignalKind::quit())?;
     let mut usr2 = signal(SignalKind::user_defined2())?;
     Ok(async move {
         tokio::select! {
             _ = term.recv() => { tracing::info!("SIGTERM: stopping"); Stop::Full }
             _ = int.recv() => { tracing::info!("SIGINT: stopping"); Stop::Full }
+            _ = quit.recv() => { tracing::info!("SIGQUIT: stopping"); Stop::Full }
             _ = usr2.recv() => { tracing::info!("SIGUSR2: stopping for a restart"); Stop::Restart }
         }
     })

@@ -127,3 +127,35 @@ fn table_fingerprints_do_not_depend_on_the_file_order() -> Result<()> {
     assert_eq!(ta.iter().find(|l| l.starts_with("table web6:")), tc.iter().find(|l| l.starts_with("table web6:")));
     Ok(())
 }
+
+/// Under systemd (stderr is the journal stream JOURNAL_STREAM names) each log line carries its
+/// syslog priority for journald; elsewhere it does not.
+#[test]
+fn log_lines_carry_their_priority_when_stderr_is_the_journal() -> Result<()> {
+    use std::os::unix::fs::MetadataExt as _;
+    let dir = std::env::temp_dir().join(format!("xlb-cli-journal-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let config = dir.join("generic.toml");
+    // A warning (generic mode) at load, then a failure at start (no such interface).
+    std::fs::write(&config, "[agent]\ninterfaces = [\"xlb-nosuch0\"]\nxdp_mode = \"generic\"\ncontrol_socket = \"/tmp/xlb-cli-journal.sock\"\n")?;
+    let run = |journal: bool| -> Result<String> {
+        let log = dir.join(format!("stderr-{journal}"));
+        let file = std::fs::File::create(&log)?;
+        let meta = file.metadata()?;
+        let mut cmd = Command::new(xlb_bin()?);
+        cmd.args(["run", "--config"]).arg(&config).stderr(file).env_remove("JOURNAL_STREAM");
+        if journal {
+            cmd.env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()));
+        }
+        let status = cmd.status()?;
+        assert!(!status.success(), "no such interface: the agent must not start");
+        Ok(std::fs::read_to_string(&log)?)
+    };
+    let (journal, plain) = (run(true), run(false));
+    std::fs::remove_dir_all(&dir)?;
+    let (journal, plain) = (journal?, plain?);
+    let warning = journal.lines().find(|l| l.contains("generic")).unwrap_or_default();
+    assert!(warning.starts_with("<4>"), "a warning is priority 4 for journald:\n{journal}");
+    assert!(!plain.lines().any(|l| l.starts_with('<')), "no priorities outside the journal:\n{plain}");
+    Ok(())
+}
