@@ -786,3 +786,79 @@ fn xlb_master_restarted_hands_over_without_two_masters() -> Result<()> {
     ensure!(b.longest <= mdi(100), "client blackout {:?} beyond Master_Down_Interval {:?}", b.longest, mdi(100));
     Ok(())
 }
+
+/// `xlb reload` on `node`; (success, output).
+fn reload_node(pair: &Pair, node: Node) -> Result<(bool, String)> {
+    let out = std::process::Command::new(&pair.xlb).args(["reload", "--socket"]).arg(pair.socket(node)).output()?;
+    Ok((out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))))
+}
+
+#[test]
+fn xlb_reload_adds_changes_and_removes_vrrp_instances() -> Result<()> {
+    if !privileged("xlb_reload_adds_changes_and_removes_vrrp_instances") {
+        return Ok(());
+    }
+    let vip6: IpAddr = xlb_tests::plan::VIP6.parse()?;
+    let v6 = |priority: u8, interface: &str| {
+        format!(
+            "[[vrrp_instance]]\nname = \"VI_6\"\ninterface = \"{interface}\"\nvrid = {}\npriority = {priority}\nadvert_interval = \"100ms\"\nvirtual_addresses = [\"{vip6}\"]\n",
+            VRID + 1
+        )
+    };
+    let pair = xlb_pair("vreload", 150, 100, &[])?;
+    pair.wait_sole_holder(Node::Lb1, Duration::from_secs(3))?;
+    let masters = |pair: &Pair| pair.xlb_log(Node::Lb1).matches("-> MASTER").count();
+    let lb1_masters = masters(&pair);
+    let files: Vec<(Node, String)> = Node::BOTH.iter().map(|&n| Ok((n, std::fs::read_to_string(pair.xlb_config(n))?))).collect::<Result<_>>()?;
+    let write = |extra: &dyn Fn(Node) -> String| -> Result<()> {
+        for (node, base) in &files {
+            std::fs::write(pair.xlb_config(*node), format!("{base}\n{}", extra(*node)))?;
+        }
+        Ok(())
+    };
+    let holders6 = |pair: &Pair| pair.holders_of(vip6);
+
+    // Added on both nodes: lb1 (150) takes the IPv6 VIP; VI_1 is left alone.
+    write(&|n| v6(if n == Node::Lb1 { 150 } else { 100 }, "eth0"))?;
+    for node in [Node::Lb2, Node::Lb1] {
+        let (ok, out) = reload_node(&pair, node)?;
+        ensure!(ok, "{}: {out}", node.name());
+    }
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while holders6(&pair)? != [Node::Lb1] {
+        ensure!(Instant::now() < deadline, "IPv6 VIP holders {:?}\n{}", holders6(&pair)?, pair.xlb_log(Node::Lb1));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    ensure!(pair.holders()? == [Node::Lb1], "VI_1 untouched");
+    ensure!(masters(&pair) == lb1_masters + 1, "only VI_6 became master on lb1:\n{}", pair.xlb_log(Node::Lb1));
+    ensure!(pair.status(Node::Lb1)?.vrrp.len() == 2, "two instances");
+
+    // Changed (priorities swapped): VI_6 restarts on both nodes, and lb2 ends up holding it.
+    write(&|n| v6(if n == Node::Lb1 { 100 } else { 150 }, "eth0"))?;
+    for node in [Node::Lb1, Node::Lb2] {
+        let (ok, out) = reload_node(&pair, node)?;
+        ensure!(ok, "{}: {out}", node.name());
+    }
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while holders6(&pair)? != [Node::Lb2] {
+        ensure!(Instant::now() < deadline, "IPv6 VIP holders {:?}\n{}", holders6(&pair)?, pair.xlb_log(Node::Lb2));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    ensure!(pair.holders()? == [Node::Lb1], "VI_1 untouched");
+
+    // An instance that cannot open here is refused, and nothing changes.
+    write(&|_| v6(100, "nosuch0"))?;
+    let (ok, out) = reload_node(&pair, Node::Lb1)?;
+    ensure!(!ok && out.contains("nothing changed"), "{out}");
+    ensure!(pair.status(Node::Lb1)?.vrrp.len() == 2, "VI_6 still runs");
+
+    // Removed: the holder releases the IPv6 VIP.
+    write(&|_| String::new())?;
+    for node in Node::BOTH {
+        let (ok, out) = reload_node(&pair, node)?;
+        ensure!(ok, "{}: {out}", node.name());
+    }
+    ensure!(holders6(&pair)?.is_empty(), "VI_6 removed, its VIP released");
+    ensure!(pair.status(Node::Lb1)?.vrrp.len() == 1 && pair.holders()? == [Node::Lb1], "VI_1 runs on");
+    Ok(())
+}

@@ -297,7 +297,7 @@ impl Agent {
         if !agent.model.vrrp.is_empty() {
             // Only once the data plane forwards: a node must not become master before.
             let (tx, rx) = mpsc::unbounded_channel();
-            agent.vrrp = Some(Vrrp::start(&agent.model.vrrp, &interfaces, tx)?);
+            agent.vrrp = Some(Vrrp::start(&agent.model.vrrp, &interfaces, tx).await?);
             agent.vrrp_macs = Some(rx);
             info!("VRRP: {} instance(s) started", agent.model.vrrp.len());
         }

@@ -10,6 +10,7 @@ use crate::{
     config::{self, AgentConfig, VrrpConfig},
     health::Monitor,
     model::Model,
+    vrrp::Vrrp,
 };
 
 impl Agent {
@@ -62,8 +63,14 @@ impl Agent {
         if let Some(key) = changed_agent_setting(&self.model.agent, &cfg.agent) {
             return Err(format!("[agent] {key} cannot change while the agent runs (restart it for that); nothing changed"));
         }
-        if !same_vrrp(&self.model.vrrp, &cfg.vrrp) {
-            return Err("[[vrrp_instance]] tables changed; VRRP instances are not reloaded live yet (restart the agent); nothing changed".into());
+        if self.model.vrrp.is_empty() != cfg.vrrp.is_empty() {
+            return Err("adding the first or removing the last [[vrrp_instance]] changes who holds the VIPs: restart the agent for that; nothing changed".into());
+        }
+        // Instances that are new, or changed (stopped and started anew: a changed master hands
+        // over), must be able to open here.
+        let (vrrp_gone, vrrp_new) = vrrp_changes(&self.model.vrrp, &cfg.vrrp);
+        for v in &vrrp_new {
+            Vrrp::check(v, &interfaces).map_err(|e| format!("{e}; nothing changed"))?;
         }
         let new = Model::new(&cfg, &self.model.slots()).map_err(|e| format!("{e}; nothing changed"))?;
         let neighbours = self.net.neighbours().await.map_err(|e| format!("reading the neighbour table: {e}"))?;
@@ -81,6 +88,16 @@ impl Agent {
         if diff.checks_changed {
             *monitor = Monitor::spawn(self.check_specs(&unchanged_checks)).map_err(|e| format!("restarting the health checker: {e}"))?;
             self.check_stats = monitor.stats.clone();
+        }
+        if let Some(vrrp) = self.vrrp.as_mut() {
+            for name in &vrrp_gone {
+                vrrp.remove(name).await;
+                info!("vrrp_instance \"{name}\" stopped");
+            }
+            for v in &vrrp_new {
+                vrrp.add(v, &interfaces).await.map_err(|e| format!("{e} (the rest of the change is applied)"))?;
+                info!("vrrp_instance \"{}\" started", v.name);
+            }
         }
         if diff.vips_changed && self.model.agent.assign_vips {
             self.move_vips(&old_vips).await;
@@ -134,8 +151,9 @@ fn changed_agent_setting(old: &AgentConfig, new: &AgentConfig) -> Option<&'stati
     .find_map(|(key, changed)| changed.then_some(key))
 }
 
-/// The same instances, wherever in the file they are written (lines aside).
-fn same_vrrp(old: &[VrrpConfig], new: &[VrrpConfig]) -> bool {
+/// The instances to stop (names) and to start (configurations) to go from `old` to `new`: a
+/// changed instance is both (compared without line numbers).
+fn vrrp_changes(old: &[VrrpConfig], new: &[VrrpConfig]) -> (Vec<String>, Vec<VrrpConfig>) {
     let strip = |v: &VrrpConfig| {
         let mut v = v.clone();
         v.line = 0;
@@ -144,5 +162,7 @@ fn same_vrrp(old: &[VrrpConfig], new: &[VrrpConfig]) -> bool {
         }
         v
     };
-    old.len() == new.len() && old.iter().zip(new).all(|(a, b)| strip(a) == strip(b))
+    let gone = old.iter().filter(|o| !new.iter().any(|n| strip(n) == strip(o))).map(|o| o.name.clone()).collect();
+    let started = new.iter().filter(|n| !old.iter().any(|o| strip(o) == strip(n))).cloned().collect();
+    (gone, started)
 }

@@ -56,11 +56,23 @@ pub enum VrrpError {
 
 /// The VRRP thread and a handle to each instance.
 pub struct Vrrp {
-    instances: Vec<(mpsc::UnboundedSender<Command>, SharedStatus)>,
+    /// Each running instance: its name, its command channel, its status.
+    instances: Vec<(String, mpsc::UnboundedSender<Command>, SharedStatus)>,
+    /// Asks the VRRP thread to open and run one more instance.
+    opens: Option<mpsc::UnboundedSender<Open>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-/// Makes the calling thread SCHED_FIFO; its children start with normal scheduling.
+/// An instance for the VRRP thread to open and run; the result goes back on `done`.
+struct Open {
+    cfg: VrrpConfig,
+    host: instance::Host,
+    tx: mpsc::UnboundedSender<Command>,
+    rx: mpsc::UnboundedReceiver<Command>,
+    status: SharedStatus,
+    done: oneshot::Sender<Result<(), VrrpError>>,
+}
+
 fn realtime() {
     let param = libc::sched_param { sched_priority: 10 };
     // SAFETY: plain syscall on the calling thread with a valid parameter block.
@@ -71,25 +83,17 @@ fn realtime() {
 }
 
 impl Vrrp {
-    /// Opens every instance's sockets and starts the thread; instances begin in BACKUP (or
-    /// MASTER as address owner) with their virtual addresses removed.
+    /// Starts the VRRP thread and opens every instance's sockets; instances begin in BACKUP
+    /// (or MASTER as address owner) with their virtual addresses removed. Fails, with nothing
+    /// left running, if any instance cannot be opened.
     ///
     /// `local_macs` receives the virtual MACs the data plane must take as the node's own.
-    pub fn start(
+    pub async fn start(
         configs: &[VrrpConfig],
         interfaces: &[InterfaceInfo],
         local_macs: mpsc::UnboundedSender<LocalMac>,
     ) -> Result<Vrrp, VrrpError> {
-        let hosts = configs.iter().map(|c| host_of(c, interfaces)).collect::<Result<Vec<_>, _>>()?;
-        let mut instances = Vec::new();
-        let mut receivers = Vec::new();
-        for cfg in configs {
-            let (tx, rx) = mpsc::unbounded_channel();
-            let status = SharedStatus::new(cfg);
-            instances.push((tx.clone(), status.clone()));
-            receivers.push((cfg.clone(), tx, rx, status));
-        }
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), VrrpError>>();
+        let (opens, mut requests) = mpsc::unbounded_channel::<Open>();
         let thread = std::thread::Builder::new()
             .name("xlb-vrrp".into())
             .spawn(move || {
@@ -97,7 +101,7 @@ impl Vrrp {
                 let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                     Ok(rt) => rt,
                     Err(e) => {
-                        let _ = ready_tx.send(Err(VrrpError::Thread(e)));
+                        error!("vrrp: cannot start its runtime: {e}");
                         return;
                     }
                 };
@@ -105,62 +109,95 @@ impl Vrrp {
                     let mut tasks = tokio::task::JoinSet::new();
                     let arp_ignore = ArpIgnore::default();
                     let mut names = HashMap::new();
-                    for ((cfg, tx, rx, status), host) in receivers.into_iter().zip(hosts) {
-                        let (name, shown) = (cfg.name.clone(), status.clone());
-                        match Instance::open(cfg, host, status, local_macs.clone(), arp_ignore.clone()).await {
-                            Ok(inst) => {
-                                let id = tasks.spawn(inst.run(rx, tx)).id();
-                                names.insert(id, (name, shown));
+                    loop {
+                        tokio::select! {
+                            open = requests.recv() => {
+                                // The handle is gone once every instance has shut down.
+                                let Some(Open { cfg, host, tx, rx, status, done }) = open else { break };
+                                let (name, shown) = (cfg.name.clone(), status.clone());
+                                match Instance::open(cfg, host, status, local_macs.clone(), arp_ignore.clone()).await {
+                                    Ok(inst) => {
+                                        let id = tasks.spawn(inst.run(rx, tx)).id();
+                                        names.insert(id, (name, shown));
+                                        let _ = done.send(Ok(()));
+                                    }
+                                    Err(e) => {
+                                        let _ = done.send(Err(e));
+                                    }
+                                }
                             }
-                            Err(e) => {
-                                let _ = ready_tx.send(Err(e));
-                                return;
-                            }
-                        }
-                    }
-                    let _ = ready_tx.send(Ok(()));
-                    // An instance that ends other than by shutdown has failed: say so loudly
-                    // and show it (the peer takes over once its adverts stop).
-                    while let Some(done) = tasks.join_next_with_id().await {
-                        if let Err(e) = done {
-                            if let Some((name, shown)) = names.get(&e.id()) {
-                                error!("vrrp_instance \"{name}\" failed: {e}; it sends no adverts any more");
-                                shown.failed();
+                            // An instance that ends other than by shutdown has failed: say so
+                            // loudly and show it (the peer takes over once its adverts stop).
+                            Some(ended) = tasks.join_next_with_id() => {
+                                if let Err(e) = ended {
+                                    if let Some((name, shown)) = names.get(&e.id()) {
+                                        error!("vrrp_instance \"{name}\" failed: {e}; it sends no adverts any more");
+                                        shown.failed();
+                                    }
+                                }
                             }
                         }
                     }
                 });
             })
             .map_err(VrrpError::Thread)?;
-        match ready_rx.recv() {
-            Ok(Ok(())) => Ok(Vrrp { instances, thread: Some(thread) }),
-            Ok(Err(e)) => {
-                let _ = thread.join();
-                Err(e)
+        let mut vrrp = Vrrp { instances: Vec::new(), opens: Some(opens), thread: Some(thread) };
+        for cfg in configs {
+            if let Err(e) = vrrp.add(cfg, interfaces).await {
+                vrrp.shutdown().await;
+                return Err(e);
             }
-            Err(_) => {
-                let _ = thread.join();
-                Err(VrrpError::Thread(std::io::Error::other("the VRRP thread ended during start-up")))
+        }
+        Ok(vrrp)
+    }
+
+    /// Opens and runs one more instance (it begins as [`Vrrp::start`] says).
+    pub async fn add(&mut self, cfg: &VrrpConfig, interfaces: &[InterfaceInfo]) -> Result<(), VrrpError> {
+        let host = host_of(cfg, interfaces)?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let status = SharedStatus::new(cfg);
+        let (done, result) = oneshot::channel();
+        let open = Open { cfg: cfg.clone(), host, tx: tx.clone(), rx, status: status.clone(), done };
+        let gone = || VrrpError::Thread(std::io::Error::other("the VRRP thread has ended"));
+        self.opens.as_ref().ok_or_else(gone)?.send(open).map_err(|_| gone())?;
+        result.await.map_err(|_| gone())??;
+        self.instances.push((cfg.name.clone(), tx, status));
+        Ok(())
+    }
+
+    /// Whether `cfg` could be opened on this host (its interface and an address to send from).
+    pub fn check(cfg: &VrrpConfig, interfaces: &[InterfaceInfo]) -> Result<(), VrrpError> {
+        host_of(cfg, interfaces).map(|_| ())
+    }
+
+    /// Stops the instance called `name` as a shutdown does (a master resigns and removes its
+    /// addresses).
+    pub async fn remove(&mut self, name: &str) {
+        if let Some(i) = self.instances.iter().position(|(n, ..)| n == name) {
+            let (_, tx, _) = self.instances.remove(i);
+            let (done, wait) = oneshot::channel();
+            if tx.send(Command::Shutdown(done)).is_ok() {
+                let _ = wait.await;
             }
         }
     }
 
     /// Sets or clears a fault that applies to every instance (the node's data plane).
     pub fn set_fault(&self, source: &str, on: bool) {
-        for (tx, _) in &self.instances {
+        for (_, tx, _) in &self.instances {
             let _ = tx.send(Command::Fault { source: source.to_owned(), on });
         }
     }
 
     pub fn status(&self) -> Vec<InstanceStatus> {
-        self.instances.iter().map(|(_, s)| s.snapshot()).collect()
+        self.instances.iter().map(|(.., s)| s.snapshot()).collect()
     }
 
     /// Every master resigns (priority-0 advert) and removes its addresses; then the thread
     /// ends.
     pub async fn shutdown(mut self) {
         let mut waits = Vec::new();
-        for (tx, _) in &self.instances {
+        for (_, tx, _) in &self.instances {
             let (done, wait) = oneshot::channel();
             if tx.send(Command::Shutdown(done)).is_ok() {
                 waits.push(wait);
@@ -169,6 +206,8 @@ impl Vrrp {
         for w in waits {
             let _ = w.await;
         }
+        // No more instances: the thread's loop ends.
+        self.opens = None;
         if let Some(thread) = self.thread.take() {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
