@@ -173,10 +173,13 @@ impl Render for Status {
                 if Some(b) == s.sorry.as_ref() {
                     state = format!("sorry:{state}");
                 }
-                let reason = match (&b.reason, b.state.as_str()) {
+                let mut reason = match (&b.reason, b.state.as_str()) {
                     (Some(r), "down") => format!("  ({r})"),
                     _ => String::new(),
                 };
+                if let Some(runtime) = &b.runtime {
+                    reason += &format!("  [{runtime}]");
+                }
                 let _ = writeln!(
                     out,
                     "  -> {:<31} {:<6} {:<8} {:>12} {:>14}{reason}",
@@ -200,6 +203,12 @@ impl Render for Status {
             let invalid: Vec<String> = v.invalid.iter().map(|(k, n)| format!("{k} {n}")).collect();
             if !invalid.is_empty() {
                 let _ = writeln!(out, "  invalid adverts: {}", invalid.join(", "));
+            }
+        }
+        if !self.runtime_changes.is_empty() {
+            let _ = writeln!(out, "runtime changes (not in the file):");
+            for c in &self.runtime_changes {
+                let _ = writeln!(out, "  {c}");
             }
         }
         let _ = writeln!(out, "counters:");
