@@ -375,7 +375,7 @@ pub struct HeldConnections {
 }
 
 /// What became of [`HeldConnections`] when asked again.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Held {
     /// Answered by the backend they started on.
     pub kept: usize,
@@ -444,50 +444,56 @@ impl HeldConnections {
 /// fails or is answered by another backend is counted and left alone from then on.
 pub struct Chatter {
     stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<(Held, usize)>>,
+    /// What became of the connections so far, and the exchanges made.
+    seen: Arc<std::sync::Mutex<(Held, usize)>>,
+    thread: Option<JoinHandle<()>>,
 }
 
 impl HeldConnections {
     pub fn chatter(mut self, every: Duration) -> Chatter {
         let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
+        let seen = Arc::new(std::sync::Mutex::new((Held { kept: self.conns.len(), ..Held::default() }, 0)));
+        let (flag, shared) = (stop.clone(), seen.clone());
         let thread = std::thread::spawn(move || {
-            let mut held = Held::default();
             let mut live = vec![true; self.conns.len()];
-            let mut exchanges = 0;
             while !flag.load(Ordering::Relaxed) {
                 let round = std::time::Instant::now();
                 for ((conn, first), live) in self.conns.iter_mut().zip(&mut live) {
                     if !*live {
                         continue;
                     }
-                    exchanges += 1;
-                    match conn.get() {
-                        Ok(name) if name == *first => {}
-                        Ok(name) => {
-                            held.moved.push((first.clone(), name));
-                            *live = false;
-                        }
-                        Err(e) => {
-                            held.broken.push((first.clone(), format!("{e:#}")));
-                            *live = false;
-                        }
+                    let outcome = conn.get();
+                    let mut seen = shared.lock().expect("not poisoned");
+                    seen.1 += 1;
+                    let (held, _) = &mut *seen;
+                    match outcome {
+                        Ok(name) if name == *first => continue,
+                        Ok(name) => held.moved.push((first.clone(), name)),
+                        Err(e) => held.broken.push((first.clone(), format!("{e:#}"))),
                     }
+                    held.kept -= 1;
+                    *live = false;
                 }
                 std::thread::sleep(every.saturating_sub(round.elapsed()));
             }
-            held.kept = live.iter().filter(|l| **l).count();
-            (held, exchanges)
         });
-        Chatter { stop, thread: Some(thread) }
+        Chatter { stop, seen, thread: Some(thread) }
     }
 }
 
 impl Chatter {
+    /// What became of the connections so far, and how many exchanges were made.
+    pub fn snapshot(&self) -> (Held, usize) {
+        self.seen.lock().expect("not poisoned").clone()
+    }
+
     /// Stops; what became of the connections, and how many exchanges were made.
     pub fn finish(mut self) -> (Held, usize) {
         self.stop.store(true, Ordering::Relaxed);
-        self.thread.take().map(|t| t.join().unwrap_or_default()).unwrap_or_default()
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.snapshot()
     }
 }
 

@@ -9,7 +9,7 @@ use lb_common::status::Status;
 use xlb_tests::{
     in_netns, plan, privileged,
     scenario::{agent_config, web4_config, Serve, SingleNode},
-    traffic::{self, HeldConnections, HttpServer},
+    traffic::{self, Hammer, HeldConnections, HttpServer},
 };
 
 /// Each backend's slot, by address.
@@ -125,17 +125,26 @@ fn reload_applies_the_diff_and_keeps_every_connection_that_can_stay() -> Result<
     let b4 = node.lab.backend("b4", 14, &[plan::VIP4, plan::VIP6])?;
     let _b4_http = HttpServer::start(&b4.ns, "b4", 80)?;
     let target: SocketAddr = format!("{}:80", plan::VIP4).parse()?;
-    let mut held = HeldConnections::open(&node.client.ns, target, 150)?;
+    // 200 connections talking every 50 ms, and a steady stream of new ones.
+    let held = HeldConnections::open(&node.client.ns, target, 200)?;
     let tally = held.tally();
+    let chatter = held.chatter(Duration::from_millis(50));
+    let hammer = Hammer::start(&node.client.ns, target)?;
     let slots_before = slots(&node.status()?);
+    let settle = || std::thread::sleep(Duration::from_millis(300));
+    let untouched = |step: &str| -> Result<()> {
+        let (seen, _) = chatter.snapshot();
+        ensure!(seen.kept == 200, "{step}: {seen:?}");
+        Ok(())
+    };
 
     // 1. An unrelated change (the service renamed, the file reordered): nothing moves, no
     //    check starts over.
     write_config(&node, &web4_checked(&[(13, 1), (12, 1), (11, 1)]).replace("name = \"web4\"", "name = \"www\""))?;
     let (ok, out) = reload(&node)?;
     ensure!(ok && out.contains("backends +0 -0 ~0"), "{out}");
-    let after = held.check();
-    ensure!(after.kept == held.len(), "unrelated reload: {after:?}");
+    settle();
+    untouched("an unrelated reload")?;
     let status = node.status()?;
     ensure!(status.services[0].name == "www" && slots(&status) == slots_before, "{:?}", slots(&status));
     ensure!(status.services[0].backends.iter().all(|b| b.health == "up" && b.transitions == 0), "health carried over: {status:?}");
@@ -145,8 +154,8 @@ fn reload_applies_the_diff_and_keeps_every_connection_that_can_stay() -> Result<
     let (ok, out) = reload(&node)?;
     ensure!(ok && out.contains("backends +1 -0 ~1"), "{out}");
     node.wait_ready(Duration::from_secs(10))?;
-    let after = held.check();
-    ensure!(after.kept == held.len(), "adding a backend, changing a weight: {after:?}");
+    settle();
+    untouched("adding a backend, changing a weight")?;
     let fresh = in_netns(&node.client.ns, || traffic::http_requests(target, 60))??;
     ensure!(fresh.get("b4").copied().unwrap_or(0) > 3, "new connections reach b4: {fresh:?}");
 
@@ -154,15 +163,8 @@ fn reload_applies_the_diff_and_keeps_every_connection_that_can_stay() -> Result<
     write_config(&node, &web4_checked(&[(14, 1), (11, 1), (12, 3)]))?;
     let (ok, out) = reload(&node)?;
     ensure!(ok && out.contains("backends +0 -1 ~0"), "{out}");
-    let after = held.check();
-    eprintln!(
-        "reload removing b3: {} held, {} kept, b3 had {} and lost {}, others lost {}",
-        held.len(),
-        after.kept,
-        tally["b3"],
-        after.lost_by("b3"),
-        after.lost_by("b1") + after.lost_by("b2")
-    );
+    settle();
+    let (after, _) = chatter.snapshot();
     ensure!(after.lost_by("b1") == 0 && after.lost_by("b2") == 0, "{after:?}");
     ensure!(after.lost_by("b3") == tally["b3"], "b3's connections end: {after:?}");
 
@@ -187,7 +189,21 @@ fn reload_applies_the_diff_and_keeps_every_connection_that_can_stay() -> Result<
         std::thread::sleep(Duration::from_millis(50));
     }
     ensure!(node.lab.running("xlb"), "the agent survives SIGHUP");
-    let after = held.check();
-    ensure!(after.lost_by("b1") == 0 && after.lost_by("b2") == 0, "{after:?}");
+    settle();
+    let (after, exchanges) = chatter.finish();
+    let requests = hammer.finish();
+    let failed = requests.iter().filter(|(_, r)| r.is_err()).count();
+    eprintln!(
+        "reloads under traffic: 200 connections exchanging every 50 ms ({exchanges} exchanges): {} kept, {} moved, \
+         {} broken (b3, removed, had {} and lost {}); new connections: {failed} of {} failed",
+        after.kept,
+        after.moved.len(),
+        after.broken.len(),
+        tally["b3"],
+        after.lost_by("b3"),
+        requests.len()
+    );
+    ensure!(after.moved.is_empty() && after.broken.len() == tally["b3"] && after.lost_by("b3") == tally["b3"], "{after:?}");
+    ensure!(requests.len() > 100, "the stream of new connections ran: {}", requests.len());
     Ok(())
 }
