@@ -125,30 +125,32 @@ fn write_page(dir: &Path, man: &Man, render: impl FnOnce(&mut File) -> std::io::
 /// FILES, SIGNALS and SEE ALSO of xlb.8: what the unit and the package rely on.
 fn root_sections(pages: &[String]) -> String {
     let mut roff = Roff::default();
-    roff.control("SH", ["FILES"]);
-    for (path, what) in [
+    tagged(&mut roff, "FILES", &[
         ("/etc/xlb/xlb.toml", "The configuration; check it with xlb check-config. Its [agent] section may move the files below."),
         ("/run/xlb/xlb.sock", "The agent's control socket (root only): stats, reload, runtime changes."),
         ("/var/lib/xlb/runtime.json", "Runtime changes (xlb backend ..., xlb service ...), kept across restarts."),
         ("/sys/fs/bpf/xlb", "Where the XDP program, its links and maps are pinned while the agent runs, and across a restart."),
         ("/lib/systemd/system/xlb.service", "The systemd unit."),
-    ] {
-        roff.control("TP", []).text([bold(path)]).text([roman(what)]);
-    }
-    roff.control("SH", ["SIGNALS"]);
-    for (signal, what) in [
+    ]);
+    tagged(&mut roff, "SIGNALS", &[
         ("SIGTERM, SIGINT, SIGQUIT", "Stop: a VRRP master resigns, the agent removes the VIPs it added, detaches the program and removes its pins, so flows are forgotten. systemctl stop sends SIGTERM."),
         ("SIGUSR2", "Stop for a restart: the program stays attached and forwards with its pinned maps; the next xlb run adopts them and no flow is lost. systemctl restart sends SIGUSR2 (the unit's RestartKillSignal)."),
         ("SIGHUP", "Read the configuration file again, as xlb reload does (systemctl reload runs xlb reload)."),
         ("SIGUSR1", "Write the full status to the log."),
-    ] {
-        roff.control("TP", []).text([bold(signal)]).text([roman(what)]);
-    }
+    ]);
     let mut out = roff.to_roff();
     let mut see: Vec<(&str, &str)> = pages.iter().map(|p| (p.as_str(), SECTION)).collect();
     see.extend([("systemctl", "1"), ("bpftool", "8")]);
     out.push_str(&see_also(&see));
     out
+}
+
+/// A section of tagged paragraphs: each tag in bold, its text indented below.
+fn tagged(roff: &mut Roff, heading: &str, items: &[(&str, &str)]) {
+    roff.control("SH", [heading]);
+    for (tag, text) in items {
+        roff.control("TP", []).text([bold(*tag)]).text([roman(*text)]);
+    }
 }
 
 /// A SEE ALSO section naming (page, section) pairs.
