@@ -45,7 +45,8 @@ enum Cmd {
         #[arg(long)]
         debug: bool,
     },
-    /// The whole test suite: unit tests, XDP program tests and lab tests (as root).
+    /// The whole test suite: unit tests, XDP program tests and lab tests (as root), and the
+    /// package's test on a .deb of the debug binary.
     Test {
         /// Extra arguments for `cargo test` (a test name filter, for instance).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -101,6 +102,9 @@ fn test(args: &[String]) -> Result<()> {
         }
     }
     let bin = build(false)?;
+    // The package test (tests/tests/package.rs, privileged) checks a .deb of the debug
+    // binary: a release one would take minutes more to build.
+    let deb = if root_user { Some(package::package_built(&bin, false)?) } else { None };
     let skip_log = root().join("target/xlb-skipped-tests");
     let _ = std::fs::remove_file(&skip_log);
     let mut cargo_test = Command::new("cargo");
@@ -111,6 +115,9 @@ fn test(args: &[String]) -> Result<()> {
         .args(args)
         .env("XLB_BIN", &bin)
         .env("XLB_SKIP_LOG", &skip_log);
+    if let Some(deb) = &deb {
+        cargo_test.env("XLB_DEB", deb);
+    }
     let status = cargo_test.status()?;
     let skipped = std::fs::read_to_string(&skip_log).map(|s| s.lines().count()).unwrap_or(0);
     if skipped > 0 {
