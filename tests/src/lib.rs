@@ -25,6 +25,7 @@ pub mod frames;
 pub mod pair;
 pub mod scenario;
 pub mod traffic;
+pub mod unit;
 
 /// Prefix of every namespace the lab creates; `cargo xtask test` removes leftovers with it.
 pub const NS_PREFIX: &str = "xlbt-";

@@ -2,6 +2,7 @@
 
 mod bench;
 mod lab;
+mod package;
 mod setup;
 
 use std::{
@@ -37,7 +38,15 @@ enum Cmd {
     /// The demo: build, create the lab in network namespaces, start xlb with config/lab.toml,
     /// send traffic, print which backend served how much, clean up.
     Lab,
-    /// The whole test suite: unit tests, XDP program tests and lab tests (as root).
+    /// Build the Debian package (target/debian/xlb_*.deb): the agent, its systemd unit, an
+    /// example /etc/xlb/xlb.toml, man pages and shell completions.
+    Package {
+        /// Package the debug binary (into target/debian/debug/), as `cargo xtask test` does.
+        #[arg(long)]
+        debug: bool,
+    },
+    /// The whole test suite: unit tests, XDP program tests and lab tests (as root), and the
+    /// package's test on a .deb of the debug binary.
     Test {
         /// Extra arguments for `cargo test` (a test name filter, for instance).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -93,16 +102,23 @@ fn test(args: &[String]) -> Result<()> {
         }
     }
     let bin = build(false)?;
+    // The package test (tests/tests/package.rs, privileged) checks a .deb of the debug
+    // binary: a release one would take minutes more to build.
+    let deb = if root_user { Some(package::package_built(&bin, false)?) } else { None };
     let skip_log = root().join("target/xlb-skipped-tests");
     let _ = std::fs::remove_file(&skip_log);
-    let status = Command::new("cargo")
+    let mut cargo_test = Command::new("cargo");
+    cargo_test
         .current_dir(root())
         // The default members: everything but lb-ebpf, which only builds for BPF.
         .arg("test")
         .args(args)
         .env("XLB_BIN", &bin)
-        .env("XLB_SKIP_LOG", &skip_log)
-        .status()?;
+        .env("XLB_SKIP_LOG", &skip_log);
+    if let Some(deb) = &deb {
+        cargo_test.env("XLB_DEB", deb);
+    }
+    let status = cargo_test.status()?;
     let skipped = std::fs::read_to_string(&skip_log).map(|s| s.lines().count()).unwrap_or(0);
     if skipped > 0 {
         println!("xtask: {skipped} privileged tests were SKIPPED (not root, XLB_SKIP_PRIVILEGED=1)");
@@ -117,12 +133,15 @@ fn test(args: &[String]) -> Result<()> {
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Cmd::Setup => setup::toolchain()
+            .and_then(|()| setup::cargo_deb())
+            .and_then(|()| setup::packages(setup::PACKAGE_PACKAGES))
             .and_then(|()| setup::packages(setup::LAB_PACKAGES))
             .and_then(|()| setup::packages(setup::TEST_PACKAGES))
             .and_then(|()| setup::packages(setup::BENCH_PACKAGES)),
         Cmd::Build { release } => build(release).map(|p| println!("built {}", p.display())),
         Cmd::Run { args } => build(true).and_then(|bin| cmd(Command::new(bin).args(&args))),
         Cmd::Lab => lab::demo(),
+        Cmd::Package { debug } => package::package(!debug).map(drop),
         Cmd::Test { args } => test(&args),
         Cmd::Bench { quick, only } => bench::bench(quick, only.as_deref()),
     };

@@ -71,6 +71,15 @@ fn install_bpf_linker(sysroot: &Path) -> Result<()> {
     Ok(())
 }
 
+/// cargo-deb, which `cargo xtask package` (and so `cargo xtask test`) builds the .deb with.
+pub fn cargo_deb() -> Result<()> {
+    if !have("cargo-deb") {
+        println!("xtask: installing cargo-deb (builds xlb's Debian package from lb-userspace's [package.metadata.deb]; about a minute, once)");
+        cmd(Command::new("cargo").args(["install", "cargo-deb", "--locked"]))?;
+    }
+    Ok(())
+}
+
 /// Debian packages, as (command that proves it is there, package, why).
 pub const LAB_PACKAGES: &[(&str, &str, &str)] = &[
     ("ip", "iproute2", "network namespaces, veth and bridges for the lab"),
@@ -86,7 +95,14 @@ pub const TEST_PACKAGES: &[(&str, &str, &str)] = &[
     ("keepalived", "keepalived", "the VRRP peer xlb must pair with in the interoperability tests"),
     ("tshark", "tshark", "Wireshark's VRRP dissector checking xlb's adverts"),
     ("bpftool", "bpftool", "detaching the XDP program to test the data-plane fault"),
+    ("dpkg-deb", "dpkg", "listing and unpacking the .deb in the package test"),
+    ("systemd-analyze", "systemd", "`systemd-analyze verify` of the packaged unit in the package test"),
+    ("man", "man-db", "rendering the packaged man pages in the package test"),
 ];
+
+/// What `cargo xtask package` needs besides cargo-deb.
+pub const PACKAGE_PACKAGES: &[(&str, &str, &str)] =
+    &[("dpkg-shlibdeps", "dpkg-dev", "the .deb's library dependencies, which cargo-deb asks it for")];
 
 /// What `cargo xtask bench` compares xlb with and measures it by. A path instead of a command
 /// names a file the package installs.
