@@ -312,21 +312,22 @@ impl Lab {
         Ok(&mut self.children.last_mut().expect("just pushed").1)
     }
 
-    /// Sends `signal` to the process logging to `log` and leaves it running (SIGHUP, say).
+    /// Sends `signal` to the process logging to `log` (the latest started under that name) and
+    /// leaves it running (SIGHUP, say).
     pub fn notify(&self, log: &str, signal: nix::sys::signal::Signal) -> Result<()> {
-        let (_, child) = self.children.iter().find(|(name, _)| name == log).with_context(|| format!("no process {log}"))?;
+        let (_, child) = self.children.iter().rfind(|(name, _)| name == log).with_context(|| format!("no process {log}"))?;
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal)?;
         Ok(())
     }
 
     /// Whether the process logging to `log` still runs.
     pub fn running(&mut self, log: &str) -> bool {
-        self.children.iter_mut().find(|(name, _)| name == log).is_some_and(|(_, c)| matches!(c.try_wait(), Ok(None)))
+        self.children.iter_mut().rfind(|(name, _)| name == log).is_some_and(|(_, c)| matches!(c.try_wait(), Ok(None)))
     }
 
     /// Sends `signal` to the process started as `log` and waits up to 10 s for it to exit.
     pub fn signal(&mut self, log: &str, signal: nix::sys::signal::Signal) -> Result<std::process::ExitStatus> {
-        let pos = self.children.iter().position(|(name, _)| name == log).with_context(|| format!("no process {log}"))?;
+        let pos = self.children.iter().rposition(|(name, _)| name == log).with_context(|| format!("no process {log}"))?;
         let (_, mut child) = self.children.remove(pos);
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal)?;
         let deadline = Instant::now() + Duration::from_secs(10);

@@ -53,6 +53,14 @@ impl Exec {
     }
 }
 
+impl Exec {
+    /// The arguments after the program, with the unit's configuration file replaced by
+    /// `config` (for [`crate::Lab::spawn`], which takes the program apart).
+    pub fn args(&self, config: &Path) -> Vec<String> {
+        self.0[1..].iter().map(|a| if a == UNIT_CONFIG { config.display().to_string() } else { a.clone() }).collect()
+    }
+}
+
 /// The shipped unit, parsed.
 pub fn shipped() -> Result<Unit> {
     parse(SHIPPED).context("packaging/xlb.service")

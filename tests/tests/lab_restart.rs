@@ -1,9 +1,11 @@
-//! Restart and upgrade without loss, under traffic: the unit's restart signal (SIGUSR2) and a
+//! Restart and upgrade without loss, under traffic: the shipped unit's restart (its signal and
+//! commands, run directly: systemd is not PID 1 here) and a
 //! new binary taking over (`xlb run --takeover`), then a kill -9; and what the agent tells
 //! systemd (Type=notify) on the way.
 
 use std::{
     net::SocketAddr,
+    process::Command,
     os::unix::net::UnixDatagram,
     time::{Duration, Instant},
 };
@@ -42,14 +44,23 @@ fn restart_upgrade_and_kill_9_lose_no_connection() -> Result<()> {
     let hammer = Hammer::start(&node.client.ns, target)?;
     std::thread::sleep(Duration::from_millis(500));
 
-    // 1. What `systemctl restart` does with the shipped unit: its RestartKillSignal, then the
-    //    same ExecStart.
-    let exit = node.lab.signal("xlb", Signal::SIGUSR2)?;
-    ensure!(exit.success(), "SIGUSR2 is a clean stop: {exit}");
+    // 1. What `systemctl restart` does with the shipped unit (systemd is not PID 1 here, so
+    //    its commands and signals are run directly): RestartKillSignal, ExecStartPre, ExecStart.
+    let unit = xlb_tests::unit::shipped()?;
+    let exit = node.lab.signal("xlb", unit.restart_kill_signal)?;
+    ensure!(exit.success(), "{:?} is a clean stop: {exit}", unit.restart_kill_signal);
     let log = node.lab.log("xlb");
     ensure!(log.contains("stopped for a restart"), "{log}");
-    std::thread::sleep(Duration::from_millis(300));
-    node.start_agent()?;
+    for pre in &unit.exec_start_pre {
+        let out = xlb_tests::run(Command::new("ip").args(["netns", "exec", &node.lb.ns]).arg(&node.xlb).args(pre.args(&node.config)))?;
+        ensure!(out.status.success(), "ExecStartPre: {}", String::from_utf8_lossy(&out.stdout));
+    }
+    let (ns, xlb) = (node.lb.ns.clone(), node.xlb.clone());
+    let args = unit.exec_start.args(&node.config);
+    node.lab.spawn(&ns, "xlb", &xlb, &args.iter().map(String::as_str).collect::<Vec<_>>())?;
+    node.wait_ready(Duration::from_secs(15))?;
+    let reload = xlb_tests::run(Command::new("ip").args(["netns", "exec", &ns]).arg(&xlb).args(unit.exec_reload.args(&node.config)))?;
+    ensure!(reload.status.success(), "ExecReload: {}", String::from_utf8_lossy(&reload.stderr));
     let status = node.status()?;
     ensure!(status.backends().all(|b| b.health == "up" && b.state == "up"), "health carried over: {status:?}");
     std::thread::sleep(Duration::from_millis(500));
@@ -86,6 +97,13 @@ fn restart_upgrade_and_kill_9_lose_no_connection() -> Result<()> {
     ensure!(held.kept == 200 && held.moved.is_empty() && held.broken.is_empty(), "{held:?}");
     ensure!(failed.is_empty(), "new connections failed: {:?}", &failed[..failed.len().min(5)]);
     ensure!(requests.len() > 100, "the stream of new connections ran: {}", requests.len());
+
+    // `systemctl stop`: KillSignal is a real stop: detached, pins gone.
+    let exit = node.lab.signal("xlb", unit.kill_signal)?;
+    ensure!(exit.success(), "{:?}: {exit}", unit.kill_signal);
+    let link = xlb_tests::run(Command::new("ip").args(["-n", &node.lb.ns, "-d", "link", "show", "eth0"]))?;
+    ensure!(!String::from_utf8_lossy(&link.stdout).contains("prog/xdp"), "detached on stop");
+    ensure!(!node.pins.exists(), "pins removed on stop: {}", node.pins.display());
     Ok(())
 }
 
