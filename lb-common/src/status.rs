@@ -22,6 +22,9 @@ impl From<crate::Counters> for Counters {
 pub struct Status {
     pub interfaces: Vec<String>,
     pub services: Vec<ServiceStatus>,
+    /// Faults the agent met, and whether the maps are in the desired state.
+    #[serde(default)]
+    pub faults: FaultStatus,
     /// The changes made at run time that the file does not have (`xlb backend ...`,
     /// `xlb service ...` without `--save`), in the order they were made.
     #[serde(default)]
@@ -60,6 +63,22 @@ pub struct CheckerStatus {
     pub late_mean_ms: f64,
     /// Rounds skipped because the previous check of the backend was still running.
     pub skipped: u64,
+}
+
+/// Faults the agent met. A failed map write or netlink call never stops forwarding: the agent
+/// retries with backoff until the maps are in the desired state again.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct FaultStatus {
+    /// The maps are not in the desired state now (a write failed; a VRRP master steps down
+    /// until a retry succeeds).
+    pub out_of_sync: bool,
+    pub map_write_failures: u64,
+    pub netlink_failures: u64,
+    /// Health checks that failed on this node (no descriptor, no buffer, no route), not on
+    /// the backend: the backend's state did not change.
+    #[serde(default)]
+    pub check_local_errors: u64,
+    pub last_error: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]

@@ -78,7 +78,16 @@ pub fn serve(path: &Path, agent: mpsc::Sender<Pending>) -> Result<tokio::task::J
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
     Ok(tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // EMFILE, say: the connection stays queued and the listener ready, so
+                    // accepting again at once would spin. Wait a little instead.
+                    tracing::warn!("control socket: accepting a connection: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
             let agent = agent.clone();
             tokio::spawn(async move {
                 if let Err(e) = answer(stream, agent).await {

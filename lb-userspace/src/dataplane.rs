@@ -48,6 +48,16 @@ pub enum DataplaneError {
     NoRingSlot(ServiceKey),
     #[error("table of {0} entries is larger than {MAX_RING_SIZE}")]
     TableTooLarge(usize),
+    #[error("map write: {0}")]
+    Injected(std::io::Error),
+}
+
+/// Fails like a map write would when the lab injects `map-write` faults (see `faults`).
+fn writable() -> Result<()> {
+    if crate::faults::injected("map-write") {
+        return Err(DataplaneError::Injected(crate::faults::error("map-write")));
+    }
+    Ok(())
 }
 
 type Result<T> = std::result::Result<T, DataplaneError>;
@@ -136,6 +146,8 @@ impl Dataplane {
         let pin_paths: Vec<(&'static str, PathBuf)> = match pin_dir {
             Some(dir) => {
                 fs::create_dir_all(dir).map_err(pin_error(dir))?;
+                // Root only: whoever can open a pin can rewrite the maps.
+                fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).map_err(pin_error(dir))?;
                 sizes.shapes().iter().map(|(name, ..)| (*name, dir.join(name))).collect()
             }
             None => Vec::new(),
@@ -278,6 +290,7 @@ impl Dataplane {
     /// Writes the bitmap of `vips` the program reads first: a packet to any other address
     /// passes without a service lookup. Every VIP of every service must be in it.
     pub fn set_vips(&mut self, vips: &[std::net::IpAddr]) -> Result<()> {
+        writable()?;
         let keys: Vec<[u8; 16]> = vips.iter().map(|&v| ServiceKey::new(v, 0, 0).addr).collect();
         self.vip_filter.set(0, VipFilter::new(&keys), 0).map_err(map_err(maps::VIP_FILTER))
     }
@@ -354,6 +367,7 @@ impl Dataplane {
     }
 
     pub fn set_backend(&mut self, index: u32, backend: &Backend) -> Result<()> {
+        writable()?;
         self.backends.set(index, backend, 0).map_err(map_err(maps::BACKENDS))
     }
 
@@ -397,6 +411,7 @@ impl Dataplane {
     /// table goes into the service's idle ring slot, then one map update flips the service to
     /// it. `svc.ring_slot` is chosen here.
     pub fn publish_service(&mut self, key: &ServiceKey, mut svc: Service, table: &[u32]) -> Result<()> {
+        writable()?;
         if table.len() > MAX_RING_SIZE {
             return Err(DataplaneError::TableTooLarge(table.len()));
         }
@@ -416,6 +431,7 @@ impl Dataplane {
 
     /// Points `key` at another service's live table (the fragment entries).
     pub fn set_service_entry(&mut self, key: &ServiceKey, svc: Service) -> Result<()> {
+        writable()?;
         self.services.insert(key, svc, 0).map_err(map_err(maps::SERVICES))
     }
 
@@ -424,6 +440,7 @@ impl Dataplane {
     }
 
     pub fn remove_service(&mut self, key: &ServiceKey) -> Result<()> {
+        writable()?;
         match self.services.remove(key) {
             Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
             Err(e) => Err(map_err(maps::SERVICES)(e)),
@@ -449,6 +466,7 @@ impl Dataplane {
 
     /// Removes every flow `doomed` selects; returns how many went.
     pub fn purge_flows(&mut self, mut doomed: impl FnMut(&FlowKey, &Flow) -> bool) -> Result<usize> {
+        writable()?;
         let victims: Vec<FlowKey> = self
             .flows
             .iter()

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod dataplane;
+pub mod faults;
 pub mod health;
 pub mod logging;
 pub mod model;

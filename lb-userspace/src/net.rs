@@ -22,6 +22,8 @@ pub enum NetError {
     Missing(String),
     #[error("{what}: {source}")]
     Netlink { what: String, #[source] source: rtnetlink::Error },
+    #[error("listing neighbours: {0}")]
+    Injected(std::io::Error),
 }
 
 type Result<T> = std::result::Result<T, NetError>;
@@ -90,6 +92,9 @@ impl Net {
 
     /// Current neighbour entries (both families).
     pub async fn neighbours(&self) -> Result<Vec<Neighbour>> {
+        if crate::faults::injected("netlink") {
+            return Err(NetError::Injected(crate::faults::error("netlink")));
+        }
         let mut entries = self.handle.neighbours().get().execute();
         let mut out = Vec::new();
         while let Some(msg) = entries.try_next().await.map_err(nl("listing neighbours"))? {
@@ -120,6 +125,14 @@ impl Net {
         let mut req = self.handle.address().add(ifindex, address, plen);
         if address.is_ipv6() {
             req.message_mut().attributes.push(AddressAttribute::Flags(AddressFlags::Nodad));
+            // Deprecated at once (preferred lifetime 0, valid for ever): it still takes traffic,
+            // but the kernel never picks it as the source of this node's own connections
+            // (RFC 6724 rule 3), so health checks to backends on the VIP's subnet do not leave
+            // from the VIP, which every backend holds on `lo` and would answer to itself.
+            let mut lifetimes = netlink_packet_route::address::CacheInfo::default();
+            lifetimes.ifa_preferred = 0;
+            lifetimes.ifa_valid = u32::MAX;
+            req.message_mut().attributes.push(AddressAttribute::CacheInfo(lifetimes));
         }
         match req.execute().await {
             Ok(()) => Ok(true),

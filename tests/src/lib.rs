@@ -320,6 +320,11 @@ impl Lab {
         Ok(())
     }
 
+    /// The process id of the process logging to `log` (the latest started under that name).
+    pub fn pid(&self, log: &str) -> Option<u32> {
+        self.children.iter().rfind(|(name, _)| name == log).map(|(_, c)| c.id())
+    }
+
     /// Whether the process logging to `log` still runs.
     pub fn running(&mut self, log: &str) -> bool {
         self.children.iter_mut().rfind(|(name, _)| name == log).is_some_and(|(_, c)| matches!(c.try_wait(), Ok(None)))

@@ -170,9 +170,18 @@ impl SingleNode {
 
     /// Starts xlb on the node (its log is `xlb`) and waits until it is ready.
     pub fn start_agent(&mut self) -> Result<()> {
+        self.start_agent_with(&[], &[])
+    }
+
+    /// [`SingleNode::start_agent`] with extra environment variables, and run through
+    /// `wrapper` (a program and its arguments, e.g. `prlimit --nofile=64:4096`) if given.
+    pub fn start_agent_with(&mut self, env: &[(&str, &str)], wrapper: &[&str]) -> Result<()> {
         let config_arg = self.config.display().to_string();
-        let (ns, xlb) = (self.lb.ns.clone(), self.xlb.clone());
-        self.lab.spawn(&ns, "xlb", &xlb, &["run", "--config", &config_arg])?;
+        let (ns, xlb) = (self.lb.ns.clone(), self.xlb.display().to_string());
+        let mut argv: Vec<&str> = wrapper.to_vec();
+        argv.extend([xlb.as_str(), "run", "--config", &config_arg]);
+        let program = std::path::PathBuf::from(argv[0]);
+        self.lab.spawn_with_env(&ns, "xlb", &program, &argv[1..], env)?;
         self.wait_ready(Duration::from_secs(15))
     }
 

@@ -95,6 +95,7 @@ pub const TEST_PACKAGES: &[(&str, &str, &str)] = &[
     ("keepalived", "keepalived", "the VRRP peer xlb must pair with in the interoperability tests"),
     ("tshark", "tshark", "Wireshark's VRRP dissector checking xlb's adverts"),
     ("bpftool", "bpftool", "detaching the XDP program to test the data-plane fault"),
+    ("prlimit", "util-linux", "descriptor limits in the fault tests"),
     ("dpkg-deb", "dpkg", "listing and unpacking the .deb in the package test"),
     ("systemd-analyze", "systemd", "`systemd-analyze verify` of the packaged unit in the package test"),
     ("man", "man-db", "rendering the packaged man pages in the package test"),

@@ -78,6 +78,30 @@ impl Agent {
         Ok(diff)
     }
 
+    /// Writes every map for the model as it stands (after a failure: each write is
+    /// idempotent).
+    pub(super) fn write_all(&mut self) -> Result<()> {
+        let slots: Vec<u32> = self.model.backends.keys().copied().collect();
+        for slot in slots {
+            self.write_backend(slot)?;
+        }
+        let ids: Vec<u32> = self.model.services.iter().map(|s| s.id).collect();
+        for id in ids {
+            self.publish(id)?;
+        }
+        self.write_fragments()?;
+        self.remove_stale_services()?;
+        // Entries of backends that left, if clearing them failed.
+        for (slot, b) in self.dp.assigned_backends()? {
+            if !self.model.backends.contains_key(&slot) {
+                self.dp.set_backend(slot, &Backend { flags: 0, ..b })?;
+            }
+        }
+        self.sweep_flows()?;
+        self.dp.set_vips(&self.model.vips())?;
+        Ok(())
+    }
+
     /// Removes every flow entry that does not fit the model (its backend or service left, or
     /// an earlier agent left it for something this model does not have).
     pub(super) fn sweep_flows(&mut self) -> Result<()> {

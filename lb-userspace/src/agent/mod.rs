@@ -43,6 +43,11 @@ const NEIGHBOUR_RETRY: Duration = Duration::from_millis(500);
 const DATAPLANE_CHECK: Duration = Duration::from_millis(100);
 /// The fault VRRP instances enter while the data plane is not forwarding.
 const DATAPLANE_FAULT: &str = "data plane not forwarding";
+/// The fault VRRP instances enter while the maps are not in the desired state.
+const SYNC_FAULT: &str = "data plane not in the desired state";
+/// First and longest wait before the maps are written again after a failure.
+const RESYNC_FIRST: Duration = Duration::from_millis(100);
+const RESYNC_MAX: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -151,6 +156,28 @@ pub struct Agent {
     dataplane_fault: bool,
     /// Virtual MACs VRRP masters hold (use_vmac), for the data plane to take as ours.
     vrrp_macs: Option<mpsc::UnboundedReceiver<LocalMac>>,
+    /// Faults met, and when the maps are written again after one.
+    faults: lb_common::status::FaultStatus,
+    resync: Option<(tokio::time::Instant, Duration)>,
+}
+
+/// Raises the soft limit on open descriptors to what `checks` health checks running at once
+/// need (two each, with room for the rest), as far as the hard limit allows, and says so: a
+/// check that finds no descriptor is this node's problem, not the backend's.
+fn raise_descriptor_limit(checks: usize) {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let wanted = 2 * checks as u64 + 256;
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else { return };
+    let new = wanted.max(soft).min(hard);
+    if new != soft {
+        match setrlimit(Resource::RLIMIT_NOFILE, new, hard) {
+            Ok(()) => info!("descriptor limit raised from {soft} to {new} for {checks} health checks"),
+            Err(e) => warn!("raising the descriptor limit to {new}: {e}"),
+        }
+    }
+    if hard < wanted {
+        warn!("descriptor hard limit {hard} is below the {wanted} that {checks} health checks want: checks may fail locally (counted apart)");
+    }
 }
 
 /// Tells systemd (Type=notify) where the agent stands; a no-op outside systemd.
@@ -175,7 +202,8 @@ fn ensure_bpffs(pin_path: &Path) -> Result<()> {
         return Err(err(format!("{} is not on a bpf filesystem; mount one (mount -t bpf bpf DIR)", existing.display())));
     }
     std::fs::create_dir_all(bpffs).map_err(|e| err(format!("creating {}: {e}", bpffs.display())))?;
-    nix::mount::mount(Some("bpf"), bpffs, Some("bpf"), nix::mount::MsFlags::empty(), None::<&str>)
+    // mode=0700: only root may open what is pinned there.
+    nix::mount::mount(Some("bpf"), bpffs, Some("bpf"), nix::mount::MsFlags::empty(), Some("mode=0700"))
         .map_err(|e| err(format!("mount -t bpf bpf {}: {e}", bpffs.display())))?;
     info!("mounted bpffs at {}", bpffs.display());
     // Under `ip netns exec` (or any private mount namespace) this bpffs lives only as long as
@@ -254,55 +282,84 @@ impl Agent {
             vrrp_macs: None,
             prog_id: 0,
             dataplane_fault: false,
+            faults: Default::default(),
+            resync: None,
         };
-        for iface in &agent.attached {
-            agent.dp.add_egress(iface.ifindex)?;
+        let fresh = adoption.adopted.is_empty();
+        if let Err(e) = agent.bring_up(model_cfg, &held, &interfaces).await {
+            agent.abandon(fresh).await;
+            return Err(e);
+        }
+        agent.resolve_backends(false).await;
+        Ok(agent)
+    }
+
+    /// Brings the data plane to `cfg` (with the runtime changes kept), attaches, adds the VIPs
+    /// and starts VRRP: the part of a start that can fail with something attached.
+    async fn bring_up(&mut self, cfg: Config, held: &Slots, interfaces: &[InterfaceInfo]) -> Result<()> {
+        for iface in &self.attached {
+            self.dp.add_egress(iface.ifindex)?;
             // Before attaching: from its first packet the program balances only frames sent to
             // this node (a flooded or promiscuously received frame for another host passes).
             if iface.mac != [0; 6] {
-                agent.dp.set_local_macs(iface.ifindex, &[iface.mac])?;
+                self.dp.set_local_macs(iface.ifindex, &[iface.mac])?;
             }
         }
         // Runtime changes an earlier agent kept apply on top of the file.
-        let text = std::fs::read_to_string(&model_cfg.file).unwrap_or_default();
-        let running = agent.adopt_runtime(model_cfg, text);
-        let model = Model::new(&running, &held)?;
-        let neighbours = agent.net.neighbours().await?;
-        agent.apply(model, &interfaces, &neighbours)?;
+        let text = std::fs::read_to_string(&cfg.file).unwrap_or_default();
+        let running = self.adopt_runtime(cfg, text);
+        let model = Model::new(&running, held)?;
+        raise_descriptor_limit(model.checks().len());
+        let neighbours = self.net.neighbours().await?;
+        self.apply(model, interfaces, &neighbours)?;
         // Flows an earlier agent left for what this configuration does not have would be
         // forwarded as they are: the program takes a known flow's backend directly.
-        agent.sweep_flows()?;
-        agent.dp.set_vips(&agent.model.vips())?;
+        self.sweep_flows()?;
+        self.dp.set_vips(&self.model.vips())?;
 
-        let mode = match agent.model.agent.xdp_mode {
+        let mode = match self.model.agent.xdp_mode {
             config::XdpMode::Native => XdpMode::Driver,
             config::XdpMode::Generic => {
                 warn!("xdp_mode = \"generic\": XDP runs in the kernel's stack, far slower than native mode");
                 XdpMode::Skb
             }
         };
-        for iface in agent.attached.clone() {
-            agent.dp.attach(&iface.name, mode)?;
+        for iface in self.attached.clone() {
+            self.dp.attach(&iface.name, mode)?;
             info!("attached to {} (index {}, {:?} mode)", iface.name, iface.ifindex, mode);
         }
-        if agent.model.agent.assign_vips {
-            let first = agent.attached[0].ifindex;
-            for vip in agent.model.vips() {
-                if agent.net.add_address(first, vip).await? {
-                    info!("added VIP {vip} to {}", agent.attached[0].name);
+        if self.model.agent.assign_vips {
+            let first = self.attached[0].ifindex;
+            for vip in self.model.vips() {
+                if self.net.add_address(first, vip).await? {
+                    info!("added VIP {vip} to {}", self.attached[0].name);
                 }
             }
         }
-        agent.prog_id = agent.dp.program().info().map_err(DataplaneError::from)?.id();
-        if !agent.model.vrrp.is_empty() {
+        self.prog_id = self.dp.program().info().map_err(DataplaneError::from)?.id();
+        if !self.model.vrrp.is_empty() {
             // Only once the data plane forwards: a node must not become master before.
             let (tx, rx) = mpsc::unbounded_channel();
-            agent.vrrp = Some(Vrrp::start(&agent.model.vrrp, &interfaces, tx).await?);
-            agent.vrrp_macs = Some(rx);
-            info!("VRRP: {} instance(s) started", agent.model.vrrp.len());
+            self.vrrp = Some(Vrrp::start(&self.model.vrrp, interfaces, tx).await?);
+            self.vrrp_macs = Some(rx);
+            info!("VRRP: {} instance(s) started", self.model.vrrp.len());
         }
-        agent.resolve_backends(false).await;
-        Ok(agent)
+        Ok(())
+    }
+
+    /// A start that failed part way: a fresh start leaves nothing attached or pinned that it
+    /// made; a start that adopted an earlier agent's pins leaves them forwarding as they were.
+    async fn abandon(mut self, fresh: bool) {
+        if let Some(vrrp) = self.vrrp.take() {
+            vrrp.shutdown().await;
+        }
+        if !fresh {
+            warn!("start failed: the pinned program and maps of the earlier agent go on forwarding");
+            return;
+        }
+        if let Err(e) = self.stop(Stop::Full).await {
+            warn!("cleaning up after the failed start: {e}");
+        }
     }
 
     /// The health checks, in the order of `self.checked`. A backend starts in the state the
@@ -468,13 +525,16 @@ impl Agent {
                 stop = &mut shutdown => break Ok(stop),
                 Some(n) = events.next() => {
                     if let Err(e) = self.apply_neighbour(&n) {
-                        break Err(e);
+                        self.out_of_sync("a neighbour change", &e);
                     }
                 }
                 Some((check, transition)) = monitor.transitions.recv() => {
                     if let Err(e) = self.apply_health(check, transition) {
-                        break Err(e);
+                        self.out_of_sync("a health transition", &e);
                     }
+                }
+                _ = tokio::time::sleep_until(self.resync.map_or_else(tokio::time::Instant::now, |(at, _)| at)), if self.resync.is_some() => {
+                    self.resync();
                 }
                 Some((request, reply)) = requests.recv() => {
                     let _ = reply.send(self.answer(request, &mut monitor).await);
@@ -496,7 +556,10 @@ impl Agent {
                 Some(m) = async { vrrp_macs.as_mut()?.recv().await }, if vrrp_macs.is_some() => self.apply_local_mac(m),
                 _ = retry.tick() => {
                     if let Err(e) = self.reread_neighbours().await {
-                        break Err(e);
+                        // The events keep coming; the next dump may work.
+                        self.faults.netlink_failures += 1;
+                        self.faults.last_error = Some(e.to_string());
+                        warn!("{e}");
                     }
                     self.resolve_backends(false).await;
                 }
@@ -513,6 +576,44 @@ impl Agent {
         // Last: a successor (`xlb run --takeover`) starts once the socket is gone.
         let _ = std::fs::remove_file(&socket);
         stopped
+    }
+
+    /// A map write failed: forwarding goes on as it is; the maps are written again after a
+    /// backoff, and meanwhile a VRRP master steps down (the node may forward stale state).
+    fn out_of_sync(&mut self, during: &str, e: &dyn std::fmt::Display) {
+        self.faults.map_write_failures += 1;
+        self.faults.last_error = Some(format!("{during}: {e}"));
+        warn!("{during}: {e}; the maps are written again in a moment");
+        if self.resync.is_none() {
+            self.resync = Some((tokio::time::Instant::now() + RESYNC_FIRST, RESYNC_FIRST));
+            self.faults.out_of_sync = true;
+            if let Some(v) = &self.vrrp {
+                v.set_fault(SYNC_FAULT, true);
+            }
+        }
+    }
+
+    /// Writes every map for the model again (each write is idempotent); on success the fault
+    /// clears, otherwise the next try waits twice as long (up to 5 s).
+    fn resync(&mut self) {
+        let Some((_, wait)) = self.resync else { return };
+        match self.write_all() {
+            Ok(()) => {
+                info!("data plane in the desired state again");
+                self.resync = None;
+                self.faults.out_of_sync = false;
+                if let Some(v) = &self.vrrp {
+                    v.set_fault(SYNC_FAULT, false);
+                }
+            }
+            Err(e) => {
+                self.faults.map_write_failures += 1;
+                self.faults.last_error = Some(format!("writing the maps again: {e}"));
+                let wait = (wait * 2).min(RESYNC_MAX);
+                warn!("writing the maps again: {e}; next try in {wait:?}");
+                self.resync = Some((tokio::time::Instant::now() + wait, wait));
+            }
+        }
     }
 
     /// Writes the full status to the log (SIGUSR1, keepalived's data dump).

@@ -84,7 +84,14 @@ impl Agent {
                 .map(|(s, _)| s)
                 .collect()
         };
-        let diff = self.apply(new, &interfaces, &neighbours).map_err(|e| format!("applying it: {e}"))?;
+        let diff = match self.apply(new, &interfaces, &neighbours) {
+            Ok(diff) => diff,
+            Err(e) => {
+                // The new model stands; the maps get there by the retries.
+                self.out_of_sync("applying a change", &e);
+                return Err(format!("taken, but writing the maps failed ({e}): retrying until they are in the desired state"));
+            }
+        };
         if diff.checks_changed {
             *monitor = Monitor::spawn(self.check_specs(&unchanged_checks)).map_err(|e| format!("restarting the health checker: {e}"))?;
             self.check_stats = monitor.stats.clone();

@@ -75,6 +75,10 @@ impl Agent {
             });
         }
         Ok(Status {
+            faults: lb_common::status::FaultStatus {
+                check_local_errors: stats.counters.iter().map(|c| c.local_errors).sum(),
+                ..self.faults.clone()
+            },
             runtime_changes: self.effective_changes().map(|c| c.to_string()).collect(),
             interfaces: self.attached.iter().map(|i| i.name.clone()).collect(),
             services,

@@ -83,6 +83,11 @@ pub enum Reason {
     /// Any other I/O error, with what was being done: `"connect: Permission denied (os error 13)"`.
     #[error("{0}")]
     Io(String),
+    /// The check failed on this node, not on the backend: no descriptor (EMFILE, ENFILE), no
+    /// buffer or memory (ENOBUFS, ENOMEM), no source address (EADDRNOTAVAIL). Not a backend
+    /// failure: counted apart, the backend's state does not change.
+    #[error("local error: {0}")]
+    Local(String),
     /// The check itself is unusable (empty command, bad HTTP path); configuration validation
     /// should have refused it.
     #[error("invalid check: {0}")]
@@ -97,6 +102,11 @@ impl Reason {
     /// becomes [`Reason::Io`] prefixed with `doing` (`"connect"`, `"reading HTTP response"`).
     pub fn from_io(e: &std::io::Error, doing: &str) -> Reason {
         use std::io::ErrorKind as K;
+        if let Some(code) = e.raw_os_error() {
+            if [libc::EMFILE, libc::ENFILE, libc::ENOBUFS, libc::ENOMEM, libc::EADDRNOTAVAIL].contains(&code) {
+                return Reason::Local(format!("{doing}: {e}"));
+            }
+        }
         match e.kind() {
             K::ConnectionRefused => Reason::ConnectRefused,
             K::NetworkUnreachable => Reason::NetworkUnreachable,
@@ -104,6 +114,14 @@ impl Reason {
             K::ConnectionReset | K::ConnectionAborted => Reason::ConnectionReset,
             _ => Reason::Io(format!("{doing}: {e}")),
         }
+    }
+}
+
+impl Reason {
+    /// Whether the failure is this node's (no route from here counts: the backend may be fine,
+    /// this node cannot tell), not the backend's.
+    pub fn is_local(&self) -> bool {
+        matches!(self, Reason::Local(_) | Reason::NetworkUnreachable)
     }
 }
 
@@ -181,6 +199,8 @@ pub struct Counters {
     pub failures: u64,
     /// State changes.
     pub transitions: u64,
+    /// Outcomes that were this node's errors, not the backend's: left out of rise/fall.
+    pub local_errors: u64,
 }
 
 /// The rise/fall count: a state that flips after `params.fall` consecutive failures (Up to
@@ -281,6 +301,11 @@ impl BackendHealth {
 
     /// Takes in one outcome; returns the transition it causes, if any.
     pub fn record(&mut self, outcome: &Outcome, now: Instant) -> Option<Transition> {
+        if outcome.reason().is_some_and(Reason::is_local) {
+            self.counters.local_errors += 1;
+            self.last = Some(outcome.clone());
+            return None;
+        }
         self.counters.checks += 1;
         if !outcome.is_ok() {
             self.counters.failures += 1;
@@ -400,7 +425,7 @@ mod tests {
         assert_eq!(h.state(), Health::Down);
         assert!(!h.is_changing());
         assert_eq!(h.since(), Some(at));
-        assert_eq!(h.counters(), Counters { checks: 3, failures: 3, transitions: 1 });
+        assert_eq!(h.counters(), Counters { checks: 3, failures: 3, transitions: 1, local_errors: 0 });
         // Further failures agree with Down: nothing changes.
         assert_eq!(h.record(&fail(Reason::ConnectRefused), at), None);
         assert!(!h.is_changing());
@@ -418,7 +443,7 @@ mod tests {
         h.record(&fail(Reason::ConnectRefused), t0);
         assert!(h.is_up());
         assert!(h.record(&fail(Reason::ConnectRefused), t0).is_some());
-        assert_eq!(h.counters(), Counters { checks: 6, failures: 5, transitions: 1 });
+        assert_eq!(h.counters(), Counters { checks: 6, failures: 5, transitions: 1, local_errors: 0 });
     }
 
     #[test]
@@ -475,5 +500,34 @@ mod tests {
         let mut ok = BackendHealth::new(Params { rise: 2, fall: 3 }, Health::Up).first_check_decides();
         assert_eq!(ok.record(&Outcome::Ok, t0), None);
         assert_eq!(ok.record(&fail(Reason::ConnectRefused), t0), None);
+    }
+}
+
+#[cfg(test)]
+mod local_error_tests {
+    use super::*;
+
+    /// EMFILE, ENOBUFS or no route from this node say nothing of the backend: they neither
+    /// take it down nor break a run of passes or failures.
+    #[test]
+    fn local_errors_leave_the_state_alone() {
+        let emfile = std::io::Error::from_raw_os_error(libc::EMFILE);
+        let local = Outcome::Failed(Reason::from_io(&emfile, "connect"));
+        assert!(matches!(local.reason(), Some(Reason::Local(m)) if m.contains("connect")), "{local:?}");
+        let noroute = Outcome::Failed(Reason::from_io(&std::io::Error::from(std::io::ErrorKind::NetworkUnreachable), "connect"));
+        let now = Instant::now();
+        let mut h = BackendHealth::new(Params { rise: 2, fall: 2 }, Health::Up);
+        for _ in 0..10 {
+            assert_eq!(h.record(&local, now), None);
+            assert_eq!(h.record(&noroute, now), None);
+        }
+        assert_eq!(h.state(), Health::Up);
+        assert_eq!(h.counters().local_errors, 20);
+        assert_eq!(h.counters().checks, 0);
+        // A real failure still counts, and a local error between two does not reset the run.
+        let refused = Outcome::Failed(Reason::ConnectRefused);
+        assert_eq!(h.record(&refused, now), None);
+        assert_eq!(h.record(&local, now), None);
+        assert!(h.record(&refused, now).is_some_and(|t| t.to == Health::Down));
     }
 }
