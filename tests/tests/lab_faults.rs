@@ -132,3 +132,38 @@ fn no_descriptor_for_a_check_is_not_a_backend_failure() -> Result<()> {
     ensure!(status.backends().all(|b| b.health == "up" && b.transitions == 0), "{status:?}");
     Ok(())
 }
+
+/// The node holds the IPv6 VIP on the backends' subnet; its health checks must not leave from
+/// it (every backend holds the VIP on `lo` and would answer itself), so they see the backends
+/// up, and the checks' source is the node's own address.
+#[test]
+fn ipv6_checks_do_not_leave_from_the_vip() -> Result<()> {
+    if !privileged("ipv6_checks_do_not_leave_from_the_vip") {
+        return Ok(());
+    }
+    // b1 (::11) and a backend at ::101, whose address shares a longer prefix with the VIP
+    // (::100) than with the node (::2): without care the kernel would pick the VIP as source.
+    let web6 = |backends: &[&str]| {
+        let mut config = xlb_tests::scenario::lab_agent_section().to_owned();
+        config += &format!("[[service]]\nname = \"web6\"\nvip = \"{}\"\nport = 80\n", plan::VIP6);
+        for b in backends {
+            config += &format!("[[service.backend]]\naddress = \"{b}\"\n");
+        }
+        config + "[service.check]\ntype = \"tcp\"\ninterval = \"200ms\"\n"
+    };
+    let mut node = SingleNode::start_with("v6check", &web6(&["2001:db8:0:1::11"]), Serve::Http)?;
+    let config = web6(&["2001:db8:0:1::11", "2001:db8:0:1::101"]);
+    let near = node.lab.backend("b101", 101, &[plan::VIP4, plan::VIP6])?;
+    let _http = xlb_tests::traffic::HttpServer::start(&near.ns, "b101", 80)?;
+    std::fs::write(&node.config, xlb_tests::scenario::agent_config(&config, &node.pins, &node.socket))?;
+    let (ok, out) = xlb(&node, &["reload"])?;
+    ensure!(ok, "{out}");
+    node.wait_ready(Duration::from_secs(10))?;
+    std::thread::sleep(Duration::from_secs(1));
+    let status = node.status()?;
+    ensure!(status.backends().count() == 2 && status.backends().all(|b| b.health == "up" && b.transitions == 0 && b.checks > 0), "{status:?}");
+    let route = xlb_tests::run(Command::new("ip").args(["-n", &node.lb.ns, "-6", "route", "get", "2001:db8:0:1::101"]))?;
+    let route = String::from_utf8_lossy(&route.stdout).into_owned();
+    ensure!(!route.contains(plan::VIP6) && route.contains(&node.lb.v6.to_string()), "source towards ::101: {route}");
+    Ok(())
+}
