@@ -10,6 +10,7 @@ pub mod config;
 pub mod control;
 pub mod dataplane;
 pub mod faults;
+pub mod flowscan;
 pub mod health;
 pub mod logging;
 pub mod model;

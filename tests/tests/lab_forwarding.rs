@@ -193,6 +193,8 @@ fn kill_9_leaves_forwarding_running_and_a_new_agent_adopts_it() -> Result<()> {
     let mut node = SingleNode::start("kill9")?;
     let target: SocketAddr = format!("{}:80", plan::VIP4).parse()?;
     in_netns(&node.client.ns, || traffic::tcp_connections(target, 50))??;
+    // The count in the status is taken off the agent's loop, at most 100 ms old.
+    std::thread::sleep(std::time::Duration::from_millis(250));
     let flows_before = node.status()?.flows;
     assert!(flows_before >= 50, "flows recorded: {flows_before}");
 

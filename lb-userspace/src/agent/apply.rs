@@ -8,6 +8,7 @@ use tracing::{info, warn};
 use super::{Agent, BackendState, Result};
 use crate::{
     config::{self, InterfaceInfo},
+    flowscan::Doomed,
     health::Health,
     model::{Diff, Model, TableMode},
     net::{format_mac, Neighbour},
@@ -70,7 +71,7 @@ impl Agent {
             self.dp.set_backend(slot, &Backend::default())?;
         }
         if diff.removes_anything() {
-            self.sweep_flows()?;
+            self.sweep_flows(&diff.backends_removed)?;
         }
         if diff.vips_changed {
             self.dp.set_vips(&self.model.vips())?;
@@ -97,18 +98,28 @@ impl Agent {
                 self.dp.set_backend(slot, &Backend { flags: 0, ..b })?;
             }
         }
-        self.sweep_flows()?;
+        self.sweep_flows(&[])?;
         self.dp.set_vips(&self.model.vips())?;
         Ok(())
     }
 
     /// Removes every flow entry that does not fit the model (its backend or service left, or
-    /// an earlier agent left it for something this model does not have).
-    pub(super) fn sweep_flows(&mut self) -> Result<()> {
-        let model = &self.model;
-        let stale = self.dp.purge_flows(|k, f| !model.flow_belongs(k, f))?;
-        if stale > 0 {
-            info!("removed {stale} flows that no longer fit the configuration");
+    /// an earlier agent left it for something this model does not have). `freed` are the
+    /// slots of backends that left: no new backend takes them until their flows are gone.
+    /// Once the agent runs, the flow scanner does it off the loop.
+    pub(super) fn sweep_flows(&mut self, freed: &[u32]) -> Result<()> {
+        let filter = self.model.flow_filter();
+        match &self.scanner {
+            Some(scanner) => {
+                self.purging.extend(freed);
+                scanner.remove(Doomed::NotFitting { filter: std::sync::Arc::new(filter), freed: freed.to_vec() });
+            }
+            None => {
+                let stale = self.dp.purge_flows(|k, f| !filter.fits(k, f))?;
+                if stale > 0 {
+                    info!("removed {stale} flows that no longer fit the configuration");
+                }
+            }
         }
         Ok(())
     }

@@ -26,6 +26,7 @@ use crate::{
     config::{self, Config, InterfaceInfo},
     control::{self, Pending, Request, Response},
     dataplane::{Dataplane, DataplaneError, Sizes},
+    flowscan::{Doomed, Done, FlowScanner},
     health::{CheckSpec, Health, Intervals, Monitor, MonitorStats, Params, Transition},
     model::{Model, ModelError, Slots, TableMode},
     net::{format_mac, NeighbourEvents, Net, NetError},
@@ -159,6 +160,10 @@ pub struct Agent {
     /// Faults met, and when the maps are written again after one.
     faults: lb_common::status::FaultStatus,
     resync: Option<(tokio::time::Instant, Duration)>,
+    /// Removes flows and counts them off the loop, once the agent runs.
+    scanner: Option<FlowScanner>,
+    /// Slots of backends that left whose flows are still being removed.
+    purging: HashSet<u32>,
 }
 
 /// Raises the soft limit on open descriptors to what `checks` health checks running at once
@@ -284,6 +289,8 @@ impl Agent {
             dataplane_fault: false,
             faults: Default::default(),
             resync: None,
+            scanner: None,
+            purging: HashSet::new(),
         };
         let fresh = adoption.adopted.is_empty();
         if let Err(e) = agent.bring_up(model_cfg, &held, &interfaces).await {
@@ -314,7 +321,7 @@ impl Agent {
         self.apply(model, interfaces, &neighbours)?;
         // Flows an earlier agent left for what this configuration does not have would be
         // forwarded as they are: the program takes a known flow's backend directly.
-        self.sweep_flows()?;
+        self.sweep_flows(&[])?;
         self.dp.set_vips(&self.model.vips())?;
 
         let mode = match self.model.agent.xdp_mode {
@@ -448,8 +455,11 @@ impl Agent {
         } else {
             self.publish(service)?;
             self.write_backend(slot)?;
-            let removed = self.dp.purge_flows(|_, f| f.backend == slot)?;
-            info!("removed {removed} flows of backend {address}");
+            // Its flows' next packets find it unusable and move anyway; the entries go off the
+            // loop.
+            if let Some(scanner) = &self.scanner {
+                scanner.remove(Doomed::Backends(vec![slot]));
+            }
         }
         Ok(())
     }
@@ -516,6 +526,11 @@ impl Agent {
         let mut retry = tokio::time::interval(NEIGHBOUR_RETRY);
         let mut dataplane_check = tokio::time::interval(DATAPLANE_CHECK);
         let mut vrrp_macs = self.vrrp_macs.take();
+        let (scanned, mut scans) = mpsc::unbounded_channel();
+        match FlowScanner::start(&self.model.agent.pin_path.join(lb_common::maps::FLOWS), scanned) {
+            Ok(scanner) => self.scanner = Some(scanner),
+            Err(e) => warn!("flow scanner: {e}; flow-table scans run on the agent's loop"),
+        }
         tokio::pin!(shutdown);
         let result = loop {
             if let Some(stop) = self.stop_requested.take() {
@@ -546,6 +561,7 @@ impl Agent {
                     }
                 }
                 Some(()) = usr1.recv() => self.dump_status(),
+                Some(done) = scans.recv() => self.scanned(done),
                 _ = refresh.tick() => {
                     self.resolve_backends(true).await;
                     if let Err(e) = self.refresh_interface_macs().await {
@@ -612,6 +628,25 @@ impl Agent {
                 let wait = (wait * 2).min(RESYNC_MAX);
                 warn!("writing the maps again: {e}; next try in {wait:?}");
                 self.resync = Some((tokio::time::Instant::now() + wait, wait));
+            }
+        }
+    }
+
+    /// A flow removal finished: its freed slots may be handed out again.
+    fn scanned(&mut self, done: Done) {
+        match done.doomed {
+            Doomed::Backends(slots) => {
+                let addresses: Vec<String> =
+                    slots.iter().filter_map(|s| self.model.backend(*s)).map(|b| b.address().to_string()).collect();
+                info!("removed {} flows of backend {}", done.removed, addresses.join(", "));
+            }
+            Doomed::NotFitting { freed, .. } => {
+                for slot in freed {
+                    self.purging.remove(&slot);
+                }
+                if done.removed > 0 {
+                    info!("removed {} flows that no longer fit the configuration", done.removed);
+                }
             }
         }
     }

@@ -72,7 +72,8 @@ impl Agent {
         for v in &vrrp_new {
             Vrrp::check(v, &interfaces).map_err(|e| format!("{e}; nothing changed"))?;
         }
-        let new = Model::new(&cfg, &self.model.slots()).map_err(|e| format!("{e}; nothing changed"))?;
+        let held = self.model.slots().with_reserved(self.purging.iter().copied());
+        let new = Model::new(&cfg, &held).map_err(|e| format!("{e}; nothing changed"))?;
         let neighbours = self.net.neighbours().await.map_err(|e| format!("reading the neighbour table: {e}"))?;
         let old_vips = self.model.vips();
         // Backends whose check stays as it was keep their health, with no new rise period.

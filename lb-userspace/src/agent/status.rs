@@ -83,7 +83,7 @@ impl Agent {
             interfaces: self.attached.iter().map(|i| i.name.clone()).collect(),
             services,
             counters,
-            flows: self.dp.flow_count(),
+            flows: self.scanner.as_ref().map_or_else(|| self.dp.flow_count(), |s| s.entries()),
             vrrp: self.vrrp.as_ref().map(Vrrp::status).unwrap_or_default(),
             checker: CheckerStatus {
                 checks: self.checked.len(),

@@ -20,13 +20,14 @@ mod slots;
 
 use std::{collections::BTreeMap, net::IpAddr};
 
-use lb_common::{Flow, FlowKey, Service, ServiceKey, MAX_BACKENDS, SERVICE_F_FRAGMENTS_ONLY, SERVICE_F_HASH_SOURCE};
+use lb_common::{Service, ServiceKey, MAX_BACKENDS, SERVICE_F_FRAGMENTS_ONLY, SERVICE_F_HASH_SOURCE};
 
 pub use diff::Diff;
 pub use slots::{BackendId, Slots};
 
 use crate::{
     config::{AgentConfig, CheckConfig, Config, Protocol, Scheduler, VrrpConfig},
+    flowscan::FlowFilter,
     maglev,
 };
 
@@ -260,21 +261,16 @@ impl Model {
         Service { flags: live.flags | SERVICE_F_FRAGMENTS_ONLY, ..live }
     }
 
-    /// Whether an entry of the flow table (one an earlier agent left, say) fits this model: its
-    /// service exists and takes its destination, and its backend slot belongs to that service.
-    /// A slot belongs to the backend whose address the earlier agent's `BACKENDS` entry named
-    /// (see [`Slots::adopt`]), so a flow kept here goes on to the same address. The program
+    /// Which flow-table entries fit this model (one an earlier agent left, say): its service
+    /// exists and takes its destination, and its backend slot belongs to that service. A slot
+    /// belongs to the backend whose address the earlier agent's `BACKENDS` entry named (see
+    /// [`Slots::adopt`]), so a flow kept here goes on to the same address. The program
     /// forwards a known flow without looking at the service again.
-    pub fn flow_belongs(&self, key: &FlowKey, flow: &Flow) -> bool {
-        let (Some(svc), Some(backend)) = (self.service(flow.service), self.backends.get(&flow.backend)) else {
-            return false;
-        };
-        let k = &svc.key;
-        k.addr == key.dst
-            && k.family == key.family
-            && k.proto == key.proto
-            && (k.port == key.dport || k.port == 0)
-            && backend.service == flow.service
+    pub fn flow_filter(&self) -> FlowFilter {
+        FlowFilter {
+            services: self.services.iter().map(|s| (s.id, s.key)).collect(),
+            backends: self.backends.values().map(|b| (b.slot, b.service)).collect(),
+        }
     }
 
     /// Which backends service `svc`'s table should hold, given which are `usable` (MAC known,

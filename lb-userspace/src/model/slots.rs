@@ -24,6 +24,9 @@ pub struct BackendId {
 pub struct Slots {
     services: HashMap<ServiceKey, u32>,
     backends: HashMap<BackendId, u32>,
+    /// Backend slots nobody holds that must not be handed out yet (their flows are still
+    /// being removed).
+    reserved: HashSet<u32>,
 }
 
 impl Slots {
@@ -82,6 +85,12 @@ impl Slots {
         self.backends.iter().map(|(k, v)| (*k, *v))
     }
 
+    /// These slots too are not to be handed out (see [`Slots::reserved`]).
+    pub fn with_reserved(mut self, slots: impl IntoIterator<Item = u32>) -> Slots {
+        self.reserved.extend(slots);
+        self
+    }
+
     pub fn is_empty(&self) -> bool {
         self.services.is_empty() && self.backends.is_empty()
     }
@@ -116,7 +125,7 @@ impl<'a> Allocator<'a> {
         Allocator {
             held,
             held_ids: held.services.values().copied().collect(),
-            held_slots: held.backends.values().copied().collect(),
+            held_slots: held.backends.values().chain(&held.reserved).copied().collect(),
             next_id: 0,
             next_slot: 0,
             max_services,

@@ -158,18 +158,18 @@ fn a_flow_belongs_when_service_destination_and_backend_agree() {
     let vip = ip("203.0.113.100");
     let client = ip("198.51.100.7");
     let key = FlowKey::new(lb_common::PROTO_TCP, client, 40000, vip, 80);
-    assert!(m.flow_belongs(&key, &Flow { backend: 1, service: 0 }));
+    assert!(m.flow_filter().fits(&key, &Flow { backend: 1, service: 0 }));
     // Slot 2 is the dns service's; service 7 does not exist; port 443 is web-tls's.
-    assert!(!m.flow_belongs(&key, &Flow { backend: 2, service: 0 }));
-    assert!(!m.flow_belongs(&key, &Flow { backend: 1, service: 7 }));
-    assert!(!m.flow_belongs(&FlowKey::new(lb_common::PROTO_TCP, client, 40000, vip, 443), &Flow { backend: 1, service: 0 }));
-    assert!(!m.flow_belongs(&FlowKey::new(lb_common::PROTO_UDP, client, 40000, vip, 80), &Flow { backend: 1, service: 0 }));
+    assert!(!m.flow_filter().fits(&key, &Flow { backend: 2, service: 0 }));
+    assert!(!m.flow_filter().fits(&key, &Flow { backend: 1, service: 7 }));
+    assert!(!m.flow_filter().fits(&FlowKey::new(lb_common::PROTO_TCP, client, 40000, vip, 443), &Flow { backend: 1, service: 0 }));
+    assert!(!m.flow_filter().fits(&FlowKey::new(lb_common::PROTO_UDP, client, 40000, vip, 80), &Flow { backend: 1, service: 0 }));
     let other = ip("203.0.113.101");
-    assert!(!m.flow_belongs(&FlowKey::new(lb_common::PROTO_TCP, client, 40000, other, 80), &Flow { backend: 1, service: 0 }));
+    assert!(!m.flow_filter().fits(&FlowKey::new(lb_common::PROTO_TCP, client, 40000, other, 80), &Flow { backend: 1, service: 0 }));
     // A flow of a backend the edited file no longer has fits nothing.
     let edited = model(&CFG.replace("address = \"203.0.113.11\"\n[[service.backend]]", "address = \"203.0.113.20\"\n[[service.backend]]"), &m.slots());
-    assert!(!edited.flow_belongs(&key, &Flow { backend: 0, service: 0 }));
-    assert!(edited.flow_belongs(&key, &Flow { backend: 1, service: 0 }));
+    assert!(!edited.flow_filter().fits(&key, &Flow { backend: 0, service: 0 }));
+    assert!(edited.flow_filter().fits(&key, &Flow { backend: 1, service: 0 }));
 }
 
 #[test]
@@ -279,4 +279,18 @@ fn removing_the_first_service_of_a_vip_moves_its_fragment_entry() {
     let diff = Diff::between(&before, &after);
     assert!(diff.fragments_changed && diff.services_changed.is_empty(), "{diff:?}");
     assert_eq!(diff.services_removed.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [0]);
+}
+
+/// A slot whose flows are still being removed is not handed to a new backend.
+#[test]
+fn reserved_slots_are_not_handed_out() {
+    let before = model(CFG, &Slots::default());
+    // 203.0.113.11 leaves web (slot 0), 203.0.113.20 comes.
+    let edited = CFG.replace("address = \"203.0.113.11\"\n[[service.backend]]", "address = \"203.0.113.20\"\n[[service.backend]]");
+    let after = model(&edited, &before.slots());
+    assert_eq!(slot(&after, "web", "203.0.113.20"), 4, "not slot 0, freed by this change");
+    // The next change would reuse slot 0, unless its flows are still going.
+    let next = edited.replace("address = \"203.0.113.20\"", "address = \"203.0.113.21\"");
+    assert_eq!(slot(&model(&next, &after.slots()), "web", "203.0.113.21"), 0);
+    assert_eq!(slot(&model(&next, &after.slots().with_reserved([0])), "web", "203.0.113.21"), 5);
 }
