@@ -272,6 +272,14 @@ fn neighbour_of(msg: &NeighbourMessage, deleted: bool) -> Option<Neighbour> {
 }
 
 /// Neighbour table changes as they happen (RTNLGRP_NEIGH).
+/// What the neighbour subscription says.
+#[derive(Clone, Debug)]
+pub enum NeighbourEvent {
+    Changed(Neighbour),
+    /// The socket's buffer overflowed and changes were lost: read the whole table again.
+    Overrun,
+}
+
 pub struct NeighbourEvents {
     messages: UnboundedReceiver<(netlink_packet_core::NetlinkMessage<RouteNetlinkMessage>, netlink_sys::SocketAddr)>,
 }
@@ -284,16 +292,17 @@ impl NeighbourEvents {
     }
 
     /// The next change, or None when the socket closed.
-    pub async fn next(&mut self) -> Option<Neighbour> {
+    pub async fn next(&mut self) -> Option<NeighbourEvent> {
         loop {
             let (msg, _) = self.messages.next().await?;
             let change = match msg.payload {
                 netlink_packet_core::NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewNeighbour(m)) => neighbour_of(&m, false),
                 netlink_packet_core::NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelNeighbour(m)) => neighbour_of(&m, true),
+                netlink_packet_core::NetlinkPayload::Overrun(_) => return Some(NeighbourEvent::Overrun),
                 _ => None,
             };
-            if change.is_some() {
-                return change;
+            if let Some(n) = change {
+                return Some(NeighbourEvent::Changed(n));
             }
         }
     }

@@ -29,7 +29,7 @@ use crate::{
     flowscan::{Doomed, Done, FlowScanner},
     health::{CheckSpec, Health, Intervals, Monitor, MonitorStats, Params, Transition},
     model::{Model, ModelError, Slots, TableMode},
-    net::{format_mac, NeighbourEvents, Net, NetError},
+    net::{format_mac, NeighbourEvent, NeighbourEvents, Net, NetError},
     vrrp::{LocalMac, Vrrp},
 };
 
@@ -393,13 +393,16 @@ impl Agent {
     }
 
     /// Reads the neighbour table again and takes in what changed: the safety net under the
-    /// event stream for backends still without a MAC.
-    async fn reread_neighbours(&mut self) -> Result<()> {
-        if self.backends.values().all(|b| b.mac.is_some()) {
+    /// event stream for backends still without a MAC (`all`: after lost events, every one).
+    /// A failed read is returned; a failed map write is retried like any other.
+    async fn reread_neighbours(&mut self, all: bool) -> std::result::Result<(), NetError> {
+        if !all && self.backends.values().all(|b| b.mac.is_some()) {
             return Ok(());
         }
         for n in self.net.neighbours().await? {
-            self.apply_neighbour(&n)?;
+            if let Err(e) = self.apply_neighbour(&n) {
+                self.out_of_sync("a neighbour change", &e);
+            }
         }
         Ok(())
     }
@@ -538,11 +541,21 @@ impl Agent {
             }
             tokio::select! {
                 stop = &mut shutdown => break Ok(stop),
-                Some(n) = events.next() => {
-                    if let Err(e) = self.apply_neighbour(&n) {
-                        self.out_of_sync("a neighbour change", &e);
+                Some(event) = events.next() => match event {
+                    NeighbourEvent::Changed(n) => {
+                        if let Err(e) = self.apply_neighbour(&n) {
+                            self.out_of_sync("a neighbour change", &e);
+                        }
                     }
-                }
+                    NeighbourEvent::Overrun => {
+                        warn!("neighbour events were lost (netlink overrun): reading the table again");
+                        self.faults.netlink_failures += 1;
+                        if let Err(e) = self.reread_neighbours(true).await {
+                            self.faults.last_error = Some(e.to_string());
+                            warn!("{e}");
+                        }
+                    }
+                },
                 Some((check, transition)) = monitor.transitions.recv() => {
                     if let Err(e) = self.apply_health(check, transition) {
                         self.out_of_sync("a health transition", &e);
@@ -571,7 +584,7 @@ impl Agent {
                 _ = dataplane_check.tick(), if self.vrrp.is_some() => self.check_dataplane().await,
                 Some(m) = async { vrrp_macs.as_mut()?.recv().await }, if vrrp_macs.is_some() => self.apply_local_mac(m),
                 _ = retry.tick() => {
-                    if let Err(e) = self.reread_neighbours().await {
+                    if let Err(e) = self.reread_neighbours(false).await {
                         // The events keep coming; the next dump may work.
                         self.faults.netlink_failures += 1;
                         self.faults.last_error = Some(e.to_string());
