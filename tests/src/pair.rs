@@ -268,7 +268,7 @@ impl Pair {
         if options.xlb {
             // Both start at once; then both must be ready.
             for node in Node::BOTH {
-                pair.spawn_xlb(node, LAB_CONFIG, "")?;
+                pair.spawn_xlb(node, LAB_CONFIG, "", &[])?;
             }
             for node in Node::BOTH {
                 pair.wait_xlb_ready(node, Duration::from_secs(15))?;
@@ -306,11 +306,16 @@ impl Pair {
     /// [`Pair::start_xlb`] with `config` (written like config/lab.toml) in place of
     /// config/lab.toml.
     pub fn start_xlb_with(&mut self, node: Node, config: &str, extra: &str) -> Result<()> {
-        self.spawn_xlb(node, config, extra)?;
+        self.start_xlb_env(node, config, extra, &[])
+    }
+
+    /// [`Pair::start_xlb_with`] with extra environment variables for the agent.
+    pub fn start_xlb_env(&mut self, node: Node, config: &str, extra: &str, env: &[(&str, &str)]) -> Result<()> {
+        self.spawn_xlb(node, config, extra, env)?;
         self.wait_xlb_ready(node, Duration::from_secs(15))
     }
 
-    fn spawn_xlb(&mut self, node: Node, config: &str, extra: &str) -> Result<()> {
+    fn spawn_xlb(&mut self, node: Node, config: &str, extra: &str, env: &[(&str, &str)]) -> Result<()> {
         if self.xlb_logs[node.index()].is_some() {
             bail!("xlb already runs on {}", node.name());
         }
@@ -321,7 +326,7 @@ impl Pair {
         std::fs::write(&path, text)?;
         let log = self.next_log("xlb", node);
         let (ns, xlb, config) = (self.lb(node).ns.clone(), self.xlb.clone(), path.display().to_string());
-        self.lab.spawn(&ns, &log, &xlb, &["run", "--config", &config])?;
+        self.lab.spawn_with_env(&ns, &log, &xlb, &["run", "--config", &config], env)?;
         self.xlb_logs[node.index()] = Some(log);
         Ok(())
     }

@@ -862,3 +862,41 @@ fn xlb_reload_adds_changes_and_removes_vrrp_instances() -> Result<()> {
     ensure!(pair.status(Node::Lb1)?.vrrp.len() == 1 && pair.holders()? == [Node::Lb1], "VI_1 runs on");
     Ok(())
 }
+
+/// A master whose maps cannot be brought to the desired state (a map write fails) steps down
+/// (FAULT) while its data plane goes on forwarding, and comes back once the writes work again.
+#[test]
+fn xlb_master_out_of_sync_steps_down_and_comes_back() -> Result<()> {
+    if !privileged("xlb_master_out_of_sync_steps_down_and_comes_back") {
+        return Ok(());
+    }
+    let mut pair = Pair::start("vsync", Options { xlb: false, ..Options::default() })?;
+    let faults = pair.lab.dir.join("faults-lb1");
+    std::fs::write(&faults, "")?;
+    let faults_env = faults.display().to_string();
+    pair.start_xlb(Node::Lb2, &instance(100, &[]))?;
+    pair.start_xlb_env(Node::Lb1, xlb_tests::scenario::LAB_CONFIG, &instance(150, &[]), &[("XLB_FAULTS", &faults_env)])?;
+    pair.wait_sole_holder(Node::Lb1, Duration::from_secs(3))?;
+    let prober = pair.prober()?;
+    prober.wait_replies_after(Instant::now(), 30, Duration::from_secs(3))?;
+
+    std::fs::write(&faults, "map-write")?;
+    let out = std::process::Command::new(&pair.xlb)
+        .args(["backend", "weight", "dns4", "203.0.113.12", "3", "--socket"])
+        .arg(pair.socket(Node::Lb1))
+        .output()?;
+    ensure!(!out.status.success(), "the change cannot be written: {}", String::from_utf8_lossy(&out.stderr));
+    wait_state(&pair, Node::Lb1, "FAULT", Duration::from_secs(2))?;
+    wait_state(&pair, Node::Lb2, "MASTER", Duration::from_secs(2))?;
+    let moved = wait_forwarding(&pair, Node::Lb2, Duration::from_secs(3))?;
+    prober.wait_replies_after(moved, 20, Duration::from_secs(3))?;
+
+    std::fs::write(&faults, "")?;
+    wait_state(&pair, Node::Lb1, "MASTER", Duration::from_secs(8))?;
+    pair.wait_sole_holder(Node::Lb1, Duration::from_secs(3))?;
+    let status = pair.status(Node::Lb1)?;
+    ensure!(!status.faults.out_of_sync && status.faults.map_write_failures > 0, "{:?}", status.faults);
+    let probes = prober.stop();
+    eprintln!("a master out of sync: stepped down and back, client blackout {:?} (lost {} of {})", probes.blackout().longest, probes.blackout().lost, probes.blackout().sent);
+    Ok(())
+}
