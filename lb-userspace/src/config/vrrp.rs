@@ -1,4 +1,9 @@
 //! `[[vrrp_instance]]`: which node of a pair holds the VIPs (keepalived's `vrrp_instance`).
+//!
+//! What an instance trusts: without `unicast_peers`, adverts from anyone on the link, sent to
+//! the VRRP group with TTL / hop limit 255; with them, adverts from those addresses alone
+//! (keepalived's `check_unicast_src`), with a TTL / hop limit of at least `min_ttl` (255
+//! unless lowered for peers across routers).
 
 use std::{collections::HashMap, net::IpAddr, time::Duration};
 
@@ -6,6 +11,7 @@ use toml::de::DeTable;
 
 use super::reader::{Located, Report, TableReader};
 use super::services::usable_unicast;
+use crate::vrrp::packet;
 
 /// A `[[vrrp_instance]]` table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,8 +37,17 @@ pub struct VrrpConfig {
     /// `auth_pass`: v2 simple password (up to 8 characters); adverts without it are refused.
     pub auth_pass: Option<String>,
     /// `unicast_peers`: send adverts to these addresses instead of the multicast group (for
-    /// networks without multicast). Empty (default): multicast 224.0.0.18 / ff02::12.
+    /// networks without multicast), and accept adverts from these addresses only (keepalived's
+    /// `check_unicast_src`; for IPv6, list the peers' link-local addresses, which their adverts
+    /// come from). Empty (default): multicast 224.0.0.18 / ff02::12, adverts accepted from
+    /// anyone on the link but only when sent to the group.
     pub unicast_peers: Vec<IpAddr>,
+    /// `min_ttl`: with `unicast_peers`, the lowest TTL / hop limit a received advert may have
+    /// (keepalived's `min_ttl` of a `unicast_peer`). Default 255: the peers are on the link,
+    /// like multicast peers, and an advert from further away is dropped. Lower it by one per
+    /// router between the nodes (254 across one router); 1 turns the check off. Multicast
+    /// instances always require 255 (an error to set it there).
+    pub min_ttl: u8,
     /// `checksum`: how v3 IPv4 adverts are checksummed when sent: `"pseudo-header"` (RFC 5798,
     /// default) or `"no-pseudo-header"` (some deployed peers). Both are accepted on receive.
     pub checksum_pseudo_header: bool,
@@ -110,6 +125,7 @@ pub(super) fn read_instance(report: &mut Report, table: Located<&DeTable<'_>>) -
         }
         Some(peers)
     });
+    let min_ttl = t.optional_integer("min_ttl", 1..=255u8);
     let checksum = t.choice_or("checksum", &[("pseudo-header", true), ("no-pseudo-header", false)], true);
     let virtual_addresses = t.required_string_array("virtual_addresses");
     let garp_count = t.integer_or("garp_count", 0..=100u32, 5);
@@ -164,6 +180,9 @@ pub(super) fn read_instance(report: &mut Report, table: Located<&DeTable<'_>>) -
             report.error(interval.line, "advert_interval for version 3 is in steps of 10ms, 10ms ..= 40.95s");
         }
     }
+    if let (Some(Located { value: Some(_), line }), Some(Located { value: None, .. })) = (&min_ttl, &unicast_peers) {
+        report.error(*line, "min_ttl applies to unicast_peers only: multicast adverts must arrive with TTL / hop limit 255");
+    }
     if let Some(Located { value: Some(pass), line }) = &auth_pass {
         if version_v == Some(3) {
             report.error(*line, "auth_pass is VRRP version 2 only (RFC 5798 removed authentication)");
@@ -183,6 +202,7 @@ pub(super) fn read_instance(report: &mut Report, table: Located<&DeTable<'_>>) -
         preempt_delay: preempt_delay?.value,
         auth_pass: auth_pass?.value,
         unicast_peers: unicast_peers?.value.unwrap_or_default(),
+        min_ttl: min_ttl?.value.unwrap_or(packet::TTL),
         checksum_pseudo_header: checksum?.value,
         virtual_addresses: addresses,
         garp_count: garp_count?.value,
@@ -299,6 +319,25 @@ mod tests {
         assert_eq!(i.notify_master.as_deref(), Some(&["/etc/xlb/master.sh".to_string()][..]));
         assert_eq!(i.track_scripts[0].weight, -20);
         assert_eq!(i.track_scripts[0].interval, Duration::from_secs(2));
+        assert_eq!(i.min_ttl, 255);
+    }
+
+    #[test]
+    fn min_ttl_is_for_unicast_peers() {
+        let unicast = |ttl: &str| {
+            with(&format!(
+                "[[vrrp_instance]]\nname = \"a\"\ninterface = \"eth0\"\nvrid = 7\nunicast_peers = [\"198.51.100.3\"]\n{ttl}\
+                 virtual_addresses = [\"203.0.113.100\"]\n"
+            ))
+        };
+        assert_eq!(parse("t.toml", &unicast("")).unwrap().0.vrrp[0].min_ttl, 255, "on the link by default");
+        assert_eq!(parse("t.toml", &unicast("min_ttl = 254\n")).unwrap().0.vrrp[0].min_ttl, 254, "one router away");
+        assert_eq!(parse("t.toml", &unicast("min_ttl = 1\n")).unwrap().0.vrrp[0].min_ttl, 1, "the check off");
+        let e = parse("t.toml", &unicast("min_ttl = 0\n")).unwrap_err().to_string();
+        assert!(e.contains("t.toml:14: min_ttl = 0 is out of range"), "{e}");
+        let multicast = with("[[vrrp_instance]]\nname = \"a\"\ninterface = \"eth0\"\nvrid = 7\nmin_ttl = 254\nvirtual_addresses = [\"203.0.113.100\"]\n");
+        let e = parse("t.toml", &multicast).unwrap_err().to_string();
+        assert!(e.contains("t.toml:13: min_ttl applies to unicast_peers only"), "{e}");
     }
 
     #[test]
