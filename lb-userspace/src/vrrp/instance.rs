@@ -32,6 +32,7 @@ use super::{
 use crate::{
     config::{InterfaceInfo, VrrpConfig},
     net::Net,
+    script::{self, Ended, OnDrop, Script},
 };
 
 /// What an instance's task is told: by the handle, and by its tracking tasks.
@@ -490,25 +491,28 @@ impl Instance {
         };
         let priority = self.machine.priority().to_string();
         for argv in [specific, &self.cfg.notify].into_iter().flatten() {
-            let mut cmd = tokio::process::Command::new(&argv[0]);
-            cmd.args(&argv[1..]).args(["INSTANCE", &self.cfg.name, state, &priority]).kill_on_drop(false);
-            let what = argv.join(" ");
+            let mut argv = argv.clone();
+            argv.extend(["INSTANCE", &self.cfg.name, state, &priority].map(str::to_owned));
+            let (timeout, user) = (self.cfg.notify_timeout, self.cfg.notify_user.clone());
             let name = self.cfg.name.clone();
-            match cmd.spawn() {
-                Ok(mut child) => {
-                    tokio::spawn(async move {
-                        match child.wait().await {
-                            Ok(s) if s.success() => {}
-                            Ok(s) => warn!("vrrp_instance \"{name}\": notify script {what} exited with {s}"),
-                            Err(e) => warn!("vrrp_instance \"{name}\": notify script {what}: {e}"),
-                        }
-                    });
+            // Runs on by itself; left running, not killed, if the agent stops meanwhile (a
+            // notify_stop script must not be cut short by the exit it reports).
+            tokio::spawn(async move {
+                let what = argv.join(" ");
+                let script = Script { argv: &argv, env: &[], timeout, user: user.as_deref(), on_drop: OnDrop::Leave };
+                match script::run(script).await {
+                    Ok(Ended::Exited(s)) if s.success() => {}
+                    Ok(Ended::Exited(s)) => warn!("vrrp_instance \"{name}\": notify script {what} exited with {s}"),
+                    Ok(Ended::TimedOut) => {
+                        warn!("vrrp_instance \"{name}\": notify script {what} ran longer than notify_timeout ({timeout:?}): killed")
+                    }
+                    Err(e) => warn!("vrrp_instance \"{name}\": cannot run notify script {what}: {e}"),
                 }
-                Err(e) => warn!("vrrp_instance \"{name}\": cannot run notify script {what}: {e}"),
-            }
+            });
         }
     }
 }
+
 
 #[cfg(test)]
 mod tests {
