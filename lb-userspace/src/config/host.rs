@@ -219,7 +219,7 @@ fn script_is_safe(host: &dyn ScriptHost, program: &str) -> Result<(), String> {
     if meta.dir {
         return Err(format!("{shown}{via}, which is a directory"));
     }
-    if let Some(problem) = unsafe_file(&meta, false) {
+    if let Some(problem) = writable_by_others(&meta, false) {
         return Err(format!("{shown}{via}, which {problem}"));
     }
     let mut dirs: Vec<&Path> = written.ancestors().skip(1).filter(|d| d.is_absolute()).collect();
@@ -227,7 +227,7 @@ fn script_is_safe(host: &dyn ScriptHost, program: &str) -> Result<(), String> {
     let mut checked = HashSet::new();
     for dir in dirs.into_iter().filter(|d| checked.insert(*d)) {
         let meta = host.meta(dir).map_err(|e| format!("{shown}{via}, whose directory {} cannot be checked: {e}", dir.display()))?;
-        if let Some(problem) = unsafe_file(&meta, true) {
+        if let Some(problem) = writable_by_others(&meta, true) {
             return Err(format!("{shown}{via}, whose directory {} {problem}", dir.display()));
         }
     }
@@ -237,7 +237,7 @@ fn script_is_safe(host: &dyn ScriptHost, program: &str) -> Result<(), String> {
 /// Why a script (or, `dir`, a directory above one) lets someone other than root change what
 /// runs. A file may not be writable by its group at all; a directory by a group other than
 /// root's.
-fn unsafe_file(meta: &FileMeta, dir: bool) -> Option<String> {
+fn writable_by_others(meta: &FileMeta, dir: bool) -> Option<String> {
     if meta.uid != 0 {
         Some(format!("is owned by uid {}, not root", meta.uid))
     } else if meta.mode & 0o002 != 0 {
