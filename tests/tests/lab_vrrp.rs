@@ -211,6 +211,33 @@ fn xlb_master_sigterm_hands_over_after_skew_time() -> Result<()> {
     Ok(())
 }
 
+#[test]
+fn xlb_kills_and_logs_a_notify_script_past_its_timeout() -> Result<()> {
+    if !privileged("xlb_kills_and_logs_a_notify_script_past_its_timeout") {
+        return Ok(());
+    }
+    let mut pair = Pair::start("vnotifyto", Options { xlb: false, udp_echo: false, ..Options::default() })?;
+    let pidfile = pair.lab.dir.join("notify.pid");
+    let notify = format!("notify_master = [\"/bin/sh\", \"-c\", \"echo $$ > \\\"$0\\\"; exec sleep 30\", \"{}\"]", pidfile.display());
+    pair.start_xlb(Node::Lb1, &instance(150, &[&notify, "notify_timeout = \"300ms\""]))?;
+    wait_state(&pair, Node::Lb1, "MASTER", Duration::from_secs(3))?;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let pid = loop {
+        if let Some(pid) = std::fs::read_to_string(&pidfile).ok().filter(|p| p.ends_with('\n')) {
+            break pid.trim().to_owned();
+        }
+        ensure!(Instant::now() < deadline, "the notify script did not start:\n{}", pair.xlb_log(Node::Lb1));
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !pair.xlb_log(Node::Lb1).contains("ran longer than notify_timeout") || std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        ensure!(Instant::now() < deadline, "notify script {pid} not killed and logged:\n{}", pair.xlb_log(Node::Lb1));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    ensure!(state(&pair, Node::Lb1)? == "MASTER", "the instance runs on");
+    Ok(())
+}
+
 /// lb2 took over because lb1 resigned (priority 0: after skew time, 61 ms here), not because
 /// lb1 fell silent (Master_Down_Interval, 361 ms), and within Master_Down_Interval.
 fn assert_resigned(pair: &Pair, took: Duration) -> Result<()> {
@@ -623,6 +650,25 @@ fn xlb_track_script_weight_and_fault() -> Result<()> {
     wait_state(&pair, Node::Lb2, "FAULT", Duration::from_secs(2))?;
     std::fs::write(&fault_flag, "")?;
     wait_state(&pair, Node::Lb2, "BACKUP", Duration::from_secs(2))?;
+    Ok(())
+}
+
+#[test]
+fn xlb_track_script_runs_as_its_user() -> Result<()> {
+    if !privileged("xlb_track_script_runs_as_its_user") {
+        return Ok(());
+    }
+    let mut pair = Pair::start("vscriptuser", Options { xlb: false, udp_echo: false, ..Options::default() })?;
+    // Weight 0: the instance is in FAULT unless the script runs as nobody, without root's
+    // groups.
+    let script = "[[vrrp_instance.track_script]]\n\
+                  command = [\"/bin/sh\", \"-c\", \"test \\\"$(id -u)\\\" = \\\"$(id -u nobody)\\\" && test \\\"$(id -G)\\\" = \\\"$(id -g nobody)\\\"\"]\n\
+                  interval = \"100ms\"\nuser = \"nobody\"";
+    pair.start_xlb(Node::Lb1, &format!("{}\n{script}", instance(150, &[])))?;
+    wait_state(&pair, Node::Lb1, "MASTER", Duration::from_secs(3))?;
+    std::thread::sleep(Duration::from_millis(500));
+    let st = pair.vrrp_status(Node::Lb1)?;
+    ensure!(st.state == "MASTER" && st.faults.is_empty(), "{st:?}\n{}", pair.xlb_log(Node::Lb1));
     Ok(())
 }
 
