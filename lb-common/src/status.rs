@@ -152,6 +152,16 @@ pub struct InstanceStatus {
     pub invalid: BTreeMap<String, u64>,
     /// Valid adverts whose address list differs from ours (logged, not dropped).
     pub address_mismatch: u64,
+    /// Adverts a master sent at once in answer to a lower-priority master's (or a resigning
+    /// one's), out of its timetable: at most one per advert interval.
+    #[serde(default)]
+    pub answers_sent: u64,
+    /// Answers left out because one went out less than an advert interval before.
+    #[serde(default)]
+    pub answers_suppressed: u64,
+    /// Of those, the ones that would have sent a gratuitous ARP / NA burst.
+    #[serde(default)]
+    pub announcements_suppressed: u64,
 }
 
 #[cfg(test)]

@@ -213,6 +213,13 @@ impl Render for Status {
             if !invalid.is_empty() {
                 let _ = writeln!(out, "  invalid adverts: {}", invalid.join(", "));
             }
+            if v.answers_sent > 0 || v.answers_suppressed > 0 {
+                let _ = writeln!(
+                    out,
+                    "  answers to lower-priority masters: sent {}, rate-limited {} ({} announcement bursts)",
+                    v.answers_sent, v.answers_suppressed, v.announcements_suppressed
+                );
+            }
         }
         if !self.runtime_changes.is_empty() {
             let _ = writeln!(out, "runtime changes (not in the file):");

@@ -16,4 +16,5 @@ pub mod logging;
 pub mod model;
 pub mod maglev;
 pub mod net;
+pub mod script;
 pub mod vrrp;

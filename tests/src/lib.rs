@@ -203,7 +203,8 @@ impl Lab {
         &self.namespaces[0]
     }
 
-    fn add_namespace(&mut self, name: &str) -> Result<String> {
+    /// A new namespace `<prefix>-<name>` with `lo` up, deleted at teardown.
+    pub fn add_namespace(&mut self, name: &str) -> Result<String> {
         let ns = format!("{}-{name}", self.prefix);
         ip(&["netns", "add", &ns])?;
         self.namespaces.push(ns.clone());

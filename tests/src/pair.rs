@@ -232,6 +232,23 @@ pub struct Pair {
     runs: u32,
 }
 
+/// A host in another network, behind a router on the segment: see [`Pair::add_routed_host`].
+#[derive(Clone, Debug)]
+pub struct Routed {
+    /// The host: `eth0` with [`Routed::HOST`] on its own segment, default route via the router.
+    pub ns: String,
+    pub v4: IpAddr,
+    /// The router: `eth0` on the lab segment at [`Routed::ROUTER_ON_SEGMENT`], `eth1` at
+    /// 198.51.100.1 on the host's segment, forwarding between them.
+    pub router_ns: String,
+}
+
+impl Routed {
+    pub const HOST: &'static str = "198.51.100.10";
+    pub const NETWORK: &'static str = "198.51.100.0/24";
+    pub const ROUTER_ON_SEGMENT: u8 = 254;
+}
+
 /// The VIP the lab's services (config/lab.toml) and [`Pair::holders`] use.
 pub fn vip4() -> IpAddr {
     plan::VIP4.parse().expect("VIP4")
@@ -279,6 +296,24 @@ impl Pair {
 
     pub fn lb(&self, node: Node) -> &Host {
         &self.lbs[node.index()]
+    }
+
+    /// Adds a host in a network of its own (198.51.100.0/24 on a second bridge) behind a
+    /// router on the lab segment (.254), and routes to that network on both nodes: what the
+    /// host sends to the segment arrives with its TTL decremented once.
+    pub fn add_routed_host(&mut self) -> Result<Routed> {
+        let router = self.lab.host("router", Routed::ROUTER_ON_SEGMENT)?;
+        self.lab.add_bridge("br1")?;
+        self.lab.leg(&router.ns, "p-router1", "br1", "eth1", &["198.51.100.1/24".to_owned()])?;
+        self.lab.sysctl(&router.ns, "net.ipv4.ip_forward", "1")?;
+        let ns = self.lab.add_namespace("far")?;
+        self.lab.leg(&ns, "p-far", "br1", "eth0", &[format!("{}/24", Routed::HOST)])?;
+        ip(&["-n", &ns, "route", "add", "default", "via", "198.51.100.1"])?;
+        let via = router.v4.to_string();
+        for node in Node::BOTH {
+            ip(&["-n", &self.lb(node).ns, "route", "add", Routed::NETWORK, "via", &via])?;
+        }
+        Ok(Routed { ns, v4: Routed::HOST.parse()?, router_ns: router.ns })
     }
 
     fn next_log(&mut self, what: &str, node: Node) -> String {

@@ -1,7 +1,8 @@
 //! xlb's own VRRP in the two-node lab (`xlb_tests::pair`): election, failover on kill -9 and
-//! SIGTERM, preemption, partition and heal, bad adverts, the data-plane fault, tracking and
-//! notify scripts, and pairing with keepalived (v2 with PASS auth, v3) with tshark checking
-//! the adverts.
+//! SIGTERM, preemption, partition and heal, bad and forged adverts (off the link, not to the
+//! group, from strangers to unicast instances, a lower-priority flood), the data-plane fault,
+//! tracking and notify scripts, and pairing with keepalived (v2 with PASS auth, v3) with
+//! tshark checking the adverts.
 
 use std::{
     net::{IpAddr, Ipv4Addr},
@@ -73,6 +74,18 @@ fn wait_state(pair: &Pair, node: Node, want: &str, timeout: Duration) -> Result<
     }
 }
 
+/// Waits until lb1 alone holds the VIP (within `within`) and lb2 is its backup.
+fn wait_lb1_master(pair: &Pair, within: Duration) -> Result<()> {
+    pair.wait_sole_holder(Node::Lb1, within)?;
+    wait_state(pair, Node::Lb2, "BACKUP", Duration::from_secs(1))?;
+    Ok(())
+}
+
+/// Both nodes' instance status, lb1's first.
+fn statuses(pair: &Pair) -> Result<Vec<InstanceStatus>> {
+    Node::BOTH.iter().map(|&n| pair.vrrp_status(n)).collect()
+}
+
 /// Waits until the node's xlb forwards the prober's packets (its `dns4` counter moves).
 fn wait_forwarding(pair: &Pair, node: Node, timeout: Duration) -> Result<Instant> {
     let before = pair.forwarded(node, "dns4")?;
@@ -106,8 +119,7 @@ fn xlb_elects_by_priority_then_by_address() -> Result<()> {
     }
     // lb1 (203.0.113.2) at 150 beats lb2 (.3) at 100, although lb2 started first.
     let pair = xlb_pair("velect", 150, 100, &[])?;
-    pair.wait_sole_holder(Node::Lb1, Duration::from_secs(3))?;
-    wait_state(&pair, Node::Lb2, "BACKUP", Duration::from_secs(1))?;
+    wait_lb1_master(&pair, Duration::from_secs(3))?;
     let backup = pair.vrrp_status(Node::Lb2)?;
     ensure!(backup.master == Some(pair.lb(Node::Lb1).v4.to_string()), "lb2 names its master: {backup:?}");
     let prober = pair.prober()?;
@@ -199,6 +211,33 @@ fn xlb_master_sigterm_hands_over_after_skew_time() -> Result<()> {
     Ok(())
 }
 
+#[test]
+fn xlb_kills_and_logs_a_notify_script_past_its_timeout() -> Result<()> {
+    if !privileged("xlb_kills_and_logs_a_notify_script_past_its_timeout") {
+        return Ok(());
+    }
+    let mut pair = Pair::start("vnotifyto", Options { xlb: false, udp_echo: false, ..Options::default() })?;
+    let pidfile = pair.lab.dir.join("notify.pid");
+    let notify = format!("notify_master = [\"/bin/sh\", \"-c\", \"echo $$ > \\\"$0\\\"; exec sleep 30\", \"{}\"]", pidfile.display());
+    pair.start_xlb(Node::Lb1, &instance(150, &[&notify, "notify_timeout = \"300ms\""]))?;
+    wait_state(&pair, Node::Lb1, "MASTER", Duration::from_secs(3))?;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let pid = loop {
+        if let Some(pid) = std::fs::read_to_string(&pidfile).ok().filter(|p| p.ends_with('\n')) {
+            break pid.trim().to_owned();
+        }
+        ensure!(Instant::now() < deadline, "the notify script did not start:\n{}", pair.xlb_log(Node::Lb1));
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !pair.xlb_log(Node::Lb1).contains("ran longer than notify_timeout") || std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        ensure!(Instant::now() < deadline, "notify script {pid} not killed and logged:\n{}", pair.xlb_log(Node::Lb1));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    ensure!(state(&pair, Node::Lb1)? == "MASTER", "the instance runs on");
+    Ok(())
+}
+
 /// lb2 took over because lb1 resigned (priority 0: after skew time, 61 ms here), not because
 /// lb1 fell silent (Master_Down_Interval, 361 ms), and within Master_Down_Interval.
 fn assert_resigned(pair: &Pair, took: Duration) -> Result<()> {
@@ -274,8 +313,17 @@ fn xlb_partition_heals_to_one_master_and_the_client_follows() -> Result<()> {
 
 /// Sends `payload` as IP protocol 112 from the client to 224.0.0.18 with `ttl`.
 fn send_raw(pair: &Pair, payload: &[u8], ttl: u32) -> Result<()> {
+    send_raw_from(&pair.client.ns, GROUP, payload, ttl, 1, Duration::ZERO)
+}
+
+/// The VRRP group.
+const GROUP: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 18);
+
+/// Sends `payload` as IP protocol 112 out of `eth0` of namespace `ns` to `dst` with TTL
+/// `ttl` (unicast or multicast alike), `count` times `every` apart, from one socket.
+fn send_raw_from(ns: &str, dst: Ipv4Addr, payload: &[u8], ttl: u32, count: usize, every: Duration) -> Result<()> {
     let payload = payload.to_vec();
-    in_netns(&pair.client.ns, move || -> Result<()> {
+    in_netns(ns, move || -> Result<()> {
         // SAFETY: plain socket calls on a descriptor owned here and closed before returning;
         // every pointer refers to a live local of the size passed.
         unsafe {
@@ -284,12 +332,20 @@ fn send_raw(pair: &Pair, payload: &[u8], ttl: u32) -> Result<()> {
             let ttl = ttl as libc::c_int;
             let size = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
             let ok = libc::setsockopt(fd, libc::IPPROTO_IP, libc::IP_MULTICAST_TTL, (&ttl as *const libc::c_int).cast(), size) == 0
+                && libc::setsockopt(fd, libc::IPPROTO_IP, libc::IP_TTL, (&ttl as *const libc::c_int).cast(), size) == 0
                 && libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_BINDTODEVICE, c"eth0".as_ptr().cast(), 5) == 0;
             let mut to: libc::sockaddr_in = std::mem::zeroed();
             to.sin_family = libc::AF_INET as libc::sa_family_t;
-            to.sin_addr.s_addr = u32::from(Ipv4Addr::new(224, 0, 0, 18)).to_be();
-            let sent = ok
-                && libc::sendto(
+            to.sin_addr.s_addr = u32::from(dst).to_be();
+            let mut sent = ok;
+            for i in 0..count {
+                if !sent {
+                    break;
+                }
+                if i > 0 && !every.is_zero() {
+                    std::thread::sleep(every);
+                }
+                sent = libc::sendto(
                     fd,
                     payload.as_ptr().cast(),
                     payload.len(),
@@ -297,12 +353,182 @@ fn send_raw(pair: &Pair, payload: &[u8], ttl: u32) -> Result<()> {
                     (&to as *const libc::sockaddr_in).cast(),
                     std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
                 ) >= 0;
+            }
             let err = std::io::Error::last_os_error();
             libc::close(fd);
-            ensure!(sent, "sending a forged advert: {err}");
+            ensure!(sent, "sending a forged advert to {dst}: {err}");
         }
         Ok(())
     })?
+}
+
+/// A v3 advert for our VRID and the VIP at `priority`, checksummed for `src` to `dst`.
+fn forged(priority: u8, src: IpAddr, dst: Ipv4Addr) -> Vec<u8> {
+    let advert = Advert { version: 3, vrid: VRID, priority, interval_cs: 10, addresses: vec![vip4()] };
+    packet::encode(&advert, src, IpAddr::V4(dst), Checksum::PseudoHeader, None)
+}
+
+fn v4(addr: IpAddr) -> Result<Ipv4Addr> {
+    match addr {
+        IpAddr::V4(a) => Ok(a),
+        other => bail!("{other} is not IPv4"),
+    }
+}
+
+/// A forged advert: why it is refused, its sender's namespace and address, its destination,
+/// the TTL it is sent with, and the nodes that receive it.
+type Forgery<'a> = (&'a str, &'a str, IpAddr, Ipv4Addr, u32, &'a [Node]);
+
+/// The count of adverts dropped for `reason`.
+fn dropped(st: &InstanceStatus, reason: &str) -> u64 {
+    st.invalid.get(reason).copied().unwrap_or(0)
+}
+
+#[test]
+fn xlb_multicast_instances_ignore_adverts_not_sent_on_the_link_to_the_group() -> Result<()> {
+    if !privileged("xlb_multicast_instances_ignore_adverts_not_sent_on_the_link_to_the_group") {
+        return Ok(());
+    }
+    let mut pair = Pair::start("vforge", Options { xlb: false, udp_echo: false, ..Options::default() })?;
+    let far = pair.add_routed_host()?;
+    pair.start_xlb(Node::Lb2, &instance(100, &[]))?;
+    pair.start_xlb(Node::Lb1, &instance(150, &[]))?;
+    wait_lb1_master(&pair, Duration::from_secs(3))?;
+    // Each forgery claims priority 255 (the address owner): accepted, it would make lb1 step
+    // down at once. Checksums are right for where each goes.
+    let (client, lb1) = (pair.client.v4, v4(pair.lb(Node::Lb1).v4)?);
+    let vip = v4(vip4())?;
+    let cases: [Forgery; 5] = [
+        ("destination", &pair.client.ns, client, lb1, 255, &[Node::Lb1]),
+        ("destination", &pair.client.ns, client, vip, 255, &[Node::Lb1]),
+        ("ttl", &pair.client.ns, client, GROUP, 64, &Node::BOTH),
+        ("ttl", &pair.client.ns, client, lb1, 64, &[Node::Lb1]),
+        // From behind the router: sent with 255, it arrives with 254.
+        ("ttl", &far.ns, far.v4, lb1, 255, &[Node::Lb1]),
+    ];
+    let before = statuses(&pair)?;
+    for (_, ns, src, dst, ttl, _) in &cases {
+        send_raw_from(ns, *dst, &forged(255, *src, *dst), *ttl, 3, Duration::from_millis(5))?;
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    for (node, before) in Node::BOTH.into_iter().zip(before) {
+        let after = pair.vrrp_status(node)?;
+        for reason in ["destination", "ttl"] {
+            let expected = 3 * cases.iter().filter(|c| c.0 == reason && c.5.contains(&node)).count() as u64;
+            let counted = dropped(&after, reason) - dropped(&before, reason);
+            ensure!(counted == expected, "{}: {reason} counted {counted} of {expected}: {after:?}", node.name());
+        }
+        ensure!(after.transitions == before.transitions && after.state == before.state, "{}: {before:?} -> {after:?}", node.name());
+        // The master heard no advert at all (its backup is silent); the backup, only its master.
+        let heard_only_lb1 = node == Node::Lb2 && after.master == Some(lb1.to_string());
+        ensure!(after.adverts_received == before.adverts_received || heard_only_lb1, "{} took a forgery: {after:?}", node.name());
+    }
+    ensure!(pair.holders()? == [Node::Lb1], "holders {:?}", pair.holders()?);
+    eprintln!("forged priority-255 adverts (unicast to the node and to the VIP, TTL 64, from behind a router): 0 state changes");
+    Ok(())
+}
+
+#[test]
+fn xlb_unicast_instances_take_adverts_from_their_peers_alone() -> Result<()> {
+    if !privileged("xlb_unicast_instances_take_adverts_from_their_peers_alone") {
+        return Ok(());
+    }
+    let mut pair = Pair::start("vunisrc", Options { xlb: false, udp_echo: false, ..Options::default() })?;
+    let far = pair.add_routed_host()?;
+    let (lb1, lb2) = (pair.lb(Node::Lb1).v4, pair.lb(Node::Lb2).v4);
+    // The routed host is one of lb1's peers (across the router), not lb2's.
+    let peers1 = format!("unicast_peers = [\"{lb2}\", \"{}\"]", far.v4);
+    let peers2 = format!("unicast_peers = [\"{lb1}\"]");
+    pair.start_xlb(Node::Lb2, &instance(100, &[&peers2]))?;
+    pair.start_xlb(Node::Lb1, &instance(150, &[&peers1]))?;
+    wait_lb1_master(&pair, Duration::from_secs(3))?;
+
+    // From the client, a stranger on the link: a perfect advert (TTL 255), to each node.
+    let before = statuses(&pair)?;
+    for node in Node::BOTH {
+        let dst = v4(pair.lb(node).v4)?;
+        send_raw_from(&pair.client.ns, dst, &forged(255, pair.client.v4, dst), 255, 3, Duration::from_millis(5))?;
+    }
+    // From the routed peer, with the default min_ttl 255: it arrives with 254.
+    let to1 = v4(lb1)?;
+    send_raw_from(&far.ns, to1, &forged(255, far.v4, to1), 255, 3, Duration::from_millis(5))?;
+    std::thread::sleep(Duration::from_millis(300));
+    for (node, before) in Node::BOTH.into_iter().zip(before) {
+        let after = pair.vrrp_status(node)?;
+        let strangers = dropped(&after, "unknown_source") - dropped(&before, "unknown_source");
+        let ttl = dropped(&after, "ttl") - dropped(&before, "ttl");
+        let want_ttl = if node == Node::Lb1 { 3 } else { 0 };
+        ensure!(strangers == 3 && ttl == want_ttl, "{}: unknown_source {strangers}, ttl {ttl}: {after:?}", node.name());
+        ensure!(after.transitions == before.transitions, "{}: {before:?} -> {after:?}", node.name());
+    }
+    ensure!(pair.holders()? == [Node::Lb1], "holders {:?}", pair.holders()?);
+    // lb2 still hears lb1: the check let its peer through.
+    let heard = pair.vrrp_status(Node::Lb2)?.adverts_received;
+    std::thread::sleep(Duration::from_millis(300));
+    ensure!(pair.vrrp_status(Node::Lb2)?.adverts_received >= heard + 2, "lb2 hears lb1");
+
+    // min_ttl = 254 lets the routed peer in: its priority-254 adverts make lb1 step down.
+    pair.stop_xlb(Node::Lb1, Signal::SIGTERM)?;
+    pair.start_xlb(Node::Lb1, &instance(150, &[&peers1, "min_ttl = 254"]))?;
+    wait_state(&pair, Node::Lb1, "MASTER", Duration::from_secs(3))?;
+    let advert = forged(254, far.v4, to1);
+    let (ns, stop) = (far.ns.clone(), std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)));
+    let flag = stop.clone();
+    let sender = std::thread::spawn(move || -> Result<()> {
+        while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+            send_raw_from(&ns, to1, &advert, 255, 10, FAST / 2)?;
+        }
+        Ok(())
+    });
+    let stepped_down = wait_state(&pair, Node::Lb1, "BACKUP", Duration::from_secs(2));
+    let st = pair.vrrp_status(Node::Lb1);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    sender.join().map_err(|_| anyhow::anyhow!("the sender panicked"))??;
+    stepped_down?;
+    let st = st?;
+    ensure!(st.master == Some(far.v4.to_string()), "lb1 follows the routed peer: {st:?}");
+    eprintln!("unicast: strangers and an off-link peer refused, the routed peer accepted with min_ttl = 254");
+    Ok(())
+}
+
+#[test]
+fn xlb_master_answers_a_lower_priority_flood_once_per_advert_interval() -> Result<()> {
+    if !privileged("xlb_master_answers_a_lower_priority_flood_once_per_advert_interval") {
+        return Ok(());
+    }
+    let pair = xlb_pair("vflood", 150, 100, &[])?;
+    wait_lb1_master(&pair, Duration::from_secs(3))?;
+    let lb1 = pair.lb(Node::Lb1).v4;
+    let before = pair.vrrp_status(Node::Lb1)?;
+    let capture = pair.start_capture(Tap::Switch, Duration::from_millis(1500))?;
+    // 1000 valid adverts at priority 50 (a lower-priority master) in about a second.
+    let flood = forged(50, pair.client.v4, GROUP);
+    let started = Instant::now();
+    send_raw_from(&pair.client.ns, GROUP, &flood, 255, 1000, Duration::from_millis(1))?;
+    let took = started.elapsed();
+    std::thread::sleep(Duration::from_millis(100));
+    let after = pair.vrrp_status(Node::Lb1)?;
+    let adverts = vrrp_adverts(&capture.finish()?)?;
+    let answers = after.answers_sent - before.answers_sent;
+    let suppressed = after.answers_suppressed - before.answers_suppressed;
+    let bursts = after.announcements_suppressed - before.announcements_suppressed;
+    let sent = after.adverts_sent - before.adverts_sent;
+    let on_wire = adverts.iter().filter(|a| a.src == lb1).count();
+    let intervals = took.as_secs_f64() / FAST.as_secs_f64();
+    eprintln!(
+        "lower-priority flood: 1000 adverts in {took:?} ({intervals:.1} advert intervals): lb1 answered {answers}, \
+         suppressed {suppressed} answers and {bursts} announcement bursts; it sent {sent} adverts in all \
+         ({on_wire} captured in 1.5 s)"
+    );
+    ensure!(answers >= 1, "the master answers the flood at all: {after:?}");
+    ensure!(answers as f64 <= intervals.ceil() + 1.0, "{answers} answers in {intervals:.1} intervals");
+    ensure!(suppressed + answers >= 990 && bursts == suppressed, "every other advert was counted: {after:?}");
+    // Its periodic adverts plus the answers: about two per interval, not a thousand.
+    ensure!(sent as f64 <= 2.0 * intervals.ceil() + 4.0, "lb1 sent {sent} adverts");
+    ensure!(on_wire as f64 <= 2.0 * 15.0 + 4.0, "{on_wire} adverts from lb1 on the wire in 1.5 s");
+    ensure!(after.transitions == before.transitions && after.state == "MASTER", "{after:?}");
+    ensure!(state(&pair, Node::Lb2)? == "BACKUP", "lb2 is {}", state(&pair, Node::Lb2)?);
+    Ok(())
 }
 
 #[test]
@@ -313,10 +539,9 @@ fn xlb_counts_and_ignores_bad_adverts() -> Result<()> {
     // v2 with a password, so that authentication can be wrong too. lb1 is master at 150.
     let v2 = ["version = 2", "advert_interval = \"1s\"", "auth_pass = \"s3cret\""];
     let pair = xlb_pair("vbad", 150, 100, &v2)?;
-    pair.wait_sole_holder(Node::Lb1, Duration::from_secs(6))?;
-    wait_state(&pair, Node::Lb2, "BACKUP", Duration::from_secs(1))?;
+    wait_lb1_master(&pair, Duration::from_secs(6))?;
     let client: IpAddr = pair.client.v4;
-    let group = IpAddr::V4(Ipv4Addr::new(224, 0, 0, 18));
+    let group = IpAddr::V4(GROUP);
     // Every forged advert claims priority 254 from the client: accepted, it would make lb1
     // step down.
     let advert = |version: u8, vrid: u8| Advert { version, vrid, priority: 254, interval_cs: 100, addresses: vec![vip4()] };
@@ -336,7 +561,7 @@ fn xlb_counts_and_ignores_bad_adverts() -> Result<()> {
         ("truncated", good(&advert(2, VRID), b"s3cret")[..10].to_vec(), 255),
         ("truncated", vec![0x21], 255),
     ];
-    let before: Vec<InstanceStatus> = Node::BOTH.iter().map(|&n| pair.vrrp_status(n)).collect::<Result<_>>()?;
+    let before = statuses(&pair)?;
     for (_, payload, ttl) in &cases {
         for _ in 0..3 {
             send_raw(&pair, payload, *ttl)?;
@@ -425,6 +650,25 @@ fn xlb_track_script_weight_and_fault() -> Result<()> {
     wait_state(&pair, Node::Lb2, "FAULT", Duration::from_secs(2))?;
     std::fs::write(&fault_flag, "")?;
     wait_state(&pair, Node::Lb2, "BACKUP", Duration::from_secs(2))?;
+    Ok(())
+}
+
+#[test]
+fn xlb_track_script_runs_as_its_user() -> Result<()> {
+    if !privileged("xlb_track_script_runs_as_its_user") {
+        return Ok(());
+    }
+    let mut pair = Pair::start("vscriptuser", Options { xlb: false, udp_echo: false, ..Options::default() })?;
+    // Weight 0: the instance is in FAULT unless the script runs as nobody, without root's
+    // groups.
+    let script = "[[vrrp_instance.track_script]]\n\
+                  command = [\"/bin/sh\", \"-c\", \"test \\\"$(id -u)\\\" = \\\"$(id -u nobody)\\\" && test \\\"$(id -G)\\\" = \\\"$(id -g nobody)\\\"\"]\n\
+                  interval = \"100ms\"\nuser = \"nobody\"";
+    pair.start_xlb(Node::Lb1, &format!("{}\n{script}", instance(150, &[])))?;
+    wait_state(&pair, Node::Lb1, "MASTER", Duration::from_secs(3))?;
+    std::thread::sleep(Duration::from_millis(500));
+    let st = pair.vrrp_status(Node::Lb1)?;
+    ensure!(st.state == "MASTER" && st.faults.is_empty(), "{st:?}\n{}", pair.xlb_log(Node::Lb1));
     Ok(())
 }
 
@@ -598,8 +842,7 @@ fn xlb_unicast_peers_work_without_multicast() -> Result<()> {
     let (to1, to2) = (peer(Node::Lb1), peer(Node::Lb2));
     pair.start_xlb(Node::Lb2, &instance(100, &[&to1]))?;
     pair.start_xlb(Node::Lb1, &instance(150, &[&to2]))?;
-    pair.wait_sole_holder(Node::Lb1, Duration::from_secs(3))?;
-    wait_state(&pair, Node::Lb2, "BACKUP", Duration::from_secs(1))?;
+    wait_lb1_master(&pair, Duration::from_secs(3))?;
     let heard = pair.vrrp_status(Node::Lb2)?.adverts_received;
     std::thread::sleep(Duration::from_millis(500));
     let st = pair.vrrp_status(Node::Lb2)?;
@@ -619,8 +862,7 @@ fn xlb_sends_the_configured_v3_checksum_and_accepts_both() -> Result<()> {
     let mut pair = Pair::start("vcsum", Options { xlb: false, udp_echo: false, ..Options::default() })?;
     pair.start_xlb(Node::Lb2, &instance(100, &[]))?;
     pair.start_xlb(Node::Lb1, &instance(150, &["checksum = \"no-pseudo-header\""]))?;
-    pair.wait_sole_holder(Node::Lb1, Duration::from_secs(3))?;
-    wait_state(&pair, Node::Lb2, "BACKUP", Duration::from_secs(1))?;
+    wait_lb1_master(&pair, Duration::from_secs(3))?;
     let pcap = pair.capture(Tap::Switch, Duration::from_millis(400))?;
     let adverts = vrrp_adverts(&pcap)?;
     ensure!(adverts.len() >= 2, "adverts: {adverts:?}");

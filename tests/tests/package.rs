@@ -189,7 +189,7 @@ fn packaged_unit_verifies_and_names_the_packaged_commands() -> Result<()> {
         assert!(parsed.value("Service", key).is_some(), "{key} is not set");
     }
     let caps = parsed.value("Service", "CapabilityBoundingSet").context("no CapabilityBoundingSet")?;
-    for cap in ["NET_ADMIN", "NET_RAW", "BPF", "PERFMON", "SYS_ADMIN", "SYS_RESOURCE", "SYS_NICE"] {
+    for cap in ["NET_ADMIN", "NET_RAW", "BPF", "PERFMON", "SYS_ADMIN", "SYS_RESOURCE", "SYS_NICE", "SETUID", "SETGID"] {
         assert!(caps.split_whitespace().any(|c| c == format!("CAP_{cap}")), "CAP_{cap} missing: {caps}");
     }
 

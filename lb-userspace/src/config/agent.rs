@@ -28,6 +28,7 @@ pub(super) struct AgentDraft {
     pub(super) max_services: Option<Located<u32>>,
     /// `None` when absent (the default then depends on VRRP).
     pub(super) assign_vips: Option<Located<Option<bool>>>,
+    script_user: Option<Located<Option<String>>>,
 }
 
 pub(super) fn read_agent(report: &mut Report, table: Located<&DeTable<'_>>) -> AgentDraft {
@@ -45,6 +46,7 @@ pub(super) fn read_agent(report: &mut Report, table: Located<&DeTable<'_>>) -> A
             DeValue::Boolean(b) => Some(*b),
             other => r.wrong_type(key, line, "a boolean (true or false)", other),
         }),
+        script_user: t.optional_user("script_user"),
     };
 
     if let Some(interfaces) = &agent.interfaces {
@@ -93,6 +95,8 @@ impl AgentDraft {
             flow_table_size: self.flow_table_size?.value,
             max_services: self.max_services?.value,
             assign_vips: self.assign_vips?.value.unwrap_or(true),
+            script_user: self.script_user.as_ref()?.value.clone(),
+            script_user_line: self.script_user?.line,
         })
     }
 }

@@ -24,7 +24,9 @@ const INITIAL: &[(&str, Health)] = &[("up", Health::Up), ("down", Health::Down)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckConfig {
     /// `type` (required): `"tcp"` (connect), `"http"` (GET), `"udp"` (send and expect a reply)
-    /// or `"script"` (exit status 0 means up, keepalived's MISC_CHECK).
+    /// or `"script"` (exit status 0 means up, keepalived's MISC_CHECK): `command` (argv, no
+    /// shell), run as `user` (default `[agent] script_user`, else root). The program must be
+    /// owned by root and writable by root alone (checked against this host).
     pub kind: CheckKind,
     /// `port`: where to check; default the service's port (required when that is 0, except for
     /// scripts). Checks go to the backend's own address, never to the VIP.
@@ -71,6 +73,7 @@ pub(super) struct CheckDraft {
     send: Option<Located<String>>,
     expect: Option<Located<String>>,
     command: Option<Located<Vec<String>>>,
+    user: Option<Located<String>>,
 }
 
 /// `Some(Located(Some(x)))` becomes `Some(Located(x))`.
@@ -134,6 +137,7 @@ pub(super) fn read_check(report: &mut Report, table: Located<&DeTable<'_>>, sect
         }
         Some(argv)
     }));
+    let user = present(t.optional_user("user"));
     t.finish();
     if let Some(path) = &path {
         if !path.value.starts_with('/') {
@@ -163,6 +167,7 @@ pub(super) fn read_check(report: &mut Report, table: Located<&DeTable<'_>>, sect
         send,
         expect,
         command,
+        user,
     }
 }
 
@@ -232,7 +237,7 @@ pub(super) fn resolve(
                 report.error(kind_name.line, format!("a script check needs \"command\" in the check of {what}"));
                 return None;
             };
-            CheckKind::Script { argv: command.value }
+            CheckKind::Script { argv: command.value, user: key!(user).map(|u| u.value) }
         }
     };
     for (name, set) in [
@@ -244,6 +249,9 @@ pub(super) fn resolve(
         if set && !matches!(kind, CheckKind::Http(_)) {
             report.warning(kind_name.line, format!("{name} is only used by http checks (the check of {what} is {})", kind.name()));
         }
+    }
+    if key!(user).is_some() && !matches!(kind, CheckKind::Script { .. }) {
+        report.warning(kind_name.line, format!("user is only used by script checks (the check of {what} is {})", kind.name()));
     }
     let port = match (key!(port), service_port) {
         (Some(p), _) => p.value,
@@ -319,7 +327,7 @@ mod tests {
         let first = b[0].check.as_ref().unwrap();
         assert_eq!((first.kind.clone(), first.port, first.timeout, first.interval, first.fall), (CheckKind::Tcp, 8080, Duration::from_millis(300), Duration::from_secs(1), 2));
         let second = b[1].check.as_ref().unwrap();
-        assert_eq!(second.kind, CheckKind::Script { argv: vec!["/bin/true".into()] });
+        assert_eq!(second.kind, CheckKind::Script { argv: vec!["/bin/true".into()], user: None });
         assert_eq!(second.interval, Duration::from_secs(1), "inherited");
     }
 

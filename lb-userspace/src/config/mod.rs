@@ -35,6 +35,8 @@
 //! max_services = 64              # 1 ..= lb_common::MAX_SERVICES, at least the number of [[service]]
 //! assign_vips = true             # add each VIP to the first interface while running; the
 //!                                # default without [[vrrp_instance]], an error with one
+//! script_user = "xlb-script"     # optional: the user scripts run as (default root); an
+//!                                # existing user of this host
 //!
 //! [[service]]
 //! name = "web"                   # required, unique, 1..=32 characters of [A-Za-z0-9_.-]
@@ -151,6 +153,14 @@ pub struct AgentConfig {
     /// without `[[vrrp_instance]]` tables, false with them (VRRP adds and removes the VIPs;
     /// setting it true with them is an error).
     pub assign_vips: bool,
+    /// `script_user`: the user scripts run as (keepalived's `script_user`): health-check
+    /// scripts, track scripts and notify scripts that name no `user` (`notify_user`) of their
+    /// own. The child takes its uid and primary gid, without supplementary groups. Default:
+    /// none, scripts run as the agent (root). [`parse`] copies it into every such script, so
+    /// this is for diagnostics.
+    pub script_user: Option<String>,
+    /// Line of the `script_user` key (of `[agent]` without one).
+    pub script_user_line: usize,
 }
 
 /// `[agent] xdp_mode`.
@@ -384,11 +394,30 @@ fn read_config(report: &mut Report, root: &DeTable<'_>) -> Option<Config> {
         }
     }
 
-    let vrrp = vrrp?;
+    let mut vrrp = vrrp?;
     let mut agent = agent?.build()?;
     agent.assign_vips = agent.assign_vips && vrrp.is_empty();
-    let services = services.into_iter().map(ServiceDraft::build).collect::<Option<Vec<_>>>()?;
+    let mut services = services.into_iter().map(ServiceDraft::build).collect::<Option<Vec<_>>>()?;
+    default_script_user(agent.script_user.as_deref(), &mut services, &mut vrrp);
     Some(Config { file: report.file.clone(), agent, services, vrrp })
+}
+
+/// Gives every script without a user of its own `[agent] script_user`, so that the parts that
+/// run scripts need no `[agent]`.
+fn default_script_user(user: Option<&str>, services: &mut [ServiceConfig], vrrp: &mut [VrrpConfig]) {
+    let Some(user) = user else { return };
+    let fill = |u: &mut Option<String>| {
+        u.get_or_insert_with(|| user.to_owned());
+    };
+    for b in services.iter_mut().flat_map(|s| &mut s.backends) {
+        if let Some(CheckConfig { kind: crate::health::CheckKind::Script { user, .. }, .. }) = &mut b.check {
+            fill(user);
+        }
+    }
+    for v in vrrp {
+        fill(&mut v.notify_user);
+        v.track_scripts.iter_mut().for_each(|t| fill(&mut t.user));
+    }
 }
 
 #[cfg(test)]

@@ -209,6 +209,19 @@ impl<'r, 't> TableReader<'r, 't> {
         self.optional(key, |r, key, v, line| r.integer_value(key, v, line, range))
     }
 
+    /// A user name for scripts to run as (`script_user`, `notify_user`, `user`); whether it
+    /// exists is a check against this host.
+    pub(super) fn optional_user(&mut self, key: &str) -> Option<Located<Option<String>>> {
+        self.optional(key, |r, key, v, line| {
+            let name = r.string_value(key, v, line)?;
+            if name.is_empty() || name.contains(|c: char| c == ':' || c == '/' || c.is_whitespace()) {
+                r.error(line, format!("invalid {key} \"{name}\": expected a user name"));
+                return None;
+            }
+            Some(name)
+        })
+    }
+
     pub(super) fn optional_duration(&mut self, key: &str) -> Option<Located<Option<Duration>>> {
         self.optional(key, Self::duration_value)
     }

@@ -108,6 +108,8 @@ fn full_config_parses_to_expected_values() {
             flow_table_size: 65536,
             max_services: 8,
             assign_vips: false,
+            script_user: None,
+            script_user_line: 2,
         },
         vrrp: vec![],
         services: vec![

@@ -1,4 +1,13 @@
 //! `[[vrrp_instance]]`: which node of a pair holds the VIPs (keepalived's `vrrp_instance`).
+//!
+//! What an instance trusts: without `unicast_peers`, adverts from anyone on the link, sent to
+//! the VRRP group with TTL / hop limit 255; with them, adverts from those addresses alone
+//! (keepalived's `check_unicast_src`), with a TTL / hop limit of at least `min_ttl` (255
+//! unless lowered for peers across routers). Its scripts (`notify*`, `track_script`) must be
+//! root's and writable by root alone (checked against this host, keepalived's
+//! `enable_script_security`); they run as `notify_user` / `user`, else `[agent]
+//! script_user`, else root, and are killed with their process group past `notify_timeout` /
+//! `timeout`.
 
 use std::{collections::HashMap, net::IpAddr, time::Duration};
 
@@ -6,6 +15,10 @@ use toml::de::DeTable;
 
 use super::reader::{Located, Report, TableReader};
 use super::services::usable_unicast;
+use crate::vrrp::packet;
+
+/// Default `notify_timeout`.
+pub const DEFAULT_NOTIFY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A `[[vrrp_instance]]` table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,8 +44,17 @@ pub struct VrrpConfig {
     /// `auth_pass`: v2 simple password (up to 8 characters); adverts without it are refused.
     pub auth_pass: Option<String>,
     /// `unicast_peers`: send adverts to these addresses instead of the multicast group (for
-    /// networks without multicast). Empty (default): multicast 224.0.0.18 / ff02::12.
+    /// networks without multicast), and accept adverts from these addresses only (keepalived's
+    /// `check_unicast_src`; for IPv6, list the peers' link-local addresses, which their adverts
+    /// come from). Empty (default): multicast 224.0.0.18 / ff02::12, adverts accepted from
+    /// anyone on the link but only when sent to the group.
     pub unicast_peers: Vec<IpAddr>,
+    /// `min_ttl`: with `unicast_peers`, the lowest TTL / hop limit a received advert may have
+    /// (keepalived's `min_ttl` of a `unicast_peer`). Default 255: the peers are on the link,
+    /// like multicast peers, and an advert from further away is dropped. Lower it by one per
+    /// router between the nodes (254 across one router); 1 turns the check off. Multicast
+    /// instances always require 255 (an error to set it there).
+    pub min_ttl: u8,
     /// `checksum`: how v3 IPv4 adverts are checksummed when sent: `"pseudo-header"` (RFC 5798,
     /// default) or `"no-pseudo-header"` (some deployed peers). Both are accepted on receive.
     pub checksum_pseudo_header: bool,
@@ -63,6 +85,12 @@ pub struct VrrpConfig {
     pub notify_backup: Option<Vec<String>>,
     pub notify_fault: Option<Vec<String>>,
     pub notify_stop: Option<Vec<String>>,
+    /// `notify_timeout`: a notify script still running after this long is killed (its whole
+    /// process group) and logged. Default 10 s.
+    pub notify_timeout: Duration,
+    /// `notify_user`: the user the notify scripts run as; default `[agent] script_user` (or
+    /// root without it).
+    pub notify_user: Option<String>,
     /// Line of the `[[vrrp_instance]]` header.
     pub line: usize,
 }
@@ -82,6 +110,8 @@ pub struct TrackScript {
     /// `rise`, `fall`: consecutive results needed to change its state. Default 1 each.
     pub rise: u32,
     pub fall: u32,
+    /// `user`: the user it runs as; default `[agent] script_user` (or root without it).
+    pub user: Option<String>,
     pub line: usize,
 }
 
@@ -110,6 +140,7 @@ pub(super) fn read_instance(report: &mut Report, table: Located<&DeTable<'_>>) -
         }
         Some(peers)
     });
+    let min_ttl = t.optional_integer("min_ttl", 1..=255u8);
     let checksum = t.choice_or("checksum", &[("pseudo-header", true), ("no-pseudo-header", false)], true);
     let virtual_addresses = t.required_string_array("virtual_addresses");
     let garp_count = t.integer_or("garp_count", 0..=100u32, 5);
@@ -122,6 +153,8 @@ pub(super) fn read_instance(report: &mut Report, table: Located<&DeTable<'_>>) -
     let notify_backup = t.optional("notify_backup", argv);
     let notify_fault = t.optional("notify_fault", argv);
     let notify_stop = t.optional("notify_stop", argv);
+    let notify_timeout = t.duration_or("notify_timeout", DEFAULT_NOTIFY_TIMEOUT);
+    let notify_user = t.optional_user("notify_user");
     let track_tables = t.table_array("track_script");
     t.finish();
 
@@ -164,6 +197,14 @@ pub(super) fn read_instance(report: &mut Report, table: Located<&DeTable<'_>>) -
             report.error(interval.line, "advert_interval for version 3 is in steps of 10ms, 10ms ..= 40.95s");
         }
     }
+    if let (Some(Located { value: Some(_), line }), Some(Located { value: None, .. })) = (&min_ttl, &unicast_peers) {
+        report.error(*line, "min_ttl applies to unicast_peers only: multicast adverts must arrive with TTL / hop limit 255");
+    }
+    if let Some(Located { value, line }) = &notify_timeout {
+        if value.is_zero() {
+            report.error(*line, "notify_timeout must be more than 0");
+        }
+    }
     if let Some(Located { value: Some(pass), line }) = &auth_pass {
         if version_v == Some(3) {
             report.error(*line, "auth_pass is VRRP version 2 only (RFC 5798 removed authentication)");
@@ -183,6 +224,7 @@ pub(super) fn read_instance(report: &mut Report, table: Located<&DeTable<'_>>) -
         preempt_delay: preempt_delay?.value,
         auth_pass: auth_pass?.value,
         unicast_peers: unicast_peers?.value.unwrap_or_default(),
+        min_ttl: min_ttl?.value.unwrap_or(packet::TTL),
         checksum_pseudo_header: checksum?.value,
         virtual_addresses: addresses,
         garp_count: garp_count?.value,
@@ -196,6 +238,8 @@ pub(super) fn read_instance(report: &mut Report, table: Located<&DeTable<'_>>) -
         notify_backup: notify_backup?.value,
         notify_fault: notify_fault?.value,
         notify_stop: notify_stop?.value,
+        notify_timeout: notify_timeout?.value,
+        notify_user: notify_user?.value,
         line: table.line,
     })
 }
@@ -218,6 +262,7 @@ fn read_track_script(report: &mut Report, table: Located<&DeTable<'_>>) -> Optio
     let weight = t.integer_or("weight", -254..=254i32, 0);
     let rise = t.integer_or("rise", 1..=100u32, 1);
     let fall = t.integer_or("fall", 1..=100u32, 1);
+    let user = t.optional_user("user");
     t.finish();
     for (key, d) in [("interval", &interval), ("timeout", &timeout)] {
         if let Some(Located { value, line }) = d {
@@ -233,6 +278,7 @@ fn read_track_script(report: &mut Report, table: Located<&DeTable<'_>>) -> Optio
         weight: weight?.value,
         rise: rise?.value,
         fall: fall?.value,
+        user: user?.value,
         line: table.line,
     })
 }
@@ -299,6 +345,51 @@ mod tests {
         assert_eq!(i.notify_master.as_deref(), Some(&["/etc/xlb/master.sh".to_string()][..]));
         assert_eq!(i.track_scripts[0].weight, -20);
         assert_eq!(i.track_scripts[0].interval, Duration::from_secs(2));
+        assert_eq!((i.min_ttl, i.notify_timeout, i.notify_user.as_deref()), (255, DEFAULT_NOTIFY_TIMEOUT, None));
+        assert_eq!(i.track_scripts[0].user, None, "scripts run as the agent without script_user");
+    }
+
+    #[test]
+    fn min_ttl_is_for_unicast_peers() {
+        let unicast = |ttl: &str| {
+            with(&format!(
+                "[[vrrp_instance]]\nname = \"a\"\ninterface = \"eth0\"\nvrid = 7\nunicast_peers = [\"198.51.100.3\"]\n{ttl}\
+                 virtual_addresses = [\"203.0.113.100\"]\n"
+            ))
+        };
+        assert_eq!(parse("t.toml", &unicast("")).unwrap().0.vrrp[0].min_ttl, 255, "on the link by default");
+        assert_eq!(parse("t.toml", &unicast("min_ttl = 254\n")).unwrap().0.vrrp[0].min_ttl, 254, "one router away");
+        assert_eq!(parse("t.toml", &unicast("min_ttl = 1\n")).unwrap().0.vrrp[0].min_ttl, 1, "the check off");
+        let e = parse("t.toml", &unicast("min_ttl = 0\n")).unwrap_err().to_string();
+        assert!(e.contains("t.toml:14: min_ttl = 0 is out of range"), "{e}");
+        let multicast = with("[[vrrp_instance]]\nname = \"a\"\ninterface = \"eth0\"\nvrid = 7\nmin_ttl = 254\nvirtual_addresses = [\"203.0.113.100\"]\n");
+        let e = parse("t.toml", &multicast).unwrap_err().to_string();
+        assert!(e.contains("t.toml:13: min_ttl applies to unicast_peers only"), "{e}");
+    }
+
+    #[test]
+    fn scripts_take_a_timeout_and_a_user_with_script_user_as_default() {
+        let instance = "[[vrrp_instance]]\nname = \"a\"\ninterface = \"eth0\"\nvrid = 7\nvirtual_addresses = [\"203.0.113.100\"]\n\
+                        notify = [\"/usr/local/bin/notify\"]\nnotify_timeout = \"3s\"\n\
+                        [[vrrp_instance.track_script]]\ncommand = [\"/usr/local/bin/a\"]\n\
+                        [[vrrp_instance.track_script]]\ncommand = [\"/usr/local/bin/b\"]\nuser = \"checker\"\n";
+        let (cfg, _) = parse("t.toml", &with(instance)).unwrap();
+        let i = &cfg.vrrp[0];
+        assert_eq!((i.notify_timeout, i.notify_user.as_deref()), (Duration::from_secs(3), None));
+        assert_eq!((i.track_scripts[0].user.as_deref(), i.track_scripts[1].user.as_deref()), (None, Some("checker")));
+        // [agent] script_user is every script's user unless it names its own.
+        let text = format!("[agent]\ninterfaces = [\"eth0\"]\nscript_user = \"xlb-script\"\n{SERVICES}{instance}notify_user = \"root\"\n");
+        let text = text.replace("notify_user = \"root\"\n", "").replace("notify_timeout = \"3s\"\n", "notify_timeout = \"3s\"\nnotify_user = \"root\"\n");
+        let (cfg, _) = parse("t.toml", &text).unwrap();
+        let i = &cfg.vrrp[0];
+        assert_eq!((cfg.agent.script_user.as_deref(), cfg.agent.script_user_line), (Some("xlb-script"), 3));
+        assert_eq!(i.notify_user.as_deref(), Some("root"));
+        assert_eq!((i.track_scripts[0].user.as_deref(), i.track_scripts[1].user.as_deref()), (Some("xlb-script"), Some("checker")));
+        // Errors at their lines.
+        let bad = with(&instance.replace("\"3s\"", "\"0s\"").replace("\"checker\"", "\"bad user\""));
+        let e = parse("t.toml", &bad).unwrap_err().to_string();
+        assert!(e.contains("t.toml:15: notify_timeout must be more than 0"), "{e}");
+        assert!(e.contains("t.toml:20: invalid user \"bad user\": expected a user name"), "{e}");
     }
 
     #[test]

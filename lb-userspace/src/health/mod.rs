@@ -43,7 +43,7 @@ pub use monitor::{Monitor, MonitorStats};
 /// then together: at 1000 checks a second one wake-up starts ten of them instead of one,
 /// which is most of the checker's cost, for at most this much start lateness.
 pub const START_SLACK: Duration = Duration::from_millis(10);
-pub use probe::{http_get, script, tcp_connect, udp_exchange, HttpCheck};
+pub use probe::{http_get, script, script_as, tcp_connect, udp_exchange, HttpCheck};
 pub use schedule::{CheckId, Intervals, Lateness, Schedule};
 pub use state::{BackendHealth, Counters, Health, Outcome, Params, Reason, Transition};
 
@@ -57,8 +57,8 @@ pub enum CheckKind {
     /// A datagram and its reply ([`udp_exchange`]): `expect`, if set, must be contained in
     /// the reply.
     Udp { payload: Vec<u8>, expect: Option<Vec<u8>> },
-    /// A command, run without a shell ([`script`]); exit 0 passes.
-    Script { argv: Vec<String> },
+    /// A command, run without a shell ([`script`]), as `user` if set; exit 0 passes.
+    Script { argv: Vec<String>, user: Option<String> },
 }
 
 impl CheckKind {
@@ -79,7 +79,7 @@ pub async fn run(kind: &CheckKind, target: SocketAddr, timeout: Duration) -> Out
         CheckKind::Tcp => tcp_connect(target, timeout).await,
         CheckKind::Http(check) => http_get(target, check, timeout).await,
         CheckKind::Udp { payload, expect } => udp_exchange(target, payload, expect.as_deref(), timeout).await,
-        CheckKind::Script { argv } => script(argv, target, timeout).await,
+        CheckKind::Script { argv, user } => script_as(argv, user.as_deref(), target, timeout).await,
     }
 }
 
@@ -258,7 +258,7 @@ mod tests {
         let addr = l.local_addr().unwrap();
         let t = Duration::from_millis(200);
         assert_eq!(run(&CheckKind::Tcp, addr, t).await, Outcome::Ok);
-        let script = CheckKind::Script { argv: vec!["sh".into(), "-c".into(), "exit 3".into()] };
+        let script = CheckKind::Script { argv: vec!["sh".into(), "-c".into(), "exit 3".into()], user: None };
         assert_eq!(run(&script, addr, t).await, Outcome::Failed(Reason::ScriptExit(3)));
         let udp = CheckKind::Udp { payload: b"x".to_vec(), expect: None };
         assert_eq!(run(&udp, addr, t).await, Outcome::Failed(Reason::UdpUnreachable));

@@ -17,18 +17,17 @@
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     os::unix::process::ExitStatusExt,
-    process::Stdio,
     time::Duration,
 };
 
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpStream, UdpSocket},
-    process::Command,
     time::{timeout as within, Instant},
 };
 
 use super::state::{Outcome, Reason};
+use crate::script::{Ended, OnDrop, Script, ScriptError};
 
 /// How much of an HTTP body [`http_get`] reads and searches.
 pub const HTTP_BODY_CAP: usize = 64 * 1024;
@@ -397,81 +396,34 @@ async fn udp_send(addr: SocketAddr, payload: &[u8]) -> Result<UdpSocket, Reason>
     Ok(socket)
 }
 
-unsafe extern "C" {
-    /// POSIX kill(2); a negative pid names a process group.
-    fn kill(pid: i32, sig: i32) -> i32;
-}
-const SIGKILL: i32 = 9;
-
-/// Kills a script's whole process group when dropped while armed: on timeout and on
-/// cancellation, so that nothing the script started outlives its check.
-struct GroupKiller {
-    pgid: Option<i32>,
-}
-
-impl GroupKiller {
-    fn kill_now(&mut self) {
-        if let Some(pgid) = self.pgid.take() {
-            // SAFETY: plain system call; the group leader is not reaped yet (it is still our
-            // unwaited child), so its pid, which is the group's id, cannot have been reused.
-            unsafe {
-                kill(-pgid, SIGKILL);
-            }
-        }
-    }
-}
-
-impl Drop for GroupKiller {
-    fn drop(&mut self) {
-        self.kill_now();
-    }
-}
-
 /// Runs `argv` (no shell: pass `["sh", "-c", "..."]` for one) with the backend's address and
 /// port in the environment as `XLB_BACKEND_ADDRESS` and `XLB_BACKEND_PORT`. Exit status 0
 /// passes, as in keepalived's `MISC_CHECK`; any other fails with "script exit N", a death by
 /// signal with "script killed by signal N".
 ///
-/// The script runs in a process group of its own, with stdin, stdout and stderr on
-/// /dev/null. At the timeout, or if the check is cancelled, the whole group is killed
-/// (SIGKILL), children of the script included.
+/// The script runs as [`crate::script::run`] runs every script: in a process group of its own,
+/// with stdin, stdout and stderr on /dev/null. At the timeout, or if the check is cancelled,
+/// the whole group is killed (SIGKILL), children of the script included.
 pub async fn script(argv: &[String], target: SocketAddr, timeout: Duration) -> Outcome {
-    let Some((program, args)) = argv.split_first() else {
-        return Outcome::Failed(Reason::InvalidCheck("empty command".into()));
-    };
-    let mut cmd = Command::new(program);
-    cmd.args(args)
-        .env(ENV_ADDRESS, target.ip().to_string())
-        .env(ENV_PORT, target.port().to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .process_group(0)
-        .kill_on_drop(true);
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => return Outcome::Failed(Reason::ScriptStart(format!("{program}: {e}"))),
-    };
-    // Declared after `child`, so dropped (and the group killed) before `child` is.
-    let mut group = GroupKiller { pgid: child.id().map(|p| p as i32) };
-    let status = match within(timeout, child.wait()).await {
-        Ok(Ok(status)) => {
-            // The leader is reaped: its pid may be reused, so the group is left alone now.
-            group.pgid = None;
-            status
-        }
-        Ok(Err(e)) => return Outcome::Failed(Reason::Io(format!("waiting for {program}: {e}"))),
-        Err(_) => {
-            group.kill_now();
-            let _ = child.wait().await;
-            return Outcome::Failed(Reason::Timeout(timeout));
-        }
+    script_as(argv, None, target, timeout).await
+}
+
+/// [`script`] as `user` (the `script_user`), or as the agent when None.
+pub async fn script_as(argv: &[String], user: Option<&str>, target: SocketAddr, timeout: Duration) -> Outcome {
+    let env = [(ENV_ADDRESS, target.ip().to_string()), (ENV_PORT, target.port().to_string())];
+    let run = crate::script::run(Script { argv, env: &env, timeout, user, on_drop: OnDrop::Kill }).await;
+    let status = match run {
+        Ok(Ended::Exited(status)) => status,
+        Ok(Ended::TimedOut) => return Outcome::Failed(Reason::Timeout(timeout)),
+        Err(ScriptError::Empty) => return Outcome::Failed(Reason::InvalidCheck("empty command".into())),
+        Err(e @ ScriptError::Wait { .. }) => return Outcome::Failed(Reason::Io(e.to_string())),
+        Err(e) => return Outcome::Failed(Reason::ScriptStart(e.to_string())),
     };
     match (status.code(), status.signal()) {
         (Some(0), _) => Outcome::Ok,
         (Some(code), _) => Outcome::Failed(Reason::ScriptExit(code)),
         (None, Some(sig)) => Outcome::Failed(Reason::ScriptSignal(sig)),
-        (None, None) => Outcome::Failed(Reason::Io(format!("{program}: {status}"))),
+        (None, None) => Outcome::Failed(Reason::Io(format!("{}: {status}", argv[0]))),
     }
 }
 

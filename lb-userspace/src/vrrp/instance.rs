@@ -23,7 +23,7 @@ use super::{
     announce,
     io::{FrameSender, Incoming, VrrpSocket, GROUP_V4, GROUP_V6},
     machine::{Action, Heard, Machine, Params, Reason, State},
-    packet::{self, Advert, Checksum, Expect, Invalid},
+    packet::{self, Advert, Checksum, Expect, Invalid, Peers},
     status::SharedStatus,
     track::{effective_priority, link_fault, link_running, run_track_script, tracked_links, watch_links},
     vmac::{ArpIgnore, LocalMac, Vmac},
@@ -32,6 +32,7 @@ use super::{
 use crate::{
     config::{InterfaceInfo, VrrpConfig},
     net::Net,
+    script::{self, Ended, OnDrop, Script},
 };
 
 /// What an instance's task is told: by the handle, and by its tracking tasks.
@@ -76,6 +77,18 @@ pub(super) fn host_of(cfg: &VrrpConfig, interfaces: &[InterfaceInfo]) -> Result<
         what: if v6 { "link-local IPv6" } else { "IPv4" },
     })?;
     Ok(Host { ifindex: iface.ifindex, mac: iface.mac, primary, link_local })
+}
+
+/// What a received advert must match to be valid for instance `cfg` (of the family `ipv6`):
+/// multicast instances take adverts from anyone on the link, sent to the group with TTL 255;
+/// unicast instances only from their peers, with at least their `min_ttl`.
+pub(super) fn expect(cfg: &VrrpConfig, ipv6: bool) -> Expect<'_> {
+    let peers = if cfg.unicast_peers.is_empty() {
+        Peers::Multicast
+    } else {
+        Peers::Unicast { peers: &cfg.unicast_peers, min_ttl: cfg.min_ttl }
+    };
+    Expect { version: cfg.version, vrid: cfg.vrid, ipv6, auth_pass: cfg.auth_pass.as_deref().map(str::as_bytes), peers }
 }
 
 /// One running instance.
@@ -212,12 +225,7 @@ impl Instance {
 
     /// What a received advert must match to be valid.
     fn expect(&self) -> Expect<'_> {
-        Expect {
-            version: self.cfg.version,
-            vrid: self.cfg.vrid,
-            ipv6: self.host.primary.is_ipv6(),
-            auth_pass: self.cfg.auth_pass.as_deref().map(str::as_bytes),
-        }
+        expect(&self.cfg, self.host.primary.is_ipv6())
     }
 
     async fn receive(&mut self, p: Incoming) {
@@ -483,23 +491,74 @@ impl Instance {
         };
         let priority = self.machine.priority().to_string();
         for argv in [specific, &self.cfg.notify].into_iter().flatten() {
-            let mut cmd = tokio::process::Command::new(&argv[0]);
-            cmd.args(&argv[1..]).args(["INSTANCE", &self.cfg.name, state, &priority]).kill_on_drop(false);
-            let what = argv.join(" ");
+            let mut argv = argv.clone();
+            argv.extend(["INSTANCE", &self.cfg.name, state, &priority].map(str::to_owned));
+            let (timeout, user) = (self.cfg.notify_timeout, self.cfg.notify_user.clone());
             let name = self.cfg.name.clone();
-            match cmd.spawn() {
-                Ok(mut child) => {
-                    tokio::spawn(async move {
-                        match child.wait().await {
-                            Ok(s) if s.success() => {}
-                            Ok(s) => warn!("vrrp_instance \"{name}\": notify script {what} exited with {s}"),
-                            Err(e) => warn!("vrrp_instance \"{name}\": notify script {what}: {e}"),
-                        }
-                    });
+            // Runs on by itself; left running, not killed, if the agent stops meanwhile (a
+            // notify_stop script must not be cut short by the exit it reports).
+            tokio::spawn(async move {
+                let what = argv.join(" ");
+                let script = Script { argv: &argv, env: &[], timeout, user: user.as_deref(), on_drop: OnDrop::Leave };
+                match script::run(script).await {
+                    Ok(Ended::Exited(s)) if s.success() => {}
+                    Ok(Ended::Exited(s)) => warn!("vrrp_instance \"{name}\": notify script {what} exited with {s}"),
+                    Ok(Ended::TimedOut) => {
+                        warn!("vrrp_instance \"{name}\": notify script {what} ran longer than notify_timeout ({timeout:?}): killed")
+                    }
+                    Err(e) => warn!("vrrp_instance \"{name}\": cannot run notify script {what}: {e}"),
                 }
-                Err(e) => warn!("vrrp_instance \"{name}\": cannot run notify script {what}: {e}"),
-            }
+            });
         }
     }
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse;
+
+    /// The first instance of a configuration with `keys` added to a v3 instance on eth0.
+    fn instance(keys: &str) -> VrrpConfig {
+        let text = format!(
+            "[agent]\ninterfaces = [\"eth0\"]\n[[vrrp_instance]]\nname = \"VI_1\"\ninterface = \"eth0\"\nvrid = 51\n\
+             virtual_addresses = [\"203.0.113.100\"]\n{keys}"
+        );
+        parse("t.toml", &text).unwrap_or_else(|e| panic!("{e}")).0.vrrp.remove(0)
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    /// Decodes an advert from `src` to `dst` arriving with `ttl`, as `cfg`'s runner would.
+    fn receive(cfg: &VrrpConfig, src: &str, dst: &str, ttl: u8) -> Result<(), Invalid> {
+        let advert = Advert { version: 3, vrid: 51, priority: 254, interval_cs: 100, addresses: vec![ip("203.0.113.100")] };
+        let payload = packet::encode(&advert, ip(src), ip(dst), Checksum::PseudoHeader, None);
+        packet::decode(&payload, ip(src), ip(dst), ttl, &expect(cfg, false)).map(|_| ())
+    }
+
+    #[test]
+    fn a_multicast_instance_takes_anyone_on_the_link_speaking_to_the_group() {
+        let cfg = instance("");
+        assert_eq!(expect(&cfg, false).peers, Peers::Multicast);
+        assert_eq!(receive(&cfg, "203.0.113.66", "224.0.0.18", 255), Ok(()));
+        assert_eq!(receive(&cfg, "203.0.113.66", "224.0.0.18", 64), Err(Invalid::Ttl));
+        assert_eq!(receive(&cfg, "203.0.113.66", "203.0.113.2", 255), Err(Invalid::Destination), "unicast to the node");
+        assert_eq!(receive(&cfg, "203.0.113.66", "203.0.113.100", 255), Err(Invalid::Destination), "unicast to the VIP");
+        assert_eq!(receive(&cfg, "198.51.100.10", "203.0.113.2", 254), Err(Invalid::Ttl), "from behind a router");
+    }
+
+    #[test]
+    fn a_unicast_instance_takes_its_peers_alone_at_its_min_ttl() {
+        let cfg = instance("unicast_peers = [\"203.0.113.3\", \"198.51.100.10\"]\n");
+        assert_eq!(expect(&cfg, false).peers, Peers::Unicast { peers: &cfg.unicast_peers, min_ttl: 255 });
+        assert_eq!(receive(&cfg, "203.0.113.3", "203.0.113.2", 255), Ok(()));
+        assert_eq!(receive(&cfg, "203.0.113.66", "203.0.113.2", 255), Err(Invalid::UnknownSource));
+        assert_eq!(receive(&cfg, "198.51.100.10", "203.0.113.2", 254), Err(Invalid::Ttl), "one router away");
+        let routed = instance("unicast_peers = [\"203.0.113.3\", \"198.51.100.10\"]\nmin_ttl = 254\n");
+        assert_eq!(receive(&routed, "198.51.100.10", "203.0.113.2", 254), Ok(()));
+        assert_eq!(receive(&routed, "198.51.100.66", "203.0.113.2", 254), Err(Invalid::UnknownSource));
+    }
+}

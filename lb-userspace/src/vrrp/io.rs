@@ -13,9 +13,10 @@ use nix::sys::socket::{self as nixsock, sockopt, ControlMessageOwned, MsgFlags, 
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::unix::AsyncFd;
 
+pub use super::packet::{GROUP_V4, GROUP_V6};
+use super::packet::TTL;
+
 pub const PROTO_VRRP: i32 = 112;
-pub const GROUP_V4: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 18);
-pub const GROUP_V6: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 0x12);
 
 /// A VRRP packet as received.
 #[derive(Debug, Clone)]
@@ -52,8 +53,8 @@ impl VrrpSocket {
         socket.set_nonblocking(true)?;
         match src {
             IpAddr::V4(a) => {
-                socket.set_ttl_v4(255)?;
-                socket.set_multicast_ttl_v4(255)?;
+                socket.set_ttl_v4(u32::from(TTL))?;
+                socket.set_multicast_ttl_v4(u32::from(TTL))?;
                 socket.set_multicast_loop_v4(false)?;
                 socket.set_multicast_if_v4(&a)?;
                 if multicast {
@@ -61,8 +62,8 @@ impl VrrpSocket {
                 }
             }
             IpAddr::V6(_) => {
-                socket.set_unicast_hops_v6(255)?;
-                socket.set_multicast_hops_v6(255)?;
+                socket.set_unicast_hops_v6(u32::from(TTL))?;
+                socket.set_multicast_hops_v6(u32::from(TTL))?;
                 socket.set_multicast_loop_v6(false)?;
                 socket.set_multicast_if_v6(ifindex)?;
                 nixsock::setsockopt(&socket, sockopt::Ipv6RecvHopLimit, &true).map_err(io::Error::from)?;

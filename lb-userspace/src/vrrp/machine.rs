@@ -20,6 +20,10 @@
 //!   moved the neighbours' caches. Whichever advert crosses first, the winner learns of the
 //!   split: a master that steps down for a better one sends a last advert at its own
 //!   priority (keepalived masters re-announce on it too).
+//! - Such answers (to a lower-priority master, and to a master resigning with priority 0) are
+//!   rate-limited: at most one per advert interval, the others counted ([`Answers`]). A flood
+//!   of forged lower-priority adverts would otherwise make the master send an advert and a
+//!   gratuitous ARP / NA burst for each; one per interval keeps the healing prompt.
 
 use std::{
     net::IpAddr,
@@ -113,6 +117,17 @@ pub struct Params {
     pub primary: IpAddr,
 }
 
+/// What a master answered at once, out of its advert timetable (see the module
+/// documentation), and what it left out under the rate limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Answers {
+    pub sent: u64,
+    /// Answers not sent: one went out less than an advert interval before.
+    pub suppressed: u64,
+    /// Of those, the ones that would have announced the addresses again (a burst each).
+    pub announcements_suppressed: u64,
+}
+
 /// A valid advert as the machine needs it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Heard {
@@ -139,6 +154,9 @@ pub struct Machine {
     master: Option<IpAddr>,
     /// The running Master_Down_Timer was shortened to skew time by a priority-0 advert.
     master_down_after_resign: bool,
+    /// When the last answer went out (the rate limit's clock).
+    last_answer: Option<Instant>,
+    answers: Answers,
 }
 
 impl Machine {
@@ -154,6 +172,8 @@ impl Machine {
             faulted: false,
             master: None,
             master_down_after_resign: false,
+            last_answer: None,
+            answers: Answers::default(),
         }
     }
 
@@ -177,6 +197,11 @@ impl Machine {
 
     pub fn master_interval(&self) -> Duration {
         self.master_interval
+    }
+
+    /// The answers sent and suppressed so far.
+    pub fn answers(&self) -> Answers {
+        self.answers
     }
 
     /// Skew_Time: RFC 5798 `((256 - Priority) * Master_Adver_Interval) / 256`; RFC 3768
@@ -293,8 +318,8 @@ impl Machine {
             }
             State::Master => {
                 if heard.priority == 0 {
-                    self.adver_timer = Some(now + self.params.advert_interval);
-                    return vec![Action::SendAdvert { priority: self.priority }];
+                    // RFC 5798 6.4.3: send an advert and reset Adver_Timer.
+                    return self.answer(now, false);
                 }
                 let they_win = heard.priority > self.priority
                     || (heard.priority == self.priority && address_greater(heard.src, self.params.primary));
@@ -312,12 +337,30 @@ impl Machine {
                 } else {
                     // Another master that loses to us: it did not hear us (a partition healed).
                     // Answer now so it steps down, and re-announce our addresses.
-                    self.adver_timer = Some(now + self.params.advert_interval);
-                    vec![Action::SendAdvert { priority: self.priority }, Action::Announce]
+                    self.answer(now, true)
                 }
             }
             State::Initialize | State::Fault => Vec::new(),
         }
+    }
+
+    /// A master's answer: an advert now (Adver_Timer restarts from it) and, with `announce`,
+    /// the addresses announced again; nothing, and counted, when the last answer went out
+    /// less than an advert interval ago.
+    fn answer(&mut self, now: Instant, announce: bool) -> Vec<Action> {
+        if self.last_answer.is_some_and(|t| now < t + self.params.advert_interval) {
+            self.answers.suppressed += 1;
+            self.answers.announcements_suppressed += u64::from(announce);
+            return Vec::new();
+        }
+        self.last_answer = Some(now);
+        self.answers.sent += 1;
+        self.adver_timer = Some(now + self.params.advert_interval);
+        let mut actions = vec![Action::SendAdvert { priority: self.priority }];
+        if announce {
+            actions.push(Action::Announce);
+        }
+        actions
     }
 
     /// The fault condition (tracked interface, weight-0 script, data plane) began or ended.

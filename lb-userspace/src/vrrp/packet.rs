@@ -66,6 +66,12 @@ pub const V3_MAX_INTERVAL_CS: u16 = 0x0fff;
 
 /// IP protocol number of VRRP, as it appears in the pseudo-headers.
 const PROTOCOL: u8 = 112;
+/// Where multicast adverts go (RFC 5798 section 5.1.1.2 and 5.1.2.2).
+pub const GROUP_V4: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 18);
+pub const GROUP_V6: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 0x12);
+/// The TTL / hop limit every advert is sent with, and the only one a link-local advert can
+/// arrive with (a router on the way would have decremented it).
+pub const TTL: u8 = 255;
 
 /// One advertisement, either version.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,13 +102,26 @@ pub struct Expect<'a> {
     pub ipv6: bool,
     /// v2 simple password (up to 8 bytes); None = auth type 0 expected.
     pub auth_pass: Option<&'a [u8]>,
+    /// Who may send adverts, and how.
+    pub peers: Peers<'a>,
+}
+
+/// Where an instance's adverts come from, which decides what a received one must look like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peers<'a> {
+    /// Anyone on the link: adverts go to the group, with TTL / hop limit 255.
+    Multicast,
+    /// `unicast_peers`: only these sources, with a TTL / hop limit of at least `min_ttl`
+    /// (255 unless configured lower for peers across a router).
+    Unicast { peers: &'a [IpAddr], min_ttl: u8 },
 }
 
 /// Why an advert was dropped; each reason is a counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
 pub enum Invalid {
-    /// TTL (IPv4) or hop limit (IPv6) not 255: the advert may come from off the link.
-    #[error("TTL or hop limit is not 255")]
+    /// TTL (IPv4) or hop limit (IPv6) not 255 (unicast: below `min_ttl`): the advert may come
+    /// from off the link.
+    #[error("TTL or hop limit too low (not sent on this link)")]
     Ttl,
     /// Shorter than the fixed header, or than the addresses (and v2 authentication data) its
     /// count announces.
@@ -134,11 +153,19 @@ pub enum Invalid {
     /// Advertisement interval 0.
     #[error("advertisement interval is 0")]
     Interval,
+    /// A multicast instance's advert not sent to the VRRP group (unicast to this node or to
+    /// a virtual address): peers of a multicast instance send to the group only.
+    #[error("not sent to the VRRP multicast group")]
+    Destination,
+    /// A unicast instance's advert from an address that is not one of its `unicast_peers`
+    /// (keepalived's `check_unicast_src`).
+    #[error("source is not one of unicast_peers")]
+    UnknownSource,
 }
 
 impl Invalid {
     /// Every reason, in declaration order (for counters and status output).
-    pub const ALL: [Invalid; 10] = [
+    pub const ALL: [Invalid; 12] = [
         Invalid::Ttl,
         Invalid::Truncated,
         Invalid::Version,
@@ -149,6 +176,8 @@ impl Invalid {
         Invalid::Auth,
         Invalid::Family,
         Invalid::Interval,
+        Invalid::Destination,
+        Invalid::UnknownSource,
     ];
 
     /// A stable snake_case name.
@@ -164,6 +193,8 @@ impl Invalid {
             Invalid::Auth => "auth",
             Invalid::Family => "family",
             Invalid::Interval => "interval",
+            Invalid::Destination => "destination",
+            Invalid::UnknownSource => "unknown_source",
         }
     }
 }
@@ -226,10 +257,11 @@ pub fn encode(advert: &Advert, src: IpAddr, dst: IpAddr, checksum: Checksum, aut
     m
 }
 
-fn dst_is_multicast(dst: IpAddr) -> bool {
+/// Whether `dst` is the VRRP group of its family.
+fn is_group(dst: IpAddr) -> bool {
     match dst {
-        IpAddr::V4(a) => a.is_multicast(),
-        IpAddr::V6(a) => a.is_multicast(),
+        IpAddr::V4(a) => a == GROUP_V4,
+        IpAddr::V6(a) => a == GROUP_V6,
     }
 }
 
@@ -241,18 +273,22 @@ fn dst_is_multicast(dst: IpAddr) -> bool {
 /// is the reason returned):
 ///
 /// 1. family: `src` and `dst` are of the instance's family (IPv4 for version 2);
-/// 2. TTL / hop limit 255 on multicast adverts. Unicast adverts may cross a router to a
-///    peer in another network (what `unicast_peers` is for), so their TTL is not checked,
-///    as keepalived does;
-/// 3. version, then type;
-/// 4. length: the fixed header, at least one address, and exactly the addresses (and v2
+/// 2. TTL / hop limit: 255 for a multicast instance, whatever the destination (an advert
+///    sent unicast to this node or to a virtual address is no exception); for a unicast
+///    instance at least its `min_ttl` (255 unless configured lower for peers across a
+///    router);
+/// 3. the sender: a multicast instance takes only adverts sent to the group; a unicast
+///    instance only adverts from one of its `unicast_peers` (keepalived's
+///    `check_unicast_src`);
+/// 4. version, then type;
+/// 5. length: the fixed header, at least one address, and exactly the addresses (and v2
 ///    authentication data) the count announces;
-/// 5. checksum: v2 over the message; v3 IPv6 with the pseudo-header; v3 IPv4 either way
+/// 6. checksum: v2 over the message; v3 IPv6 with the pseudo-header; v3 IPv4 either way
 ///    (see the module documentation);
-/// 6. VRID;
-/// 7. v2 authentication: type 0 when no password is configured (the data is then ignored,
+/// 7. VRID;
+/// 8. v2 authentication: type 0 when no password is configured (the data is then ignored,
 ///    RFC 3768), else type 1 and the password, zero-padded to 8 bytes;
-/// 8. interval not 0 (a backup would otherwise wait only its skew time for the master).
+/// 9. interval not 0 (a backup would otherwise wait only its skew time for the master).
 ///
 /// The v3 reserved bits are ignored (RFC 5798 section 5.2.6). Left to the caller: whether we
 /// own the addresses (priority 255), whether the addresses match the configured ones (a MAY in
@@ -266,8 +302,12 @@ pub fn decode(payload: &[u8], src: IpAddr, dst: IpAddr, ttl: u8, expect: &Expect
     if ipv6 != dst.is_ipv6() || ipv6 != expect.ipv6 || (ipv6 && expect.version == 2) {
         return Err(Invalid::Family);
     }
-    if ttl != 255 && dst_is_multicast(dst) {
-        return Err(Invalid::Ttl);
+    match expect.peers {
+        Peers::Multicast if ttl != TTL => return Err(Invalid::Ttl),
+        Peers::Multicast if !is_group(dst) => return Err(Invalid::Destination),
+        Peers::Unicast { min_ttl, .. } if ttl < min_ttl => return Err(Invalid::Ttl),
+        Peers::Unicast { peers, .. } if !peers.contains(&src) => return Err(Invalid::UnknownSource),
+        _ => {}
     }
     let Some(&first) = payload.first() else {
         return Err(Invalid::Truncated);

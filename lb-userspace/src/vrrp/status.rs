@@ -50,6 +50,10 @@ impl SharedStatus {
         st.master = machine.master().map(|a| a.to_string());
         st.master_interval_ms = machine.master_interval().as_secs_f64() * 1e3;
         st.faults = faults.iter().cloned().collect();
+        let answers = machine.answers();
+        st.answers_sent = answers.sent;
+        st.answers_suppressed = answers.suppressed;
+        st.announcements_suppressed = answers.announcements_suppressed;
     }
 
     pub(super) fn advert_sent(&self) {

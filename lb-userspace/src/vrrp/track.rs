@@ -15,6 +15,7 @@ use crate::{
     config::{TrackScript, VrrpConfig},
     health::state::{Health, Params, RiseFall},
     net::{LinkEvents, Net},
+    script::{Ended, OnDrop, Script},
 };
 
 /// The interfaces whose loss means FAULT: the instance's own and `track_interfaces`.
@@ -126,14 +127,28 @@ pub(super) async fn run_track_script(script: TrackScript, index: usize, tx: mpsc
     let mut reported = Reported::new(&script);
     let mut ticker = tokio::time::interval(script.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Logged once each until the script runs normally again (the count of failures is in
+    // rise/fall and the instance's log of priority changes).
+    let mut logged = false;
     loop {
         ticker.tick().await;
-        let mut cmd = tokio::process::Command::new(&script.command[0]);
-        cmd.args(&script.command[1..]).kill_on_drop(true).stdin(std::process::Stdio::null());
-        let ok = match cmd.spawn() {
-            Ok(mut child) => matches!(tokio::time::timeout(script.timeout, child.wait()).await, Ok(Ok(s)) if s.success()),
+        let what = || script.command.join(" ");
+        let run = Script { argv: &script.command, env: &[], timeout: script.timeout, user: script.user.as_deref(), on_drop: OnDrop::Kill };
+        let ok = match crate::script::run(run).await {
+            Ok(Ended::Exited(s)) => {
+                logged = false;
+                s.success()
+            }
+            Ok(Ended::TimedOut) => {
+                if !std::mem::replace(&mut logged, true) {
+                    warn!("track_script {:?} ran longer than its timeout ({:?}): killed, counted as a failure", what(), script.timeout);
+                }
+                false
+            }
             Err(e) => {
-                warn!("track_script {:?}: cannot run it: {e}", script.command.join(" "));
+                if !std::mem::replace(&mut logged, true) {
+                    warn!("track_script {:?}: cannot run it: {e}", what());
+                }
                 false
             }
         };
@@ -157,6 +172,7 @@ mod tests {
             weight,
             rise: 1,
             fall: 1,
+            user: None,
             line: 1,
         }
     }

@@ -6,12 +6,14 @@ const ME: IpAddr = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 2));
 const LOWER: IpAddr = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 1));
 const HIGHER: IpAddr = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 3));
 const MS: Duration = Duration::from_millis(1);
+/// The advert interval of [`params`].
+const INTERVAL: Duration = Duration::from_millis(100);
 
 fn params(priority: u8) -> Params {
     Params {
         version: 3,
         priority,
-        advert_interval: Duration::from_millis(100),
+        advert_interval: INTERVAL,
         preempt: true,
         preempt_delay: Duration::ZERO,
         primary: ME,
@@ -191,9 +193,44 @@ fn master_yields_to_higher_priority_and_to_higher_address_at_equal_priority() {
     let a = m.advert(heard(LOWER, 100), t);
     assert_eq!(a, vec![Action::SendAdvert { priority: 100 }, Action::Announce]);
     assert_eq!(m.state(), State::Master);
-    // Lower priority: the same.
-    let a = m.advert(heard(HIGHER, 99), t);
+    // Lower priority: the same (an advert interval later: answers are rate-limited).
+    let a = m.advert(heard(HIGHER, 99), t + INTERVAL);
     assert_eq!(a, vec![Action::SendAdvert { priority: 100 }, Action::Announce]);
+}
+
+#[test]
+fn a_master_answers_a_flood_of_lower_priority_adverts_once_per_interval() {
+    let t0 = Instant::now();
+    let mut m = master(params(100), t0);
+    let start = t0 + Duration::from_secs(1);
+    // 1000 adverts at priority 50 in one second, one every millisecond, between the
+    // master's own timer ticks.
+    let (mut answers, mut announces, mut periodic) = (0, 0, 0);
+    let mut t = start;
+    for _ in 0..1000 {
+        if m.deadline().is_some_and(|d| d <= t) {
+            periodic += m.tick(t).iter().filter(|a| matches!(a, Action::SendAdvert { .. })).count();
+        }
+        let a = m.advert(heard(LOWER, 50), t);
+        answers += a.iter().filter(|a| matches!(a, Action::SendAdvert { priority: 100 })).count();
+        announces += a.iter().filter(|a| **a == Action::Announce).count();
+        t += MS;
+    }
+    assert_eq!(m.state(), State::Master);
+    // One answer per 100 ms interval (each with its burst), and the timetable moved with
+    // them: an advert interval after each answer, one periodic advert before the next.
+    assert_eq!((answers, announces), (10, 10));
+    assert!(periodic <= 10, "{periodic} periodic adverts");
+    let counted = m.answers();
+    assert_eq!(counted, Answers { sent: 10, suppressed: 990, announcements_suppressed: 990 });
+    // A priority-0 advert counts against the same limit (no announcement then).
+    let a = m.advert(heard(LOWER, 0), t);
+    assert!(a.is_empty() || a == [Action::SendAdvert { priority: 100 }], "{a:?}");
+    let t = t + INTERVAL;
+    assert_eq!(m.advert(heard(LOWER, 0), t), vec![Action::SendAdvert { priority: 100 }]);
+    assert_eq!(m.deadline(), Some(t + INTERVAL), "Adver_Timer restarts from the answer");
+    assert!(m.advert(heard(LOWER, 0), t + INTERVAL - MS).is_empty());
+    assert_eq!(m.answers().announcements_suppressed, 990, "a priority-0 answer carries no burst");
 }
 
 #[test]

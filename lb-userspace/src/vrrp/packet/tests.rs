@@ -14,11 +14,16 @@ const GROUP4: &str = "224.0.0.18";
 const GROUP6: &str = "ff02::12";
 
 fn expect_v3(vrid: u8, ipv6: bool) -> Expect<'static> {
-    Expect { version: 3, vrid, ipv6, auth_pass: None }
+    Expect { version: 3, vrid, ipv6, auth_pass: None, peers: Peers::Multicast }
 }
 
 fn expect_v2(vrid: u8, auth_pass: Option<&[u8]>) -> Expect<'_> {
-    Expect { version: 2, vrid, ipv6: false, auth_pass }
+    Expect { version: 2, vrid, ipv6: false, auth_pass, peers: Peers::Multicast }
+}
+
+/// `e` for a unicast instance whose peers are `peers`, at the default minimum TTL.
+fn unicast<'a>(e: Expect<'a>, peers: &'a [IpAddr]) -> Expect<'a> {
+    Expect { peers: Peers::Unicast { peers, min_ttl: TTL }, ..e }
 }
 
 /// An independent internet checksum, the RFC 1071 way: fold after every addition.
@@ -107,7 +112,8 @@ fn v3_ipv4_unicast_pseudo_header_uses_the_peer_address() {
     let (src, peer) = (v4("192.168.1.10"), v4("192.168.1.11"));
     let m = encode(&advert, src, peer, Checksum::PseudoHeader, None);
     assert_eq!(m[6..8], [0x24, 0xdb]);
-    let e = expect_v3(51, false);
+    let peers = [src];
+    let e = unicast(expect_v3(51, false), &peers);
     assert_eq!(decode(&m, src, peer, 255, &e).unwrap().1, Some(Checksum::PseudoHeader));
     // Summed as if sent to the group (old keepalived unicast): refused.
     let old = encode(&advert, src, v4(GROUP4), Checksum::PseudoHeader, None);
@@ -214,7 +220,9 @@ fn round_trips() {
         let m = encode(&advert, src, dst, checksum, pass);
         let ipv6 = src.is_ipv6();
         assert_eq!(m.len(), message_len(advert.version, ipv6, advert.addresses.len()));
-        let expect = Expect { version: advert.version, vrid: advert.vrid, ipv6, auth_pass: pass };
+        let peers = [src];
+        let multicast = Expect { version: advert.version, vrid: advert.vrid, ipv6, auth_pass: pass, peers: Peers::Multicast };
+        let expect = if is_group(dst) { multicast } else { unicast(multicast, &peers) };
         let (decoded, variant) = decode(&m, src, dst, 255, &expect).unwrap_or_else(|e| panic!("{advert:?}: {e}"));
         assert_eq!(decoded, advert);
         let expected_variant = (advert.version == 3 && !ipv6).then_some(checksum);
@@ -315,9 +323,18 @@ fn every_reason_is_produced() {
     check(Invalid::Family, decode(&m3, v6("fe80::1"), v6(GROUP6), 255, &e3));
     check(Invalid::Family, decode(&m3, src, v6(GROUP6), 255, &e3));
     check(Invalid::Family, decode(&m3, v6("fe80::1"), v6(GROUP6), 255, &Expect { ipv6: true, ..e2 }));
-    // TTL: anything but 255 to the group; a unicast advert may have crossed a router.
+    // TTL: anything but 255, to the group or not; for a unicast instance, below its minimum.
     check(Invalid::Ttl, decode(&m3, src, dst, 254, &e3));
-    assert_ne!(decode(&m3, src, v4("192.168.1.11"), 64, &e3).err(), Some(Invalid::Ttl));
+    check(Invalid::Ttl, decode(&m3, src, v4("192.168.1.11"), 64, &e3));
+    let peers = [src];
+    check(Invalid::Ttl, decode(&m3, src, dst, 254, &unicast(e3, &peers)));
+    // Destination: a multicast instance's advert sent unicast (the pseudo-header sum holds
+    // the destination, so the forgery's checksum is right for it).
+    let mut to_me = m3.clone();
+    refresh_checksum(&mut to_me, src, v4("192.168.1.11"), true);
+    check(Invalid::Destination, decode(&to_me, src, v4("192.168.1.11"), 255, &e3));
+    // Unknown source: a unicast instance's advert from anyone but its peers.
+    check(Invalid::UnknownSource, decode(&m3, src, dst, 255, &unicast(e3, &[v4("192.168.1.12")])));
     // Truncated: empty, short header, short address list, v2 without its auth data.
     check(Invalid::Truncated, decode(&[], src, dst, 255, &e3));
     check(Invalid::Truncated, decode(&m3[..7], src, dst, 255, &e3));
@@ -372,9 +389,67 @@ fn every_reason_is_produced() {
 }
 
 #[test]
+fn a_multicast_instance_takes_ttl_255_adverts_to_the_group_only() {
+    let e = expect_v3(51, false);
+    let (src, me, vip) = (v4("192.168.1.10"), v4("192.168.1.11"), v4("192.168.1.1"));
+    let a = advert_v3(vec![vip]);
+    let to = |dst: IpAddr| encode(&a, src, dst, Checksum::PseudoHeader, None);
+    assert!(decode(&to(v4(GROUP4)), src, v4(GROUP4), 255, &e).is_ok());
+    // Off the link (a router decremented it), or sent with a host's default TTL.
+    for ttl in [0, 1, 64, 128, 254] {
+        assert_eq!(decode(&to(v4(GROUP4)), src, v4(GROUP4), ttl, &e), Err(Invalid::Ttl), "ttl {ttl}");
+        assert_eq!(decode(&to(me), src, me, ttl, &e), Err(Invalid::Ttl), "unicast, ttl {ttl}");
+    }
+    // Unicast to this node or to a virtual address, even with TTL 255 and a right checksum.
+    assert_eq!(decode(&to(me), src, me, 255, &e), Err(Invalid::Destination));
+    assert_eq!(decode(&to(vip), src, vip, 255, &e), Err(Invalid::Destination));
+    // Another multicast group is not the VRRP one.
+    let other = v4("224.0.0.5");
+    assert_eq!(decode(&to(other), src, other, 255, &e), Err(Invalid::Destination));
+    // IPv6: hop limit and group alike.
+    let e6 = expect_v3(51, true);
+    let (s6, me6) = (v6("fe80::1"), v6("fe80::2"));
+    let a6 = advert_v3(vec![v6("2001:db8::100")]);
+    let m6 = encode(&a6, s6, v6(GROUP6), Checksum::PseudoHeader, None);
+    assert!(decode(&m6, s6, v6(GROUP6), 255, &e6).is_ok());
+    assert_eq!(decode(&m6, s6, v6(GROUP6), 254, &e6), Err(Invalid::Ttl));
+    let u6 = encode(&a6, s6, me6, Checksum::PseudoHeader, None);
+    assert_eq!(decode(&u6, s6, me6, 255, &e6), Err(Invalid::Destination));
+}
+
+#[test]
+fn a_unicast_instance_takes_its_peers_only_at_its_minimum_ttl() {
+    let (peer, me, stranger) = (v4("192.168.1.10"), v4("192.168.1.11"), v4("192.168.1.66"));
+    let a = advert_v3(vec![v4("192.168.1.1")]);
+    let peers = [v4("198.51.100.10"), peer];
+    let e = unicast(expect_v3(51, false), &peers);
+    let from = |src: IpAddr| encode(&a, src, me, Checksum::PseudoHeader, None);
+    assert!(decode(&from(peer), peer, me, 255, &e).is_ok());
+    // TTL 255 by default, as on a multicast link.
+    assert_eq!(decode(&from(peer), peer, me, 254, &e), Err(Invalid::Ttl));
+    // Anyone else, with a perfect advert.
+    assert_eq!(decode(&from(stranger), stranger, me, 255, &e), Err(Invalid::UnknownSource));
+    // A peer that multicasts is still a peer.
+    let m = encode(&a, peer, v4(GROUP4), Checksum::PseudoHeader, None);
+    assert!(decode(&m, peer, v4(GROUP4), 255, &e).is_ok());
+    // min_ttl lowered for a peer two routers away: 253 passes, 252 does not; strangers stay out.
+    let far = peers[0];
+    let routed = Expect { peers: Peers::Unicast { peers: &peers, min_ttl: 253 }, ..e };
+    assert!(decode(&from(far), far, me, 253, &routed).is_ok());
+    assert_eq!(decode(&from(far), far, me, 252, &routed), Err(Invalid::Ttl));
+    assert_eq!(decode(&from(stranger), stranger, me, 255, &routed), Err(Invalid::UnknownSource));
+    // min_ttl 1: the check is off.
+    let off = Expect { peers: Peers::Unicast { peers: &peers, min_ttl: 1 }, ..e };
+    assert!(decode(&from(far), far, me, 1, &off).is_ok());
+}
+
+#[test]
 fn reasons_have_stable_distinct_names() {
     let names: Vec<&str> = Invalid::ALL.iter().map(|r| r.as_str()).collect();
-    assert_eq!(names, ["ttl", "truncated", "version", "type", "length", "checksum", "vrid", "auth", "family", "interval"]);
+    assert_eq!(
+        names,
+        ["ttl", "truncated", "version", "type", "length", "checksum", "vrid", "auth", "family", "interval", "destination", "unknown_source"]
+    );
     let messages: HashSet<String> = Invalid::ALL.iter().map(ToString::to_string).collect();
     assert_eq!(messages.len(), Invalid::ALL.len());
 }
@@ -439,7 +514,8 @@ fn the_decoder_never_panics() {
     let e6 = expect_v3(51, true);
     let e2 = expect_v2(51, Some(b"secret"));
     let e2n = expect_v2(51, None);
-    let expects = [e3, e6, e2, e2n];
+    let peers = [src4];
+    let expects = [e3, e6, e2, e2n, unicast(e3, &peers)];
     let addresses = [(src4, dst4), (s6, d6), (src4, v4("192.168.1.11"))];
 
     // Every truncation of valid packets, to every kind of receiver.
