@@ -289,6 +289,7 @@ pub(super) fn check_instances(report: &mut Report, instances: &[VrrpConfig], vip
     let mut names: HashMap<&str, usize> = HashMap::new();
     let mut ids: HashMap<(&str, u8, bool), usize> = HashMap::new();
     let mut vmacs: HashMap<(u8, bool), usize> = HashMap::new();
+    let mut vmacs_on: HashMap<&str, usize> = HashMap::new();
     for i in instances {
         if let Some(first) = names.insert(&i.name, i.line) {
             report.error(i.line, format!("duplicate vrrp_instance name \"{}\" (also at line {first})", i.name));
@@ -299,6 +300,21 @@ pub(super) fn check_instances(report: &mut Report, instances: &[VrrpConfig], vip
                 report.error(
                     i.line,
                     format!("use_vmac: vrid {} has a virtual MAC already (line {first}); one virtual MAC per vrid and family", i.vrid),
+                );
+            }
+            // The data plane takes the interface's own MAC and at most MAX_LOCAL_MACS - 1
+            // virtual ones as this node's: a further one would never be balanced.
+            let on = vmacs_on.entry(&i.interface).or_default();
+            *on += 1;
+            if *on == lb_common::MAX_LOCAL_MACS {
+                report.error(
+                    i.line,
+                    format!(
+                        "use_vmac: {} instances with a virtual MAC on {}; at most {} fit beside the interface's own MAC",
+                        *on,
+                        i.interface,
+                        lb_common::MAX_LOCAL_MACS - 1
+                    ),
                 );
             }
         }
@@ -439,5 +455,23 @@ mod tests {
         assert!(all.contains("vrid 1 is used twice on eth0"), "{all}");
         let warning = e.diagnostics.iter().find(|d| d.severity == Severity::Warning && d.message.contains("no node will hold it"));
         assert!(warning.is_some(), "{all}");
+    }
+}
+
+#[cfg(test)]
+mod vmac_limit_tests {
+    #[test]
+    fn a_fourth_virtual_mac_on_one_interface_is_refused() {
+        let instance = |n: u8| {
+            format!(
+                "[[vrrp_instance]]\nname = \"v{n}\"\ninterface = \"eth0\"\nvrid = {n}\nuse_vmac = true\nvirtual_addresses = [\"203.0.113.{}\"]\n",
+                100 + n
+            )
+        };
+        let head = "[agent]\ninterfaces = [\"eth0\"]\n";
+        let three: String = (1..=3).map(instance).collect();
+        assert!(crate::config::parse("t.toml", &format!("{head}{three}")).is_ok());
+        let err = crate::config::parse("t.toml", &format!("{head}{three}{}", instance(4))).unwrap_err().to_string();
+        assert!(err.contains("use_vmac: 4 instances with a virtual MAC on eth0; at most 3 fit"), "{err}");
     }
 }
