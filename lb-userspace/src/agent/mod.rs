@@ -3,32 +3,33 @@
 //! down again on shutdown. It is the only writer of the maps.
 
 mod apply;
+mod faults;
 mod reload;
 mod runtime;
+mod start;
 mod status;
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
     future::Future,
     net::IpAddr,
-    path::{Path, PathBuf},
+    path::PathBuf,
     sync::{Arc, Mutex},
     time::Duration,
 };
 
-use aya::programs::XdpMode;
 use lb_common::Backend;
 use sd_notify::{notify as sd_notify, NotifyState};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::{
-    config::{self, Config, InterfaceInfo},
+    config::InterfaceInfo,
     control::{self, Pending, Request, Response},
-    dataplane::{Dataplane, DataplaneError, Sizes},
+    dataplane::{Dataplane, DataplaneError},
     flowscan::{Doomed, Done, FlowScanner},
     health::{CheckSpec, Health, Intervals, Monitor, MonitorStats, Params, Transition},
-    model::{Model, ModelError, Slots, TableMode},
+    model::{Model, ModelError, TableMode},
     net::{format_mac, NeighbourEvent, NeighbourEvents, Net, NetError},
     vrrp::{LocalMac, Vrrp},
 };
@@ -166,25 +167,6 @@ pub struct Agent {
     purging: HashSet<u32>,
 }
 
-/// Raises the soft limit on open descriptors to what `checks` health checks running at once
-/// need (two each, with room for the rest), as far as the hard limit allows, and says so: a
-/// check that finds no descriptor is this node's problem, not the backend's.
-fn raise_descriptor_limit(checks: usize) {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    let wanted = 2 * checks as u64 + 256;
-    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else { return };
-    let new = wanted.max(soft).min(hard);
-    if new != soft {
-        match setrlimit(Resource::RLIMIT_NOFILE, new, hard) {
-            Ok(()) => info!("descriptor limit raised from {soft} to {new} for {checks} health checks"),
-            Err(e) => warn!("raising the descriptor limit to {new}: {e}"),
-        }
-    }
-    if hard < wanted {
-        warn!("descriptor hard limit {hard} is below the {wanted} that {checks} health checks want: checks may fail locally (counted apart)");
-    }
-}
-
 /// Tells systemd (Type=notify) where the agent stands; a no-op outside systemd.
 fn notify(state: &[NotifyState]) {
     if let Err(e) = sd_notify(state) {
@@ -192,182 +174,7 @@ fn notify(state: &[NotifyState]) {
     }
 }
 
-/// Makes sure `pin_path` lies on a bpf filesystem, mounting one at /sys/fs/bpf if that is
-/// where it should be and nothing is mounted there yet.
-fn ensure_bpffs(pin_path: &Path) -> Result<()> {
-    const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
-    let err = |message: String| AgentError::Bpffs { path: pin_path.display().to_string(), message };
-    let existing = pin_path.ancestors().find(|p| p.exists()).unwrap_or(Path::new("/"));
-    let fs = nix::sys::statfs::statfs(existing).map_err(|e| err(format!("statfs {}: {e}", existing.display())))?;
-    if fs.filesystem_type().0 as i64 == BPF_FS_MAGIC {
-        return Ok(());
-    }
-    let bpffs = Path::new("/sys/fs/bpf");
-    if !pin_path.starts_with(bpffs) {
-        return Err(err(format!("{} is not on a bpf filesystem; mount one (mount -t bpf bpf DIR)", existing.display())));
-    }
-    std::fs::create_dir_all(bpffs).map_err(|e| err(format!("creating {}: {e}", bpffs.display())))?;
-    // mode=0700: only root may open what is pinned there.
-    nix::mount::mount(Some("bpf"), bpffs, Some("bpf"), nix::mount::MsFlags::empty(), Some("mode=0700"))
-        .map_err(|e| err(format!("mount -t bpf bpf {}: {e}", bpffs.display())))?;
-    info!("mounted bpffs at {}", bpffs.display());
-    // Under `ip netns exec` (or any private mount namespace) this bpffs lives only as long as
-    // the namespace's processes: the pins go with the agent.
-    let ns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok();
-    if ns("self") != ns("1") {
-        warn!(
-            "{} was mounted in a private mount namespace: the pins die with this agent, so a restart \
-             will not be hitless; mount bpffs in the host's namespace (mount -t bpf bpf /sys/fs/bpf) before starting",
-            bpffs.display()
-        );
-    }
-    Ok(())
-}
-
 impl Agent {
-    /// Loads and attaches the data plane for `cfg`. Interfaces and backends are checked against
-    /// this host first; the maps are complete before the program sees its first packet.
-    pub async fn start(cfg: Config) -> Result<Agent> {
-        control::ensure_free(&cfg.agent.control_socket)?;
-        let net = Net::new()?;
-        let interfaces = net.interfaces().await?;
-        if let Some(problems) = config::environment_errors(&cfg, &interfaces) {
-            return Err(AgentError::Environment(problems));
-        }
-        let attached: Vec<InterfaceInfo> = cfg
-            .agent
-            .interfaces
-            .iter()
-            .filter_map(|name| interfaces.iter().find(|i| &i.name == name).cloned())
-            .collect();
-
-        ensure_bpffs(&cfg.agent.pin_path)?;
-        let sizes = Sizes { flow_table: cfg.agent.flow_table_size, max_services: cfg.agent.max_services };
-        let (dp, adoption) = Dataplane::load(sizes, Some(&cfg.agent.pin_path))?;
-        if !adoption.adopted.is_empty() {
-            info!("adopted pinned maps of an earlier agent: {}", adoption.adopted.join(", "));
-        }
-        for r in &adoption.replaced {
-            warn!("replaced pinned map {r}");
-        }
-        // Who holds which service id and backend slot, as the earlier agent's maps say: every
-        // service and backend still configured keeps them, so their flows stay theirs.
-        let inherited = dp.assigned_backends()?;
-        let held = Slots::from_maps(dp.service_ids(), inherited.iter().copied());
-        let model_cfg = cfg.clone();
-        if !held.is_empty() {
-            info!(
-                "took over {} services and {} backends from the pinned maps",
-                held.services().count(),
-                held.backends().count()
-            );
-        }
-        let events = Some(NeighbourEvents::subscribe()?);
-        let mut agent = Agent {
-            model: Model::adopted(&cfg.agent, &held),
-            config_file: PathBuf::from(&cfg.file),
-            file_text: String::new(),
-            runtime: Vec::new(),
-            dp,
-            net,
-            attached,
-            backends: BTreeMap::new(),
-            inherited: inherited.into_iter().collect(),
-            carried: HashSet::new(),
-            stop_requested: None,
-            hangup: Some(
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-                    .map_err(|e| AgentError::Environment(format!("installing the SIGHUP handler: {e}")))?,
-            ),
-            events,
-            modes: HashMap::new(),
-            checked: Vec::new(),
-            check_stats: Arc::default(),
-            vrrp: None,
-            vrrp_macs: None,
-            prog_id: 0,
-            dataplane_fault: false,
-            faults: Default::default(),
-            resync: None,
-            scanner: None,
-            purging: HashSet::new(),
-        };
-        let fresh = adoption.adopted.is_empty();
-        if let Err(e) = agent.bring_up(model_cfg, &held, &interfaces).await {
-            agent.abandon(fresh).await;
-            return Err(e);
-        }
-        agent.resolve_backends(false).await;
-        Ok(agent)
-    }
-
-    /// Brings the data plane to `cfg` (with the runtime changes kept), attaches, adds the VIPs
-    /// and starts VRRP: the part of a start that can fail with something attached.
-    async fn bring_up(&mut self, cfg: Config, held: &Slots, interfaces: &[InterfaceInfo]) -> Result<()> {
-        for iface in &self.attached {
-            self.dp.add_egress(iface.ifindex)?;
-            // Before attaching: from its first packet the program balances only frames sent to
-            // this node (a flooded or promiscuously received frame for another host passes).
-            if iface.mac != [0; 6] {
-                self.dp.set_local_macs(iface.ifindex, &[iface.mac])?;
-            }
-        }
-        // Runtime changes an earlier agent kept apply on top of the file.
-        let text = std::fs::read_to_string(&cfg.file).unwrap_or_default();
-        let running = self.adopt_runtime(cfg, text);
-        let model = Model::new(&running, held)?;
-        raise_descriptor_limit(model.checks().len());
-        let neighbours = self.net.neighbours().await?;
-        self.apply(model, interfaces, &neighbours)?;
-        // Flows an earlier agent left for what this configuration does not have would be
-        // forwarded as they are: the program takes a known flow's backend directly.
-        self.sweep_flows(&[])?;
-        self.dp.set_vips(&self.model.vips())?;
-
-        let mode = match self.model.agent.xdp_mode {
-            config::XdpMode::Native => XdpMode::Driver,
-            config::XdpMode::Generic => {
-                warn!("xdp_mode = \"generic\": XDP runs in the kernel's stack, far slower than native mode");
-                XdpMode::Skb
-            }
-        };
-        for iface in self.attached.clone() {
-            self.dp.attach(&iface.name, mode)?;
-            info!("attached to {} (index {}, {:?} mode)", iface.name, iface.ifindex, mode);
-        }
-        if self.model.agent.assign_vips {
-            let first = self.attached[0].ifindex;
-            for vip in self.model.vips() {
-                if self.net.add_address(first, vip).await? {
-                    info!("added VIP {vip} to {}", self.attached[0].name);
-                }
-            }
-        }
-        self.prog_id = self.dp.program().info().map_err(DataplaneError::from)?.id();
-        if !self.model.vrrp.is_empty() {
-            // Only once the data plane forwards: a node must not become master before.
-            let (tx, rx) = mpsc::unbounded_channel();
-            self.vrrp = Some(Vrrp::start(&self.model.vrrp, interfaces, tx).await?);
-            self.vrrp_macs = Some(rx);
-            info!("VRRP: {} instance(s) started", self.model.vrrp.len());
-        }
-        Ok(())
-    }
-
-    /// A start that failed part way: a fresh start leaves nothing attached or pinned that it
-    /// made; a start that adopted an earlier agent's pins leaves them forwarding as they were.
-    async fn abandon(mut self, fresh: bool) {
-        if let Some(vrrp) = self.vrrp.take() {
-            vrrp.shutdown().await;
-        }
-        if !fresh {
-            warn!("start failed: the pinned program and maps of the earlier agent go on forwarding");
-            return;
-        }
-        if let Err(e) = self.stop(Stop::Full).await {
-            warn!("cleaning up after the failed start: {e}");
-        }
-    }
 
     /// The health checks, in the order of `self.checked`. A backend starts in the state the
     /// agent holds for it (one an earlier agent forwarded to starts up). Those in `carried`
@@ -607,44 +414,6 @@ impl Agent {
         stopped
     }
 
-    /// A map write failed: forwarding goes on as it is; the maps are written again after a
-    /// backoff, and meanwhile a VRRP master steps down (the node may forward stale state).
-    fn out_of_sync(&mut self, during: &str, e: &dyn std::fmt::Display) {
-        self.faults.map_write_failures += 1;
-        self.faults.last_error = Some(format!("{during}: {e}"));
-        warn!("{during}: {e}; the maps are written again in a moment");
-        if self.resync.is_none() {
-            self.resync = Some((tokio::time::Instant::now() + RESYNC_FIRST, RESYNC_FIRST));
-            self.faults.out_of_sync = true;
-            if let Some(v) = &self.vrrp {
-                v.set_fault(SYNC_FAULT, true);
-            }
-        }
-    }
-
-    /// Writes every map for the model again (each write is idempotent); on success the fault
-    /// clears, otherwise the next try waits twice as long (up to 5 s).
-    fn resync(&mut self) {
-        let Some((_, wait)) = self.resync else { return };
-        match self.write_all() {
-            Ok(()) => {
-                info!("data plane in the desired state again");
-                self.resync = None;
-                self.faults.out_of_sync = false;
-                if let Some(v) = &self.vrrp {
-                    v.set_fault(SYNC_FAULT, false);
-                }
-            }
-            Err(e) => {
-                self.faults.map_write_failures += 1;
-                self.faults.last_error = Some(format!("writing the maps again: {e}"));
-                let wait = (wait * 2).min(RESYNC_MAX);
-                warn!("writing the maps again: {e}; next try in {wait:?}");
-                self.resync = Some((tokio::time::Instant::now() + wait, wait));
-            }
-        }
-    }
-
     /// A flow removal finished: its freed slots may be handed out again.
     fn scanned(&mut self, done: Done) {
         match done.doomed {
@@ -674,53 +443,6 @@ impl Agent {
                 }
             }
             Err(e) => warn!("status: {e}"),
-        }
-    }
-
-    /// A VRRP master's virtual MAC comes or goes. A failure is logged: the master then
-    /// does not forward what is sent to that MAC, which the data plane counts.
-    fn apply_local_mac(&mut self, mut m: LocalMac) {
-        let result = if m.add { self.dp.add_local_mac(m.ifindex, m.mac) } else { self.dp.remove_local_mac(m.ifindex, m.mac) };
-        if let Some(done) = m.done.take() {
-            let _ = done.send(());
-        }
-        match result {
-            Ok(()) => info!("data plane: virtual MAC {} {} interface {}", format_mac(&m.mac), if m.add { "taken on" } else { "released from" }, m.ifindex),
-            Err(e) => warn!("{e}"),
-        }
-    }
-
-    /// With VRRP: raises the data plane fault while the program is not attached to every
-    /// interface (someone detached it, an interface went away), clears it when it is back.
-    async fn check_dataplane(&mut self) {
-        let mut problem = None;
-        for iface in &self.attached {
-            match self.net.link(iface.ifindex).await {
-                Ok(Some(state)) if state.xdp_prog == Some(self.prog_id) => {}
-                Ok(Some(state)) => {
-                    problem = Some(match state.xdp_prog {
-                        Some(other) => format!("{}: program {other} attached instead of ours ({})", iface.name, self.prog_id),
-                        None => format!("{}: XDP program not attached", iface.name),
-                    })
-                }
-                Ok(None) => problem = Some(format!("{}: interface gone", iface.name)),
-                // A failed query says nothing about the data plane: keep the last verdict.
-                Err(e) => {
-                    warn!("checking the data plane on {}: {e}", iface.name);
-                    return;
-                }
-            }
-        }
-        let faulted = problem.is_some();
-        if faulted != self.dataplane_fault {
-            self.dataplane_fault = faulted;
-            match &problem {
-                Some(p) => warn!("data plane not forwarding ({p}): VRRP instances go to FAULT"),
-                None => info!("data plane forwarding again: VRRP fault cleared"),
-            }
-            if let Some(v) = &self.vrrp {
-                v.set_fault(DATAPLANE_FAULT, faulted);
-            }
         }
     }
 
