@@ -140,7 +140,8 @@ async fn http_exchange(addr: SocketAddr, check: &HttpCheck) -> Result<(), Reason
 
 /// Reads a backend's HTTP response from `stream` and judges it as [`http_get`] does: the
 /// status line and header fields (interim 1xx responses skipped), the status, then the body
-/// if `expect_body` is set. Public for the fuzz target (fuzz/fuzz_targets/http_response.rs).
+/// if `expect_body` is set. The verdict depends only on the bytes, never on how the reads cut
+/// them. Public for the fuzz target (fuzz/fuzz_targets/http_response.rs).
 pub async fn read_response<S: AsyncRead + Unpin>(stream: S, check: &HttpCheck) -> Result<(), Reason> {
     let mut r = Reader { stream, buf: Vec::with_capacity(4096), start: 0, eof: false };
     let head = loop {
@@ -230,10 +231,14 @@ impl<S: AsyncRead + Unpin> Reader<S> {
     }
 
     /// Consumes one line (up to and including its `\n`) and returns it without `\r\n`; `None`
-    /// at the end of the connection before a complete line.
+    /// at the end of the connection before a complete line. A line of more than `cap` bytes
+    /// before its `\n` fails, whether its end came in the same read or not.
     async fn line(&mut self, cap: usize) -> Result<Option<Vec<u8>>, Reason> {
         loop {
             if let Some(i) = self.pending().iter().position(|&b| b == b'\n') {
+                if i > cap {
+                    return Err(bad("line too long"));
+                }
                 let mut line = self.pending()[..i].to_vec();
                 if line.last() == Some(&b'\r') {
                     line.pop();
