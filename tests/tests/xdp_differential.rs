@@ -535,6 +535,13 @@ fn run(dp: &mut Dataplane, ingress: u32, frame: &[u8]) -> (u32, Vec<u8>) {
     (result.return_value, out)
 }
 
+/// Writes a line of the test's report straight to stderr: libtest captures what `println!`
+/// and `eprintln!` print in a passing test, and the counts are worth seeing every run.
+fn report(line: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "xdp_differential: {line}");
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -652,8 +659,8 @@ fn differ(dp: &mut Dataplane, maps: &Maps, links: &Links) {
             eprintln!("DISAGREEMENT: {what} {index} counted {got:?}, the model {want:?}");
         }
     }
-    println!("xdp_differential: {FRAMES} frames in {:.1} s, {disagreements} disagreements", started.elapsed().as_secs_f64());
-    println!("xdp_differential: verdicts {verdicts:?}");
-    println!("xdp_differential: events {events:?}");
+    report(&format!("{FRAMES} frames in {:.1} s, {disagreements} disagreements", started.elapsed().as_secs_f64()));
+    report(&format!("verdicts {verdicts:?}"));
+    report(&format!("events {events:?}"));
     assert_eq!(disagreements, 0, "the program and its model disagree (frames above)");
 }
