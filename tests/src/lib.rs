@@ -23,6 +23,7 @@ use nix::sched::{setns, unshare, CloneFlags};
 
 pub mod frames;
 pub mod pair;
+pub mod reference;
 pub mod scenario;
 pub mod traffic;
 pub mod unit;

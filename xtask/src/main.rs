@@ -1,6 +1,7 @@
-//! `cargo xtask`: build, run, lab, test. Each command installs what it needs first.
+//! `cargo xtask`: build, run, lab, test, fuzz. Each command installs what it needs first.
 
 mod bench;
+mod fuzz;
 mod lab;
 mod package;
 mod setup;
@@ -8,6 +9,7 @@ mod setup;
 use std::{
     path::PathBuf,
     process::{Command, ExitCode},
+    time::Instant,
 };
 
 use anyhow::{bail, Context as _, Result};
@@ -46,11 +48,22 @@ enum Cmd {
         debug: bool,
     },
     /// The whole test suite: unit tests, XDP program tests and lab tests (as root), and the
-    /// package's test on a .deb of the debug binary.
+    /// package's test on a .deb of the debug binary; then every fuzz target for 15 s
+    /// (`XLB_FUZZ_SECONDS` changes that, 0 skips them).
     Test {
         /// Extra arguments for `cargo test` (a test name filter, for instance).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+    /// Run the fuzz targets under fuzz/ (cargo-fuzz, nightly), each for a while, keeping what
+    /// they find in fuzz/corpus/<target>; a crash fails, its input left in fuzz/artifacts/.
+    Fuzz {
+        /// How long each target runs.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Only this target (vrrp_decode, config_parse, http_response, config_edit).
+        #[arg(long)]
+        target: Option<String>,
     },
     /// The benchmarks (as root): the XDP program's cost, the forwarding rate, HTTP end to end
     /// against HAProxy and nginx, the control plane and the health checker. Prints the table
@@ -123,9 +136,31 @@ fn test(args: &[String]) -> Result<()> {
     if skipped > 0 {
         println!("xtask: {skipped} privileged tests were SKIPPED (not root, XLB_SKIP_PRIVILEGED=1)");
     }
+    // Even after failed tests, so that one run says everything.
+    let fuzzed = fuzz_briefly();
     if !status.success() {
-        bail!("tests failed");
+        bail!("tests failed{}", fuzzed.err().map(|e| format!("; {e:#}")).unwrap_or_default());
     }
+    fuzzed
+}
+
+/// Seconds each fuzz target runs in `cargo xtask test`.
+const TEST_FUZZ_SECONDS: u64 = 15;
+
+/// `cargo xtask test`'s fuzz stage: every target for `XLB_FUZZ_SECONDS` (default 15; 0 skips).
+fn fuzz_briefly() -> Result<()> {
+    let seconds = match std::env::var("XLB_FUZZ_SECONDS") {
+        Ok(s) => s.parse().with_context(|| format!("XLB_FUZZ_SECONDS={s:?} is not a number of seconds"))?,
+        Err(_) => TEST_FUZZ_SECONDS,
+    };
+    if seconds == 0 {
+        println!("xtask: fuzz targets SKIPPED (XLB_FUZZ_SECONDS=0)");
+        return Ok(());
+    }
+    let started = Instant::now();
+    let runs = fuzz::fuzz(seconds, fuzz::TARGETS)?;
+    let executions: u64 = runs.iter().map(|r| r.executions).sum();
+    println!("xtask: fuzz stage: {} targets, {executions} executions, no crash, in {:.0} s", runs.len(), started.elapsed().as_secs_f64());
     Ok(())
 }
 
@@ -134,6 +169,7 @@ fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Cmd::Setup => setup::toolchain()
             .and_then(|()| setup::cargo_deb())
+            .and_then(|()| setup::cargo_fuzz())
             .and_then(|()| setup::packages(setup::PACKAGE_PACKAGES))
             .and_then(|()| setup::packages(setup::LAB_PACKAGES))
             .and_then(|()| setup::packages(setup::TEST_PACKAGES))
@@ -143,6 +179,7 @@ fn main() -> ExitCode {
         Cmd::Lab => lab::demo(),
         Cmd::Package { debug } => package::package(!debug).map(drop),
         Cmd::Test { args } => test(&args),
+        Cmd::Fuzz { seconds, target } => fuzz::command(seconds, target.as_deref()),
         Cmd::Bench { quick, only } => bench::bench(quick, only.as_deref()),
     };
     match result {

@@ -80,6 +80,16 @@ pub fn cargo_deb() -> Result<()> {
     Ok(())
 }
 
+/// cargo-fuzz, which `cargo xtask fuzz` (and so `cargo xtask test`) runs the libFuzzer targets
+/// under fuzz/ with.
+pub fn cargo_fuzz() -> Result<()> {
+    if !have("cargo-fuzz") {
+        println!("xtask: installing cargo-fuzz (builds and runs the fuzz targets under fuzz/ with libFuzzer on nightly; about a minute, once)");
+        cmd(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))?;
+    }
+    Ok(())
+}
+
 /// Debian packages, as (command that proves it is there, package, why).
 pub const LAB_PACKAGES: &[(&str, &str, &str)] = &[
     ("ip", "iproute2", "network namespaces, veth and bridges for the lab"),

@@ -21,7 +21,7 @@ use std::{
 };
 
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
+    io::{AsyncRead, AsyncReadExt, AsyncWriteExt},
     net::{TcpStream, UdpSocket},
     time::{timeout as within, Instant},
 };
@@ -134,6 +134,14 @@ pub async fn http_get(addr: SocketAddr, check: &HttpCheck, timeout: Duration) ->
 async fn http_exchange(addr: SocketAddr, check: &HttpCheck) -> Result<(), Reason> {
     let mut stream = TcpStream::connect(addr).await.map_err(|e| Reason::from_io(&e, "connect"))?;
     stream.write_all(check.request(addr).as_bytes()).await.map_err(|e| Reason::from_io(&e, "sending HTTP request"))?;
+    read_response(stream, check).await
+}
+
+/// Reads a backend's HTTP response from `stream` and judges it as [`http_get`] does: the
+/// status line and header fields (interim 1xx responses skipped), the status, then the body
+/// if `expect_body` is set. The verdict depends only on the bytes, never on how the reads cut
+/// them. Public for the fuzz target (fuzz/fuzz_targets/http_response.rs).
+pub async fn read_response<S: AsyncRead + Unpin>(stream: S, check: &HttpCheck) -> Result<(), Reason> {
     let mut r = Reader { stream, buf: Vec::with_capacity(4096), start: 0, eof: false };
     let head = loop {
         let head = r.head().await?;
@@ -180,8 +188,8 @@ struct Head {
 }
 
 /// A buffered reader over the response: `buf[start..]` is read but not yet consumed.
-struct Reader {
-    stream: TcpStream,
+struct Reader<S> {
+    stream: S,
     buf: Vec<u8>,
     start: usize,
     eof: bool,
@@ -197,7 +205,7 @@ fn excerpt(bytes: &[u8]) -> String {
     format!("{:?}", s.trim_end())
 }
 
-impl Reader {
+impl<S: AsyncRead + Unpin> Reader<S> {
     fn pending(&self) -> &[u8] {
         &self.buf[self.start..]
     }
@@ -222,10 +230,14 @@ impl Reader {
     }
 
     /// Consumes one line (up to and including its `\n`) and returns it without `\r\n`; `None`
-    /// at the end of the connection before a complete line.
+    /// at the end of the connection before a complete line. A line of more than `cap` bytes
+    /// before its `\n` fails, whether its end came in the same read or not.
     async fn line(&mut self, cap: usize) -> Result<Option<Vec<u8>>, Reason> {
         loop {
             if let Some(i) = self.pending().iter().position(|&b| b == b'\n') {
+                if i > cap {
+                    return Err(bad("line too long"));
+                }
                 let mut line = self.pending()[..i].to_vec();
                 if line.last() == Some(&b'\r') {
                     line.pop();

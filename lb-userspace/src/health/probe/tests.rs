@@ -207,6 +207,26 @@ async fn http_body_beyond_the_cap_is_not_searched() {
     assert_eq!(http_get(addr, &expect_body("NEEDLE"), T).await, failed(Reason::BodyMissing("NEEDLE".into())));
 }
 
+/// `bytes` as a stream that hands out `piece` bytes a read.
+fn in_pieces(bytes: &'static [u8], piece: usize) -> Box<dyn AsyncRead + Unpin + Send> {
+    bytes.chunks(piece).fold(Box::new(tokio::io::empty()), |stream, p| Box::new(stream.chain(p)))
+}
+
+#[tokio::test]
+async fn http_verdict_does_not_depend_on_how_reads_cut_the_response() {
+    // Found by fuzz/fuzz_targets/http_response.rs: a line longer than its cap passed when its
+    // end came in the same read (a chunk's data followed by more than its CRLF; a status line
+    // past HTTP_HEAD_CAP) and failed when it did not.
+    let chunk_overrun: &'static [u8] = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nthy=1\r\n0\r\n\r\n";
+    let long_status = format!("HTTP/1.1 200 {}\r\n\r\n", "x".repeat(HTTP_HEAD_CAP)).into_bytes();
+    let long_status: &'static [u8] = Box::leak(long_status.into_boxed_slice());
+    for (response, check, piece) in [(chunk_overrun, expect_body("thy"), 1), (long_status, HttpCheck::new("/"), 1000)] {
+        let whole = read_response(response, &check).await;
+        assert_eq!(whole, read_response(in_pieces(response, piece), &check).await);
+        assert_eq!(whole, Err(bad("line too long")));
+    }
+}
+
 #[tokio::test]
 async fn http_interim_responses_are_skipped() {
     let response =
