@@ -114,48 +114,10 @@ fn expected(mut before: Vec<Service>, change: &Change) -> Vec<Service> {
     before
 }
 
-/// Whether toml_edit could write a service appended to the `[[service]]` list before a table
-/// of an earlier service, which would then become the new service's. Its encoder writes a
-/// table without a position right after the table it visits before it (depth first, in key
-/// order), not after the last one in the file; that is the same place unless a service has a
-/// table of one key between tables of another (a `[service.check]` between its backends).
-///
-/// A known bug of `apply`: `ServiceAdd` there re-homes the service's later backends (found by
-/// this target; the fix gives new tables explicit positions after every table of the file).
-/// Until it is in, a `ServiceAdd` on such a file is not run: remove this then.
-fn service_add_misplaces(text: &str) -> bool {
-    /// Visits `t` as the encoder does; true when a table comes after a later one.
-    fn out_of_order(t: &Table, max: &mut isize) -> bool {
-        if let (false, Some(p)) = (t.is_dotted(), t.position()) {
-            if p < *max {
-                return true;
-            }
-            *max = p;
-        }
-        t.iter().any(|(_, item)| match item {
-            Item::Table(t) => out_of_order(t, max),
-            Item::ArrayOfTables(list) => list.iter().any(|t| out_of_order(t, max)),
-            _ => false,
-        })
-    }
-    let Ok(doc) = text.parse::<DocumentMut>() else { return false };
-    let Some(services) = doc.get("service").and_then(|s| s.as_array_of_tables()) else { return false };
-    let mut max = 0;
-    for t in services.iter() {
-        if out_of_order(t, &mut max) {
-            return true;
-        }
-    }
-    false
-}
-
 fuzz_target!(|data: &[u8]| {
     let Some((control, text)) = data.split_at_checked(25) else { return };
     let Ok(text) = std::str::from_utf8(text) else { return };
     let changes: Vec<Change> = control[1..].chunks(8).take(usize::from(control[0] % 3) + 1).map(change).collect();
-    if changes.iter().any(|c| matches!(c, Change::ServiceAdd { .. })) && service_add_misplaces(text) {
-        return;
-    }
     let together = apply(text, &changes);
 
     // One change at a time, each checked against what it must do.

@@ -113,14 +113,20 @@ fn apply_one(doc: &mut DocumentMut, change: &Change) -> Result<(), String> {
         if find_service(doc, name).is_some() {
             return Err(format!("there is already a service \"{name}\""));
         }
+        // A table without a position is written right after the table visited before it,
+        // which need not be the file's last (a `[service.check]` between two backends, say):
+        // the new service and its backends go after every table of the file.
+        let end = last_position(doc.as_table());
         let mut table = Table::new();
+        table.set_position(Some(end + 1));
         table["name"] = value(name.as_str());
         table["vip"] = value(vip.to_string());
         table["port"] = value(i64::from(*port));
         table["protocol"] = value(protocol.as_str());
         let mut list = ArrayOfTables::new();
-        for address in backends {
+        for (i, address) in backends.iter().enumerate() {
             let mut b = Table::new();
+            b.set_position(Some(end + 2 + i as isize));
             b["address"] = value(address.to_string());
             list.push(b);
         }
@@ -160,6 +166,19 @@ fn apply_one(doc: &mut DocumentMut, change: &Change) -> Result<(), String> {
         (Change::BackendEnable { .. } | Change::ServiceAdd { .. } | Change::ServiceRemove { .. }, Some(_)) => {}
     }
     Ok(())
+}
+
+/// The largest position of `table` and the tables inside it, as parsed (0 for none).
+fn last_position(table: &Table) -> isize {
+    let mut last = table.position().unwrap_or(0);
+    for (_, item) in table.iter() {
+        match item {
+            Item::Table(t) => last = last.max(last_position(t)),
+            Item::ArrayOfTables(list) => list.iter().for_each(|t| last = last.max(last_position(t))),
+            _ => {}
+        }
+    }
+    last
 }
 
 /// A table's keys and values with those of the tables inside it (a table's own Display

@@ -113,3 +113,22 @@ fn the_subject_of_a_change_is_what_the_file_says_of_it() {
     let svc = Change::ServiceRemove { name: "dns".into() };
     assert!(svc.subject_in(FILE).unwrap().contains("203.0.113.13"));
 }
+
+/// Found by fuzzing: a service added after a file whose last service has another table
+/// between its backends must not take that service's later backends.
+#[test]
+fn a_service_added_goes_after_every_table_of_the_file() {
+    let text = "[agent]\ninterfaces = [\"eth0\"]\n[[service]]\nname = \"web\"\nvip = \"203.0.113.100\"\nport = 80\n\
+                [[service.backend]]\naddress = \"203.0.113.11\"\n[service.check]\ntype = \"tcp\"\n\
+                [[service.backend]]\naddress = \"203.0.113.12\"\n";
+    let add = Change::ServiceAdd {
+        name: "new".into(),
+        vip: ip("203.0.113.101"),
+        port: 80,
+        protocol: "tcp".into(),
+        backends: vec![ip("203.0.113.13")],
+    };
+    let cfg = parsed(&apply(text, &[add]).unwrap());
+    assert_eq!(weights(&cfg, "web"), [(ip("203.0.113.11"), 1), (ip("203.0.113.12"), 1)]);
+    assert_eq!(weights(&cfg, "new"), [(ip("203.0.113.13"), 1)]);
+}
