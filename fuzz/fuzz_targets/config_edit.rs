@@ -16,7 +16,7 @@ use std::net::IpAddr;
 
 use lb_userspace::config::edit::{apply, effective, Change};
 use libfuzzer_sys::fuzz_target;
-use toml_edit::{DocumentMut, Item, Table};
+use toml_edit::{DocumentMut, Table};
 
 /// Names of the shipped configurations' services, and a few odd ones.
 const NAMES: [&str; 9] = ["web4", "web6", "dns4", "dns6", "web", "dns", "new", "a \"quoted\" name", ""];

@@ -14,7 +14,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use lb_userspace::vrrp::packet::{decode, encode, Checksum, Expect, HEADER_LEN, V2_AUTH_LEN};
+use lb_userspace::vrrp::packet::{decode, encode, Checksum, Expect, Peers, HEADER_LEN, V2_AUTH_LEN};
 use libfuzzer_sys::fuzz_target;
 
 const CONTROL: usize = 45;
@@ -75,7 +75,11 @@ fuzz_target!(|data: &[u8]| {
     };
     let pass_len = usize::from(control[12] % 9);
     let pass = (pass_len > 0).then(|| &control[4..4 + pass_len]);
-    let expect = Expect { version: control[2], vrid: control[3], ipv6: v6 != (flags & 16 != 0), auth_pass: pass };
+    // With flags & 64 a unicast instance whose one peer is the advert's source (flags & 128)
+    // or another address, its min_ttl from control[12]; else a multicast instance.
+    let peer = [if flags & 128 != 0 { src } else { address(&control[29..45], v6) }];
+    let peers = if flags & 64 != 0 { Peers::Unicast { peers: &peer, min_ttl: control[12] | 1 } } else { Peers::Multicast };
+    let expect = Expect { version: control[2], vrid: control[3], ipv6: v6 != (flags & 16 != 0), auth_pass: pass, peers };
     let mut message = payload.to_vec();
     if flags & 4 != 0 && message.len() >= HEADER_LEN {
         let sum = checksum(&message, src, dst, flags & 8 != 0);
@@ -84,6 +88,12 @@ fuzz_target!(|data: &[u8]| {
 
     let Ok((advert, variant)) = decode(&message, src, dst, control[1], &expect) else { return };
 
+    // Only from the link, or from a peer: the rules of what VRRP trusts.
+    let ttl = control[1];
+    match expect.peers {
+        Peers::Multicast => assert!(ttl == 255 && dst.is_multicast(), "multicast instance took ttl {ttl} to {dst}"),
+        Peers::Unicast { peers, min_ttl } => assert!(peers.contains(&src) && ttl >= min_ttl, "unicast instance took {src} ttl {ttl}"),
+    }
     // What was accepted is what the receiver expects, and consistent with itself.
     assert_eq!((advert.version, advert.vrid), (expect.version, expect.vrid));
     assert_eq!(src.is_ipv6(), expect.ipv6);
