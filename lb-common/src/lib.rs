@@ -295,7 +295,7 @@ pub mod stat {
     pub const VERDICT_TX: u32 = 0;
     /// Forwarded with XDP_REDIRECT (backend behind another interface).
     pub const VERDICT_REDIRECT: u32 = 1;
-    /// Passed: not IPv4/IPv6 (ARP, LLDP, ...).
+    /// Passed: not IPv4/IPv6 (ARP, LLDP, ...) and not tagged.
     pub const PASS_NOT_IP: u32 = 2;
     /// Passed: IP but not addressed to a configured VIP/port/protocol (SSH, VRRP, health checks),
     /// or sent to a broadcast or multicast MAC on an interface with a `LOCAL_MACS` entry.
@@ -313,20 +313,23 @@ pub mod stat {
     pub const DROP_NO_BACKEND: u32 = 8;
     /// Dropped: the backend's egress interface refused the redirect.
     pub const DROP_REDIRECT_FAILED: u32 = 9;
+    /// Passed: an 802.1Q / 802.1ad tagged frame. Not balanced: attach xlb where frames arrive
+    /// untagged (the kernel gives it a VLAN device's traffic in generic mode only).
+    pub const PASS_VLAN: u32 = 10;
     /// Event: established flow found in the flow table.
-    pub const EVENT_FLOW_HIT: u32 = 10;
+    pub const EVENT_FLOW_HIT: u32 = 11;
     /// Event: new flow, backend chosen from the Maglev table and recorded.
-    pub const EVENT_FLOW_NEW: u32 = 11;
+    pub const EVENT_FLOW_NEW: u32 = 12;
     /// Event: a flow whose backend became unusable was moved to a new one.
-    pub const EVENT_FLOW_REBALANCED: u32 = 12;
+    pub const EVENT_FLOW_REBALANCED: u32 = 13;
     /// Event: IP fragment steered by the 3-tuple (no ports; no flow entry).
-    pub const EVENT_FRAGMENT: u32 = 13;
+    pub const EVENT_FRAGMENT: u32 = 14;
     /// Event: ICMP frag-needed / ICMPv6 packet-too-big sent to the backend of the flow it is about.
-    pub const EVENT_ICMP_TOO_BIG: u32 = 14;
+    pub const EVENT_ICMP_TOO_BIG: u32 = 15;
     /// Event: IPv4 packet with options forwarded (options are carried unchanged).
-    pub const EVENT_IPV4_OPTIONS: u32 = 15;
+    pub const EVENT_IPV4_OPTIONS: u32 = 16;
     /// Number of counters.
-    pub const COUNT: u32 = 16;
+    pub const COUNT: u32 = 17;
 
     /// Names as the agent prints them, in index order.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -340,6 +343,7 @@ pub mod stat {
         "pass_other_host",
         "drop_no_backend",
         "drop_redirect_failed",
+        "pass_vlan",
         "flow_hit",
         "flow_new",
         "flow_rebalanced",

@@ -18,6 +18,9 @@ const IPV4_MIN_LEN: usize = 20;
 const IPV6_LEN: usize = size_of::<Ipv6Hdr>();
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
+/// 802.1Q and 802.1ad (QinQ) tags.
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88a8;
 const TCP_MIN_LEN: usize = 20;
 const UDP_LEN: usize = 8;
 /// ICMP and ICMPv6 headers are 8 bytes before the quoted packet.
@@ -76,6 +79,9 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, u32> {
     // SAFETY: the pointer came from ptr_at, which checked it lies inside the frame.
     let ether_type = u16::from_be(unsafe { (*eth).ether_type });
     // Non-IP frames (ARP above all) leave before the MAC lookup: nothing of theirs is balanced.
+    if ether_type == ETH_P_8021Q || ether_type == ETH_P_8021AD {
+        return Err(stat::PASS_VLAN);
+    }
     if ether_type != ETH_P_IP && ether_type != ETH_P_IPV6 {
         return Err(stat::PASS_NOT_IP);
     }

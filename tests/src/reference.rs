@@ -7,7 +7,8 @@
 //!
 //! The rules, in the order the program applies them:
 //!
-//! 1. Ethernet type not IPv4 or IPv6 (ARP, a VLAN tag): `pass_not_ip`.
+//! 1. An 802.1Q / 802.1ad tag: `pass_vlan`; any other Ethernet type but IPv4 or IPv6 (ARP):
+//!    `pass_not_ip`.
 //! 2. An IP header that is cut short, of the wrong version, or whose lengths do not fit the
 //!    frame (IPv4: IHL below 5, total length below the header or past the frame; IPv6: the
 //!    payload length past the frame): `pass_malformed`. So is a TCP or UDP header (20 or 8
@@ -152,6 +153,7 @@ fn parse(f: &[u8]) -> Result<Packet, u32> {
     match be16(f, 12) {
         0x0800 => parse_v4(f),
         0x86dd => parse_v6(f),
+        0x8100 | 0x88a8 => Err(stat::PASS_VLAN),
         _ => Err(stat::PASS_NOT_IP),
     }
 }

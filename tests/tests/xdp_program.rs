@@ -442,6 +442,22 @@ fn arp_passes() {
     });
 }
 
+/// 802.1Q and 802.1ad tagged frames, even to a service, pass untouched and are counted apart.
+#[test]
+fn vlan_tagged_frames_pass_and_are_counted() {
+    with_fixture("vlan_tagged_frames_pass_and_are_counted", |fx| {
+        let plain = tcp4(47002, VIP4, 80);
+        for tpid in [[0x81, 0x00], [0x88, 0xa8]] {
+            // The tag (TPID, VLAN 100) goes between the MACs and the EtherType.
+            let mut tagged = plain[..12].to_vec();
+            tagged.extend_from_slice(&tpid);
+            tagged.extend_from_slice(&[0x00, 0x64]);
+            tagged.extend_from_slice(&plain[12..]);
+            fx.expect_untouched(&tagged, XDP_PASS, stat::PASS_VLAN);
+        }
+    });
+}
+
 #[test]
 fn vrrp_passes() {
     with_fixture("vrrp_passes", |fx| {
