@@ -168,8 +168,6 @@ impl Agent {
 
     /// The runtime changes that act (drains undone by an enable left out).
     pub(super) fn effective_changes(&self) -> impl Iterator<Item = &Change> {
-        let all: Vec<Change> = self.runtime.iter().map(|r| r.change.clone()).collect();
-        let acting: Vec<Change> = edit::effective(&all).into_iter().cloned().collect();
-        self.runtime.iter().map(|r| &r.change).filter(move |c| acting.contains(c))
+        edit::effective(self.runtime.iter().map(|r| &r.change)).into_iter()
     }
 }

@@ -96,7 +96,7 @@ pub fn apply(text: &str, changes: &[Change]) -> Result<String, String> {
 }
 
 /// The changes that still act: every drain followed by an enable of its backend drops out.
-pub fn effective(changes: &[Change]) -> Vec<&Change> {
+pub fn effective<'a>(changes: impl IntoIterator<Item = &'a Change>) -> Vec<&'a Change> {
     let mut out: Vec<&Change> = Vec::new();
     for change in changes {
         if let Change::BackendEnable { service, address } = change {
