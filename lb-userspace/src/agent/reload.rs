@@ -76,15 +76,6 @@ impl Agent {
         let new = Model::new(&cfg, &held).map_err(|e| format!("{e}; nothing changed"))?;
         let neighbours = self.net.neighbours().await.map_err(|e| format!("reading the neighbour table: {e}"))?;
         let old_vips = self.model.vips();
-        // Backends whose check stays as it was keep their health, with no new rise period.
-        let unchanged_checks: HashSet<u32> = {
-            let old: Vec<_> = self.model.checks().into_iter().map(|(s, c)| (s, config::CheckConfig { line: 0, ..c.clone() })).collect();
-            new.checks()
-                .into_iter()
-                .filter(|(s, c)| old.contains(&(*s, config::CheckConfig { line: 0, ..(*c).clone() })))
-                .map(|(s, _)| s)
-                .collect()
-        };
         let diff = match self.apply(new, &interfaces, &neighbours) {
             Ok(diff) => diff,
             Err(e) => {
@@ -94,7 +85,9 @@ impl Agent {
             }
         };
         if diff.checks_changed {
-            *monitor = Monitor::spawn(self.check_specs(&unchanged_checks)).map_err(|e| format!("restarting the health checker: {e}"))?;
+            // Backends whose check stays as it was keep their health, with no new rise period.
+            let unchanged: HashSet<u32> = diff.checks_kept.iter().copied().collect();
+            *monitor = Monitor::spawn(self.check_specs(&unchanged)).map_err(|e| format!("restarting the health checker: {e}"))?;
             self.check_stats = monitor.stats.clone();
         }
         if let Some(vrrp) = self.vrrp.as_mut() {

@@ -30,6 +30,8 @@ pub struct Diff {
     /// The health checks differ (one added, removed or changed, or their order): the checker
     /// must be given the new list.
     pub checks_changed: bool,
+    /// Backends checked in both with the same check (slots): their health carries over.
+    pub checks_kept: Vec<u32>,
 }
 
 impl Diff {
@@ -57,6 +59,11 @@ impl Diff {
         diff.fragments_changed = old.fragments != new.fragments;
         diff.vips_changed = old.vips() != new.vips();
         let (old_checks, new_checks) = (old.checks(), new.checks());
+        diff.checks_kept = new_checks
+            .iter()
+            .filter(|(slot, c)| old_checks.iter().any(|(s, o)| s == slot && same_check(Some(o), Some(c))))
+            .map(|(slot, _)| *slot)
+            .collect();
         diff.checks_changed = old_checks.len() != new_checks.len()
             || old_checks.iter().zip(&new_checks).any(|((a, ca), (b, cb))| a != b || !same_check(Some(ca), Some(cb)));
         diff

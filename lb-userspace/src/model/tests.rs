@@ -294,3 +294,18 @@ fn reserved_slots_are_not_handed_out() {
     assert_eq!(slot(&model(&next, &after.slots()), "web", "203.0.113.21"), 0);
     assert_eq!(slot(&model(&next, &after.slots().with_reserved([0])), "web", "203.0.113.21"), 5);
 }
+
+/// A check that moves in the file but stays the same is kept; a changed one is not.
+#[test]
+fn checks_kept_are_those_unchanged_wherever_written() {
+    let checked = CFG.replace("port = 80\n", "port = 80\n[service.check]\ntype = \"tcp\"\ninterval = \"1s\"\n");
+    let before = model(&checked, &Slots::default());
+    // The same check a few lines lower (a comment above it), b2's weight changed.
+    let moved = checked.replace("[service.check]", "# health\n[service.check]").replace("weight = 2", "weight = 3");
+    let diff = Diff::between(&before, &model(&moved, &before.slots()));
+    assert_eq!(diff.checks_kept, [0, 1]);
+    assert!(!diff.checks_changed);
+    let slower = checked.replace("interval = \"1s\"", "interval = \"2s\"");
+    let diff = Diff::between(&before, &model(&slower, &before.slots()));
+    assert!(diff.checks_kept.is_empty() && diff.checks_changed);
+}
