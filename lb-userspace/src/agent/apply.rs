@@ -87,10 +87,10 @@ impl Agent {
             self.write_backend(slot)?;
         }
         let ids: Vec<u32> = self.model.services.iter().map(|s| s.id).collect();
+        // Publishing a service writes its fragment entries too.
         for id in ids {
             self.publish(id)?;
         }
-        self.write_fragments()?;
         self.remove_stale_services()?;
         // Entries of backends that left, if clearing them failed.
         for (slot, b) in self.dp.assigned_backends()? {
