@@ -163,6 +163,9 @@ impl FlowKey {
     }
 }
 
+/// A flow table entry. The program writes it when a flow starts, marks its FIN, and refreshes
+/// `seen` at most once per [`FLOW_SEEN_GRANULARITY_NS`]; the agent removes the entries whose
+/// flows ended (FIN and quiet for the FIN timeout) or went idle (the idle timeouts).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Flow {
@@ -170,7 +173,43 @@ pub struct Flow {
     pub backend: u32,
     /// Service id the flow belongs to (lets the agent purge a service's flows).
     pub service: u32,
+    /// When the flow last sent a packet: `CLOCK_MONOTONIC_COARSE` in nanoseconds (the
+    /// program's `bpf_ktime_get_coarse_ns`), late by up to [`FLOW_SEEN_GRANULARITY_NS`].
+    pub seen: u64,
+    /// `FLOW_F_*`.
+    pub flags: u32,
+    pub _pad: u32,
 }
+
+/// The client sent a FIN: the flow ends once it has been quiet for the FIN timeout.
+pub const FLOW_F_FIN: u32 = 1;
+/// How stale `Flow::seen` may get before a packet rewrites it: one write per flow per second
+/// at most, so a busy flow does not write its entry with every packet.
+pub const FLOW_SEEN_GRANULARITY_NS: u64 = 1_000_000_000;
+
+/// The program's settings (one entry of the `SETTINGS` array, written by the agent).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Settings {
+    /// New flows each CPU records in the flow table per second; past it, new flows are
+    /// forwarded by the Maglev table without an entry (`flow_unrecorded`), so a flood of
+    /// spoofed SYNs cannot evict established flows. 0: no limit.
+    pub new_flows_per_cpu: u32,
+    pub _pad: u32,
+}
+
+/// A CPU's count of the flows it recorded in the current one-second window (`NEW_FLOW_RATE`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct RateWindow {
+    /// Start of the window (`bpf_ktime_get_coarse_ns`).
+    pub start: u64,
+    /// Flows recorded since.
+    pub recorded: u64,
+}
+
+/// Length of a `RateWindow`.
+pub const RATE_WINDOW_NS: u64 = 1_000_000_000;
 
 /// Packet and byte counters (bytes are IP packet lengths, headers included).
 #[repr(C)]
@@ -328,8 +367,13 @@ pub mod stat {
     pub const EVENT_ICMP_TOO_BIG: u32 = 15;
     /// Event: IPv4 packet with options forwarded (options are carried unchanged).
     pub const EVENT_IPV4_OPTIONS: u32 = 16;
+    /// Event: a new flow forwarded by the Maglev table without a flow entry, because this CPU
+    /// recorded its `Settings::new_flows_per_cpu` this second (a SYN flood, most likely).
+    pub const EVENT_FLOW_UNRECORDED: u32 = 17;
+    /// Event: a flow entry removed because the client reset the connection (TCP RST).
+    pub const EVENT_FLOW_RESET: u32 = 18;
     /// Number of counters.
-    pub const COUNT: u32 = 17;
+    pub const COUNT: u32 = 19;
 
     /// Names as the agent prints them, in index order.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -350,6 +394,8 @@ pub mod stat {
         "fragment",
         "icmp_too_big",
         "ipv4_options",
+        "flow_unrecorded",
+        "flow_reset",
     ];
 }
 
@@ -365,6 +411,8 @@ pub mod maps {
     pub const STATS: &str = "STATS";
     pub const LOCAL_MACS: &str = "LOCAL_MACS";
     pub const VIP_FILTER: &str = "VIP_FILTER";
+    pub const SETTINGS: &str = "SETTINGS";
+    pub const NEW_FLOW_RATE: &str = "NEW_FLOW_RATE";
 }
 
 /// Name of the XDP program in the object.
@@ -383,6 +431,8 @@ mod pod {
     unsafe impl aya::Pod for Counters {}
     unsafe impl aya::Pod for LocalMacs {}
     unsafe impl aya::Pod for VipFilter {}
+    unsafe impl aya::Pod for Settings {}
+    unsafe impl aya::Pod for RateWindow {}
 }
 
 #[cfg(test)]
@@ -419,7 +469,9 @@ mod tests {
         assert_eq!(size_of::<Service>(), 16);
         assert_eq!(size_of::<Backend>(), 40);
         assert_eq!(size_of::<FlowKey>(), 40);
-        assert_eq!(size_of::<Flow>(), 8);
+        assert_eq!(size_of::<Flow>(), 24);
+        assert_eq!(size_of::<Settings>(), 8);
+        assert_eq!(size_of::<RateWindow>(), 16);
         assert_eq!(size_of::<Counters>(), 16);
         assert_eq!(size_of::<LocalMacs>(), 8 + 6 * MAX_LOCAL_MACS);
     }

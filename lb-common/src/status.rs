@@ -33,6 +33,9 @@ pub struct Status {
     pub counters: BTreeMap<String, u64>,
     /// Entries in the flow table.
     pub flows: usize,
+    /// Flow entries removed because their flow ended (FIN, then quiet) or went idle.
+    #[serde(default)]
+    pub flows_expired: u64,
     pub checker: CheckerStatus,
     /// VRRP instances (empty without `[[vrrp_instance]]`).
     #[serde(default)]
@@ -124,6 +127,10 @@ pub struct BackendStatus {
     pub check_failures: u64,
     pub transitions: u64,
     pub counters: Counters,
+    /// Flow entries that send to it (counted by the flow scanner, so up to its walking time
+    /// old); `None` when no scanner runs.
+    #[serde(default)]
+    pub flows: Option<usize>,
 }
 
 /// What `xlb stats` shows of an instance.

@@ -3,7 +3,7 @@
 //! For each frame: parse (Ethernet, IP, TCP/UDP or a quoted ICMP error), rule out non-VIP
 //! destinations with one bitmap read, find the service, check the frame was addressed to one
 //! of the ingress interface's MACs,
-//! find the backend (flow table, else Maglev), rewrite the Ethernet addresses, send with
+//! find the backend (flow table, else Maglev; `track` keeps the table), rewrite the Ethernet addresses, send with
 //! XDP_TX or XDP_REDIRECT. Anything that is not for a service goes to the kernel untouched.
 //! Every frame is counted under exactly one verdict counter.
 #![no_std]
@@ -15,6 +15,7 @@ mod maps;
 mod parse;
 mod select;
 mod stats;
+mod track;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use lb_common::{stat, Backend};
@@ -47,13 +48,14 @@ fn balance(ctx: &XdpContext) -> Verdict {
     }
     // A known flow goes to its backend without a service lookup (the agent removes flows
     // that no longer fit its services).
-    let known = if packet.kind == Kind::Flow { select::known_flow(&packet.key) } else { None };
-    if let Some(flow) = known {
+    let known = if packet.kind == Kind::Flow { track::lookup(&packet.key) } else { None };
+    if let Some((flow, entry)) = known {
         if let Some(backend) = select::usable(flow.backend) {
             if let Err(reason) = select::addressed_here(ctx) {
                 return pass(reason);
             }
             stats::count(stat::EVENT_FLOW_HIT);
+            track::refresh(&packet.key, entry, packet.tcp_flags);
             return send(ctx, &packet, flow.service, flow.backend, &backend);
         }
     }
@@ -63,7 +65,7 @@ fn balance(ctx: &XdpContext) -> Verdict {
     if let Err(reason) = select::addressed_here(ctx) {
         return pass(reason);
     }
-    match select::backend(&svc, &packet.key, packet.kind, known.is_some()) {
+    match select::backend(&svc, &packet, known.is_some()) {
         Ok((index, backend)) => send(ctx, &packet, svc.id, index, &backend),
         Err(reason) => Verdict { action: xdp_action::XDP_DROP, stat: reason },
     }

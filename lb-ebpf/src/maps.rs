@@ -1,6 +1,6 @@
 //! The program's maps. The agent is their single writer (lb-userspace's dataplane module
 //! opens them by the names in `lb_common::maps`); the program only reads them, except for the
-//! flow table and the counters.
+//! flow table, the new-flow rate windows and the counters.
 //!
 //! Sizes here are defaults; the agent sets the real ones from its configuration at load time.
 //! The agent pins every map under its pin path so a restarted agent adopts them (flows and
@@ -11,8 +11,8 @@ use aya_ebpf::{
     maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
 };
 use lb_common::{
-    stat, Backend, Counters, Flow, FlowKey, LocalMacs, Ring, Service, ServiceKey, VipFilter, LOCAL_MAC_SLOTS, MAX_BACKENDS,
-    MAX_SERVICES, RING_SLOTS_PER_SERVICE,
+    stat, Backend, Counters, Flow, FlowKey, LocalMacs, RateWindow, Ring, Service, ServiceKey, Settings, VipFilter, LOCAL_MAC_SLOTS,
+    MAX_BACKENDS, MAX_SERVICES, RING_SLOTS_PER_SERVICE,
 };
 
 /// Each CPU keeps its own LRU list of flows: inserting a new flow takes no lock shared with
@@ -50,3 +50,9 @@ pub static VIP_FILTER: Array<VipFilter> = Array::with_max_entries(1, 0);
 #[map]
 pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
 
+/// One entry: the program's settings (`lb_common::Settings`).
+#[map]
+pub static SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
+/// Each CPU's count of the flows it recorded this second (the new-flow limit).
+#[map]
+pub static NEW_FLOW_RATE: PerCpuArray<RateWindow> = PerCpuArray::with_max_entries(1, 0);

@@ -22,6 +22,8 @@ const ETH_P_IPV6: u16 = 0x86dd;
 const ETH_P_8021Q: u16 = 0x8100;
 const ETH_P_8021AD: u16 = 0x88a8;
 const TCP_MIN_LEN: usize = 20;
+/// Offset of the flags byte in the TCP header.
+const TCP_FLAGS_AT: usize = 13;
 const UDP_LEN: usize = 8;
 /// ICMP and ICMPv6 headers are 8 bytes before the quoted packet.
 const ICMP_LEN: usize = 8;
@@ -55,6 +57,8 @@ pub struct Packet {
     pub ip_len: u32,
     /// IPv4 header carried options.
     pub ipv4_options: bool,
+    /// The TCP header's flags byte (FIN, SYN, RST, ACK, ...); 0 for anything else.
+    pub tcp_flags: u8,
 }
 
 /// The bounds check every header access goes through: a pointer to a `T` at `offset` bytes into
@@ -97,20 +101,21 @@ fn frame_len(ctx: &XdpContext) -> usize {
     ctx.data_end() - ctx.data()
 }
 
-/// Copies the two ports (network order) at `offset`, after checking that a whole transport
-/// header of `proto` fits below `ip_end` (the end of the IP packet).
+/// Copies the two ports (network order) at `offset`, and TCP's flags, after checking that a
+/// whole transport header of `proto` fits below `ip_end` (the end of the IP packet).
 #[inline(always)]
-fn read_ports(ctx: &XdpContext, offset: usize, ip_end: usize, proto: u8) -> Result<[u16; 2], u32> {
-    // The packet check first: the verifier needs it, and after the length check below the
-    // compiler could prove it redundant and drop it.
+fn read_ports(ctx: &XdpContext, offset: usize, ip_end: usize, proto: u8) -> Result<([u16; 2], u8), u32> {
+    // The packet checks first: the verifier needs them, and after the length check below the
+    // compiler could prove them redundant and drop them.
     let ports: *const [u8; 4] = ptr_at(ctx, offset)?;
+    let tcp: Option<*const [u8; TCP_MIN_LEN]> = if proto == PROTO_TCP { Some(ptr_at(ctx, offset)?) } else { None };
     let header_len = if proto == PROTO_TCP { TCP_MIN_LEN } else { UDP_LEN };
     if offset + header_len > ip_end {
         return Err(stat::PASS_MALFORMED);
     }
-    // SAFETY: the pointer came from ptr_at, which checked it lies inside the frame.
-    let p = unsafe { *ports };
-    Ok([u16::from_ne_bytes([p[0], p[1]]), u16::from_ne_bytes([p[2], p[3]])])
+    // SAFETY: the pointers came from ptr_at, which checked they lie inside the frame.
+    let (p, flags) = unsafe { (*ports, tcp.map_or(0, |t| (*t)[TCP_FLAGS_AT])) };
+    Ok(([u16::from_ne_bytes([p[0], p[1]]), u16::from_ne_bytes([p[2], p[3]])], flags))
 }
 
 #[inline(always)]
@@ -147,14 +152,15 @@ fn parse_ipv4(ctx: &XdpContext) -> Result<Packet, u32> {
     let l4 = ETH_LEN + ihl;
     let ip_end = ETH_LEN + tot_len;
     let fragment = u16::from_be_bytes(ip.frags) & IPV4_FRAG_MASK != 0;
-    let mut packet = Packet { key, kind: Kind::Flow, ip_len: tot_len as u32, ipv4_options: ihl > IPV4_MIN_LEN };
+    let mut packet = Packet { key, kind: Kind::Flow, ip_len: tot_len as u32, ipv4_options: ihl > IPV4_MIN_LEN, tcp_flags: 0 };
     if is_balanced(ip.proto) {
         if fragment {
             packet.kind = Kind::Fragment;
         } else {
-            let [sport, dport] = read_ports(ctx, l4, ip_end, ip.proto)?;
+            let ([sport, dport], flags) = read_ports(ctx, l4, ip_end, ip.proto)?;
             packet.key.sport = sport;
             packet.key.dport = dport;
+            packet.tcp_flags = flags;
         }
         Ok(packet)
     } else if ip.proto == PROTO_ICMP && !fragment {
@@ -223,12 +229,13 @@ fn parse_ipv6(ctx: &XdpContext) -> Result<Packet, u32> {
     };
     let l4 = ETH_LEN + IPV6_LEN;
     let ip_end = l4 + payload;
-    let mut packet = Packet { key, kind: Kind::Flow, ip_len: (IPV6_LEN + payload) as u32, ipv4_options: false };
+    let mut packet = Packet { key, kind: Kind::Flow, ip_len: (IPV6_LEN + payload) as u32, ipv4_options: false, tcp_flags: 0 };
     let next = ip.next_hdr;
     if is_balanced(next) {
-        let [sport, dport] = read_ports(ctx, l4, ip_end, next)?;
+        let ([sport, dport], flags) = read_ports(ctx, l4, ip_end, next)?;
         packet.key.sport = sport;
         packet.key.dport = dport;
+        packet.tcp_flags = flags;
         Ok(packet)
     } else if next == IPV6_NEXT_FRAGMENT {
         // Fragment header: next header, reserved, offset+flags, identification.

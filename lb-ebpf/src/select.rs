@@ -1,20 +1,21 @@
 //! Lookup: which service a packet belongs to and which backend serves it.
 //!
-//! An established flow keeps its backend through the LRU flow table; a new flow takes the
-//! backend its hash points at in the service's Maglev table and is recorded.
+//! An established flow keeps its backend through the LRU flow table (`track`); a new flow
+//! takes the backend its hash points at in the service's Maglev table and is recorded.
 
 use aya_ebpf::programs::XdpContext;
 use lb_common::{
     hash::{flow_hash, source_hash},
-    stat, Backend, Flow, FlowKey, Service, ServiceKey, BACKEND_F_USABLE, LOCAL_MAC_SLOTS, MAX_LOCAL_MACS, RING_EMPTY,
+    stat, Backend, FlowKey, Service, ServiceKey, BACKEND_F_USABLE, LOCAL_MAC_SLOTS, MAX_LOCAL_MACS, RING_EMPTY,
     SERVICE_F_FRAGMENTS_ONLY, SERVICE_F_HASH_SOURCE,
 };
 use network_types::eth::EthHdr;
 
 use crate::{
-    maps::{BACKENDS, FLOWS, LOCAL_MACS, RINGS, SERVICES, VIP_FILTER},
-    parse::{ptr_at, Kind},
+    maps::{BACKENDS, LOCAL_MACS, RINGS, SERVICES, VIP_FILTER},
+    parse::{ptr_at, Kind, Packet},
     stats::count,
+    track,
 };
 
 /// False when the destination is certainly no VIP (one inlined array read).
@@ -84,22 +85,15 @@ pub fn service(key: &FlowKey, kind: Kind) -> Option<Service> {
     Some(*s)
 }
 
-/// The flow table's entry for a flow, if any.
-#[inline(always)]
-pub fn known_flow(key: &FlowKey) -> Option<Flow> {
-    // SAFETY: the value is copied out at once (an LRU entry may be recycled afterwards).
-    unsafe { FLOWS.get(key) }.copied()
-}
-
 /// The backend of a packet the flow table did not settle: `known` says the flow was in the
 /// table with a backend no longer usable (it is moved and counted as rebalanced).
 #[inline(always)]
-pub fn backend(svc: &Service, key: &FlowKey, kind: Kind, known: bool) -> Result<(u32, Backend), u32> {
-    match kind {
+pub fn backend(svc: &Service, packet: &Packet, known: bool) -> Result<(u32, Backend), u32> {
+    let key = &packet.key;
+    match packet.kind {
         Kind::Flow => {
             let (index, b) = from_ring(svc, key)?;
-            let _ = FLOWS.insert(key, &Flow { backend: index, service: svc.id }, 0);
-            count(if known { stat::EVENT_FLOW_REBALANCED } else { stat::EVENT_FLOW_NEW });
+            track::record(key, index, svc.id, packet.tcp_flags, known);
             Ok((index, b))
         }
         Kind::Fragment => {
@@ -108,7 +102,7 @@ pub fn backend(svc: &Service, key: &FlowKey, kind: Kind, known: bool) -> Result<
         }
         Kind::TooBig => {
             count(stat::EVENT_ICMP_TOO_BIG);
-            if let Some(flow) = known_flow(key) {
+            if let Some(flow) = track::known(key) {
                 if let Some(b) = usable(flow.backend) {
                     return Ok((flow.backend, b));
                 }

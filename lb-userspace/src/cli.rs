@@ -119,6 +119,13 @@ pub enum BackendAction {
     Drain {
         #[command(flatten)]
         backend: BackendRef,
+        /// Return once the backend has no flow entry left (its flows reset, finished, or
+        /// went idle past the flow timeouts); exit code 1 if some are left at --timeout.
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits: "30s", "5m", ...
+        #[arg(long, default_value = "5m", value_parser = crate::config::parse_duration, requires = "wait")]
+        timeout: std::time::Duration,
     },
     /// End a drain: the weight before it applies again.
     Enable {

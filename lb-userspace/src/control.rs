@@ -163,17 +163,18 @@ impl Render for Status {
     fn render(&self) -> String {
         use std::fmt::Write as _;
         let mut out = String::new();
-        let _ = writeln!(out, "xlb on {}  flows: {}", self.interfaces.join(","), self.flows);
-        let _ = writeln!(out, "{:<5} {:<34} {:<10} {:>12} {:>14}", "Prot", "LocalAddress:Port Scheduler", "", "Packets", "Bytes");
-        let _ = writeln!(out, "  -> {:<31} {:<6} {:<8} {:>12} {:>14}", "RemoteAddress", "Weight", "State", "Packets", "Bytes");
+        let _ = writeln!(out, "xlb on {}  flows: {} (ended or idle, removed: {})", self.interfaces.join(","), self.flows, self.flows_expired);
+        let _ = writeln!(out, "{:<5} {:<34} {:<10} {:>8} {:>12} {:>14}", "Prot", "LocalAddress:Port Scheduler", "", "", "Packets", "Bytes");
+        let _ = writeln!(out, "  -> {:<31} {:<6} {:<8} {:>8} {:>12} {:>14}", "RemoteAddress", "Weight", "State", "Flows", "Packets", "Bytes");
         for s in &self.services {
             let vip = if s.vip.contains(':') { format!("[{}]", s.vip) } else { s.vip.clone() };
             let _ = writeln!(
                 out,
-                "{:<5} {:<34} {:<10} {:>12} {:>14}",
+                "{:<5} {:<34} {:<10} {:>8} {:>12} {:>14}",
                 s.protocol.to_uppercase(),
                 format!("{vip}:{} {}", s.port, s.scheduler),
                 s.name,
+                "",
                 s.counters.packets,
                 s.counters.bytes
             );
@@ -191,8 +192,13 @@ impl Render for Status {
                 }
                 let _ = writeln!(
                     out,
-                    "  -> {:<31} {:<6} {:<8} {:>12} {:>14}{reason}",
-                    b.address, b.weight, state, b.counters.packets, b.counters.bytes
+                    "  -> {:<31} {:<6} {:<8} {:>8} {:>12} {:>14}{reason}",
+                    b.address,
+                    b.weight,
+                    state,
+                    b.flows.map_or_else(|| "-".to_owned(), |n| n.to_string()),
+                    b.counters.packets,
+                    b.counters.bytes
                 );
             }
             if s.mode != "normal" {

@@ -13,7 +13,7 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use lb_common::{
-    maps, stat, Backend, Counters, Flow, FlowKey, LocalMacs, Ring, Service, ServiceKey, VipFilter, BACKEND_F_ASSIGNED,
+    maps, stat, Backend, Counters, Flow, FlowKey, LocalMacs, RateWindow, Ring, Service, ServiceKey, Settings, VipFilter, BACKEND_F_ASSIGNED,
     LOCAL_MAC_SLOTS, MAX_BACKENDS, MAX_LOCAL_MACS, MAX_RING_SIZE, PROGRAM_NAME, RING_EMPTY, RING_SLOTS_PER_SERVICE,
     SERVICE_F_FRAGMENTS_ONLY,
 };
@@ -76,7 +76,7 @@ pub struct Sizes {
 impl Sizes {
     /// (map, max_entries, key size, value size) of every map whose shape depends on the sizes or
     /// on the layout of lb-common: what a pinned map must match to be adopted.
-    fn shapes(&self) -> [(&'static str, u32, usize, usize); 10] {
+    fn shapes(&self) -> [(&'static str, u32, usize, usize); 12] {
         use std::mem::size_of;
         [
             (maps::SERVICES, self.max_services * 2, size_of::<ServiceKey>(), size_of::<Service>()),
@@ -89,6 +89,8 @@ impl Sizes {
             (maps::STATS, stat::COUNT, 4, 8),
             (maps::LOCAL_MACS, LOCAL_MAC_SLOTS, 4, size_of::<LocalMacs>()),
             (maps::VIP_FILTER, 1, 4, size_of::<VipFilter>()),
+            (maps::SETTINGS, 1, 4, size_of::<Settings>()),
+            (maps::NEW_FLOW_RATE, 1, 4, size_of::<RateWindow>()),
         ]
     }
 }
@@ -114,6 +116,7 @@ pub struct Dataplane {
     stats: PerCpuArray<MapData, u64>,
     local_macs: Array<MapData, LocalMacs>,
     vip_filter: Array<MapData, VipFilter>,
+    settings: Array<MapData, Settings>,
     sizes: Sizes,
     pin_dir: Option<PathBuf>,
     /// Interfaces attached, with their link pin path (when pinning).
@@ -209,6 +212,7 @@ impl Dataplane {
             stats: take(&mut ebpf, maps::STATS)?,
             local_macs: take(&mut ebpf, maps::LOCAL_MACS)?,
             vip_filter: take(&mut ebpf, maps::VIP_FILTER)?,
+            settings: take(&mut ebpf, maps::SETTINGS)?,
             ebpf,
             sizes,
             pin_dir: pin_dir.map(Path::to_owned),
@@ -454,6 +458,16 @@ impl Dataplane {
     /// Reads back a ring slot (tests and diagnostics).
     pub fn ring(&self, slot: u32) -> Result<Box<Ring>> {
         self.rings.get(&slot, 0).map(Box::new).map_err(map_err(maps::RINGS))
+    }
+
+    /// Writes the program's settings (the new-flow limit).
+    pub fn set_settings(&mut self, settings: Settings) -> Result<()> {
+        writable()?;
+        self.settings.set(0, settings, 0).map_err(map_err(maps::SETTINGS))
+    }
+
+    pub fn settings(&self) -> Result<Settings> {
+        self.settings.get(&0, 0).map_err(map_err(maps::SETTINGS))
     }
 
     pub fn flow(&self, key: &FlowKey) -> Option<Flow> {

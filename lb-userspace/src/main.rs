@@ -1,8 +1,13 @@
 //! `xlb`: the agent (`xlb run`) and the tools around it.
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{
+    net::IpAddr,
+    path::{Path, PathBuf},
+    process::ExitCode,
+    time::{Duration, Instant},
+};
 
-use anyhow::{Context as _, Result};
+use anyhow::{bail, Context as _, Result};
 use clap::Parser as _;
 use lb_userspace::{
     agent::{Agent, Stop},
@@ -184,9 +189,11 @@ fn backend_change(action: BackendAction) -> Result<()> {
             let change = Change::BackendWeight { service: backend.service.clone(), address: backend.address, weight };
             (backend, change)
         }
-        BackendAction::Drain { backend } => {
+        BackendAction::Drain { backend, wait, timeout } => {
             let change = Change::BackendDrain { service: backend.service.clone(), address: backend.address };
-            (backend, change)
+            let socket = socket_path(backend.agent)?;
+            println!("{}", control::command(&socket, &control::Request::Change { change, save: backend.save })?);
+            return if wait { wait_for_drain(&socket, &backend.service, backend.address, timeout) } else { Ok(()) };
         }
         BackendAction::Enable { backend } => {
             let change = Change::BackendEnable { service: backend.service.clone(), address: backend.address };
@@ -194,6 +201,35 @@ fn backend_change(action: BackendAction) -> Result<()> {
         }
     };
     send_change(backend.agent, change, backend.save)
+}
+
+/// Polls the agent until the backend has no flow entry left, or `timeout` passed (an error
+/// then, saying how many are left).
+fn wait_for_drain(socket: &Path, service: &str, address: IpAddr, timeout: Duration) -> Result<()> {
+    let started = Instant::now();
+    let mut last = None;
+    loop {
+        let status = control::status(socket)?;
+        let svc = status.services.iter().find(|s| s.name == service).with_context(|| format!("service \"{service}\" is gone"))?;
+        let backend = svc
+            .backends
+            .iter()
+            .find(|b| b.address.parse::<IpAddr>().ok() == Some(address))
+            .with_context(|| format!("backend {address} is no longer in service \"{service}\""))?;
+        let flows = backend.flows.context("the agent does not count flows per backend (its flow scanner is not running)")?;
+        if flows == 0 {
+            println!("{service} {address}: drained, no flows left ({:.1} s)", started.elapsed().as_secs_f64());
+            return Ok(());
+        }
+        if last != Some(flows) {
+            println!("{service} {address}: {flows} flows left");
+            last = Some(flows);
+        }
+        if started.elapsed() >= timeout {
+            bail!("{service} {address}: {flows} flows left after {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 fn service_change(action: ServiceAction) -> Result<()> {

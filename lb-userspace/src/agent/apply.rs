@@ -2,7 +2,7 @@
 //! new one, and keeps each backend's entry and each service's table in step with what it
 //! learns (MACs, health, weights).
 
-use lb_common::{addr16, Backend, BACKEND_F_ASSIGNED, BACKEND_F_SORRY, BACKEND_F_USABLE};
+use lb_common::{addr16, Backend, Settings, BACKEND_F_ASSIGNED, BACKEND_F_SORRY, BACKEND_F_USABLE};
 use tracing::{info, warn};
 
 use super::{Agent, BackendState, Result};
@@ -24,7 +24,12 @@ impl Agent {
     /// what left are removed last.
     pub(super) fn apply(&mut self, new: Model, interfaces: &[InterfaceInfo], neighbours: &[Neighbour]) -> Result<Diff> {
         let diff = Diff::between(&self.model, &new);
+        let timeouts_changed = self.model.agent.flow_timeouts != new.agent.flow_timeouts;
         self.model = new;
+        self.write_settings()?;
+        if let (true, Some(scanner)) = (timeouts_changed, &self.scanner) {
+            scanner.set_timeouts(self.model.agent.flow_timeouts);
+        }
         for slot in &diff.backends_removed {
             self.backends.remove(slot);
         }
@@ -82,6 +87,7 @@ impl Agent {
     /// Writes every map for the model as it stands (after a failure: each write is
     /// idempotent).
     pub(super) fn write_all(&mut self) -> Result<()> {
+        self.write_settings()?;
         let slots: Vec<u32> = self.model.backends.keys().copied().collect();
         for slot in slots {
             self.write_backend(slot)?;
@@ -100,6 +106,12 @@ impl Agent {
         }
         self.sweep_flows(&[])?;
         self.dp.set_vips(&self.model.vips())?;
+        Ok(())
+    }
+
+    /// The program's settings from `[agent]` (one small entry, written whole).
+    fn write_settings(&mut self) -> Result<()> {
+        self.dp.set_settings(Settings { new_flows_per_cpu: self.model.agent.new_flow_rate, _pad: 0 })?;
         Ok(())
     }
 

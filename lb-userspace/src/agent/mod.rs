@@ -337,7 +337,7 @@ impl Agent {
         let mut dataplane_check = tokio::time::interval(DATAPLANE_CHECK);
         let mut vrrp_macs = self.vrrp_macs.take();
         let (scanned, mut scans) = mpsc::unbounded_channel();
-        match FlowScanner::start(&self.model.agent.pin_path.join(lb_common::maps::FLOWS), scanned) {
+        match FlowScanner::start(&self.model.agent.pin_path.join(lb_common::maps::FLOWS), self.model.agent.flow_timeouts, scanned) {
             Ok(scanner) => self.scanner = Some(scanner),
             Err(e) => warn!("flow scanner: {e}; flow-table scans run on the agent's loop"),
         }

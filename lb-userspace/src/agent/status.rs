@@ -5,6 +5,7 @@ use lb_common::stat;
 use super::{Agent, Result};
 use crate::{
     control::{BackendStatus, CheckerStatus, ServiceStatus, Status},
+    flowscan::{FlowScanner, Tally},
     health::MonitorStats,
     model::TableMode,
     net::format_mac,
@@ -12,7 +13,7 @@ use crate::{
 };
 
 impl Agent {
-    fn backend_status(&self, slot: u32, stats: &MonitorStats) -> Result<BackendStatus> {
+    fn backend_status(&self, slot: u32, stats: &MonitorStats, tally: Option<&Tally>) -> Result<BackendStatus> {
         let b = &self.model.backends[&slot];
         let state = &self.backends[&slot];
         let counters = state.check.and_then(|c| stats.counters.get(c)).copied().unwrap_or_default();
@@ -45,6 +46,7 @@ impl Agent {
             check_failures: counters.failures,
             transitions: state.transitions,
             counters: self.dp.backend_counters(slot)?.into(),
+            flows: tally.map(|t| t.per_backend.get(&slot).copied().unwrap_or(0)),
         })
     }
 
@@ -52,9 +54,10 @@ impl Agent {
         let names = stat::NAMES.iter().map(|n| n.to_string());
         let counters = names.zip(self.dp.stats()?).collect();
         let stats = self.check_stats.lock().expect("not poisoned").clone();
+        let tally = self.scanner.as_ref().map(FlowScanner::tally);
         let mut services = Vec::new();
         for svc in &self.model.services {
-            let backends = svc.members.iter().map(|&slot| self.backend_status(slot, &stats)).collect::<Result<_>>()?;
+            let backends = svc.members.iter().map(|&slot| self.backend_status(slot, &stats, tally.as_ref())).collect::<Result<_>>()?;
             services.push(ServiceStatus {
                 name: svc.name.clone(),
                 id: svc.id,
@@ -69,7 +72,7 @@ impl Agent {
                 }
                 .into(),
                 quorum: svc.quorum,
-                sorry: svc.sorry.map(|slot| self.backend_status(slot, &stats)).transpose()?,
+                sorry: svc.sorry.map(|slot| self.backend_status(slot, &stats, tally.as_ref())).transpose()?,
                 counters: self.dp.service_counters(svc.id)?.into(),
                 backends,
             });
@@ -83,7 +86,8 @@ impl Agent {
             interfaces: self.attached.iter().map(|i| i.name.clone()).collect(),
             services,
             counters,
-            flows: self.scanner.as_ref().map_or_else(|| self.dp.flow_count(), |s| s.entries()),
+            flows: tally.as_ref().map_or_else(|| self.dp.flow_count(), |t| t.entries),
+            flows_expired: tally.as_ref().map_or(0, |t| t.expired),
             vrrp: self.vrrp.as_ref().map(Vrrp::status).unwrap_or_default(),
             checker: CheckerStatus {
                 checks: self.checked.len(),

@@ -2,15 +2,17 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use lb_common::MAX_SERVICES;
 use toml::de::{DeTable, DeValue};
 
 use super::reader::{Located, Report, TableReader};
 use super::{
-    AgentConfig, XdpMode, DEFAULT_CONTROL_SOCKET, DEFAULT_FLOW_TABLE_SIZE, DEFAULT_RUNTIME_FILE, DEFAULT_MAX_SERVICES, DEFAULT_PIN_PATH,
-    FLOW_TABLE_SIZE_RANGE, MAX_INTERFACE_NAME_LEN,
+    AgentConfig, XdpMode, DEFAULT_CONTROL_SOCKET, DEFAULT_FLOW_TABLE_SIZE, DEFAULT_NEW_FLOW_RATE, DEFAULT_RUNTIME_FILE,
+    DEFAULT_MAX_SERVICES, DEFAULT_PIN_PATH, FLOW_TABLE_SIZE_RANGE, FLOW_TIMEOUT_RANGE, MAX_INTERFACE_NAME_LEN,
 };
+use crate::flowscan::FlowTimeouts;
 
 /// Names of the values of `xdp_mode`.
 const XDP_MODES: &[(&str, XdpMode)] = &[("native", XdpMode::Native), ("generic", XdpMode::Generic)];
@@ -25,6 +27,10 @@ pub(super) struct AgentDraft {
     control_socket: Option<Located<PathBuf>>,
     runtime_file: Option<Located<PathBuf>>,
     flow_table_size: Option<Located<u32>>,
+    new_flow_rate: Option<Located<u32>>,
+    tcp_timeout: Option<Located<Duration>>,
+    tcp_fin_timeout: Option<Located<Duration>>,
+    udp_timeout: Option<Located<Duration>>,
     pub(super) max_services: Option<Located<u32>>,
     /// `None` when absent (the default then depends on VRRP).
     pub(super) assign_vips: Option<Located<Option<bool>>>,
@@ -41,6 +47,10 @@ pub(super) fn read_agent(report: &mut Report, table: Located<&DeTable<'_>>) -> A
         control_socket: t.absolute_path_or("control_socket", DEFAULT_CONTROL_SOCKET),
         runtime_file: t.absolute_path_or("runtime_file", DEFAULT_RUNTIME_FILE),
         flow_table_size: t.integer_or("flow_table_size", FLOW_TABLE_SIZE_RANGE, DEFAULT_FLOW_TABLE_SIZE),
+        new_flow_rate: t.integer_or("new_flow_rate", 0..=u32::MAX, DEFAULT_NEW_FLOW_RATE),
+        tcp_timeout: timeout(&mut t, "tcp_timeout", FlowTimeouts::DEFAULT.tcp),
+        tcp_fin_timeout: timeout(&mut t, "tcp_fin_timeout", FlowTimeouts::DEFAULT.tcp_fin),
+        udp_timeout: timeout(&mut t, "udp_timeout", FlowTimeouts::DEFAULT.udp),
         max_services: t.integer_or("max_services", 1..=MAX_SERVICES, DEFAULT_MAX_SERVICES),
         assign_vips: t.optional("assign_vips", |r, key, v, line| match v.get_ref() {
             DeValue::Boolean(b) => Some(*b),
@@ -69,6 +79,11 @@ pub(super) fn read_agent(report: &mut Report, table: Located<&DeTable<'_>>) -> A
             }
         }
     }
+    if let (Some(fin), Some(tcp)) = (&agent.tcp_fin_timeout, &agent.tcp_timeout) {
+        if fin.value > tcp.value {
+            t.error(fin.line, format!("tcp_fin_timeout ({:?}) must not exceed tcp_timeout ({:?})", fin.value, tcp.value));
+        }
+    }
     if let Some(mode) = &agent.xdp_mode {
         if mode.value == XdpMode::Generic {
             t.warning(
@@ -93,12 +108,31 @@ impl AgentDraft {
             control_socket: self.control_socket?.value,
             runtime_file: self.runtime_file?.value,
             flow_table_size: self.flow_table_size?.value,
+            new_flow_rate: self.new_flow_rate?.value,
+            flow_timeouts: FlowTimeouts {
+                tcp: self.tcp_timeout?.value,
+                tcp_fin: self.tcp_fin_timeout?.value,
+                udp: self.udp_timeout?.value,
+            },
             max_services: self.max_services?.value,
             assign_vips: self.assign_vips?.value.unwrap_or(true),
             script_user: self.script_user.as_ref()?.value.clone(),
             script_user_line: self.script_user?.line,
         })
     }
+}
+
+/// A flow timeout: a duration within `FLOW_TIMEOUT_RANGE` (the program refreshes a flow's
+/// last-seen time once a second, so shorter ones would end flows that are alive).
+fn timeout(t: &mut TableReader<'_, '_>, key: &str, default: Duration) -> Option<Located<Duration>> {
+    let d = t.duration_or(key, default)?;
+    t.check(d, |v| {
+        if FLOW_TIMEOUT_RANGE.contains(v) {
+            Ok(())
+        } else {
+            Err(format!("{key} = {v:?} is out of range {:?}..={:?}", FLOW_TIMEOUT_RANGE.start(), FLOW_TIMEOUT_RANGE.end()))
+        }
+    })
 }
 
 /// The kernel's rules for a device name (`dev_valid_name`).

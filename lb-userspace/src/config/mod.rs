@@ -32,6 +32,10 @@
 //! pin_path = "/sys/fs/bpf/xlb"   # absolute path
 //! control_socket = "/run/xlb/xlb.sock"  # absolute path
 //! flow_table_size = 1048576      # 1024 ..= 16777216
+//! new_flow_rate = 50000          # 0 ..= 4294967295 new flows recorded per CPU per second; 0 = no limit
+//! tcp_timeout = "15m"            # flow entries idle this long are removed; 2s ..= 7 days
+//! tcp_fin_timeout = "10s"        # ... after the client's FIN; at most tcp_timeout
+//! udp_timeout = "5m"
 //! max_services = 64              # 1 ..= lb_common::MAX_SERVICES, at least the number of [[service]]
 //! assign_vips = true             # add each VIP to the first interface while running; the
 //!                                # default without [[vrrp_instance]], an error with one
@@ -92,6 +96,11 @@ pub const DEFAULT_RUNTIME_FILE: &str = "/var/lib/xlb/runtime.json";
 pub const DEFAULT_FLOW_TABLE_SIZE: u32 = 1 << 20;
 /// Accepted `[agent] flow_table_size` values.
 pub const FLOW_TABLE_SIZE_RANGE: RangeInclusive<u32> = 1024..=(1 << 24);
+/// Default `[agent] new_flow_rate`: new flows each CPU records per second.
+pub const DEFAULT_NEW_FLOW_RATE: u32 = 50_000;
+/// Accepted flow timeouts (`[agent] tcp_timeout`, `tcp_fin_timeout`, `udp_timeout`).
+pub const FLOW_TIMEOUT_RANGE: RangeInclusive<std::time::Duration> =
+    std::time::Duration::from_secs(2)..=std::time::Duration::from_secs(7 * 24 * 3600);
 /// Default `[agent] max_services`.
 pub const DEFAULT_MAX_SERVICES: u32 = 64;
 /// Longest interface name Linux accepts (IFNAMSIZ - 1).
@@ -146,6 +155,13 @@ pub struct AgentConfig {
     pub runtime_file: PathBuf,
     /// `flow_table_size`: entries of the LRU flow table, 1024 ..= 16777216. Default 1048576.
     pub flow_table_size: u32,
+    /// `new_flow_rate`: new flows each CPU records in the flow table per second; past it a
+    /// new flow is forwarded by the Maglev table without an entry. 0: no limit. Default 50000.
+    pub new_flow_rate: u32,
+    /// `tcp_timeout` (default "15m"), `tcp_fin_timeout` ("10s", at most `tcp_timeout`),
+    /// `udp_timeout` ("5m"): how long a flow entry outlives the flow's last packet (after the
+    /// client's FIN for `tcp_fin_timeout`). Each 2s ..= 7 days.
+    pub flow_timeouts: crate::flowscan::FlowTimeouts,
     /// `max_services`: capacity of the service maps, 1 ..= `lb_common::MAX_SERVICES`; the
     /// number of `[[service]]` tables must not exceed it. Default 64.
     pub max_services: u32,

@@ -1,4 +1,8 @@
+use std::time::Duration;
+
 use lb_common::{DEFAULT_RING_SIZE, MAX_BACKENDS};
+
+use crate::flowscan::FlowTimeouts;
 
 use super::*;
 
@@ -61,6 +65,10 @@ xdp_mode = "native"
 pin_path = "/sys/fs/bpf/xlb-test"
 control_socket = "/run/xlb/test.sock"
 flow_table_size = 65536
+new_flow_rate = 1000
+tcp_timeout = "10m"
+tcp_fin_timeout = "5s"
+udp_timeout = "1m"
 max_services = 8
 assign_vips = false
 
@@ -106,6 +114,8 @@ fn full_config_parses_to_expected_values() {
             control_socket: PathBuf::from("/run/xlb/test.sock"),
             runtime_file: PathBuf::from(DEFAULT_RUNTIME_FILE),
             flow_table_size: 65536,
+            new_flow_rate: 1000,
+            flow_timeouts: FlowTimeouts { tcp: Duration::from_secs(600), tcp_fin: Duration::from_secs(5), udp: Duration::from_secs(60) },
             max_services: 8,
             assign_vips: false,
             script_user: None,
@@ -121,12 +131,12 @@ fn full_config_parses_to_expected_values() {
                 scheduler: Scheduler::SourceHash,
                 table_size: 251,
                 backends: vec![
-                    BackendConfig { address: ip("203.0.113.11"), weight: 0, check: None, line: 19 },
-                    BackendConfig { address: ip("203.0.113.12"), weight: 1000, check: None, line: 23 },
+                    BackendConfig { address: ip("203.0.113.11"), weight: 0, check: None, line: 23 },
+                    BackendConfig { address: ip("203.0.113.12"), weight: 1000, check: None, line: 27 },
                 ],
                 quorum: 1,
                 sorry: None,
-                line: 11,
+                line: 15,
             },
             ServiceConfig {
                 name: "dns6.v2-b_c".to_string(),
@@ -135,10 +145,10 @@ fn full_config_parses_to_expected_values() {
                 protocol: Protocol::Udp,
                 scheduler: Scheduler::Maglev,
                 table_size: 65537,
-                backends: vec![BackendConfig { address: ip("2001:db8::11"), weight: 1, check: None, line: 35 }],
+                backends: vec![BackendConfig { address: ip("2001:db8::11"), weight: 1, check: None, line: 39 }],
                 quorum: 1,
                 sorry: None,
-                line: 27,
+                line: 31,
             },
         ],
     };
@@ -699,4 +709,18 @@ fn egress_interface_longest_prefix_wins() {
     assert_eq!(egress_interface(ip("10.1.2.3"), &ifaces, &[]), None);
     // An IPv4-mapped address is not inside an IPv4 subnet.
     assert_eq!(via("::ffff:10.1.2.3", &all), None);
+}
+
+#[test]
+fn flow_timeouts_are_checked_against_their_range_and_each_other() {
+    let text = "[agent]\ninterfaces = [\"eth0\"]\ntcp_timeout = \"1s\"\nudp_timeout = \"8d\"\n";
+    let errs = errors(text);
+    assert_has(&errs, 3, "tcp_timeout = 1s is out of range 2s..=604800s");
+    assert_has(&errs, 4, "invalid duration \"8d\" for udp_timeout");
+    let errs = errors("[agent]\ninterfaces = [\"eth0\"]\ntcp_timeout = \"30s\"\ntcp_fin_timeout = \"1m\"\n");
+    assert_has(&errs, 4, "tcp_fin_timeout (60s) must not exceed tcp_timeout (30s)");
+    assert_eq!(errs.len(), 1, "{}", one_per_line(&errs));
+    let (cfg, _) = ok("[agent]\ninterfaces = [\"eth0\"]\n");
+    assert_eq!(cfg.agent.flow_timeouts, FlowTimeouts::DEFAULT);
+    assert_eq!(cfg.agent.new_flow_rate, crate::config::DEFAULT_NEW_FLOW_RATE);
 }

@@ -158,18 +158,18 @@ fn a_flow_belongs_when_service_destination_and_backend_agree() {
     let vip = ip("203.0.113.100");
     let client = ip("198.51.100.7");
     let key = FlowKey::new(lb_common::PROTO_TCP, client, 40000, vip, 80);
-    assert!(m.flow_filter().fits(&key, &Flow { backend: 1, service: 0 }));
+    assert!(m.flow_filter().fits(&key, &Flow { backend: 1, service: 0, ..Flow::default() }));
     // Slot 2 is the dns service's; service 7 does not exist; port 443 is web-tls's.
-    assert!(!m.flow_filter().fits(&key, &Flow { backend: 2, service: 0 }));
-    assert!(!m.flow_filter().fits(&key, &Flow { backend: 1, service: 7 }));
-    assert!(!m.flow_filter().fits(&FlowKey::new(lb_common::PROTO_TCP, client, 40000, vip, 443), &Flow { backend: 1, service: 0 }));
-    assert!(!m.flow_filter().fits(&FlowKey::new(lb_common::PROTO_UDP, client, 40000, vip, 80), &Flow { backend: 1, service: 0 }));
+    assert!(!m.flow_filter().fits(&key, &Flow { backend: 2, service: 0, ..Flow::default() }));
+    assert!(!m.flow_filter().fits(&key, &Flow { backend: 1, service: 7, ..Flow::default() }));
+    assert!(!m.flow_filter().fits(&FlowKey::new(lb_common::PROTO_TCP, client, 40000, vip, 443), &Flow { backend: 1, service: 0, ..Flow::default() }));
+    assert!(!m.flow_filter().fits(&FlowKey::new(lb_common::PROTO_UDP, client, 40000, vip, 80), &Flow { backend: 1, service: 0, ..Flow::default() }));
     let other = ip("203.0.113.101");
-    assert!(!m.flow_filter().fits(&FlowKey::new(lb_common::PROTO_TCP, client, 40000, other, 80), &Flow { backend: 1, service: 0 }));
+    assert!(!m.flow_filter().fits(&FlowKey::new(lb_common::PROTO_TCP, client, 40000, other, 80), &Flow { backend: 1, service: 0, ..Flow::default() }));
     // A flow of a backend the edited file no longer has fits nothing.
     let edited = model(&CFG.replace("address = \"203.0.113.11\"\n[[service.backend]]", "address = \"203.0.113.20\"\n[[service.backend]]"), &m.slots());
-    assert!(!edited.flow_filter().fits(&key, &Flow { backend: 0, service: 0 }));
-    assert!(edited.flow_filter().fits(&key, &Flow { backend: 1, service: 0 }));
+    assert!(!edited.flow_filter().fits(&key, &Flow { backend: 0, service: 0, ..Flow::default() }));
+    assert!(edited.flow_filter().fits(&key, &Flow { backend: 1, service: 0, ..Flow::default() }));
 }
 
 #[test]
