@@ -25,7 +25,9 @@
 //! 6. A destination (the quoted VIP for ICMP) whose bit in the VIP bitmap is clear:
 //!    `pass_not_service`.
 //! 7. A TCP/UDP packet of a flow in the flow table whose backend is usable goes there
-//!    (`flow_hit`), without a service lookup.
+//!    (`flow_hit`), without a service lookup. A TCP RST removes the entry (`flow_reset`); a
+//!    FIN marks it (`FLOW_F_FIN`), a SYN without ACK takes the mark off; the entry's `seen`
+//!    is refreshed (the model leaves `seen` to the test: it is the program's clock).
 //! 8. Otherwise the service of (VIP, port, protocol), then of (VIP, port 0, protocol); an entry
 //!    for fragments only (the agent's) serves fragments alone, and fragments look up port 0
 //!    only. No service: `pass_not_service`.
@@ -36,7 +38,10 @@
 //!     backend is usable (`icmp_too_big`); otherwise the Maglev table's entry at hash mod size,
 //!     the hash being of the 5-tuple, or of the source alone for a source-hash service. An empty
 //!     entry, a table of size 0 or an unusable backend: `drop_no_backend` (XDP_DROP). A new TCP/UDP
-//!     flow is recorded (`flow_new`, or `flow_rebalanced` when its recorded backend was unusable);
+//!     flow is recorded (`flow_new`, or `flow_rebalanced` when its recorded backend was unusable),
+//!     FIN-marked if it carries a FIN, unless it is a RST, which records nothing and removes an
+//!     entry with an unusable backend (`flow_reset`), or a new flow past the CPU's new-flow
+//!     limit (`flow_unrecorded`; the model holds no limit, as the fixture sets none);
 //!     fragments count `fragment`.
 //! 11. Forwarding rewrites the destination MAC to the backend's and the source MAC to its
 //!     interface's; XDP_TX when the backend sits behind the ingress interface, else
@@ -54,7 +59,6 @@
 //!   the VIP (the node's own, say) that quotes a VIP's flow is forwarded like one to the VIP;
 //! - every IPv6 packet with a Fragment header is a fragment, atomic fragments (offset 0, no
 //!   more fragments: whole packets, RFC 6946) included, so they do not follow their flow;
-//! - 802.1Q-tagged frames are `pass_not_ip`, VIP traffic included (the README says nothing);
 //! - a flow is recorded, and `flow_new`, `flow_rebalanced`, `flow_hit`, `fragment` and
 //!   `icmp_too_big` counted, also when the frame is then dropped (`drop_redirect_failed`, or
 //!   `drop_no_backend` for the last two);
@@ -65,7 +69,7 @@ use std::collections::{HashMap, HashSet};
 
 use lb_common::{
     hash::{flow_hash, source_hash},
-    stat, Backend, Flow, FlowKey, LocalMacs, Service, ServiceKey, VipFilter, BACKEND_F_USABLE, FAMILY_V4, FAMILY_V6,
+    stat, Backend, Flow, FlowKey, LocalMacs, Service, ServiceKey, VipFilter, BACKEND_F_USABLE, FAMILY_V4, FAMILY_V6, FLOW_F_FIN,
     LOCAL_MAC_SLOTS, MAX_RING_SIZE, PROTO_TCP, PROTO_UDP, RING_EMPTY, SERVICE_F_FRAGMENTS_ONLY, SERVICE_F_HASH_SOURCE,
 };
 
@@ -102,8 +106,10 @@ pub struct Answer {
     pub events: Vec<u32>,
     /// The frame as the program leaves it.
     pub frame: Vec<u8>,
-    /// The flow table entry written.
+    /// The flow table entry written (`seen` left 0: the program's clock, which the test checks).
     pub flow_written: Option<(FlowKey, Flow)>,
+    /// The flow table entry removed.
+    pub flow_removed: Option<FlowKey>,
     /// (service id, backend slot, bytes) counted for a forwarded packet.
     pub counted: Option<(u32, u32, u32)>,
 }
@@ -121,6 +127,24 @@ struct Packet {
     kind: Kind,
     ip_len: u32,
     ipv4_options: bool,
+    /// TCP's flags byte; 0 for anything else.
+    tcp_flags: u8,
+}
+
+const TCP_FIN: u8 = 0x01;
+const TCP_SYN: u8 = 0x02;
+const TCP_RST: u8 = 0x04;
+const TCP_ACK: u8 = 0x10;
+
+/// A flow entry's flags after a packet with `tcp_flags`.
+fn marked(tcp_flags: u8, flags: u32) -> u32 {
+    if tcp_flags & TCP_FIN != 0 {
+        flags | FLOW_F_FIN
+    } else if tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
+        flags & !FLOW_F_FIN
+    } else {
+        flags
+    }
 }
 
 const ETH: usize = 14;
@@ -166,13 +190,14 @@ fn fits(f: &[u8], at: usize, len: usize, ip_end: usize) -> Result<(), u32> {
     Ok(())
 }
 
-fn ports(f: &[u8], key: &mut FlowKey, l4: usize, ip_end: usize) -> Result<(), u32> {
+/// Reads the ports into `key`; TCP's flags byte is returned (0 for UDP).
+fn ports(f: &[u8], key: &mut FlowKey, l4: usize, ip_end: usize) -> Result<u8, u32> {
     // The program reads 4 bytes within the frame, and needs a whole header within the packet.
     fits(f, l4, 4, usize::MAX)?;
     fits(f, l4, if key.proto == PROTO_TCP { 20 } else { 8 }, ip_end)?;
     key.sport = port(f, l4);
     key.dport = port(f, l4 + 2);
-    Ok(())
+    Ok(if key.proto == PROTO_TCP { f[l4 + 13] } else { 0 })
 }
 
 fn parse_v4(f: &[u8]) -> Result<Packet, u32> {
@@ -187,11 +212,11 @@ fn parse_v4(f: &[u8]) -> Result<Packet, u32> {
     let l4 = ETH + ihl;
     let fragment = be16(f, ETH + 6) & 0x3fff != 0;
     let mut key = flow_key(proto, &f[ETH + 12..ETH + 16], &f[ETH + 16..ETH + 20]);
-    let mut packet = Packet { key, kind: Kind::Flow, ip_len: total as u32, ipv4_options: ihl > 20 };
+    let mut packet = Packet { key, kind: Kind::Flow, ip_len: total as u32, ipv4_options: ihl > 20, tcp_flags: 0 };
     if balanced(proto) && fragment {
         packet.kind = Kind::Fragment;
     } else if balanced(proto) {
-        ports(f, &mut key, l4, ip_end)?;
+        packet.tcp_flags = ports(f, &mut key, l4, ip_end)?;
         packet.key = key;
     } else if proto == 1 && !fragment {
         // ICMP: only "fragmentation needed" about a TCP/UDP flow is balanced.
@@ -234,10 +259,10 @@ fn parse_v6(f: &[u8]) -> Result<Packet, u32> {
     let l4 = ETH + 40;
     let ip_end = l4 + payload;
     let mut key = flow_key(next, &f[ETH + 8..ETH + 24], &f[ETH + 24..ETH + 40]);
-    let mut packet = Packet { key, kind: Kind::Flow, ip_len: (40 + payload) as u32, ipv4_options: false };
+    let mut packet = Packet { key, kind: Kind::Flow, ip_len: (40 + payload) as u32, ipv4_options: false, tcp_flags: 0 };
     match next {
         PROTO_TCP | PROTO_UDP => {
-            ports(f, &mut key, l4, ip_end)?;
+            packet.tcp_flags = ports(f, &mut key, l4, ip_end)?;
             packet.key = key;
         }
         44 => {
@@ -331,6 +356,7 @@ impl Maps {
             events: Vec::new(),
             frame: frame.to_vec(),
             flow_written: None,
+            flow_removed: None,
             counted: None,
         };
         let packet = match parse(frame) {
@@ -347,6 +373,12 @@ impl Maps {
                     return Answer { verdict, ..answer };
                 }
                 answer.events.push(stat::EVENT_FLOW_HIT);
+                if packet.tcp_flags & TCP_RST != 0 {
+                    answer.flow_removed = Some(packet.key);
+                    answer.events.push(stat::EVENT_FLOW_RESET);
+                } else {
+                    answer.flow_written = Some((packet.key, Flow { seen: 0, flags: marked(packet.tcp_flags, flow.flags), ..flow }));
+                }
                 self.send(&mut answer, ingress, &packet, flow.service, flow.backend, &backend);
                 return answer;
             }
@@ -357,8 +389,16 @@ impl Maps {
         }
         let chosen = match packet.kind {
             Kind::Flow => self.maglev_choice(&svc, &packet.key).inspect(|(slot, _)| {
-                answer.flow_written = Some((packet.key, Flow { backend: *slot, service: svc.id }));
-                answer.events.push(if known.is_some() { stat::EVENT_FLOW_REBALANCED } else { stat::EVENT_FLOW_NEW });
+                if packet.tcp_flags & TCP_RST != 0 {
+                    if known.is_some() {
+                        answer.flow_removed = Some(packet.key);
+                        answer.events.push(stat::EVENT_FLOW_RESET);
+                    }
+                } else {
+                    let flags = marked(packet.tcp_flags, 0);
+                    answer.flow_written = Some((packet.key, Flow { backend: *slot, service: svc.id, flags, ..Flow::default() }));
+                    answer.events.push(if known.is_some() { stat::EVENT_FLOW_REBALANCED } else { stat::EVENT_FLOW_NEW });
+                }
             }),
             Kind::Fragment => {
                 answer.events.push(stat::EVENT_FRAGMENT);

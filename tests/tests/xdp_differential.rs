@@ -21,10 +21,13 @@ use std::{
 
 use aya::programs::{TestRun, TestRunOptions};
 use lb_common::{
-    stat, Backend, Counters, Flow, FlowKey, LocalMacs, Service, ServiceKey, VipFilter, BACKEND_F_ASSIGNED, BACKEND_F_USABLE,
+    stat, Backend, Counters, Flow, FlowKey, LocalMacs, Service, ServiceKey, VipFilter, BACKEND_F_ASSIGNED, BACKEND_F_USABLE, FLOW_F_FIN,
     LOCAL_MAC_SLOTS, MAX_BACKENDS, PROTO_TCP, PROTO_UDP, RING_EMPTY, SERVICE_F_FRAGMENTS_ONLY, SERVICE_F_HASH_SOURCE,
 };
-use lb_userspace::dataplane::{Dataplane, Sizes};
+use lb_userspace::{
+    dataplane::{Dataplane, Sizes},
+    flowscan::coarse_now,
+};
 use xlb_tests::{
     frames::{self, flow_frame, V4, NODE_MAC, PROTO_ICMP, PROTO_ICMPV6},
     reference::{Answer, Maps},
@@ -176,8 +179,13 @@ const KNOWN: [(u8, IpAddr, u16, IpAddr, u16, u32, u32); 7] = [
     (PROTO_TCP, IpAddr::V4(CLIENT4), 50007, IpAddr::V4(VIP4_EMPTY), 80, 2, 6),
 ];
 
+/// The fixture's flows. Those of odd client ports carry a FIN mark (a SYN takes it off, a FIN
+/// keeps it), the others none.
 fn known_flows() -> impl Iterator<Item = (FlowKey, Flow)> {
-    KNOWN.iter().map(|&(proto, src, sport, dst, dport, backend, service)| (FlowKey::new(proto, src, sport, dst, dport), Flow { backend, service }))
+    KNOWN.iter().map(|&(proto, src, sport, dst, dport, backend, service)| {
+        let flags = if sport % 2 == 1 { FLOW_F_FIN } else { 0 };
+        (FlowKey::new(proto, src, sport, dst, dport), Flow { backend, service, flags, ..Flow::default() })
+    })
 }
 
 /// SplitMix64: small, and the same frames on every run.
@@ -281,7 +289,16 @@ impl Frames {
     fn flow(&mut self, proto: u8, src: IpAddr, sport: u16, dst: IpAddr, dport: u16) -> Vec<u8> {
         let payload = self.payload();
         match (proto, src, dst) {
-            (PROTO_TCP | PROTO_UDP, ..) => flow_frame(proto, src, sport, dst, dport, &payload),
+            (PROTO_TCP, ..) => {
+                let mut f = flow_frame(proto, src, sport, dst, dport, &payload);
+                // SYN, ACK, PSH+ACK, FIN+ACK, FIN, RST, RST+ACK, SYN+ACK, SYN+FIN, anything.
+                let any = self.rng.next() as u8;
+                let flags = self.rng.pick(&[0x02, 0x02, 0x10, 0x18, 0x11, 0x01, 0x04, 0x14, 0x12, 0x03, any]);
+                let at = 14 + if src.is_ipv4() { 20 } else { 40 } + 13;
+                f[at] = flags;
+                f
+            }
+            (PROTO_UDP, ..) => flow_frame(proto, src, sport, dst, dport, &payload),
             (_, IpAddr::V4(s), IpAddr::V4(d)) => V4::new(s, d, proto).frame(&payload),
             (_, IpAddr::V6(s), IpAddr::V6(d)) => frames::ipv6_frame(s, d, proto, &payload),
             _ => unreachable!("one family"),
@@ -552,15 +569,22 @@ fn describe(a: &Answer, input: &[u8]) -> String {
     let name = |i: u32| stat::NAMES.get(i as usize).copied().unwrap_or("none");
     let events: Vec<&str> = a.events.iter().map(|&e| name(e)).collect();
     let frame = if a.frame == input { "unchanged".to_owned() } else { hex(&a.frame) };
-    let flow = match a.flow_written {
-        Some((_, f)) => format!("flow recorded to backend {} of service {}", f.backend, f.service),
-        None => "no flow recorded".to_owned(),
+    let flow = match (a.flow_written, a.flow_removed) {
+        (Some((_, f)), _) => format!("flow recorded to backend {} of service {} with flags {}", f.backend, f.service, f.flags),
+        (None, Some(_)) => "flow removed".to_owned(),
+        (None, None) => "no flow recorded".to_owned(),
     };
     format!("XDP_{action} {} {events:?}, {flow}, frame {frame}", name(a.verdict))
 }
 
 /// The program's side of a frame, in the model's terms.
-fn observed(action: u32, frame: Vec<u8>, counters: &[u64], flow_written: Option<(FlowKey, Flow)>) -> Answer {
+fn observed(
+    action: u32,
+    frame: Vec<u8>,
+    counters: &[u64],
+    flow_written: Option<(FlowKey, Flow)>,
+    flow_removed: Option<FlowKey>,
+) -> Answer {
     let verdicts: Vec<u32> = (0..stat::EVENT_FLOW_HIT).filter(|&i| counters[i as usize] > 0).collect();
     let mut events = Vec::new();
     for i in stat::EVENT_FLOW_HIT..stat::COUNT {
@@ -570,7 +594,7 @@ fn observed(action: u32, frame: Vec<u8>, counters: &[u64], flow_written: Option<
         [one] if counters[one as usize] == 1 => one,
         _ => u32::MAX,
     };
-    Answer { action, verdict, events, frame, flow_written, counted: None }
+    Answer { action, verdict, events, frame, flow_written, flow_removed, counted: None }
 }
 
 #[test]
@@ -591,6 +615,7 @@ fn the_program_agrees_with_its_reference_model() {
 
 fn differ(dp: &mut Dataplane, maps: &Maps, links: &Links) {
     let started = Instant::now();
+    let started_clock = coarse_now();
     let mut frames = Frames { rng: Rng(SEED), twin4: twin4() };
     let mut before = dp.stats().unwrap();
     let mut verdicts: BTreeMap<&str, usize> = BTreeMap::new();
@@ -605,18 +630,24 @@ fn differ(dp: &mut Dataplane, maps: &Maps, links: &Links) {
         let after = dp.stats().unwrap();
         let delta: Vec<u64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
         before = after;
-        // The flow the program recorded, read where the model says it must be; then the flow
-        // table goes back to the fixture's.
+        // The flow the program recorded, read where the model says it must be (its `seen`
+        // must be the program's clock, taken during the run, which the model leaves at 0); the
+        // flow the model says went must be gone. Then the flow table goes back to the
+        // fixture's.
+        let clock = coarse_now();
         let written = want.flow_written.map(|(key, _)| (key, dp.flow(&key)));
-        if let Some((key, _)) = want.flow_written {
-            match maps.flows.get(&key) {
-                Some(flow) => dp.insert_flow(&key, *flow).unwrap(),
-                None => assert_eq!(dp.purge_flows(|k, _| *k == key).unwrap(), 1),
+        let fresh = written.is_none_or(|(_, f)| f.is_none_or(|f| f.seen >= started_clock && f.seen <= clock));
+        let written = written.map(|(key, f)| (key, f.map(|f| Flow { seen: 0, ..f })));
+        let removed = want.flow_removed.filter(|key| dp.flow(key).is_none());
+        for key in want.flow_written.map(|(k, _)| k).iter().chain(&want.flow_removed) {
+            match maps.flows.get(key) {
+                Some(flow) => dp.insert_flow(key, *flow).unwrap(),
+                None => assert_eq!(dp.purge_flows(|k, _| k == key).unwrap(), 1),
             }
         }
         // Nothing else written: the fixture's flows as they were, and no other.
         let flows_kept = maps.flows.iter().all(|(key, flow)| dp.flow(key) == Some(*flow)) && dp.flow_count() == maps.flows.len();
-        let got = observed(action, out, &delta, written.and_then(|(key, flow)| Some((key, flow?))));
+        let got = observed(action, out, &delta, written.and_then(|(key, flow)| Some((key, flow?))), removed);
         let want_events = {
             let mut e = want.events.clone();
             e.sort();
@@ -627,12 +658,14 @@ fn differ(dp: &mut Dataplane, maps: &Maps, links: &Links) {
             && got.events == want_events
             && got.frame == want.frame
             && got.flow_written == want.flow_written
+            && got.flow_removed == want.flow_removed
+            && fresh
             && flows_kept;
         if !agree {
             disagreements += 1;
             if disagreements <= SHOWN {
                 eprintln!(
-                    "DISAGREEMENT at frame {n} (ingress {ingress}): {}\n  model:   {}\n  program: {}, counters {delta:?}, flow table kept: {flows_kept}",
+                    "DISAGREEMENT at frame {n} (ingress {ingress}): {}\n  model:   {}\n  program: {}, counters {delta:?}, flow table kept: {flows_kept}, seen fresh: {fresh}",
                     hex(&frame),
                     describe(&want, &frame),
                     describe(&got, &frame),
