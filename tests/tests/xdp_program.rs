@@ -13,7 +13,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use aya::programs::{TestRun, TestRunOptions};
 use lb_common::{
     hash::{flow_hash, source_hash},
-    stat, Backend, FlowKey, Service, ServiceKey, VipFilter, BACKEND_F_USABLE, PROTO_TCP, PROTO_UDP, RING_EMPTY, SERVICE_F_FRAGMENTS_ONLY, SERVICE_F_HASH_SOURCE,
+    stat, Backend, FlowKey, Service, ServiceKey, Settings, VipFilter, BACKEND_F_USABLE, FLOW_F_FIN, PROTO_TCP, PROTO_UDP, RING_EMPTY, SERVICE_F_FRAGMENTS_ONLY, SERVICE_F_HASH_SOURCE,
 };
 use lb_userspace::dataplane::{Dataplane, Sizes};
 use xlb_tests::frames::{self, flow_frame, V4, CLIENT_MAC, NODE_MAC, PROTO_ICMP};
@@ -315,6 +315,101 @@ fn flow_of_an_unusable_backend_is_rebalanced() {
         assert_eq!(fx.stat(stat::EVENT_FLOW_REBALANCED), 1);
         let flow = fx.dp.flow(&flow_key(PROTO_TCP, CLIENT4.into(), 43000, VIP4.into(), 80)).unwrap();
         assert_eq!(flow.backend, other, "flow table follows the move");
+    });
+}
+
+/// A TCP segment to VIP4:80 from client port `sport` with the flags byte `flags`.
+fn tcp4_flags(sport: u16, flags: u8) -> Vec<u8> {
+    let mut f = tcp4(sport, VIP4, 80);
+    f[14 + 20 + 13] = flags;
+    f
+}
+
+const SYN: u8 = 0x02;
+const ACK: u8 = 0x10;
+const FIN_ACK: u8 = 0x11;
+const RST: u8 = 0x04;
+
+#[test]
+fn a_client_reset_removes_the_flow_and_records_nothing() {
+    with_fixture("a_client_reset_removes_the_flow_and_records_nothing", |fx| {
+        let key = flow_key(PROTO_TCP, CLIENT4.into(), 45000, VIP4.into(), 80);
+        let b = expected_flow_backend(fx, S_TCP4, PROTO_TCP, CLIENT4.into(), 45000, VIP4.into(), 80);
+        fx.expect_forwarded(&tcp4_flags(45000, SYN), b, XDP_TX);
+        assert!(fx.dp.flow(&key).is_some());
+        // The RST still reaches the backend, and the entry goes.
+        fx.expect_forwarded(&tcp4_flags(45000, RST | ACK), b, XDP_TX);
+        assert_eq!(fx.dp.flow(&key), None);
+        assert_eq!(fx.stat(stat::EVENT_FLOW_RESET), 1);
+        // A RST of an unknown flow goes by the table and records nothing.
+        fx.expect_forwarded(&tcp4_flags(45000, RST), b, XDP_TX);
+        assert_eq!(fx.dp.flow(&key), None);
+        assert_eq!((fx.stat(stat::EVENT_FLOW_RESET), fx.stat(stat::EVENT_FLOW_NEW)), (1, 1));
+    });
+}
+
+#[test]
+fn a_client_fin_marks_the_flow_and_a_new_syn_unmarks_it() {
+    with_fixture("a_client_fin_marks_the_flow_and_a_new_syn_unmarks_it", |fx| {
+        let key = flow_key(PROTO_TCP, CLIENT4.into(), 45100, VIP4.into(), 80);
+        let b = expected_flow_backend(fx, S_TCP4, PROTO_TCP, CLIENT4.into(), 45100, VIP4.into(), 80);
+        let before = lb_userspace::flowscan::coarse_now();
+        fx.expect_forwarded(&tcp4_flags(45100, SYN), b, XDP_TX);
+        let flow = fx.dp.flow(&key).unwrap();
+        assert_eq!(flow.flags, 0);
+        assert!(flow.seen >= before && flow.seen <= lb_userspace::flowscan::coarse_now(), "seen is the coarse clock: {flow:?}");
+        fx.expect_forwarded(&tcp4_flags(45100, ACK), b, XDP_TX);
+        assert_eq!(fx.dp.flow(&key).unwrap().flags, 0);
+        fx.expect_forwarded(&tcp4_flags(45100, FIN_ACK), b, XDP_TX);
+        assert_eq!(fx.dp.flow(&key).unwrap().flags, FLOW_F_FIN);
+        // The last ACKs keep the mark; a new connection on the same 5-tuple takes it off.
+        fx.expect_forwarded(&tcp4_flags(45100, ACK), b, XDP_TX);
+        assert_eq!(fx.dp.flow(&key).unwrap().flags, FLOW_F_FIN);
+        fx.expect_forwarded(&tcp4_flags(45100, SYN), b, XDP_TX);
+        assert_eq!(fx.dp.flow(&key).unwrap().flags, 0);
+        // A FIN that starts a flow (the table lost it) records it marked.
+        let other = flow_key(PROTO_TCP, CLIENT4.into(), 45101, VIP4.into(), 80);
+        let b2 = expected_flow_backend(fx, S_TCP4, PROTO_TCP, CLIENT4.into(), 45101, VIP4.into(), 80);
+        fx.expect_forwarded(&tcp4_flags(45101, FIN_ACK), b2, XDP_TX);
+        assert_eq!(fx.dp.flow(&other).unwrap().flags, FLOW_F_FIN);
+    });
+}
+
+#[test]
+fn past_the_new_flow_limit_flows_are_forwarded_by_the_table_unrecorded() {
+    with_fixture("past_the_new_flow_limit_flows_are_forwarded_by_the_table_unrecorded", |fx| {
+        // An established flow, recorded before the limit.
+        let established = flow_key(PROTO_TCP, CLIENT4.into(), 46999, VIP4.into(), 80);
+        let first = expected_flow_backend(fx, S_TCP4, PROTO_TCP, CLIENT4.into(), 46999, VIP4.into(), 80);
+        fx.expect_forwarded(&tcp4_flags(46999, SYN), first, XDP_TX);
+        fx.dp.set_settings(Settings { new_flows_per_cpu: 10, _pad: 0 }).unwrap();
+        let started = std::time::Instant::now();
+        for sport in 47000..48000 {
+            let b = expected_flow_backend(fx, S_TCP4, PROTO_TCP, CLIENT4.into(), sport, VIP4.into(), 80);
+            fx.expect_forwarded(&tcp4_flags(sport, SYN), b, XDP_TX);
+        }
+        // One-second windows per CPU: 10 flows in each window the run touched (it may span two
+        // or three, on each CPU the thread ran on).
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+        let windows = (started.elapsed().as_secs() + 2) * cpus;
+        let recorded = fx.stat(stat::EVENT_FLOW_NEW) - 1;
+        let unrecorded = fx.stat(stat::EVENT_FLOW_UNRECORDED);
+        assert!(recorded >= 10 && recorded <= 10 * windows, "recorded {recorded} in at most {windows} CPU windows");
+        assert_eq!(recorded + unrecorded, 1000);
+        assert_eq!(fx.dp.flow_count() as u64, recorded + 1);
+        // The established flow keeps its backend when the table moves, and packets of known
+        // flows are not limited.
+        let other = (first + 1) % 3;
+        fx.republish(S_TCP4, service_key(VIP4.into(), 80, PROTO_TCP), vec![other; RING as usize]);
+        fx.expect_forwarded(&tcp4_flags(46999, ACK), first, XDP_TX);
+        assert!(fx.dp.flow(&established).is_some());
+        // No limit: every new flow is recorded again.
+        fx.dp.set_settings(Settings { new_flows_per_cpu: 0, _pad: 0 }).unwrap();
+        let before = fx.stat(stat::EVENT_FLOW_NEW);
+        for sport in 48000..48100 {
+            fx.expect_forwarded(&tcp4_flags(sport, SYN), other, XDP_TX);
+        }
+        assert_eq!(fx.stat(stat::EVENT_FLOW_NEW), before + 100);
     });
 }
 
