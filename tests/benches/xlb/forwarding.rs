@@ -27,6 +27,8 @@ use std::{
 use anyhow::{bail, ensure, Context as _, Result};
 use serde_json::json;
 
+use lb_userspace::config::DEFAULT_NEW_FLOW_RATE;
+
 use crate::{
     lab::{BenchLab, FLOOD_PORT},
     report::{median, write_json, Row},
@@ -35,35 +37,47 @@ use crate::{
 
 const PART: &str = "2 forwarding";
 const FLOWS: u16 = 256;
+/// Distinct 5-tuples of the new-flow flood.
+const NEW_FLOWS: u32 = 256 * 1024;
+/// sendmmsg(2) takes at most this many messages a call (UIO_MAXIOV).
+const BATCH: usize = 1024;
 
 /// The flood: `FLOWS` 60-byte frames, client -> VIP:9, source ports 10000..
 pub(crate) fn flood_frames(dst_mac: [u8; 6], src_mac: [u8; 6]) -> Vec<Vec<u8>> {
-    let client = [203u8, 0, 113, 10];
+    (0..FLOWS).map(|i| flood_frame(dst_mac, src_mac, [203, 0, 113, 10], 10000 + i)).collect()
+}
+
+/// Every frame a new flow: `NEW_FLOWS` 60-byte frames to VIP:9, from 198.51.100.0/24 (spoofed
+/// clients) and source ports 10000.., each 5-tuple once. The generator cycles through them; a
+/// flow recorded on the first pass is a hit on the next, so the window counts the program's
+/// own `flow_new` and `flow_unrecorded`.
+fn new_flow_frames(dst_mac: [u8; 6], src_mac: [u8; 6]) -> Vec<Vec<u8>> {
+    (0..NEW_FLOWS).map(|i| flood_frame(dst_mac, src_mac, [198, 51, 100, (i % 256) as u8], 10000 + (i / 256) as u16)).collect()
+}
+
+/// One 60-byte UDP frame from `client`:`sport` to VIP:9.
+fn flood_frame(dst_mac: [u8; 6], src_mac: [u8; 6], client: [u8; 4], sport: u16) -> Vec<u8> {
     let vip: [u8; 4] = xlb_tests::plan::VIP4.parse::<std::net::Ipv4Addr>().expect("VIP").octets();
     let payload = 18usize;
-    (0..FLOWS)
-        .map(|i| {
-            let mut f: Vec<u8> = Vec::with_capacity(60);
-            f.extend_from_slice(&dst_mac);
-            f.extend_from_slice(&src_mac);
-            f.extend_from_slice(&[0x08, 0x00]);
-            let total = (20 + 8 + payload) as u16;
-            let mut ip = vec![0x45, 0];
-            ip.extend_from_slice(&total.to_be_bytes());
-            ip.extend_from_slice(&[0, 0, 0x40, 0, 64, 17, 0, 0]);
-            ip.extend_from_slice(&client);
-            ip.extend_from_slice(&vip);
-            let sum = ipv4_checksum(&ip);
-            ip[10..12].copy_from_slice(&sum.to_be_bytes());
-            f.extend_from_slice(&ip);
-            f.extend_from_slice(&(10000 + i).to_be_bytes());
-            f.extend_from_slice(&FLOOD_PORT.to_be_bytes());
-            f.extend_from_slice(&((8 + payload) as u16).to_be_bytes());
-            f.extend_from_slice(&[0, 0]); // no UDP checksum (valid for IPv4)
-            f.extend(std::iter::repeat_n(0x5a, payload));
-            f
-        })
-        .collect()
+    let mut f: Vec<u8> = Vec::with_capacity(60);
+    f.extend_from_slice(&dst_mac);
+    f.extend_from_slice(&src_mac);
+    f.extend_from_slice(&[0x08, 0x00]);
+    let total = (20 + 8 + payload) as u16;
+    let mut ip = vec![0x45, 0];
+    ip.extend_from_slice(&total.to_be_bytes());
+    ip.extend_from_slice(&[0, 0, 0x40, 0, 64, 17, 0, 0]);
+    ip.extend_from_slice(&client);
+    ip.extend_from_slice(&vip);
+    let sum = ipv4_checksum(&ip);
+    ip[10..12].copy_from_slice(&sum.to_be_bytes());
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&sport.to_be_bytes());
+    f.extend_from_slice(&FLOOD_PORT.to_be_bytes());
+    f.extend_from_slice(&((8 + payload) as u16).to_be_bytes());
+    f.extend_from_slice(&[0, 0]); // no UDP checksum (valid for IPv4)
+    f.extend(std::iter::repeat_n(0x5a, payload));
+    f
 }
 
 /// The generator: an AF_PACKET socket in the client's namespace sending the frames in
@@ -134,6 +148,8 @@ impl Flood {
             let mut result = Ok(());
             let started = std::time::Instant::now();
             let mut sent = 0u64;
+            // Where the next batch starts: every frame is sent in turn, however many there are.
+            let mut next = 0usize;
             while !flag.load(Ordering::Relaxed) {
                 if let Some(pps) = pps {
                     let due = started + Duration::from_secs_f64(sent as f64 / pps);
@@ -142,9 +158,13 @@ impl Flood {
                         thread::sleep(due - now);
                     }
                 }
-                let n = unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), msgs.len() as u32, 0) };
+                let batch = BATCH.min(msgs.len() - next);
+                // SAFETY: `next + batch <= msgs.len()`; every message points at an iovec of
+                // `iovs` and a frame of `frames`, both alive until the loop ends.
+                let n = unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr().add(next), batch as u32, 0) };
                 if n > 0 {
                     sent += n as u64;
+                    next = (next + n as usize) % msgs.len();
                 }
                 if n < 0 {
                     let e = std::io::Error::last_os_error();
@@ -261,11 +281,18 @@ struct Snapshot {
     cpus: Vec<(u64, u64)>,
     /// CPU time of the node's forwarding threads (ns, from /proc/<pid>/schedstat).
     node_ns: u64,
+    /// xlb's `flow_new` and `flow_unrecorded` counters (0 for the baseline).
+    flow_new: u64,
+    flow_unrecorded: u64,
 }
 
 fn snapshot(bl: &BenchLab, with_agent: bool, node_threads: &[i32]) -> Result<Snapshot> {
     let at = Instant::now();
-    let xlb_tx = if with_agent { Some(bl.status()?.counters.get("tx").copied().context("xlb tx counter")?) } else { None };
+    let counters = if with_agent { Some(bl.status()?.counters) } else { None };
+    let counter = |name: &str| -> Result<u64> {
+        counters.as_ref().map_or(Ok(0), |c| c.get(name).copied().with_context(|| format!("xlb counter {name}")))
+    };
+    let xlb_tx = if with_agent { Some(counter("tx")?) } else { None };
     let eth = BenchLab::ethtool(&bl.lb.ns, "eth0")?;
     let sum = |suffix: &str| eth.iter().filter(|(k, _)| k.starts_with("rx_queue_") && k.ends_with(suffix)).map(|(_, v)| v).sum::<u64>();
     Ok(Snapshot {
@@ -277,6 +304,8 @@ fn snapshot(bl: &BenchLab, with_agent: bool, node_threads: &[i32]) -> Result<Sna
         offered: tx_packets(&bl.client.ns)?,
         cpus: cpu_times()?,
         node_ns: node_threads.iter().map(|pid| runtime_ns(*pid)).sum(),
+        flow_new: counter("flow_new")?,
+        flow_unrecorded: counter("flow_unrecorded")?,
     })
 }
 
@@ -301,10 +330,13 @@ struct Window {
     node_busy: f64,
     /// `mpps / node_busy`: what one fully busy CPU would forward at this cost per packet.
     capacity_mpps: f64,
+    /// New flows a second: recorded (`flow_new`) and forwarded unrecorded past the limit.
+    recorded_per_s: f64,
+    unrecorded_per_s: f64,
 }
 
 fn measure(bl: &mut BenchLab, program: &'static str, frames: &[Vec<u8>], napi: &[i32], warm: Duration, window: Duration) -> Result<Window> {
-    let with_agent = program == "xlb";
+    let with_agent = program.starts_with("xlb");
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     // The node's forwarding CPU time: its NAPI thread(s), plus the softirq thread of that CPU
     // (softirq work deferred there).
@@ -344,6 +376,8 @@ fn measure(bl: &mut BenchLab, program: &'static str, frames: &[Vec<u8>], napi: &
         sink_mpps: rate(a.sink, b.sink),
         offered_mpps: rate(a.offered, b.offered),
         cpu_busy,
+        recorded_per_s: rate(a.flow_new, b.flow_new) * 1e6,
+        unrecorded_per_s: rate(a.flow_unrecorded, b.flow_unrecorded) * 1e6,
     };
     say!(
         "forwarding: {program}: {:.3} Mpps forwarded (veth xdp_tx {:.3}, sink {:.3}), offered {:.3} Mpps, CPU busy {:?} -> {:.2} Mpps per busy CPU",
@@ -354,6 +388,9 @@ fn measure(bl: &mut BenchLab, program: &'static str, frames: &[Vec<u8>], napi: &
         w.cpu_busy.iter().map(|c| format!("{c:.0}%")).collect::<Vec<_>>(),
         w.capacity_mpps
     );
+    if with_agent {
+        say!("forwarding: {program}: new flows {:.0}/s recorded, {:.0}/s unrecorded", w.recorded_per_s, w.unrecorded_per_s);
+    }
     Ok(w)
 }
 
@@ -383,6 +420,7 @@ pub fn run(s: &Settings, notes: &mut Vec<String>) -> Result<Vec<Row>> {
     let lb_mac = BenchLab::mac(&bl.lb.ns, "eth0")?;
     let client_mac = BenchLab::mac(&bl.client.ns, "eth0")?;
     let frames = flood_frames(lb_mac, client_mac);
+    let new_frames = new_flow_frames(lb_mac, client_mac);
     let mut windows: Vec<Window> = Vec::new();
     for round in 0..rounds {
         say!("forwarding: round {}/{rounds} ({} s windows)", round + 1, window.as_secs());
@@ -391,6 +429,8 @@ pub fn run(s: &Settings, notes: &mut Vec<String>) -> Result<Vec<Row>> {
         bl.start_agent()?;
         let napi = if threaded { pin_new_napi(&bl.lb.ns, &before)? } else { Vec::new() };
         windows.push(measure(&mut bl, "xlb", &frames, &napi, warm, window)?);
+        // The same node under a flood of new flows (its default new_flow_rate).
+        windows.push(measure(&mut bl, "xlb-new", &new_frames, &napi, warm, window)?);
         bl.stop_agent()?;
         // baseline
         let before = napi_threads("eth0");
@@ -407,6 +447,9 @@ pub fn run(s: &Settings, notes: &mut Vec<String>) -> Result<Vec<Row>> {
     let xlb_busy = med("xlb", |w| w.node_busy);
     let base_busy = med("baseline", |w| w.node_busy);
     let offered = med("baseline", |w| w.offered_mpps).max(med("xlb", |w| w.offered_mpps));
+    let new_mpps = med("xlb-new", |w| w.mpps);
+    let new_cap = med("xlb-new", |w| w.capacity_mpps);
+    let new_busy = med("xlb-new", |w| w.node_busy);
     if xlb <= 0.0 || base <= 0.0 {
         bail!("nothing was forwarded (xlb {xlb:.3} Mpps, baseline {base:.3} Mpps); see the lab logs");
     }
@@ -435,6 +478,18 @@ pub fn run(s: &Settings, notes: &mut Vec<String>) -> Result<Vec<Row>> {
         Row::new(PART, "xlb forwarding per busy CPU (Mpps / CPU share)", format!("{xlb_cap:.2} Mpps/CPU"))
             .reference(format!("{base_cap:.2} Mpps/CPU"), Some(cap_ratio))
             .target(">= 0.8x baseline", Some(cap_ratio >= 0.8)),
+        Row::new(
+            PART,
+            &format!("xlb under a new-flow flood (every 5-tuple new; new_flow_rate {DEFAULT_NEW_FLOW_RATE}/CPU/s)"),
+            format!(
+                "{new_mpps:.2} Mpps @ {:.0}% CPU: {:.0}/s recorded, {:.0}/s unrecorded",
+                new_busy * 100.0,
+                med("xlb-new", |w| w.recorded_per_s),
+                med("xlb-new", |w| w.unrecorded_per_s)
+            ),
+        )
+        .reference(format!("established {xlb_cap:.2} Mpps/CPU"), Some(new_cap / xlb_cap))
+        .target(&format!("(reported: {new_cap:.2} Mpps/CPU)"), None),
     ];
     let by_window: Vec<serde_json::Value> = windows
         .iter()
@@ -443,6 +498,7 @@ pub fn run(s: &Settings, notes: &mut Vec<String>) -> Result<Vec<Row>> {
                 "program": w.program, "seconds": w.seconds, "forwarded_mpps": w.mpps, "veth_xdp_tx_mpps": w.veth_mpps,
                 "xlb_tx_mpps": w.xlb_mpps, "sink_mpps": w.sink_mpps, "offered_mpps": w.offered_mpps, "cpu_busy_percent": w.cpu_busy,
                 "node_cpu_busy": w.node_busy, "mpps_per_busy_cpu": w.capacity_mpps,
+                "new_flows_recorded_per_s": w.recorded_per_s, "new_flows_unrecorded_per_s": w.unrecorded_per_s,
             })
         })
         .collect();
@@ -463,6 +519,14 @@ pub fn run(s: &Settings, notes: &mut Vec<String>) -> Result<Vec<Row>> {
         "baseline_mpps_per_busy_cpu": base_cap,
         "ratio_per_busy_cpu": cap_ratio,
         "offered_mpps": offered,
+        "new_flow_flood": {
+            "frames": "xlb-new windows: 60-byte UDP to VIP:9 from 198.51.100.0/24 x source ports 10000.., NEW_FLOWS distinct 5-tuples cycled; forwarded, recorded and unrecorded per second from xlb's own counters",
+            "distinct_flows": NEW_FLOWS,
+            "mpps": new_mpps,
+            "mpps_per_busy_cpu": new_cap,
+            "node_cpu_busy": new_busy,
+            "ratio_per_busy_cpu_to_established": new_cap / xlb_cap,
+        },
         "windows": by_window,
         "counters": "xlb: its own tx counter (xlb stats --json); baseline: rx_queue_*_xdp_tx - xdp_tx_errors of lb1's eth0 (ethtool -S); sink: frames dropped by bench_sink on the switch side",
         "rows": rows.iter().map(Row::to_json).collect::<Vec<_>>(),
