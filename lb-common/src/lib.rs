@@ -211,12 +211,15 @@ pub struct RateWindow {
 /// Length of a `RateWindow`.
 pub const RATE_WINDOW_NS: u64 = 1_000_000_000;
 
-/// Packet and byte counters (bytes are IP packet lengths, headers included).
+/// Packet and byte counters (bytes are IP packet lengths, headers included), and the new
+/// flows recorded to the service or backend (`flow_new` and `flow_rebalanced`) whose first
+/// packet was forwarded.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Counters {
     pub packets: u64,
     pub bytes: u64,
+    pub flows: u64,
 }
 
 /// Bits of `VIP_FILTER`.
@@ -472,7 +475,7 @@ mod tests {
         assert_eq!(size_of::<Flow>(), 24);
         assert_eq!(size_of::<Settings>(), 8);
         assert_eq!(size_of::<RateWindow>(), 16);
-        assert_eq!(size_of::<Counters>(), 16);
+        assert_eq!(size_of::<Counters>(), 24);
         assert_eq!(size_of::<LocalMacs>(), 8 + 6 * MAX_LOCAL_MACS);
     }
 

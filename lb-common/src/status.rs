@@ -10,11 +10,14 @@ use serde::{Deserialize, Serialize};
 pub struct Counters {
     pub packets: u64,
     pub bytes: u64,
+    /// New flows recorded to it.
+    #[serde(default)]
+    pub flows: u64,
 }
 
 impl From<crate::Counters> for Counters {
     fn from(c: crate::Counters) -> Self {
-        Counters { packets: c.packets, bytes: c.bytes }
+        Counters { packets: c.packets, bytes: c.bytes, flows: c.flows }
     }
 }
 
@@ -178,8 +181,8 @@ mod tests {
 
     #[test]
     fn map_counters_convert() {
-        let c = Counters::from(crate::Counters { packets: 3, bytes: 180 });
-        assert_eq!(c, Counters { packets: 3, bytes: 180 });
+        let c = Counters::from(crate::Counters { packets: 3, bytes: 180, flows: 1 });
+        assert_eq!(c, Counters { packets: 3, bytes: 180, flows: 1 });
     }
 
     #[test]

@@ -56,7 +56,7 @@ fn balance(ctx: &XdpContext) -> Verdict {
             }
             stats::count(stat::EVENT_FLOW_HIT);
             track::refresh(&packet.key, entry, packet.tcp_flags);
-            return send(ctx, &packet, flow.service, flow.backend, &backend);
+            return send(ctx, &packet, flow.service, flow.backend, &backend, false);
         }
     }
     let Some(svc) = select::service(&packet.key, packet.kind) else {
@@ -66,17 +66,18 @@ fn balance(ctx: &XdpContext) -> Verdict {
         return pass(reason);
     }
     match select::backend(&svc, &packet, known.is_some()) {
-        Ok((index, backend)) => send(ctx, &packet, svc.id, index, &backend),
+        Ok((index, backend, recorded)) => send(ctx, &packet, svc.id, index, &backend, recorded),
         Err(reason) => Verdict { action: xdp_action::XDP_DROP, stat: reason },
     }
 }
 
-/// Rewrites and sends the frame to `backend`, counting it for its service and backend.
+/// Rewrites and sends the frame to `backend`, counting it for its service and backend
+/// (`recorded`: a new flow was recorded with it).
 #[inline(always)]
-fn send(ctx: &XdpContext, packet: &parse::Packet, service: u32, index: u32, backend: &Backend) -> Verdict {
+fn send(ctx: &XdpContext, packet: &parse::Packet, service: u32, index: u32, backend: &Backend, recorded: bool) -> Verdict {
     let verdict = forward(ctx, backend);
     if verdict.stat == stat::VERDICT_TX || verdict.stat == stat::VERDICT_REDIRECT {
-        stats::count_forwarded(service, index, packet.ip_len);
+        stats::count_forwarded(service, index, packet.ip_len, recorded);
         if packet.ipv4_options {
             stats::count(stat::EVENT_IPV4_OPTIONS);
         }

@@ -86,28 +86,29 @@ pub fn service(key: &FlowKey, kind: Kind) -> Option<Service> {
 }
 
 /// The backend of a packet the flow table did not settle: `known` says the flow was in the
-/// table with a backend no longer usable (it is moved and counted as rebalanced).
+/// table with a backend no longer usable (it is moved and counted as rebalanced). The flag
+/// says the flow was recorded with it.
 #[inline(always)]
-pub fn backend(svc: &Service, packet: &Packet, known: bool) -> Result<(u32, Backend), u32> {
+pub fn backend(svc: &Service, packet: &Packet, known: bool) -> Result<(u32, Backend, bool), u32> {
     let key = &packet.key;
     match packet.kind {
         Kind::Flow => {
             let (index, b) = from_ring(svc, key)?;
-            track::record(key, index, svc.id, packet.tcp_flags, known);
-            Ok((index, b))
+            let recorded = track::record(key, index, svc.id, packet.tcp_flags, known);
+            Ok((index, b, recorded))
         }
         Kind::Fragment => {
             count(stat::EVENT_FRAGMENT);
-            from_ring(svc, key)
+            from_ring(svc, key).map(|(i, b)| (i, b, false))
         }
         Kind::TooBig => {
             count(stat::EVENT_ICMP_TOO_BIG);
             if let Some(flow) = track::known(key) {
                 if let Some(b) = usable(flow.backend) {
-                    return Ok((flow.backend, b));
+                    return Ok((flow.backend, b, false));
                 }
             }
-            from_ring(svc, key)
+            from_ring(svc, key).map(|(i, b)| (i, b, false))
         }
     }
 }

@@ -82,23 +82,24 @@ fn marked(tcp_flags: u8, flags: u32) -> u32 {
 /// table had an entry whose backend is no longer usable (it is replaced, counted
 /// `flow_rebalanced`). A RST records nothing (and removes such an entry); a new flow past
 /// this CPU's limit is not recorded (`flow_unrecorded`), which leaves the table's entries
-/// to the flows that were established before a flood.
+/// to the flows that were established before a flood. Says whether the flow was recorded.
 #[inline(always)]
-pub fn record(key: &FlowKey, index: u32, service: u32, tcp_flags: u8, known: bool) {
+pub fn record(key: &FlowKey, index: u32, service: u32, tcp_flags: u8, known: bool) -> bool {
     if tcp_flags & TCP_RST != 0 {
         if known && FLOWS.remove(key).is_ok() {
             count(stat::EVENT_FLOW_RESET);
         }
-        return;
+        return false;
     }
     let now = now();
     if !known && !within_rate(now) {
         count(stat::EVENT_FLOW_UNRECORDED);
-        return;
+        return false;
     }
     let flow = Flow { backend: index, service, seen: now, flags: marked(tcp_flags, 0), _pad: 0 };
     let _ = FLOWS.insert(key, &flow, 0);
     count(if known { stat::EVENT_FLOW_REBALANCED } else { stat::EVENT_FLOW_NEW });
+    true
 }
 
 /// Whether this CPU may record one more new flow in the current one-second window (and

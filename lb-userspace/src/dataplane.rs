@@ -511,11 +511,65 @@ impl Dataplane {
 
     /// The global counters, indexed by `lb_common::stat`.
     pub fn stats(&self) -> Result<Vec<u64>> {
-        (0..stat::COUNT)
-            .map(|i| self.stats.get(&i, 0).map(|v| v.iter().sum()))
-            .collect::<std::result::Result<_, _>>()
-            .map_err(map_err(maps::STATS))
+        read_stats(&self.stats)
     }
+}
+
+impl crate::view::CounterSource for Dataplane {
+    fn service_counters(&self, id: u32) -> Result<Counters> {
+        Dataplane::service_counters(self, id)
+    }
+
+    fn backend_counters(&self, slot: u32) -> Result<Counters> {
+        Dataplane::backend_counters(self, slot)
+    }
+
+    fn stats(&self) -> Result<Vec<u64>> {
+        Dataplane::stats(self)
+    }
+}
+
+/// The counter maps of an agent, opened from its pins: what the HTTP listener reads, on its
+/// own threads, while the agent goes on.
+pub struct PinnedCounters {
+    service_stats: PerCpuArray<MapData, Counters>,
+    backend_stats: PerCpuArray<MapData, Counters>,
+    stats: PerCpuArray<MapData, u64>,
+}
+
+impl PinnedCounters {
+    pub fn open(pin_dir: &Path) -> Result<PinnedCounters> {
+        fn open<T: aya::Pod>(dir: &Path, name: &'static str) -> Result<PerCpuArray<MapData, T>> {
+            let data = MapData::from_pin(dir.join(name)).map_err(map_err(name))?;
+            PerCpuArray::try_from(aya::maps::Map::PerCpuArray(data)).map_err(map_err(name))
+        }
+        Ok(PinnedCounters {
+            service_stats: open(pin_dir, maps::SERVICE_STATS)?,
+            backend_stats: open(pin_dir, maps::BACKEND_STATS)?,
+            stats: open(pin_dir, maps::STATS)?,
+        })
+    }
+}
+
+impl crate::view::CounterSource for PinnedCounters {
+    fn service_counters(&self, id: u32) -> Result<Counters> {
+        sum_counters(&self.service_stats, id).map_err(map_err(maps::SERVICE_STATS))
+    }
+
+    fn backend_counters(&self, slot: u32) -> Result<Counters> {
+        sum_counters(&self.backend_stats, slot).map_err(map_err(maps::BACKEND_STATS))
+    }
+
+    fn stats(&self) -> Result<Vec<u64>> {
+        read_stats(&self.stats)
+    }
+}
+
+fn read_stats(map: &PerCpuArray<MapData, u64>) -> Result<Vec<u64>> {
+    (0..stat::COUNT)
+        .map(|i| map.get(&i, 0).map(|v| v.iter().sum()))
+        .collect::<std::result::Result<_, _>>()
+        .map_err(map_err(maps::STATS))
 }
 
 /// A `LOCAL_MACS` error naming the interface (its name as the kernel knows it now, if any).
@@ -538,5 +592,6 @@ fn sum_counters(map: &PerCpuArray<MapData, Counters>, index: u32) -> std::result
     Ok(values.iter().fold(Counters::default(), |acc, c| Counters {
         packets: acc.packets + c.packets,
         bytes: acc.bytes + c.bytes,
+        flows: acc.flows + c.flows,
     }))
 }

@@ -159,9 +159,9 @@ impl FlowScanner {
         }
     }
 
-    /// What the last walk found.
-    pub fn tally(&self) -> Tally {
-        self.tally.lock().map(|t| t.clone()).unwrap_or_default()
+    /// What the last walk found, as the walks go on.
+    pub fn shared(&self) -> Arc<Mutex<Tally>> {
+        self.tally.clone()
     }
 }
 

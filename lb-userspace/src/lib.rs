@@ -17,4 +17,5 @@ pub mod model;
 pub mod maglev;
 pub mod net;
 pub mod script;
+pub mod view;
 pub mod vrrp;

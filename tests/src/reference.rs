@@ -47,7 +47,8 @@
 //!     interface's; XDP_TX when the backend sits behind the ingress interface, else
 //!     XDP_REDIRECT through the devmap, or XDP_DROP (`drop_redirect_failed`) when its interface
 //!     is not in the devmap. Forwarded packets count for their service and backend (the IP
-//!     length), and `ipv4_options` when the IPv4 header has options.
+//!     length, and a new flow when one was recorded with the packet), and `ipv4_options` when
+//!     the IPv4 header has options.
 //!
 //! Where the program does more, or other, than the README says, the model follows the program
 //! (each is a finding for the README or the program, not a choice made here):
@@ -110,8 +111,8 @@ pub struct Answer {
     pub flow_written: Option<(FlowKey, Flow)>,
     /// The flow table entry removed.
     pub flow_removed: Option<FlowKey>,
-    /// (service id, backend slot, bytes) counted for a forwarded packet.
-    pub counted: Option<(u32, u32, u32)>,
+    /// (service id, backend slot, bytes, a new flow recorded) counted for a forwarded packet.
+    pub counted: Option<(u32, u32, u32, bool)>,
 }
 
 /// How a packet is steered (the program's `parse::Kind`).
@@ -379,7 +380,7 @@ impl Maps {
                 } else {
                     answer.flow_written = Some((packet.key, Flow { seen: 0, flags: marked(packet.tcp_flags, flow.flags), ..flow }));
                 }
-                self.send(&mut answer, ingress, &packet, flow.service, flow.backend, &backend);
+                self.send(&mut answer, ingress, &packet, flow.service, flow.backend, &backend, false);
                 return answer;
             }
         }
@@ -411,7 +412,10 @@ impl Maps {
             }
         };
         match chosen {
-            Ok((slot, backend)) => self.send(&mut answer, ingress, &packet, svc.id, slot, &backend),
+            Ok((slot, backend)) => {
+                let recorded = packet.kind == Kind::Flow && answer.flow_written.is_some();
+                self.send(&mut answer, ingress, &packet, svc.id, slot, &backend, recorded)
+            }
             Err(verdict) => {
                 answer.action = XDP_DROP;
                 answer.verdict = verdict;
@@ -420,7 +424,8 @@ impl Maps {
         answer
     }
 
-    fn send(&self, answer: &mut Answer, ingress: u32, packet: &Packet, service: u32, slot: u32, backend: &Backend) {
+    /// Forwards to `backend`; `recorded`: the packet's new flow was recorded with it.
+    fn send(&self, answer: &mut Answer, ingress: u32, packet: &Packet, service: u32, slot: u32, backend: &Backend, recorded: bool) {
         answer.frame[..6].copy_from_slice(&backend.dst_mac);
         answer.frame[6..12].copy_from_slice(&backend.src_mac);
         (answer.action, answer.verdict) = if backend.ifindex == ingress {
@@ -431,7 +436,7 @@ impl Maps {
             (XDP_DROP, stat::DROP_REDIRECT_FAILED)
         };
         if answer.action != XDP_DROP {
-            answer.counted = Some((service, slot, packet.ip_len));
+            answer.counted = Some((service, slot, packet.ip_len, recorded));
             if packet.ipv4_options {
                 answer.events.push(stat::EVENT_IPV4_OPTIONS);
             }

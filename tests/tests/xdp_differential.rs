@@ -676,11 +676,12 @@ fn differ(dp: &mut Dataplane, maps: &Maps, links: &Links) {
         for e in &got.events {
             *events.entry(stat::NAMES[*e as usize]).or_default() += 1;
         }
-        if let Some((service, backend, bytes)) = want.counted {
+        if let Some((service, backend, bytes, recorded)) = want.counted {
             for key in [("service", service), ("backend", backend)] {
                 let c = counted.entry(key).or_default();
                 c.packets += 1;
                 c.bytes += u64::from(bytes);
+                c.flows += u64::from(recorded);
             }
         }
     }

@@ -24,6 +24,7 @@ impl Agent {
     /// what left are removed last.
     pub(super) fn apply(&mut self, new: Model, interfaces: &[InterfaceInfo], neighbours: &[Neighbour]) -> Result<Diff> {
         let diff = Diff::between(&self.model, &new);
+        self.view_dirty = true;
         let timeouts_changed = self.model.agent.flow_timeouts != new.agent.flow_timeouts;
         self.model = new;
         self.write_settings()?;
@@ -155,6 +156,7 @@ impl Agent {
     }
 
     pub(super) fn write_backend(&mut self, slot: u32) -> Result<()> {
+        self.view_dirty = true;
         let (Some(b), Some(model)) = (self.backends.get(&slot), self.model.backend(slot)) else { return Ok(()) };
         let mut flags = BACKEND_F_ASSIGNED;
         if self.usable(slot) {
@@ -176,6 +178,7 @@ impl Agent {
 
     /// Writes service `id`'s table and moves its fragment entries along with it.
     pub(super) fn publish(&mut self, id: u32) -> Result<()> {
+        self.view_dirty = true;
         let Some(svc) = self.model.service(id) else { return Ok(()) };
         let (mode, members) = self.model.members(svc, |b| self.usable(b));
         let previous = self.modes.insert(id, mode).unwrap_or(TableMode::Normal);

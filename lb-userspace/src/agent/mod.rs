@@ -163,6 +163,10 @@ pub struct Agent {
     resync: Option<(tokio::time::Instant, Duration)>,
     /// Removes flows and counts them off the loop, once the agent runs.
     scanner: Option<FlowScanner>,
+    /// Where the view goes to the HTTP listener (none without `[agent] http`), and whether
+    /// what it shows changed since it was last published.
+    view_tx: Option<tokio::sync::watch::Sender<Arc<crate::view::View>>>,
+    view_dirty: bool,
     /// Slots of backends that left whose flows are still being removed.
     purging: HashSet<u32>,
 }

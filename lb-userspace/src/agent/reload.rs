@@ -147,6 +147,7 @@ fn changed_agent_setting(old: &AgentConfig, new: &AgentConfig) -> Option<&'stati
         ("flow_table_size", old.flow_table_size != new.flow_table_size),
         ("max_services", old.max_services != new.max_services),
         ("assign_vips", old.assign_vips != new.assign_vips),
+        ("http", old.http != new.http),
     ]
     .into_iter()
     .find_map(|(key, changed)| changed.then_some(key))

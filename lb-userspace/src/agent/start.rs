@@ -139,6 +139,8 @@ impl Agent {
             faults: Default::default(),
             resync: None,
             scanner: None,
+            view_tx: None,
+            view_dirty: true,
             purging: HashSet::new(),
         };
         let fresh = adoption.adopted.is_empty();

@@ -1,24 +1,24 @@
-//! What the control socket reports: the model, what the agent learnt, and the counters.
+//! What the agent reports: the [`View`] of what it knows (rebuilt from the model and what it
+//! learnt, no map read), filled with the live figures when someone asks (`xlb stats` here,
+//! on the loop; the HTTP listener on its own threads, from the view the agent published).
 
-use lb_common::stat;
+use std::sync::Arc;
 
 use super::{Agent, Result};
 use crate::{
     control::{BackendStatus, CheckerStatus, ServiceStatus, Status},
-    flowscan::{FlowScanner, Tally},
-    health::MonitorStats,
     model::TableMode,
     net::format_mac,
-    vrrp::Vrrp,
+    view::View,
 };
 
 impl Agent {
-    fn backend_status(&self, slot: u32, stats: &MonitorStats, tally: Option<&Tally>) -> Result<BackendStatus> {
+    /// A backend as the view shows it (live figures left at zero), and its check's index.
+    fn backend_view(&self, slot: u32) -> (BackendStatus, Option<usize>) {
         let b = &self.model.backends[&slot];
         let state = &self.backends[&slot];
-        let counters = state.check.and_then(|c| stats.counters.get(c)).copied().unwrap_or_default();
         let service = self.model.service(b.service).map(|s| s.name.as_str()).unwrap_or("");
-        Ok(BackendStatus {
+        let status = BackendStatus {
             address: b.address().to_string(),
             runtime: self.runtime_note(service, b.address()),
             slot,
@@ -42,22 +42,24 @@ impl Agent {
             }
             .into(),
             reason: state.reason.clone(),
-            checks: counters.checks,
-            check_failures: counters.failures,
             transitions: state.transitions,
-            counters: self.dp.backend_counters(slot)?.into(),
-            flows: tally.map(|t| t.per_backend.get(&slot).copied().unwrap_or(0)),
-        })
+            ..Default::default()
+        };
+        (status, state.check)
     }
 
-    pub(super) fn status(&self) -> Result<Status> {
-        let names = stat::NAMES.iter().map(|n| n.to_string());
-        let counters = names.zip(self.dp.stats()?).collect();
-        let stats = self.check_stats.lock().expect("not poisoned").clone();
-        let tally = self.scanner.as_ref().map(FlowScanner::tally);
+    /// What the agent knows now, without the live figures.
+    pub(super) fn view(&self) -> View {
         let mut services = Vec::new();
+        let mut checks = Vec::new();
         for svc in &self.model.services {
-            let backends = svc.members.iter().map(|&slot| self.backend_status(slot, &stats, tally.as_ref())).collect::<Result<_>>()?;
+            let (backends, mut service_checks): (Vec<BackendStatus>, Vec<Option<usize>>) =
+                svc.members.iter().map(|&slot| self.backend_view(slot)).unzip();
+            let sorry = svc.sorry.map(|slot| self.backend_view(slot));
+            if let Some((_, check)) = &sorry {
+                service_checks.push(*check);
+            }
+            checks.push(service_checks);
             services.push(ServiceStatus {
                 name: svc.name.clone(),
                 id: svc.id,
@@ -72,30 +74,44 @@ impl Agent {
                 }
                 .into(),
                 quorum: svc.quorum,
-                sorry: svc.sorry.map(|slot| self.backend_status(slot, &stats, tally.as_ref())).transpose()?,
-                counters: self.dp.service_counters(svc.id)?.into(),
+                sorry: sorry.map(|(b, _)| b),
+                counters: Default::default(),
                 backends,
             });
         }
-        Ok(Status {
-            faults: lb_common::status::FaultStatus {
-                check_local_errors: stats.counters.iter().map(|c| c.local_errors).sum(),
-                ..self.faults.clone()
+        View {
+            status: Status {
+                faults: self.faults.clone(),
+                runtime_changes: self.effective_changes().map(|c| c.to_string()).collect(),
+                interfaces: self.attached.iter().map(|i| i.name.clone()).collect(),
+                services,
+                checker: CheckerStatus { checks: self.checked.len(), ..Default::default() },
+                ..Default::default()
             },
-            runtime_changes: self.effective_changes().map(|c| c.to_string()).collect(),
-            interfaces: self.attached.iter().map(|i| i.name.clone()).collect(),
-            services,
-            counters,
-            flows: tally.as_ref().map_or_else(|| self.dp.flow_count(), |t| t.entries),
-            flows_expired: tally.as_ref().map_or(0, |t| t.expired),
-            vrrp: self.vrrp.as_ref().map(Vrrp::status).unwrap_or_default(),
-            checker: CheckerStatus {
-                checks: self.checked.len(),
-                late_max_ms: stats.lateness.max.as_secs_f64() * 1e3,
-                late_mean_ms: stats.lateness.mean().as_secs_f64() * 1e3,
-                starts: stats.lateness.starts,
-                skipped: stats.skipped,
-            },
-        })
+            checks,
+            monitor: self.check_stats.clone(),
+            tally: self.scanner.as_ref().map(|s| s.shared()),
+            vrrp: self.vrrp.as_ref().map(|v| v.shared()).unwrap_or_default(),
+        }
+    }
+
+    /// The full status, read now (the control socket's `xlb stats`).
+    pub(super) fn status(&self) -> Result<Status> {
+        let mut status = self.view().fill(&self.dp)?;
+        if self.scanner.is_none() {
+            status.flows = self.dp.flow_count();
+        }
+        Ok(status)
+    }
+
+    /// Publishes the view to the HTTP listener when it changed since the last time.
+    pub(super) fn publish_view(&mut self) {
+        let Some(tx) = &self.view_tx else { return };
+        if !self.view_dirty && tx.borrow().status.faults == self.faults {
+            return;
+        }
+        self.view_dirty = false;
+        let view = Arc::new(self.view());
+        let _ = self.view_tx.as_ref().map(|tx| tx.send_replace(view));
     }
 }

@@ -35,6 +35,7 @@ pub(super) struct AgentDraft {
     /// `None` when absent (the default then depends on VRRP).
     pub(super) assign_vips: Option<Located<Option<bool>>>,
     script_user: Option<Located<Option<String>>>,
+    http: Option<Located<Option<std::net::SocketAddr>>>,
 }
 
 pub(super) fn read_agent(report: &mut Report, table: Located<&DeTable<'_>>) -> AgentDraft {
@@ -57,6 +58,16 @@ pub(super) fn read_agent(report: &mut Report, table: Located<&DeTable<'_>>) -> A
             other => r.wrong_type(key, line, "a boolean (true or false)", other),
         }),
         script_user: t.optional_user("script_user"),
+        http: t.optional("http", |r, key, v, line| {
+            let s = r.string_value(key, v, line)?;
+            match s.parse::<std::net::SocketAddr>() {
+                Ok(addr) => Some(addr),
+                Err(_) => {
+                    r.error(line, format!("invalid http = \"{s}\": an address and port such as \"127.0.0.1:9480\" or \"[::1]:9480\""));
+                    None
+                }
+            }
+        }),
     };
 
     if let Some(interfaces) = &agent.interfaces {
@@ -118,6 +129,7 @@ impl AgentDraft {
             assign_vips: self.assign_vips?.value.unwrap_or(true),
             script_user: self.script_user.as_ref()?.value.clone(),
             script_user_line: self.script_user?.line,
+            http: self.http?.value,
         })
     }
 }

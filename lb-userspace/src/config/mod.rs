@@ -41,6 +41,7 @@
 //!                                # default without [[vrrp_instance]], an error with one
 //! script_user = "xlb-script"     # optional: the user scripts run as (default root); an
 //!                                # existing user of this host
+//! http = "127.0.0.1:9480"        # optional: /metrics, / (status page), /status.json; read-only
 //!
 //! [[service]]
 //! name = "web"                   # required, unique, 1..=32 characters of [A-Za-z0-9_.-]
@@ -177,6 +178,10 @@ pub struct AgentConfig {
     pub script_user: Option<String>,
     /// Line of the `script_user` key (of `[agent]` without one).
     pub script_user_line: usize,
+    /// `http`: where the read-only HTTP listener serves `/metrics` (Prometheus), `/` (the
+    /// status page) and `/status.json`. Default: none (off). Nothing there changes anything;
+    /// bind it to loopback or a management network.
+    pub http: Option<std::net::SocketAddr>,
 }
 
 /// `[agent] xdp_mode`.

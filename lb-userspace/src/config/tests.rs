@@ -120,6 +120,7 @@ fn full_config_parses_to_expected_values() {
             assign_vips: false,
             script_user: None,
             script_user_line: 2,
+            http: None,
         },
         vrrp: vec![],
         services: vec![

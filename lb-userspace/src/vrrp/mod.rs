@@ -189,8 +189,9 @@ impl Vrrp {
         }
     }
 
-    pub fn status(&self) -> Vec<InstanceStatus> {
-        self.instances.iter().map(|(.., s)| s.snapshot()).collect()
+    /// Handles on each instance's status, read when asked (the HTTP listener's view).
+    pub fn shared(&self) -> Vec<status::SharedStatus> {
+        self.instances.iter().map(|(.., s)| s.clone()).collect()
     }
 
     /// Every master resigns (priority-0 advert) and removes its addresses; then the thread

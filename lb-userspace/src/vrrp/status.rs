@@ -16,7 +16,7 @@ pub use lb_common::status::InstanceStatus;
 
 /// One instance's status, written by its task and read by the handle.
 #[derive(Clone)]
-pub(super) struct SharedStatus(Arc<Mutex<InstanceStatus>>);
+pub struct SharedStatus(Arc<Mutex<InstanceStatus>>);
 
 impl SharedStatus {
     /// An instance not started yet: INIT at its configured priority.
@@ -32,7 +32,7 @@ impl SharedStatus {
         })))
     }
 
-    pub(super) fn snapshot(&self) -> InstanceStatus {
+    pub fn snapshot(&self) -> InstanceStatus {
         self.lock().clone()
     }
 
