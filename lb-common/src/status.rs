@@ -23,6 +23,9 @@ impl From<crate::Counters> for Counters {
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct Status {
+    /// The agent itself.
+    #[serde(default)]
+    pub agent: AgentInfo,
     pub interfaces: Vec<String>,
     pub services: Vec<ServiceStatus>,
     /// Faults the agent met, and whether the maps are in the desired state.
@@ -69,6 +72,19 @@ pub struct CheckerStatus {
     pub late_mean_ms: f64,
     /// Rounds skipped because the previous check of the backend was still running.
     pub skipped: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct AgentInfo {
+    /// xlb's version.
+    pub version: String,
+    /// This node's host name.
+    pub hostname: String,
+    /// When the agent started (seconds since the Unix epoch) and how long ago.
+    pub started: f64,
+    pub uptime_seconds: f64,
+    /// Entries the flow table holds at most (`[agent] flow_table_size`).
+    pub flow_table_size: u32,
 }
 
 /// Faults the agent met. A failed map write or netlink call never stops forwarding: the agent
@@ -129,11 +145,22 @@ pub struct BackendStatus {
     pub checks: u64,
     pub check_failures: u64,
     pub transitions: u64,
+    /// Transitions by the state it went to and the reason.
+    #[serde(default)]
+    pub transitions_by_reason: Vec<TransitionCount>,
     pub counters: Counters,
     /// Flow entries that send to it (counted by the flow scanner, so up to its walking time
     /// old); `None` when no scanner runs.
     #[serde(default)]
     pub flows: Option<usize>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct TransitionCount {
+    /// "up" or "down".
+    pub to: String,
+    pub reason: String,
+    pub count: u64,
 }
 
 /// What `xlb stats` shows of an instance.

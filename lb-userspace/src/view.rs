@@ -5,7 +5,10 @@
 //! listener fills the last published view on its own threads, with its own handles on the
 //! pinned maps, so a scrape never waits for the loop nor makes it wait.
 
-use std::sync::{Arc, Mutex};
+use std::{
+    sync::{Arc, Mutex, OnceLock},
+    time::{SystemTime, UNIX_EPOCH},
+};
 
 use lb_common::{stat, Counters};
 
@@ -16,6 +19,22 @@ use crate::{
     health::MonitorStats,
     vrrp::status::SharedStatus,
 };
+
+static STARTED: OnceLock<SystemTime> = OnceLock::new();
+
+/// When this process started serving (the first call wins; the agent calls it at start).
+pub fn started() -> SystemTime {
+    *STARTED.get_or_init(SystemTime::now)
+}
+
+fn unix(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// This node's host name, for the status.
+pub fn hostname() -> String {
+    nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default()
+}
 
 /// Where the data plane's counters are read from: the agent's own maps, or handles on the
 /// pinned ones.
@@ -45,6 +64,8 @@ impl View {
     /// The full status: this view with the figures read now.
     pub fn fill(&self, counters: &dyn CounterSource) -> Result<Status, DataplaneError> {
         let mut status = self.status.clone();
+        status.agent.started = unix(started());
+        status.agent.uptime_seconds = unix(SystemTime::now()) - status.agent.started;
         let monitor = self.monitor.lock().map(|m| m.clone()).unwrap_or_default();
         let tally = self.tally.as_ref().map(|t| t.lock().map(|t| t.clone()).unwrap_or_default());
         status.counters = stat::NAMES.iter().map(|n| n.to_string()).zip(counters.stats()?).collect();

@@ -100,6 +100,8 @@ struct BackendState {
     /// Why it went down or came up last.
     reason: Option<String>,
     transitions: u64,
+    /// Transitions by (state it went to, reason).
+    transitions_by: std::collections::BTreeMap<(Health, String), u64>,
     /// Its index among the health checks, if it is checked.
     check: Option<usize>,
 }
@@ -116,6 +118,7 @@ impl BackendState {
             healthy,
             reason: None,
             transitions: 0,
+            transitions_by: Default::default(),
             check: None,
         }
     }
@@ -257,6 +260,7 @@ impl Agent {
         }
         if let Some(state) = self.backends.get_mut(&slot) {
             state.healthy = up;
+            *state.transitions_by.entry((t.to, t.reason.clone())).or_default() += 1;
             state.reason = Some(t.reason);
             state.transitions += 1;
         }

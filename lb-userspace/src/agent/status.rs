@@ -4,9 +4,12 @@
 
 use std::sync::Arc;
 
+use lb_common::status::{AgentInfo, TransitionCount};
+
 use super::{Agent, Result};
 use crate::{
     control::{BackendStatus, CheckerStatus, ServiceStatus, Status},
+    health::Health,
     model::TableMode,
     net::format_mac,
     view::View,
@@ -43,6 +46,15 @@ impl Agent {
             .into(),
             reason: state.reason.clone(),
             transitions: state.transitions,
+            transitions_by_reason: state
+                .transitions_by
+                .iter()
+                .map(|((to, reason), &count)| TransitionCount {
+                    to: if *to == Health::Up { "up" } else { "down" }.into(),
+                    reason: reason.clone(),
+                    count,
+                })
+                .collect(),
             ..Default::default()
         };
         (status, state.check)
@@ -81,6 +93,12 @@ impl Agent {
         }
         View {
             status: Status {
+                agent: AgentInfo {
+                    version: env!("CARGO_PKG_VERSION").into(),
+                    hostname: crate::view::hostname(),
+                    flow_table_size: self.model.agent.flow_table_size,
+                    ..Default::default()
+                },
                 faults: self.faults.clone(),
                 runtime_changes: self.effective_changes().map(|c| c.to_string()).collect(),
                 interfaces: self.attached.iter().map(|i| i.name.clone()).collect(),

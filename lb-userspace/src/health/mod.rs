@@ -103,6 +103,52 @@ struct Check {
     target: SocketAddr,
     timeout: Duration,
     health: BackendHealth,
+    durations: Durations,
+}
+
+/// Upper bounds of [`Durations`]' buckets, in seconds (Prometheus' default buckets, 1 ms to
+/// 10 s).
+pub const DURATION_BUCKETS: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+
+/// How long a check's runs took, from the probe's start to its outcome: a histogram.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Durations {
+    /// Runs per bucket of [`DURATION_BUCKETS`] (not cumulative); the last counts what took
+    /// longer than every bound.
+    pub buckets: [u64; DURATION_BUCKETS.len() + 1],
+    pub count: u64,
+    /// Seconds, summed.
+    pub sum: f64,
+}
+
+impl Durations {
+    pub fn record(&mut self, took: Duration) {
+        let s = took.as_secs_f64();
+        let i = DURATION_BUCKETS.iter().position(|&b| s <= b).unwrap_or(DURATION_BUCKETS.len());
+        self.buckets[i] += 1;
+        self.count += 1;
+        self.sum += s;
+    }
+
+    /// Adds `other`'s runs to these.
+    pub fn merge(&mut self, other: &Durations) {
+        for (a, b) in self.buckets.iter_mut().zip(&other.buckets) {
+            *a += b;
+        }
+        self.count += other.count;
+        self.sum += other.sum;
+    }
+
+    /// (upper bound, runs at or below it), as Prometheus wants them; the last bound is +Inf.
+    pub fn cumulative(&self) -> Vec<(f64, u64)> {
+        let bounds = DURATION_BUCKETS.iter().copied().chain([f64::INFINITY]);
+        bounds
+            .zip(self.buckets.iter().scan(0, |acc, n| {
+                *acc += n;
+                Some(*acc)
+            }))
+            .collect()
+    }
 }
 
 /// Runs a fixed set of checks on the current tokio runtime, one task per run, and reports
@@ -129,7 +175,7 @@ impl Checker {
             .map(|s| {
                 let health = BackendHealth::new(s.params, s.initial);
                 let health = if s.first_check_decides { health.first_check_decides() } else { health };
-                Check { kind: Arc::new(s.kind), target: s.target, timeout: s.timeout, health }
+                Check { kind: Arc::new(s.kind), target: s.target, timeout: s.timeout, health, durations: Durations::default() }
             })
             .collect();
         Checker { checks, schedule, running: JoinSet::new(), tasks: HashMap::new(), started: Lateness::default() }
@@ -146,6 +192,11 @@ impl Checker {
     /// Check `id`'s backend state, last outcome and counters.
     pub fn health(&self, id: CheckId) -> &BackendHealth {
         &self.checks[id].health
+    }
+
+    /// How long check `id`'s runs took.
+    pub fn durations(&self, id: CheckId) -> &Durations {
+        &self.checks[id].durations
     }
 
     pub fn target(&self, id: CheckId) -> SocketAddr {
@@ -219,6 +270,9 @@ impl Checker {
             self.started.record(started.saturating_duration_since(scheduled));
         }
         let check = &mut self.checks[id];
+        if let Some(started) = started {
+            check.durations.record(now.saturating_duration_since(started));
+        }
         if let Outcome::Failed(reason) = &outcome {
             debug!("{} check of {}: {reason}", check.kind.name(), check.target);
         }
@@ -232,6 +286,27 @@ impl Checker {
 mod tests {
     use super::*;
     use tokio::net::{TcpListener, TcpSocket};
+
+    #[test]
+    fn durations_fall_in_their_buckets_and_add_up() {
+        let mut d = Durations::default();
+        for ms in [0, 1, 2, 30, 30, 20_000] {
+            d.record(Duration::from_millis(ms));
+        }
+        let c = d.cumulative();
+        assert_eq!(c.len(), DURATION_BUCKETS.len() + 1);
+        assert_eq!(c[0], (0.001, 2)); // 0 and 1 ms: the bound is inclusive
+        assert_eq!(c[1], (0.0025, 3));
+        assert_eq!(c[4], (0.025, 3));
+        assert_eq!(c[5], (0.05, 5));
+        assert_eq!(c[DURATION_BUCKETS.len()], (f64::INFINITY, 6));
+        assert_eq!(d.count, 6);
+        assert!((d.sum - 20.063).abs() < 1e-9);
+        let mut total = d.clone();
+        total.merge(&d);
+        assert_eq!(total.count, 12);
+        assert_eq!(total.cumulative()[5].1, 10);
+    }
 
     fn tcp_spec(target: SocketAddr, intervals: Intervals, params: Params, initial: Health) -> CheckSpec {
         CheckSpec {

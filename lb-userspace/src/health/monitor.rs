@@ -20,6 +20,8 @@ pub struct MonitorStats {
     pub lateness: Lateness,
     /// Rounds skipped because the previous run was still going.
     pub skipped: u64,
+    /// Per check, in spec order: how long its runs took.
+    pub durations: Vec<super::Durations>,
 }
 
 pub struct Monitor {
@@ -59,6 +61,7 @@ impl Monitor {
                                 counters: (0..checker.len()).map(|id| checker.health(id).counters()).collect(),
                                 lateness,
                                 skipped: checker.schedule().total_skipped(),
+                                durations: (0..checker.len()).map(|id| checker.durations(id).clone()).collect(),
                             };
                             *published.lock().expect("not poisoned") = snapshot;
                         }

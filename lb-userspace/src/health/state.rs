@@ -15,7 +15,7 @@
 use std::{fmt, time::Duration, time::Instant};
 
 /// Whether a backend takes new flows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Health {
     Up,
     Down,
