@@ -18,4 +18,5 @@ pub mod maglev;
 pub mod net;
 pub mod script;
 pub mod view;
+pub mod web;
 pub mod vrrp;

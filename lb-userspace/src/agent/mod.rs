@@ -43,6 +43,8 @@ const NEIGHBOUR_RETRY: Duration = Duration::from_millis(500);
 /// How often, with VRRP, the agent confirms that its program is still attached to every
 /// interface: a node whose data plane is gone must not stay master.
 const DATAPLANE_CHECK: Duration = Duration::from_millis(100);
+/// How often the view goes to the HTTP listener, when it changed.
+const VIEW_PUBLISH: Duration = Duration::from_millis(250);
 /// The fault VRRP instances enter while the data plane is not forwarding.
 const DATAPLANE_FAULT: &str = "data plane not forwarding";
 /// The fault VRRP instances enter while the maps are not in the desired state.
@@ -349,6 +351,14 @@ impl Agent {
             Ok(scanner) => self.scanner = Some(scanner),
             Err(e) => warn!("flow scanner: {e}; flow-table scans run on the agent's loop"),
         }
+        // The HTTP listener reads the view the loop publishes when it changes.
+        let mut publish = tokio::time::interval(VIEW_PUBLISH);
+        let web = self.model.agent.http.map(|addr| {
+            let (tx, rx) = tokio::sync::watch::channel(Arc::new(self.view()));
+            self.view_tx = Some(tx);
+            self.view_dirty = false;
+            crate::web::start(addr, rx, &self.model.agent.pin_path)
+        });
         tokio::pin!(shutdown);
         let result = loop {
             if let Some(stop) = self.stop_requested.take() {
@@ -389,6 +399,7 @@ impl Agent {
                     }
                 }
                 Some(()) = usr1.recv() => self.dump_status(),
+                _ = publish.tick(), if self.view_tx.is_some() => self.publish_view(),
                 Some(done) = scans.recv() => self.scanned(done),
                 _ = refresh.tick() => {
                     self.resolve_backends(true).await;
@@ -411,6 +422,9 @@ impl Agent {
         };
         notify(&[NotifyState::Stopping]);
         server.abort();
+        if let Some(web) = web {
+            web.abort();
+        }
         drop(monitor);
         let stopped = match result {
             Ok(stop) => self.stop(stop).await,
