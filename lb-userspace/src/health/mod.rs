@@ -139,15 +139,10 @@ impl Durations {
         self.sum += other.sum;
     }
 
-    /// (upper bound, runs at or below it), as Prometheus wants them; the last bound is +Inf.
-    pub fn cumulative(&self) -> Vec<(f64, u64)> {
-        let bounds = DURATION_BUCKETS.iter().copied().chain([f64::INFINITY]);
-        bounds
-            .zip(self.buckets.iter().scan(0, |acc, n| {
-                *acc += n;
-                Some(*acc)
-            }))
-            .collect()
+    /// (upper bound, runs in that bucket and above the previous bound), the form
+    /// prometheus-client's encoder takes (it writes them cumulated); the last bound is +Inf.
+    pub fn per_bound(&self) -> Vec<(f64, u64)> {
+        DURATION_BUCKETS.iter().copied().chain([f64::INFINITY]).zip(self.buckets).collect()
     }
 }
 
@@ -293,19 +288,19 @@ mod tests {
         for ms in [0, 1, 2, 30, 30, 20_000] {
             d.record(Duration::from_millis(ms));
         }
-        let c = d.cumulative();
+        let c = d.per_bound();
         assert_eq!(c.len(), DURATION_BUCKETS.len() + 1);
         assert_eq!(c[0], (0.001, 2)); // 0 and 1 ms: the bound is inclusive
-        assert_eq!(c[1], (0.0025, 3));
-        assert_eq!(c[4], (0.025, 3));
-        assert_eq!(c[5], (0.05, 5));
-        assert_eq!(c[DURATION_BUCKETS.len()], (f64::INFINITY, 6));
+        assert_eq!(c[1], (0.0025, 1));
+        assert_eq!(c[4], (0.025, 0));
+        assert_eq!(c[5], (0.05, 2));
+        assert_eq!(c[DURATION_BUCKETS.len()], (f64::INFINITY, 1));
         assert_eq!(d.count, 6);
         assert!((d.sum - 20.063).abs() < 1e-9);
         let mut total = d.clone();
         total.merge(&d);
         assert_eq!(total.count, 12);
-        assert_eq!(total.cumulative()[5].1, 10);
+        assert_eq!(total.per_bound()[5].1, 4);
     }
 
     fn tcp_spec(target: SocketAddr, intervals: Intervals, params: Params, initial: Health) -> CheckSpec {

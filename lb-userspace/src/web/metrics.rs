@@ -161,22 +161,24 @@ impl Collector for Scrape {
             )?;
             for (name, d) in &self.durations {
                 let labels: Labels = vec![("service", name.clone())];
-                m.encode_family(&labels)?.encode_histogram::<NoLabelSet>(d.sum, d.count, &d.cumulative(), None)?;
+                m.encode_family(&labels)?.encode_histogram::<NoLabelSet>(d.sum, d.count, &d.per_bound(), None)?;
             }
         }
 
         // The data plane.
-        let verdicts = s.counters.iter().enumerate().filter(|(i, _)| (*i as u32) < lb_common::stat::EVENT_FLOW_HIT);
-        let events = s.counters.iter().enumerate().filter(|(i, _)| (*i as u32) >= lb_common::stat::EVENT_FLOW_HIT);
+        let (verdicts, events) = lb_common::stat::NAMES.split_at(lb_common::stat::EVENT_FLOW_HIT as usize);
+        let named = |names: &'static [&'static str], label: &'static str| {
+            names.iter().map(move |n| (vec![(label, (*n).to_owned())], s.counters.get(*n).copied().unwrap_or(0)))
+        };
         f.counter(
             "xlb_dataplane_packets",
             "Packets the XDP program saw, by verdict (each packet counts under exactly one).",
-            verdicts.map(|(_, (name, v))| (vec![("verdict", name.clone())], *v)),
+            named(verdicts, "verdict"),
         )?;
         f.counter(
             "xlb_dataplane_events",
             "Things that happened on the way (flow_hit, flow_new, flow_unrecorded, ...).",
-            events.map(|(_, (name, v))| (vec![("event", name.clone())], *v)),
+            named(events, "event"),
         )?;
         f.gauge("xlb_flow_table_entries", "Entries in the flow table.", [(vec![], s.flows as f64)])?;
         f.gauge("xlb_flow_table_capacity", "Entries the flow table holds at most.", [(vec![], f64::from(s.agent.flow_table_size))])?;
