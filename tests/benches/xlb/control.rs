@@ -1,7 +1,10 @@
 //! Part 4: the control plane. Maglev table build time at M = 65537 for 10, 100 and 1000
 //! backends (`lb_userspace::maglev::build`, the function the agent calls); the share of table
-//! entries that move when one backend of N leaves, against the ideal 1/N; and the resident
-//! memory of the release agent running 100 services of 100 backends each in a lab namespace.
+//! entries that move when one backend of N leaves, against the ideal 1/N; the resident
+//! memory of the release agent running 100 services of 100 backends each in a lab namespace;
+//! and what a Prometheus scrape of that agent costs: its latency, the agent's CPU time (all
+//! threads, from /proc) per scrape, and how late the agent's loop answers a control request
+//! while scrapes run back to back (the scrape must not block the loop).
 
 use std::{
     path::Path,
@@ -88,9 +91,111 @@ struct Rss {
     ready_seconds: f64,
     backends_up: usize,
     map_bytes: Option<u64>,
+    scrape: Scrapes,
+}
+
+/// What scrapes of `/metrics` cost the agent.
+#[derive(Debug, Default)]
+struct Scrapes {
+    count: usize,
+    /// Median latency of one scrape, ms.
+    latency_ms: f64,
+    /// The exposition's size.
+    bytes: usize,
+    series: usize,
+    /// The agent's CPU time (user + system, every thread) per scrape, beyond its idle rate, ms.
+    cpu_ms: f64,
+    /// Control-socket status requests answered by the loop: median latency idle and while
+    /// scrapes run (one every 50 ms plus its own time), ms.
+    loop_idle_ms: f64,
+    loop_scraping_ms: f64,
+}
+
+const HTTP: &str = "127.0.0.1:9480";
+
+/// CPU time (user + system) of process `pid`, in ms.
+fn cpu_ms(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let fields: Vec<&str> = stat.rsplit_once(')').context("/proc/pid/stat")?.1.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)?.unwrap_or(100) as f64;
+    Ok(ticks as f64 * 1000.0 / hz)
+}
+
+/// GET `path` from the agent's listener (from inside its namespace): the body.
+fn get(path: &str) -> Result<String> {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(HTTP)?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {HTTP}\r\nConnection: close\r\n\r\n")?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    let (head, body) = out.split_once("\r\n\r\n").context("an HTTP response")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        bail!("GET {path}: {}", head.lines().next().unwrap_or(""));
+    }
+    Ok(body.to_owned())
+}
+
+/// Scrapes the agent `pid` (listening in namespace `ns`) `n` times, and times `xlb stats`
+/// requests to its loop idle and while scrapes run.
+fn scrapes(ns: &str, pid: u32, xlb: &Path, socket: &Path, n: usize) -> Result<Scrapes> {
+    let status_ms = |xlb: &Path, socket: &Path, k: usize| -> Result<Vec<f64>> {
+        (0..k)
+            .map(|_| {
+                let t = Instant::now();
+                xlb_tests::scenario::status(xlb, socket)?;
+                Ok(t.elapsed().as_secs_f64() * 1e3)
+            })
+            .collect()
+    };
+    let loop_idle = median(&status_ms(xlb, socket, 10)?);
+    // The agent's idle CPU rate, then the same time with scrapes.
+    let idle_from = (cpu_ms(pid)?, Instant::now());
+    thread::sleep(Duration::from_secs(2));
+    let idle_rate = (cpu_ms(pid)? - idle_from.0) / idle_from.1.elapsed().as_secs_f64();
+    let started = (cpu_ms(pid)?, Instant::now());
+    let latencies = xlb_tests::spawn_in_netns(ns, move || -> Result<(Vec<f64>, usize, usize)> {
+        let (mut ms, mut bytes, mut series) = (Vec::new(), 0, 0);
+        for _ in 0..n {
+            let t = Instant::now();
+            let body = get("/metrics")?;
+            ms.push(t.elapsed().as_secs_f64() * 1e3);
+            bytes = body.len();
+            series = body.lines().filter(|l| !l.starts_with('#')).count();
+        }
+        Ok((ms, bytes, series))
+    })?
+    .join()
+    .map_err(|_| anyhow::anyhow!("scraper panicked"))??;
+    let spent = cpu_ms(pid)? - started.0 - idle_rate * started.1.elapsed().as_secs_f64();
+    // The loop while a scrape is under way most of the time (one every 50 ms beyond the
+    // scrape itself: back to back, a scraper would take a whole CPU of two from everything).
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    let scraper = xlb_tests::spawn_in_netns(ns, move || {
+        while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+            let _ = get("/metrics");
+            thread::sleep(Duration::from_millis(50));
+        }
+    })?;
+    thread::sleep(Duration::from_millis(200));
+    let loop_scraping = median(&status_ms(xlb, socket, 10)?);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = scraper.join();
+    Ok(Scrapes {
+        count: n,
+        latency_ms: median(&latencies.0),
+        bytes: latencies.1,
+        series: latencies.2,
+        cpu_ms: spent.max(0.0) / n as f64,
+        loop_idle_ms: loop_idle,
+        loop_scraping_ms: loop_scraping,
+    })
 }
 
 const SERVICES: usize = 100;
+/// Scrapes timed.
+const SCRAPES: usize = 20;
 const BACKENDS: usize = 100;
 
 /// The agent with 100 services x 100 backends. The backends (203.0.113.101-200, the same in
@@ -110,7 +215,7 @@ fn agent_rss() -> Result<Rss> {
     let socket = lab.dir.join("xlb.sock");
     let pins = lab.bpffs()?.join("xlb");
     let mut config = format!(
-        "[agent]\ninterfaces = [\"eth0\"]\nxdp_mode = \"native\"\npin_path = \"{}\"\ncontrol_socket = \"{}\"\nmax_services = {SERVICES}\nassign_vips = true\n",
+        "[agent]\ninterfaces = [\"eth0\"]\nxdp_mode = \"native\"\npin_path = \"{}\"\ncontrol_socket = \"{}\"\nmax_services = {SERVICES}\nassign_vips = true\nhttp = \"{HTTP}\"\n",
         pins.display(),
         socket.display()
     );
@@ -138,8 +243,9 @@ fn agent_rss() -> Result<Rss> {
     let rss_kb = proc_status_kb(pid, "VmRSS:")?;
     let hwm_kb = proc_status_kb(pid, "VmHWM:")?;
     let map_bytes = pinned_map_bytes(&pins);
+    let scrape = scrapes(&node.ns, pid, &xlb, &socket, SCRAPES)?;
     lab.signal("xlb", nix::sys::signal::Signal::SIGTERM)?;
-    Ok(Rss { rss_kb, hwm_kb, ready_seconds, backends_up: SERVICES * BACKENDS, map_bytes })
+    Ok(Rss { rss_kb, hwm_kb, ready_seconds, backends_up: SERVICES * BACKENDS, map_bytes, scrape })
 }
 
 /// Kernel memory of the agent's pinned maps, as bpftool reports it (`bytes_memlock`).
@@ -188,6 +294,20 @@ pub fn run(s: &Settings, notes: &mut Vec<String>) -> Result<Vec<Row>> {
         format!("agent resident memory, {SERVICES} services x {BACKENDS} backends"),
         format!("{:.1} MiB RSS (peak {:.1} MiB)", rss.rss_kb as f64 / 1024.0, rss.hwm_kb as f64 / 1024.0),
     ));
+    let sc = &rss.scrape;
+    say!("control: scrape: {sc:?}");
+    rows.push(
+        Row::new(
+            PART,
+            format!("/metrics scrape, {SERVICES} services x {BACKENDS} backends ({} series, {:.1} MiB)", sc.series, sc.bytes as f64 / (1 << 20) as f64),
+            format!("{:.1} ms per scrape, {:.1} ms agent CPU (all threads)", sc.latency_ms, sc.cpu_ms),
+        )
+        .reference(format!("loop answers in {:.1} ms idle", sc.loop_idle_ms), Some(sc.loop_scraping_ms / sc.loop_idle_ms))
+        .target(
+            &format!("loop not blocked: {:.1} ms while scraping (<= 1.5x idle)", sc.loop_scraping_ms),
+            Some(sc.loop_scraping_ms <= 1.5 * sc.loop_idle_ms),
+        ),
+    );
     notes.push(format!(
         "control plane: Maglev builds timed in this process (release build), median of {reps}; disruption averaged over up to 10 choices of the leaving backend; \
          the agent (release) started with {SERVICES} services x {BACKENDS} backends (M = {M}) was ready with all {} backends up in {:.1} s{}",
@@ -206,6 +326,11 @@ pub fn run(s: &Settings, notes: &mut Vec<String>) -> Result<Vec<Row>> {
         "agent": {
             "services": SERVICES, "backends_per_service": BACKENDS, "vm_rss_kb": rss.rss_kb, "vm_hwm_kb": rss.hwm_kb,
             "ready_seconds": rss.ready_seconds, "backends_up": rss.backends_up, "bpf_map_bytes_memlock": rss.map_bytes,
+        },
+        "scrape": {
+            "scrapes": sc.count, "latency_ms_median": sc.latency_ms, "bytes": sc.bytes, "series": sc.series,
+            "agent_cpu_ms_per_scrape": sc.cpu_ms, "loop_status_ms_idle": sc.loop_idle_ms, "loop_status_ms_while_scraping": sc.loop_scraping_ms,
+            "method": "20 sequential GET /metrics from the agent's namespace; CPU from /proc/<pid>/stat (utime+stime, all threads) minus the idle rate measured over 2 s before; loop latency = median of 10 `xlb stats` requests (answered on the agent's loop) idle, then while another thread scrapes with 50 ms pauses",
         },
         "rows": rows.iter().map(Row::to_json).collect::<Vec<_>>(),
     });
