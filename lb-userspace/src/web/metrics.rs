@@ -5,7 +5,7 @@
 //! Names follow Prometheus' conventions: an `xlb_` prefix, base units (bytes, seconds),
 //! counters ending in `_total`, one series per label set.
 
-use std::fmt;
+use std::{borrow::Cow, fmt};
 
 use prometheus_client::{
     collector::Collector,
@@ -24,7 +24,7 @@ pub struct Scrape {
     pub durations: Vec<(String, Durations)>,
 }
 
-type Labels = Vec<(&'static str, String)>;
+type Labels<'a> = Vec<(&'static str, Cow<'a, str>)>;
 
 /// One metric family: its name, help and type, and a value per label set.
 struct Family<'e, 'a> {
@@ -32,7 +32,7 @@ struct Family<'e, 'a> {
 }
 
 impl Family<'_, '_> {
-    fn counter(&mut self, name: &str, help: &str, series: impl IntoIterator<Item = (Labels, u64)>) -> fmt::Result {
+    fn counter<'l>(&mut self, name: &str, help: &str, series: impl IntoIterator<Item = (Labels<'l>, u64)>) -> fmt::Result {
         let mut m = self.encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
         for (labels, v) in series {
             ConstCounter::new(v).encode(m.encode_family(&labels)?)?;
@@ -40,7 +40,7 @@ impl Family<'_, '_> {
         Ok(())
     }
 
-    fn gauge(&mut self, name: &str, help: &str, series: impl IntoIterator<Item = (Labels, f64)>) -> fmt::Result {
+    fn gauge<'l>(&mut self, name: &str, help: &str, series: impl IntoIterator<Item = (Labels<'l>, f64)>) -> fmt::Result {
         let mut m = self.encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
         for (labels, v) in series {
             ConstGauge::new(v).encode(m.encode_family(&labels)?)?;
@@ -58,21 +58,27 @@ fn bool_gauge(b: bool) -> f64 {
 }
 
 impl Collector for Scrape {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+    fn encode(&self, encoder: DescriptorEncoder) -> fmt::Result {
+        self.encode_all(encoder)
+    }
+}
+
+impl Scrape {
+    fn encode_all<'a>(&'a self, mut encoder: DescriptorEncoder) -> fmt::Result {
         let s = &self.status;
         let mut f = Family { encoder: &mut encoder };
-        let info: Labels = vec![("version", s.agent.version.clone()), ("hostname", s.agent.hostname.clone())];
+        let info: Labels = vec![("version", s.agent.version.as_str().into()), ("hostname", s.agent.hostname.as_str().into())];
         f.gauge("xlb_build_info", "The agent's version (always 1).", [(info, 1.0)])?;
         f.gauge("xlb_start_time_seconds", "When the agent started, seconds since the Unix epoch.", [(vec![], s.agent.started)])?;
         f.gauge("xlb_uptime_seconds", "How long the agent has run.", [(vec![], s.agent.uptime_seconds)])?;
 
         // Services.
-        let service = |svc: &crate::control::ServiceStatus| -> Labels {
+        let service = |svc: &'a crate::control::ServiceStatus| -> Labels<'a> {
             vec![
-                ("service", svc.name.clone()),
-                ("vip", svc.vip.clone()),
-                ("port", svc.port.to_string()),
-                ("protocol", svc.protocol.clone()),
+                ("service", svc.name.as_str().into()),
+                ("vip", svc.vip.as_str().into()),
+                ("port", svc.port.to_string().into()),
+                ("protocol", svc.protocol.as_str().into()),
             ]
         };
         let services = || s.services.iter();
@@ -95,8 +101,8 @@ impl Collector for Scrape {
                 v.backends.iter().map(move |b| (v, b, "member")).chain(v.sorry.iter().map(move |b| (v, b, "sorry")))
             })
         };
-        let backend = |svc: &crate::control::ServiceStatus, b: &crate::control::BackendStatus, role: &str| -> Labels {
-            vec![("service", svc.name.clone()), ("backend", b.address.clone()), ("role", role.to_owned())]
+        let backend = |svc: &'a crate::control::ServiceStatus, b: &'a crate::control::BackendStatus, role: &'static str| -> Labels<'a> {
+            vec![("service", svc.name.as_str().into()), ("backend", b.address.as_str().into()), ("role", role.into())]
         };
         f.counter(
             "xlb_backend_packets",
@@ -146,8 +152,8 @@ impl Collector for Scrape {
             backends().flat_map(|(v, b, r)| {
                 b.transitions_by_reason.iter().map(move |t| {
                     let mut l = backend(v, b, r);
-                    l.push(("to", t.to.clone()));
-                    l.push(("reason", t.reason.clone()));
+                    l.push(("to", t.to.as_str().into()));
+                    l.push(("reason", t.reason.as_str().into()));
                     (l, t.count)
                 })
             }),
@@ -160,7 +166,7 @@ impl Collector for Scrape {
                 MetricType::Histogram,
             )?;
             for (name, d) in &self.durations {
-                let labels: Labels = vec![("service", name.clone())];
+                let labels: Labels = vec![("service", name.as_str().into())];
                 m.encode_family(&labels)?.encode_histogram::<NoLabelSet>(d.sum, d.count, &d.per_bound(), None)?;
             }
         }
@@ -168,7 +174,7 @@ impl Collector for Scrape {
         // The data plane.
         let (verdicts, events) = lb_common::stat::NAMES.split_at(lb_common::stat::EVENT_FLOW_HIT as usize);
         let named = |names: &'static [&'static str], label: &'static str| {
-            names.iter().map(move |n| (vec![(label, (*n).to_owned())], s.counters.get(*n).copied().unwrap_or(0)))
+            names.iter().map(move |n| (vec![(label, Cow::Borrowed(*n))], s.counters.get(*n).copied().unwrap_or(0)))
         };
         f.counter(
             "xlb_dataplane_packets",
@@ -195,8 +201,8 @@ impl Collector for Scrape {
         )?;
 
         // VRRP.
-        let instance = |i: &crate::vrrp::InstanceStatus| -> Labels {
-            vec![("instance", i.name.clone()), ("interface", i.interface.clone()), ("vrid", i.vrid.to_string())]
+        let instance = |i: &'a crate::vrrp::InstanceStatus| -> Labels<'a> {
+            vec![("instance", i.name.as_str().into()), ("interface", i.interface.as_str().into()), ("vrid", i.vrid.to_string().into())]
         };
         const STATES: [&str; 5] = ["INIT", "BACKUP", "MASTER", "FAULT", "FAILED"];
         f.gauge(
@@ -205,7 +211,7 @@ impl Collector for Scrape {
             s.vrrp.iter().flat_map(|i| {
                 STATES.iter().map(move |st| {
                     let mut l = instance(i);
-                    l.push(("state", (*st).to_owned()));
+                    l.push(("state", Cow::Borrowed(*st)));
                     (l, bool_gauge(i.state == *st))
                 })
             }),
@@ -220,7 +226,7 @@ impl Collector for Scrape {
             s.vrrp.iter().flat_map(|i| {
                 i.invalid.iter().map(move |(reason, n)| {
                     let mut l = instance(i);
-                    l.push(("reason", reason.clone()));
+                    l.push(("reason", reason.as_str().into()));
                     (l, *n)
                 })
             }),
