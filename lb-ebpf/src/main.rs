@@ -65,7 +65,7 @@ fn balance(ctx: &XdpContext) -> Verdict {
     if let Err(reason) = select::addressed_here(ctx) {
         return pass(reason);
     }
-    match select::backend(&svc, &packet, known.is_some()) {
+    match select::backend(ctx, &svc, &packet, known.is_some()) {
         Ok((index, backend, recorded)) => send(ctx, &packet, svc.id, index, &backend, recorded),
         Err(reason) => Verdict { action: xdp_action::XDP_DROP, stat: reason },
     }

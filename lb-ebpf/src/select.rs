@@ -89,12 +89,12 @@ pub fn service(key: &FlowKey, kind: Kind) -> Option<Service> {
 /// table with a backend no longer usable (it is moved and counted as rebalanced). The flag
 /// says the flow was recorded with it.
 #[inline(always)]
-pub fn backend(svc: &Service, packet: &Packet, known: bool) -> Result<(u32, Backend, bool), u32> {
+pub fn backend(ctx: &XdpContext, svc: &Service, packet: &Packet, known: bool) -> Result<(u32, Backend, bool), u32> {
     let key = &packet.key;
     match packet.kind {
         Kind::Flow => {
             let (index, b) = from_ring(svc, key)?;
-            let recorded = track::record(key, index, svc.id, packet.tcp_flags, known);
+            let recorded = track::record(ctx, key, index, svc.id, packet.tcp_flags, known);
             Ok((index, b, recorded))
         }
         Kind::Fragment => {

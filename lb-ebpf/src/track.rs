@@ -7,7 +7,8 @@
 //! timeout (the client still ACKs the backend's FIN, and a half-closed connection may go on);
 //! idle entries go after the idle timeouts (agent side too, from `Flow::seen`).
 
-use aya_ebpf::helpers::generated::bpf_ktime_get_coarse_ns;
+use aya_ebpf::{helpers::generated::bpf_ktime_get_coarse_ns, programs::XdpContext};
+use aya_log_ebpf::warn;
 use lb_common::{stat, Flow, FlowKey, FLOW_F_FIN, FLOW_SEEN_GRANULARITY_NS, RATE_WINDOW_NS};
 
 use crate::{
@@ -84,7 +85,7 @@ fn marked(tcp_flags: u8, flags: u32) -> u32 {
 /// this CPU's limit is not recorded (`flow_unrecorded`), which leaves the table's entries
 /// to the flows that were established before a flood. Says whether the flow was recorded.
 #[inline(always)]
-pub fn record(key: &FlowKey, index: u32, service: u32, tcp_flags: u8, known: bool) -> bool {
+pub fn record(ctx: &XdpContext, key: &FlowKey, index: u32, service: u32, tcp_flags: u8, known: bool) -> bool {
     if tcp_flags & TCP_RST != 0 {
         if known && FLOWS.remove(key).is_ok() {
             count(stat::EVENT_FLOW_RESET);
@@ -92,7 +93,7 @@ pub fn record(key: &FlowKey, index: u32, service: u32, tcp_flags: u8, known: boo
         return false;
     }
     let now = now();
-    if !known && !within_rate(now) {
+    if !known && !within_rate(ctx, now) {
         count(stat::EVENT_FLOW_UNRECORDED);
         return false;
     }
@@ -103,9 +104,10 @@ pub fn record(key: &FlowKey, index: u32, service: u32, tcp_flags: u8, known: boo
 }
 
 /// Whether this CPU may record one more new flow in the current one-second window (and
-/// counts it).
+/// counts it). The first refusal of a window is logged (aya-log): at most once a second per
+/// CPU, never per packet.
 #[inline(always)]
-fn within_rate(now: u64) -> bool {
+fn within_rate(ctx: &XdpContext, now: u64) -> bool {
     let limit = match SETTINGS.get(0) {
         Some(s) if s.new_flows_per_cpu != 0 => s.new_flows_per_cpu as u64,
         _ => return true,
@@ -120,6 +122,11 @@ fn within_rate(now: u64) -> bool {
             (*window).recorded = 0;
         }
         if (*window).recorded >= limit {
+            if (*window).recorded == limit {
+                // Past the limit from now on: marked, so that this window logs once.
+                (*window).recorded += 1;
+                warn!(ctx, "new-flow limit of {} a second reached on this CPU: new flows are forwarded unrecorded until the second ends", limit);
+            }
             return false;
         }
         (*window).recorded += 1;

@@ -106,6 +106,7 @@ pub struct Adoption {
 
 pub struct Dataplane {
     ebpf: Ebpf,
+    logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     services: HashMap<MapData, ServiceKey, Service>,
     rings: Array<MapData, Ring>,
     backends: Array<MapData, Backend>,
@@ -201,7 +202,16 @@ impl Dataplane {
                 source: io::Error::other(e.to_string()),
             })?;
         }
+        // The program's rare events (aya-log); without a reader they are only lost.
+        let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                tracing::warn!("the XDP program's log: {e}");
+                None
+            }
+        };
         let dataplane = Self {
+            logger,
             services: take(&mut ebpf, maps::SERVICES)?,
             rings: take(&mut ebpf, maps::RINGS)?,
             backends: take(&mut ebpf, maps::BACKENDS)?,
@@ -219,6 +229,12 @@ impl Dataplane {
             attached: Vec::new(),
         };
         Ok((dataplane, adoption))
+    }
+
+    /// The reader of the program's log records, to be polled where the agent runs (see
+    /// [`forward_program_log`]).
+    pub fn take_logger(&mut self) -> Option<aya_log::EbpfLogger<&'static dyn log::Log>> {
+        self.logger.take()
     }
 
     pub fn program(&mut self) -> &mut Xdp {
@@ -570,6 +586,22 @@ fn read_stats(map: &PerCpuArray<MapData, u64>) -> Result<Vec<u64>> {
         .map(|i| map.get(&i, 0).map(|v| v.iter().sum()))
         .collect::<std::result::Result<_, _>>()
         .map_err(map_err(maps::STATS))
+}
+
+/// Writes the XDP program's log records (aya-log: rare events such as the new-flow limit
+/// being reached) to the agent's log as they come, until the task is aborted.
+pub fn forward_program_log(logger: aya_log::EbpfLogger<&'static dyn log::Log>) -> io::Result<tokio::task::JoinHandle<()>> {
+    // SAFETY: the logger owns its ring buffer's descriptor, which stays open and the same for
+    // as long as the logger lives, and the AsyncFd owns the logger.
+    let mut fd = unsafe { tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE) }
+        .map_err(|e| io::Error::other(e.to_string()))?;
+    Ok(tokio::spawn(async move {
+        loop {
+            let Ok(mut guard) = fd.readable_mut().await else { return };
+            guard.get_inner_mut().flush();
+            guard.clear_ready();
+        }
+    }))
 }
 
 /// A `LOCAL_MACS` error naming the interface (its name as the kernel knows it now, if any).

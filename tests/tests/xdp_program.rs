@@ -193,6 +193,8 @@ fn with_fixture(test: &str, f: impl FnOnce(&mut Fixture) + Send) {
     if !xlb_tests::privileged(test) {
         return;
     }
+    let _ = log::set_logger(&CAPTURE);
+    log::set_max_level(log::LevelFilter::Trace);
     xlb_tests::in_private_netns(|| {
         xlb_tests::ip(&["link", "add", "xa", "type", "veth", "peer", "name", "xb"]).unwrap();
         xlb_tests::ip(&["link", "set", "lo", "up"]).unwrap();
@@ -318,6 +320,32 @@ fn flow_of_an_unusable_backend_is_rebalanced() {
     });
 }
 
+/// Keeps the log records the program sends through aya-log (the test binary's logger).
+struct Capture(std::sync::Mutex<Vec<String>>);
+
+impl log::Log for Capture {
+    fn enabled(&self, _: &log::Metadata) -> bool {
+        true
+    }
+
+    fn log(&self, record: &log::Record) {
+        self.0.lock().unwrap().push(format!("{} {}", record.level(), record.args()));
+    }
+
+    fn flush(&self) {}
+}
+
+static CAPTURE: Capture = Capture(std::sync::Mutex::new(Vec::new()));
+
+/// The program's log records since the fixture loaded it (the log reader writes to the
+/// logger installed when the program was loaded: [`with_fixture`] installs this one).
+fn program_log(fx: &mut Fixture) -> Vec<String> {
+    CAPTURE.0.lock().unwrap().clear();
+    let mut logger = fx.dp.take_logger().expect("the program's log");
+    logger.flush();
+    std::mem::take(&mut *CAPTURE.0.lock().unwrap())
+}
+
 /// A TCP segment to VIP4:80 from client port `sport` with the flags byte `flags`.
 fn tcp4_flags(sport: u16, flags: u8) -> Vec<u8> {
     let mut f = tcp4(sport, VIP4, 80);
@@ -403,6 +431,10 @@ fn past_the_new_flow_limit_flows_are_forwarded_by_the_table_unrecorded() {
         fx.republish(S_TCP4, service_key(VIP4.into(), 80, PROTO_TCP), vec![other; RING as usize]);
         fx.expect_forwarded(&tcp4_flags(46999, ACK), first, XDP_TX);
         assert!(fx.dp.flow(&established).is_some());
+        // The program said so in its log (aya-log), once per window, not once per packet.
+        let records = program_log(fx);
+        let said: Vec<&String> = records.iter().filter(|r| r.contains("new-flow limit of 10 a second reached")).collect();
+        assert!(!said.is_empty() && said.len() as u64 <= windows, "log records: {records:?}");
         // No limit: every new flow is recorded again.
         fx.dp.set_settings(Settings { new_flows_per_cpu: 0, _pad: 0 }).unwrap();
         let before = fx.stat(stat::EVENT_FLOW_NEW);

@@ -351,6 +351,14 @@ impl Agent {
             Ok(scanner) => self.scanner = Some(scanner),
             Err(e) => warn!("flow scanner: {e}; flow-table scans run on the agent's loop"),
         }
+        // The XDP program's rare events, into this log.
+        let program_log = self.dp.take_logger().and_then(|l| match crate::dataplane::forward_program_log(l) {
+            Ok(task) => Some(task),
+            Err(e) => {
+                warn!("the XDP program's log: {e}");
+                None
+            }
+        });
         // The HTTP listener reads the view the loop publishes when it changes.
         let mut publish = tokio::time::interval(VIEW_PUBLISH);
         let web = self.model.agent.http.map(|addr| {
@@ -422,8 +430,8 @@ impl Agent {
         };
         notify(&[NotifyState::Stopping]);
         server.abort();
-        if let Some(web) = web {
-            web.abort();
+        for task in [web, program_log].into_iter().flatten() {
+            task.abort();
         }
         drop(monitor);
         let stopped = match result {
