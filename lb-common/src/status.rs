@@ -46,6 +46,34 @@ pub struct Status {
     /// VRRP instances (empty without `[[vrrp_instance]]`).
     #[serde(default)]
     pub vrrp: Vec<InstanceStatus>,
+    /// What this node announces to its router (`[announce]`; none without it).
+    #[serde(default)]
+    pub announce: Option<AnnounceStatus>,
+}
+
+/// `[announce]`: the VIPs this node announces over BGP (through BIRD), and why not the others.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct AnnounceStatus {
+    /// The tun device the VIP routes go through, and their routing table (BIRD imports it).
+    pub interface: String,
+    pub table: u32,
+    /// Each VIP of `[announce]`: announced, or why not.
+    pub vips: Vec<VipAnnouncement>,
+    /// The node is draining (`xlb drain-node`, SIGTERM): everything is withdrawn, and it
+    /// stops once the router has moved its flows.
+    pub draining: bool,
+    /// Routes added and removed since the agent started.
+    pub announcements: u64,
+    pub withdrawals: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct VipAnnouncement {
+    pub vip: String,
+    pub announced: bool,
+    /// Why it is not announced (`draining`, `data plane not forwarding`, `service web4 below
+    /// quorum`, ...).
+    pub reason: Option<String>,
 }
 
 impl Status {

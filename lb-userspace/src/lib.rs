@@ -5,6 +5,7 @@
 //! the kernel and the operator; agent ties them together.
 
 pub mod agent;
+pub mod announce;
 pub mod cli;
 pub mod config;
 pub mod control;

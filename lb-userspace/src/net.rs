@@ -181,6 +181,32 @@ impl Net {
         }
     }
 
+    /// Sets the interface `ifindex` up.
+    pub async fn set_up(&self, ifindex: u32) -> Result<()> {
+        let msg = rtnetlink::LinkUnspec::new_with_index(ifindex).up().build();
+        self.handle.link().set(msg).execute().await.map_err(nl(format!("setting interface {ifindex} up")))
+    }
+
+    /// Adds the host route to `address` (/32, /128) through interface `ifindex` to routing
+    /// table `table` (protocol static, as an administrator's route). Returns false if it was
+    /// there already.
+    pub async fn add_host_route(&self, table: u32, ifindex: u32, address: IpAddr) -> Result<bool> {
+        match self.handle.route().add(host_route(table, ifindex, address)).execute().await {
+            Ok(()) => Ok(true),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => Ok(false),
+            Err(e) => Err(nl(format!("adding the route to {address} through interface {ifindex} in table {table}"))(e)),
+        }
+    }
+
+    /// Removes what [`Net::add_host_route`] added (no error if it is not there).
+    pub async fn del_host_route(&self, table: u32, ifindex: u32, address: IpAddr) -> Result<()> {
+        match self.handle.route().del(host_route(table, ifindex, address)).execute().await {
+            Ok(()) => Ok(()),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ESRCH => Ok(()),
+            Err(e) => Err(nl(format!("removing the route to {address} through interface {ifindex} from table {table}"))(e)),
+        }
+    }
+
     /// Removes `address` from `ifindex` (no error if it is not there).
     pub async fn del_address(&self, ifindex: u32, address: IpAddr) -> Result<()> {
         let mut found = self.handle.address().get().set_link_index_filter(ifindex).set_address_filter(address).execute();
@@ -189,6 +215,17 @@ impl Net {
         }
         Ok(())
     }
+}
+
+/// The route `address`/32 (/128) through `ifindex` in `table`, as `ip route add ADDRESS dev
+/// IFACE table TABLE proto static` makes it (scope link: no gateway).
+fn host_route(table: u32, ifindex: u32, address: IpAddr) -> netlink_packet_route::route::RouteMessage {
+    use netlink_packet_route::route::{RouteProtocol, RouteScope};
+    let builder = rtnetlink::RouteMessageBuilder::<IpAddr>::new()
+        .destination_prefix(address, if address.is_ipv4() { 32 } else { 128 })
+        .expect("a host prefix of the address's own family");
+    let scope = if address.is_ipv4() { RouteScope::Link } else { RouteScope::Universe };
+    builder.output_interface(ifindex).table_id(table).protocol(RouteProtocol::Static).scope(scope).build()
 }
 
 /// A MAC as `ip link` writes it: `02:00:5e:10:00:02`.

@@ -109,6 +109,11 @@ pub(super) fn read_agent(report: &mut Report, table: Located<&DeTable<'_>>) -> A
 }
 
 impl AgentDraft {
+    /// The names in `interfaces`, as far as they could be read.
+    pub(super) fn interface_names(&self) -> Vec<String> {
+        self.interfaces.iter().flat_map(|i| &i.value).map(|name| name.value.clone()).collect()
+    }
+
     pub(super) fn build(self) -> Option<AgentConfig> {
         let interfaces = self.interfaces?;
         Some(AgentConfig {
@@ -148,7 +153,7 @@ fn timeout(t: &mut TableReader<'_, '_>, key: &str, default: Duration) -> Option<
 }
 
 /// The kernel's rules for a device name (`dev_valid_name`).
-fn valid_interface_name(name: &str) -> Result<(), String> {
+pub(super) fn valid_interface_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > MAX_INTERFACE_NAME_LEN {
         Err(format!("must be 1 to {MAX_INTERFACE_NAME_LEN} characters long"))
     } else if name == "." || name == ".." {

@@ -16,6 +16,7 @@
 //!   and the checks within a service and across services;
 //! - `check.rs`: `[service.check]` and `[service.backend.check]` (`read_check`);
 //! - `vrrp.rs`: `[[vrrp_instance]]` (`read_instance`);
+//! - `announce.rs`: `[announce]` (`read_announce`), BGP scale-out instead of VRRP;
 //! - `host.rs`: [`check_environment`], which checks a configuration against this host's
 //!   interfaces (pure logic: the caller lists the interfaces), and [`egress_interface`], which
 //!   tells which attached interface reaches a backend.
@@ -72,12 +73,14 @@ use lb_common::{PROTO_TCP, PROTO_UDP};
 use toml::de::DeTable;
 
 mod agent;
+mod announce;
 mod check;
 pub mod edit;
 mod host;
 mod reader;
 mod services;
 mod vrrp;
+pub use announce::AnnounceConfig;
 pub use check::CheckConfig;
 pub use host::{check_environment, egress_interface, environment_errors};
 pub use reader::parse_duration;
@@ -131,6 +134,8 @@ pub struct Config {
     pub services: Vec<ServiceConfig>,
     /// The `[[vrrp_instance]]` tables, in file order.
     pub vrrp: Vec<VrrpConfig>,
+    /// The `[announce]` table (BGP scale-out), if any; never beside `[[vrrp_instance]]`.
+    pub announce: Option<AnnounceConfig>,
 }
 
 /// `[agent]`: how the agent runs on this host.
@@ -390,7 +395,8 @@ pub fn parse(file: &str, text: &str) -> Result<(Config, Vec<Diagnostic>), Config
 // Walking the document
 // ---------------------------------------------------------------------------------------------
 
-/// The root: `[agent]`, `[[service]]` and `[[vrrp_instance]]`, and the checks between them.
+/// The root: `[agent]`, `[[service]]`, `[[vrrp_instance]]` and `[announce]`, and the checks
+/// between them.
 /// Returns a configuration if every required part could be read (the caller still refuses it
 /// when any error was reported).
 fn read_config(report: &mut Report, root: &DeTable<'_>) -> Option<Config> {
@@ -398,6 +404,7 @@ fn read_config(report: &mut Report, root: &DeTable<'_>) -> Option<Config> {
     let agent = top.required_table("agent");
     let services = top.table_array("service");
     let vrrp = top.table_array("vrrp_instance");
+    let announce = top.optional_table("announce");
     top.finish();
 
     let agent = agent.map(|table| read_agent(report, table));
@@ -415,12 +422,37 @@ fn read_config(report: &mut Report, root: &DeTable<'_>) -> Option<Config> {
         }
     }
 
+    let announce = announce.map(|a| read_announce_section(report, a, &services, agent.as_ref(), vrrp.as_deref()));
+
     let mut vrrp = vrrp?;
+    let announce = announce??;
     let mut agent = agent?.build()?;
-    agent.assign_vips = agent.assign_vips && vrrp.is_empty();
+    agent.assign_vips = agent.assign_vips && vrrp.is_empty() && announce.is_none();
     let mut services = services.into_iter().map(ServiceDraft::build).collect::<Option<Vec<_>>>()?;
     default_script_user(agent.script_user.as_deref(), &mut services, &mut vrrp);
-    Some(Config { file: report.file.clone(), agent, services, vrrp })
+    Some(Config { file: report.file.clone(), agent, services, vrrp, announce })
+}
+
+/// `[announce]` if present (`Some(None)` when absent; `None` after an error), and what it
+/// conflicts with: VRRP and `assign_vips`, which decide about the VIPs in other ways.
+fn read_announce_section(
+    report: &mut Report,
+    table: Located<Option<&DeTable<'_>>>,
+    services: &[ServiceDraft],
+    agent: Option<&agent::AgentDraft>,
+    vrrp: Option<&[VrrpConfig]>,
+) -> Option<Option<AnnounceConfig>> {
+    let Located { value: Some(table), line } = table else { return Some(None) };
+    let vips: Vec<(IpAddr, usize)> = services.iter().filter_map(|s| s.vip.as_ref().map(|v| (v.value, v.line))).collect();
+    let interfaces = agent.map(|a| a.interface_names()).unwrap_or_default();
+    let announce = announce::read_announce(report, Located { value: table, line }, &vips, &interfaces);
+    if vrrp.is_some_and(|v| !v.is_empty()) {
+        report.error(line, "[announce] conflicts with [[vrrp_instance]]: both decide whether this node serves the VIPs; use one");
+    }
+    if let Some(Located { value: Some(true), line }) = agent.and_then(|a| a.assign_vips) {
+        report.error(line, "assign_vips = true conflicts with [announce]: the router routes the VIPs to this node, which must not hold them");
+    }
+    announce.map(Some)
 }
 
 /// Gives every script without a user of its own `[agent] script_user`, so that the parts that
