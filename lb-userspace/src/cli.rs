@@ -61,6 +61,16 @@ pub enum Command {
         #[command(subcommand)]
         action: BackendAction,
     },
+    /// Drain this node of a BGP scale-out (`[announce]`): withdraw every VIP, keep forwarding
+    /// until the router has moved the flows away (no VIP packet for `drain_quiet`, at most
+    /// `drain_timeout`), then stop as SIGTERM does. Returns once the agent has stopped.
+    DrainNode {
+        #[command(flatten)]
+        agent: AgentSocket,
+        /// How long to wait for the agent to stop: "30s", "5m", ...
+        #[arg(long, default_value = "5m", value_parser = crate::config::parse_duration)]
+        timeout: std::time::Duration,
+    },
     /// Add or remove a service at run time (like `ipvsadm -A/-D`).
     Service {
         #[command(subcommand)]

@@ -37,6 +37,9 @@ pub enum Request {
     Change { change: crate::config::edit::Change, save: bool },
     /// Reads the configuration file again and applies what changed (SIGHUP does the same).
     Reload,
+    /// Drains the node (`[announce]`): withdraws every VIP, forwards until the router has moved
+    /// the flows away, then stops (as SIGTERM does in that mode).
+    DrainNode,
     /// Stops the agent for a successor (`xlb run --takeover`): the program stays attached and
     /// forwards with the pinned maps until the successor adopts them.
     Handover,
@@ -225,6 +228,22 @@ impl Render for Status {
                     "  answers to lower-priority masters: sent {}, rate-limited {} ({} announcement bursts)",
                     v.answers_sent, v.answers_suppressed, v.announcements_suppressed
                 );
+            }
+        }
+        if let Some(a) = &self.announce {
+            let _ = writeln!(
+                out,
+                "announce (routes in table {} through {}){}: announced {}, withdrawn {}",
+                a.table,
+                a.interface,
+                if a.draining { ", DRAINING" } else { "" },
+                a.announcements,
+                a.withdrawals
+            );
+            for v in &a.vips {
+                let state = if v.announced { "announced" } else { "withheld" };
+                let reason = v.reason.as_ref().map(|r| format!(" ({r})")).unwrap_or_default();
+                let _ = writeln!(out, "  {:<39} {state}{reason}", v.vip);
             }
         }
         if !self.runtime_changes.is_empty() {

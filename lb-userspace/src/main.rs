@@ -36,6 +36,7 @@ fn main() -> ExitCode {
         Command::Backend { action } => exit(backend_change(action)),
         Command::Service { action } => exit(service_change(action)),
         Command::Reload { agent } => exit(reload(agent)),
+        Command::DrainNode { agent, timeout } => exit(drain_node(agent, timeout)),
     }
 }
 
@@ -94,14 +95,30 @@ fn take_over(socket: &std::path::Path) -> Result<()> {
     }
     let message = control::command(socket, &control::Request::Handover)?;
     tracing::info!("--takeover: {message}");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    // The agent removes its socket last, once it has stopped (after a VRRP handover, say).
+    wait_gone(socket, Duration::from_secs(30)).context("the handover")?;
+    Ok(())
+}
+
+/// Waits until the agent on `socket` has stopped: it removes its socket last, once it has
+/// (after a VRRP handover or a drain, say).
+fn wait_gone(socket: &Path, timeout: Duration) -> Result<Duration> {
+    let started = Instant::now();
     while socket.exists() {
-        if std::time::Instant::now() > deadline {
-            anyhow::bail!("the agent on {} did not stop within 30 s of the handover", socket.display());
+        if started.elapsed() > timeout {
+            bail!("the agent on {} did not stop within {timeout:?}", socket.display());
         }
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(20));
     }
+    Ok(started.elapsed())
+}
+
+/// `xlb drain-node`: the agent withdraws its VIPs and stops once the router has moved the flows
+/// away; this waits for that.
+fn drain_node(agent: AgentSocket, timeout: Duration) -> Result<()> {
+    let socket = socket_path(agent)?;
+    println!("{}", control::command(&socket, &control::Request::DrainNode)?);
+    let took = wait_gone(&socket, timeout)?;
+    println!("drained: the agent stopped after {:.1} s", took.as_secs_f64());
     Ok(())
 }
 

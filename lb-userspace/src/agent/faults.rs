@@ -47,8 +47,9 @@ impl Agent {
         }
     }
 
-    /// With VRRP: raises the data plane fault while the program is not attached to every
-    /// interface (someone detached it, an interface went away), clears it when it is back.
+    /// With VRRP or `[announce]`: raises the data plane fault while the program is not attached
+    /// to every interface (someone detached it, an interface went away), clears it when it is
+    /// back. VRRP instances go to FAULT; the loop withdraws the announced VIPs.
     pub(super) async fn check_dataplane(&mut self) {
         let mut problem = None;
         for iface in &self.attached {
@@ -71,9 +72,14 @@ impl Agent {
         let faulted = problem.is_some();
         if faulted != self.dataplane_fault {
             self.dataplane_fault = faulted;
+            let (down, up) = if self.vrrp.is_some() {
+                ("VRRP instances go to FAULT", "VRRP fault cleared")
+            } else {
+                ("the announced VIPs are withdrawn", "the VIPs are announced again")
+            };
             match &problem {
-                Some(p) => warn!("data plane not forwarding ({p}): VRRP instances go to FAULT"),
-                None => info!("data plane forwarding again: VRRP fault cleared"),
+                Some(p) => warn!("data plane not forwarding ({p}): {down}"),
+                None => info!("data plane forwarding again: {up}"),
             }
             if let Some(v) = &self.vrrp {
                 v.set_fault(DATAPLANE_FAULT, faulted);

@@ -2,6 +2,7 @@
 //! in step with the kernel's neighbour table, answers the control socket, and takes it all
 //! down again on shutdown. It is the only writer of the maps.
 
+mod announce;
 mod apply;
 mod faults;
 mod reload;
@@ -40,8 +41,8 @@ use crate::{
 const NEIGHBOUR_REFRESH: Duration = Duration::from_secs(5);
 /// Retry interval for backends whose MAC is still unknown.
 const NEIGHBOUR_RETRY: Duration = Duration::from_millis(500);
-/// How often, with VRRP, the agent confirms that its program is still attached to every
-/// interface: a node whose data plane is gone must not stay master.
+/// How often, with VRRP or `[announce]`, the agent confirms that its program is still attached
+/// to every interface: a node whose data plane is gone must not stay master, nor announce.
 const DATAPLANE_CHECK: Duration = Duration::from_millis(100);
 /// How often the view goes to the HTTP listener, when it changed.
 const VIEW_PUBLISH: Duration = Duration::from_millis(250);
@@ -174,6 +175,8 @@ pub struct Agent {
     view_dirty: bool,
     /// Slots of backends that left whose flows are still being removed.
     purging: HashSet<u32>,
+    /// What this node announces to its router (`[announce]`).
+    announce: Option<crate::announce::Announcer>,
 }
 
 /// Tells systemd (Type=notify) where the agent stands; a no-op outside systemd.
@@ -318,6 +321,7 @@ impl Agent {
             },
             Request::Change { change, save } => done(self.change(change, save, monitor).await),
             Request::Reload => done(self.reload(monitor).await),
+            Request::DrainNode => done(self.start_drain().await),
             Request::Handover => {
                 info!("a successor takes over: stopping for a restart");
                 self.stop_requested = Some(Stop::Restart);
@@ -367,13 +371,28 @@ impl Agent {
             self.view_dirty = false;
             crate::web::start(addr, rx, &self.model.agent.pin_path)
         });
+        let mut drain_tick = tokio::time::interval(announce::DRAIN_TICK);
+        // The stop signal resolves once; a drain may follow it.
+        let mut signalled = false;
         tokio::pin!(shutdown);
         let result = loop {
             if let Some(stop) = self.stop_requested.take() {
                 break Ok(stop);
             }
             tokio::select! {
-                stop = &mut shutdown => break Ok(stop),
+                stop = &mut shutdown, if !signalled => {
+                    signalled = true;
+                    // With [announce], a stop withdraws every VIP first and waits for the
+                    // router to move the flows away.
+                    if stop != Stop::Full || self.start_drain().await.is_err() {
+                        break Ok(stop);
+                    }
+                }
+                _ = drain_tick.tick(), if self.announce.as_ref().is_some_and(|a| a.drain.is_some()) => {
+                    if let Some(stop) = self.drain_step() {
+                        break Ok(stop);
+                    }
+                }
                 Some(event) = events.next() => match event {
                     NeighbourEvent::Changed(n) => {
                         if let Err(e) = self.apply_neighbour(&n) {
@@ -415,7 +434,7 @@ impl Agent {
                         warn!("{e}");
                     }
                 }
-                _ = dataplane_check.tick(), if self.vrrp.is_some() => self.check_dataplane().await,
+                _ = dataplane_check.tick(), if self.vrrp.is_some() || self.announce.is_some() => self.check_dataplane().await,
                 Some(m) = async { vrrp_macs.as_mut()?.recv().await }, if vrrp_macs.is_some() => self.apply_local_mac(m),
                 _ = retry.tick() => {
                     if let Err(e) = self.reread_neighbours(false).await {
@@ -427,6 +446,8 @@ impl Agent {
                     self.resolve_backends(false).await;
                 }
             }
+            // Whatever changed, the announcements follow.
+            self.sync_announce().await;
         };
         notify(&[NotifyState::Stopping]);
         server.abort();
@@ -484,6 +505,9 @@ impl Agent {
         if let Some(vrrp) = self.vrrp.take() {
             vrrp.shutdown().await;
         }
+        // Closing the tun device withdraws whatever is still announced, before a successor
+        // creates it again.
+        self.announce = None;
         if stop == Stop::Restart {
             info!("stopped for a restart: the program stays attached and forwards with the pinned maps");
             return Ok(());

@@ -63,6 +63,7 @@ impl Agent {
         if let Some(key) = changed_agent_setting(&self.model.agent, &cfg.agent) {
             return Err(format!("[agent] {key} cannot change while the agent runs (restart it for that); nothing changed"));
         }
+        self.check_announce_change(cfg.announce.as_ref())?;
         if self.model.vrrp.is_empty() != cfg.vrrp.is_empty() {
             return Err("adding the first or removing the last [[vrrp_instance]] changes who holds the VIPs: restart the agent for that; nothing changed".into());
         }
@@ -74,6 +75,7 @@ impl Agent {
         }
         let held = self.model.slots().with_reserved(self.purging.iter().copied());
         let new = Model::new(&cfg, &held).map_err(|e| format!("{e}; nothing changed"))?;
+        self.take_announce(cfg.announce.clone());
         let neighbours = self.net.neighbours().await.map_err(|e| format!("reading the neighbour table: {e}"))?;
         let old_vips = self.model.vips();
         let diff = match self.apply(new, &interfaces, &neighbours) {

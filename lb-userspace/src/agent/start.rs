@@ -142,6 +142,7 @@ impl Agent {
             view_tx: None,
             view_dirty: true,
             purging: HashSet::new(),
+            announce: None,
         };
         let fresh = adoption.adopted.is_empty();
         if let Err(e) = agent.bring_up(model_cfg, &held, &interfaces).await {
@@ -155,6 +156,7 @@ impl Agent {
     /// Brings the data plane to `cfg` (with the runtime changes kept), attaches, adds the VIPs
     /// and starts VRRP: the part of a start that can fail with something attached.
     async fn bring_up(&mut self, cfg: Config, held: &Slots, interfaces: &[InterfaceInfo]) -> Result<()> {
+        let announce = cfg.announce.clone();
         for iface in &self.attached {
             self.dp.add_egress(iface.ifindex)?;
             // Before attaching: from its first packet the program balances only frames sent to
@@ -195,6 +197,8 @@ impl Agent {
             }
         }
         self.prog_id = self.dp.program().info().map_err(DataplaneError::from)?.id();
+        // Only once the data plane forwards; the loop announces what the node can serve.
+        self.open_announcer(announce).await?;
         if !self.model.vrrp.is_empty() {
             // Only once the data plane forwards: a node must not become master before.
             let (tx, rx) = mpsc::unbounded_channel();

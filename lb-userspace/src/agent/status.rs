@@ -104,6 +104,7 @@ impl Agent {
                 interfaces: self.attached.iter().map(|i| i.name.clone()).collect(),
                 services,
                 checker: CheckerStatus { checks: self.checked.len(), ..Default::default() },
+                announce: self.announce.as_ref().map(|a| a.status()),
                 ..Default::default()
             },
             checks,
