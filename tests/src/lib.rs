@@ -21,6 +21,7 @@ use std::{
 use anyhow::{bail, Context as _, Result};
 use nix::sched::{setns, unshare, CloneFlags};
 
+pub mod ecmp;
 pub mod frames;
 pub mod pair;
 pub mod reference;
@@ -287,6 +288,35 @@ impl Lab {
         let sw = self.switch_ns().to_owned();
         let link = in_netns(&sw, || xdp_pass::attach(port))??;
         self.xdp_links.push(link);
+        Ok(())
+    }
+
+    /// Runs `nft -f` with `script` in namespace `ns`.
+    pub fn nft(&self, ns: &str, script: &str) -> Result<()> {
+        let path = self.dir.join("nft-script");
+        std::fs::write(&path, script)?;
+        run(Command::new("ip").args(["netns", "exec", ns, "nft", "-f"]).arg(&path))?;
+        Ok(())
+    }
+
+    /// A host's link vanishes: its switch port `port` drops every frame, both ways (an nft
+    /// bridge table in the switch). Neither the host nor the bridge sees a carrier change: the
+    /// host's daemons keep running as if nothing happened (as when a cable breaks beyond the
+    /// PHY or the host hangs), and the bridge keeps the host's MAC, so frames for it are
+    /// dropped rather than flooded to the other ports. (Taking the port down would flush that
+    /// MAC and flood frames for it to every port.)
+    pub fn vanish_port(&self, port: &str) -> Result<()> {
+        let script = format!(
+            "table bridge xlb_vanish_{t} {{ chain forward {{ type filter hook forward priority 0; iifname \"{port}\" drop; oifname \"{port}\" drop; }}; }}",
+            t = port.replace('-', "_")
+        );
+        self.nft(self.switch_ns(), &script)
+    }
+
+    /// Undoes [`Lab::vanish_port`].
+    pub fn restore_port(&self, port: &str) -> Result<()> {
+        let table = format!("xlb_vanish_{}", port.replace('-', "_"));
+        run(Command::new("ip").args(["netns", "exec", self.switch_ns(), "nft", "delete", "table", "bridge", &table]))?;
         Ok(())
     }
 

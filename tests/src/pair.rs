@@ -543,33 +543,15 @@ impl Pair {
         format!("keepalived:\n{}\nxlb:\n{}", tail(self.keepalived_log(node)), tail(self.xlb_log(node)))
     }
 
-    /// Runs `nft -f -` with `script` in namespace `ns`.
-    fn nft(&self, ns: &str, script: &str) -> Result<()> {
-        let path = self.lab.dir.join("nft-script");
-        std::fs::write(&path, script)?;
-        run(Command::new("ip").args(["netns", "exec", ns, "nft", "-f"]).arg(&path))?;
-        Ok(())
-    }
-
-    /// The node's link vanishes: its switch port drops every frame, both ways (an nft bridge
-    /// table in the switch). Neither the node nor the bridge sees a carrier change: the node's
-    /// daemons keep running as if nothing happened (as when a cable breaks beyond the PHY or
-    /// the node hangs), and the bridge keeps the node's MAC, so frames for it are dropped
-    /// rather than flooded to the other node. (Taking the port down would flush that MAC and
-    /// flood the client's frames to the other node, whose XDP program forwards them.)
+    /// The node's link vanishes (see [`Lab::vanish_port`]): frames for it are dropped rather
+    /// than flooded to the other node, whose XDP program would forward them.
     pub fn vanish(&self, node: Node) -> Result<()> {
-        let port = format!("p-{}", node.name());
-        let script = format!(
-            "table bridge xlb_vanish_{n} {{ chain forward {{ type filter hook forward priority 0; iifname \"{port}\" drop; oifname \"{port}\" drop; }}; }}",
-            n = node.name()
-        );
-        self.nft(self.lab.switch_ns(), &script)
+        self.lab.vanish_port(&format!("p-{}", node.name()))
     }
 
     /// Undoes [`Pair::vanish`].
     pub fn restore(&self, node: Node) -> Result<()> {
-        run(Command::new("ip").args(["netns", "exec", self.lab.switch_ns(), "nft", "delete", "table", "bridge", &format!("xlb_vanish_{}", node.name())]))?;
-        Ok(())
+        self.lab.restore_port(&format!("p-{}", node.name()))
     }
 
     /// Drops VRRP (IP protocol 112, IPv4 and IPv6) in and out of both nodes; everything else
@@ -579,7 +561,7 @@ impl Pair {
             chain input { type filter hook input priority -300; meta l4proto 112 drop; }; \
             chain output { type filter hook output priority -300; meta l4proto 112 drop; }; }";
         for node in Node::BOTH {
-            self.nft(&self.lb(node).ns, script)?;
+            self.lab.nft(&self.lb(node).ns, script)?;
         }
         Ok(())
     }
