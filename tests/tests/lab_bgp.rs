@@ -4,19 +4,37 @@
 //! killed, come back, lose their data plane, and a backend is added. Each test prints its
 //! figures.
 
-use std::time::Duration;
+use std::{
+    sync::Mutex,
+    time::{Duration, Instant},
+};
 
 use anyhow::{ensure, Result};
+use nix::sys::signal::Signal;
 use xlb_tests::{
     ecmp::{Ecmp, Options, BACKEND_NAMES, VIP4, VIP6},
+    pair::Prober,
     privileged,
-    traffic::{assert_even, HeldConnections, Hammer, Outcome, Tally},
+    traffic::{assert_even, Chatter, Held, HeldConnections, Hammer, Outcome, Tally},
 };
+
+/// One lab at a time: BFD at 100 ms x 3 on a 2-CPU machine must not starve for another
+/// lab's traffic.
+static ONE_LAB: Mutex<()> = Mutex::new(());
+
+fn one_lab() -> std::sync::MutexGuard<'static, ()> {
+    ONE_LAB.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 /// Long-lived connections in every test.
 const HELD: usize = 200;
 /// How often each of them sends a request.
 const CHATTER: Duration = Duration::from_millis(50);
+/// UDP flows probing the VIP every 10 ms, for the blackout of the flows a fault hits.
+const PROBES: usize = 24;
+/// The lab's nodes.
+const ALL: [usize; 3] = [0, 1, 2];
+const OTHERS: [usize; 2] = [1, 2];
 
 /// New connections that failed, and those that succeeded, by the backend that answered.
 fn new_connections(outcomes: &[Outcome]) -> (Vec<String>, Tally) {
@@ -37,6 +55,7 @@ fn node_flows(lab: &Ecmp, service: &str) -> Result<Vec<u64>> {
 }
 
 fn spread(tag: &str, vip: &str, service: &str) -> Result<()> {
+    let _one = one_lab();
     let lab = Ecmp::start(tag, Options::default())?;
     let target = Ecmp::web(vip);
     let held = HeldConnections::open(&lab.client.ns, target, HELD)?;
@@ -77,4 +96,252 @@ fn flows_spread_over_nodes_and_backends_v6() -> Result<()> {
         return Ok(());
     }
     spread("bgp-spread6", VIP6, "web6")
+}
+
+/// The traffic of a test: long-lived connections talking, new connections one after the
+/// other, UDP flows probing.
+struct Traffic {
+    chatter: Chatter,
+    hammer: Hammer,
+    probers: Vec<Prober>,
+}
+
+/// What became of the traffic.
+struct Seen {
+    held: Held,
+    exchanges: usize,
+    new_failed: Vec<(Instant, String)>,
+    new_ok: usize,
+    probes: Vec<xlb_tests::pair::Probes>,
+}
+
+impl Traffic {
+    fn start(lab: &Ecmp, vip: &str) -> Result<Traffic> {
+        let held = HeldConnections::open(&lab.client.ns, Ecmp::web(vip), HELD)?;
+        let probers =
+            (0..PROBES).map(|_| Prober::start(&lab.client.ns, Ecmp::dns(vip), Duration::from_millis(10))).collect::<Result<Vec<_>>>()?;
+        let traffic = Traffic { chatter: held.chatter(CHATTER), hammer: Hammer::start(&lab.client.ns, Ecmp::web(vip))?, probers };
+        // A second of normal traffic first.
+        std::thread::sleep(Duration::from_secs(1));
+        Ok(traffic)
+    }
+
+    fn finish(self) -> Seen {
+        let (held, exchanges) = self.chatter.finish();
+        let outcomes = self.hammer.finish();
+        let new_ok = outcomes.iter().filter(|(_, r)| r.is_ok()).count();
+        let new_failed = outcomes.into_iter().filter_map(|(at, r)| r.err().map(|e| (at, e))).collect();
+        Seen { held, exchanges, new_failed, new_ok, probes: self.probers.into_iter().map(Prober::stop).collect() }
+    }
+}
+
+impl Seen {
+    /// One line: the long-lived connections, the new ones.
+    fn summary(&self) -> String {
+        format!(
+            "long-lived: {} kept, {} moved, {} broken ({} exchanges); new: {} of {} failed",
+            self.held.kept,
+            self.held.moved.len(),
+            self.held.broken.len(),
+            self.exchanges,
+            self.new_failed.len(),
+            self.new_failed.len() + self.new_ok
+        )
+    }
+
+    /// No long-lived connection broke or changed backend.
+    fn none_broken(&self) -> Result<()> {
+        ensure!(
+            self.held.kept == HELD && self.held.moved.is_empty() && self.held.broken.is_empty(),
+            "{}: moved {:?}, broken {:?}",
+            self.summary(),
+            &self.held.moved[..self.held.moved.len().min(5)],
+            &self.held.broken[..self.held.broken.len().min(5)]
+        );
+        Ok(())
+    }
+
+    fn no_new_failed(&self) -> Result<()> {
+        ensure!(self.new_failed.is_empty(), "{}: {:?}", self.summary(), &self.new_failed[..self.new_failed.len().min(3)]);
+        Ok(())
+    }
+
+    /// The probe flows that went silent for over 50 ms in the 5 s from `from` (or until the
+    /// last probe): their blackouts, longest first.
+    fn blackouts(&self, from: Instant) -> Vec<Duration> {
+        let mut gaps: Vec<Duration> = self
+            .probes
+            .iter()
+            .filter_map(|p| Some(p.blackout_in(from, (from + Duration::from_secs(5)).min(*p.sent.last()?)).longest))
+            .filter(|d| *d > Duration::from_millis(50))
+            .collect();
+        gaps.sort_by(|a, b| b.cmp(a));
+        gaps
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.0} ms", d.as_secs_f64() * 1e3)
+}
+
+/// The router leads `vip` to `nodes` within `within`; when it did.
+fn routed(lab: &Ecmp, nodes: &[usize], within: Duration) -> Result<Instant> {
+    let v4 = lab.wait_next_hops(VIP4.parse()?, nodes, within)?;
+    let v6 = lab.wait_next_hops(VIP6.parse()?, nodes, within)?;
+    Ok(v4.max(v6))
+}
+
+fn drain_and_return(tag: &str, vip: &str) -> Result<()> {
+    let _one = one_lab();
+    let mut lab = Ecmp::start(tag, Options::default())?;
+    let traffic = Traffic::start(&lab, vip)?;
+    let started = Instant::now();
+    let (out, gone) = std::thread::scope(|s| {
+        let watch = s.spawn(|| lab.wait_next_hops(vip.parse()?, &OTHERS, Duration::from_secs(5)));
+        let out = lab.xlb_command(0, &["drain-node", "--timeout", "30s"]);
+        (out, watch.join().expect("watcher"))
+    });
+    let (out, gone) = (out?, gone?);
+    let stopped = started.elapsed();
+    lab.xlb_exited(0, Duration::from_secs(5))?;
+    eprintln!("xlb drain-node said:\n{}", out.trim());
+    ensure!(lab.next_hops(vip.parse()?)? == OTHERS, "the router still leads {vip} to lb1 after the drain");
+    // The node comes back.
+    std::thread::sleep(Duration::from_secs(1));
+    let back = Instant::now();
+    lab.start_xlb(0)?;
+    let announced = routed(&lab, &ALL, Duration::from_secs(10))?;
+    std::thread::sleep(Duration::from_secs(2));
+    let seen = traffic.finish();
+    eprintln!(
+        "{vip}: lb1 drained: route withdrawn {} after drain-node, agent stopped after {}; came back: announced {} after its start; {}",
+        ms(gone - started),
+        ms(stopped),
+        ms(announced - back),
+        seen.summary()
+    );
+    seen.none_broken()?;
+    seen.no_new_failed()?;
+    Ok(())
+}
+
+#[test]
+fn a_node_drained_and_back_breaks_nothing_v4() -> Result<()> {
+    if !privileged("a_node_drained_and_back_breaks_nothing_v4") {
+        return Ok(());
+    }
+    drain_and_return("bgp-drain4", VIP4)
+}
+
+#[test]
+fn a_node_drained_and_back_breaks_nothing_v6() -> Result<()> {
+    if !privileged("a_node_drained_and_back_breaks_nothing_v6") {
+        return Ok(());
+    }
+    drain_and_return("bgp-drain6", VIP6)
+}
+
+fn vanish_and_return(tag: &str, vip: &str) -> Result<()> {
+    let _one = one_lab();
+    let lab = Ecmp::start(tag, Options::default())?;
+    let traffic = Traffic::start(&lab, vip)?;
+    let vanished = Instant::now();
+    lab.vanish(0)?;
+    let detected = routed(&lab, &OTHERS, Duration::from_secs(5))?;
+    std::thread::sleep(Duration::from_secs(3));
+    let back = Instant::now();
+    lab.restore(0)?;
+    let returned = routed(&lab, &ALL, Duration::from_secs(15))?;
+    std::thread::sleep(Duration::from_secs(2));
+    let seen = traffic.finish();
+    let gaps = seen.blackouts(vanished);
+    eprintln!(
+        "{vip}: lb1 vanished: the router dropped it after {} (BFD 100 ms x 3); {} of {PROBES} probe flows went dark, for {} (longest first); \
+         back {} after its link returned; {}",
+        ms(detected - vanished),
+        gaps.len(),
+        gaps.iter().map(|g| ms(*g)).collect::<Vec<_>>().join(", "),
+        ms(returned - back),
+        seen.summary()
+    );
+    seen.none_broken()?;
+    Ok(())
+}
+
+#[test]
+fn a_node_vanishing_and_back_breaks_no_connection_v4() -> Result<()> {
+    if !privileged("a_node_vanishing_and_back_breaks_no_connection_v4") {
+        return Ok(());
+    }
+    vanish_and_return("bgp-vanish4", VIP4)
+}
+
+#[test]
+fn a_node_vanishing_and_back_breaks_no_connection_v6() -> Result<()> {
+    if !privileged("a_node_vanishing_and_back_breaks_no_connection_v6") {
+        return Ok(());
+    }
+    vanish_and_return("bgp-vanish6", VIP6)
+}
+
+#[test]
+fn a_killed_agent_withdraws_and_its_successor_announces_again() -> Result<()> {
+    if !privileged("a_killed_agent_withdraws_and_its_successor_announces_again") {
+        return Ok(());
+    }
+    let _one = one_lab();
+    let mut lab = Ecmp::start("bgp-kill", Options::default())?;
+    let traffic = Traffic::start(&lab, VIP4)?;
+    let killed = Instant::now();
+    lab.stop_xlb(0, Signal::SIGKILL)?;
+    let withdrawn = routed(&lab, &OTHERS, Duration::from_secs(5))?;
+    // What systemd's Restart= does: a new agent, which adopts the pinned maps.
+    std::thread::sleep(Duration::from_secs(1));
+    let restarted = Instant::now();
+    lab.start_xlb(0)?;
+    let announced = routed(&lab, &ALL, Duration::from_secs(10))?;
+    std::thread::sleep(Duration::from_secs(2));
+    let seen = traffic.finish();
+    ensure!(lab.xlb_log(0).contains("adopted pinned maps"), "the new agent did not adopt the pins:\n{}", lab.xlb_log(0));
+    eprintln!(
+        "lb1's agent killed with -9: both VIPs withdrawn after {} (the kernel removed its tun device and routes; the program forwarded meanwhile); \
+         restarted agent announced again {} after its start; {}",
+        ms(withdrawn - killed),
+        ms(announced - restarted),
+        seen.summary()
+    );
+    seen.none_broken()?;
+    seen.no_new_failed()?;
+    Ok(())
+}
+
+#[test]
+fn a_node_without_its_data_plane_stops_announcing() -> Result<()> {
+    if !privileged("a_node_without_its_data_plane_stops_announcing") {
+        return Ok(());
+    }
+    let _one = one_lab();
+    let lab = Ecmp::start("bgp-detach", Options::default())?;
+    let traffic = Traffic::start(&lab, VIP4)?;
+    let detached = Instant::now();
+    lab.detach(0)?;
+    let withdrawn = routed(&lab, &OTHERS, Duration::from_secs(2))?;
+    std::thread::sleep(Duration::from_secs(2));
+    let seen = traffic.finish();
+    let status = lab.status(0)?;
+    let announce = status.announce.clone().expect("announce status");
+    ensure!(
+        announce.vips.iter().all(|v| !v.announced && v.reason.as_deref() == Some("data plane not forwarding")),
+        "{announce:?}"
+    );
+    eprintln!(
+        "lb1's program detached: both VIPs withdrawn after {} (data-plane check every 100 ms, then BGP); {}; {} probe flows went dark, longest {}",
+        ms(withdrawn - detached),
+        seen.summary(),
+        seen.blackouts(detached).len(),
+        seen.blackouts(detached).first().map_or("-".into(), |g| ms(*g))
+    );
+    ensure!(withdrawn - detached < Duration::from_millis(300), "withdrawn after {:?}", withdrawn - detached);
+    seen.none_broken()?;
+    Ok(())
 }
