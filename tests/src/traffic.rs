@@ -408,6 +408,11 @@ impl HeldConnections {
         Ok(HeldConnections { conns })
     }
 
+    /// Each connection's local (client) address and the backend that answered it.
+    pub fn flows(&self) -> Vec<(SocketAddr, String)> {
+        self.conns.iter().filter_map(|(c, name)| Some((c.writer.local_addr().ok()?, name.clone()))).collect()
+    }
+
     /// How many connections each backend holds.
     pub fn tally(&self) -> Tally {
         let mut tally = Tally::new();

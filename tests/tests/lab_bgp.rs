@@ -345,3 +345,69 @@ fn a_node_without_its_data_plane_stops_announcing() -> Result<()> {
     seen.none_broken()?;
     Ok(())
 }
+
+/// The backend address Maglev gives the TCP flow from `client` to `vip`:80 with a table over
+/// `backends` (weight 1 each), as every node computes it.
+fn maglev_choice(backends: &[String], client: std::net::SocketAddr, vip: &str) -> Result<String> {
+    use lb_common::{hash::flow_hash, FlowKey, PROTO_TCP};
+    let set: Vec<(&[u8], u32)> = backends.iter().map(|a| (a.as_bytes(), 1)).collect();
+    let table = lb_userspace::maglev::build_for_set(&set, lb_common::DEFAULT_RING_SIZE)?;
+    let key = FlowKey::new(PROTO_TCP, client.ip(), client.port(), vip.parse()?, 80);
+    let at = (flow_hash(&key) % lb_common::DEFAULT_RING_SIZE) as usize;
+    Ok(backends[table[at] as usize].clone())
+}
+
+#[test]
+fn a_backend_added_then_a_node_leaving_breaks_a_bounded_share() -> Result<()> {
+    if !privileged("a_backend_added_then_a_node_leaving_breaks_a_bounded_share") {
+        return Ok(());
+    }
+    let _one = one_lab();
+    let mut lab = Ecmp::start("bgp-added", Options::default())?;
+    let held = HeldConnections::open(&lab.client.ns, Ecmp::web(VIP4), HELD)?;
+    let address = |name: &str| format!("203.0.113.{}", 10 + name.trim_start_matches('b').parse::<u8>().expect("bN"));
+    let flows = held.flows();
+    let chatter = held.chatter(CHATTER);
+    // b4 joins every node's web4, one node after the other, as an operator would.
+    lab.add_backend("b4", 14)?;
+    for i in ALL {
+        lab.xlb_command(i, &["backend", "add", "web4", "203.0.113.14"])?;
+    }
+    let old: Vec<String> = BACKEND_NAMES.iter().map(|b| address(b)).collect();
+    let new: Vec<String> = ["b1", "b2", "b3", "b4"].iter().map(|b| address(b)).collect();
+    // The held connections whose backend the new table would change: those lose their
+    // backend if the router moves them to a node that has no entry for them.
+    let mut at_risk = 0;
+    for (client, backend) in &flows {
+        let was = maglev_choice(&old, *client, VIP4)?;
+        ensure!(was == address(backend), "{client} is on {backend}, but the table gives {was}");
+        if maglev_choice(&new, *client, VIP4)? != was {
+            at_risk += 1;
+        }
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    // New connections reach b4.
+    let fresh = xlb_tests::in_netns(&lab.client.ns, || xlb_tests::traffic::http_requests(Ecmp::web(VIP4), 60))??;
+    ensure!(fresh.get("b4").copied().unwrap_or(0) > 0, "no new connection reached b4: {fresh:?}");
+    let before: u64 = OTHERS.iter().map(|&i| lab.flows(i, "web4")).sum::<Result<u64>>()?;
+    lab.vanish(0)?;
+    routed(&lab, &OTHERS, Duration::from_secs(5))?;
+    std::thread::sleep(Duration::from_secs(3));
+    let (seen, _) = chatter.finish();
+    let after: u64 = OTHERS.iter().map(|&i| lab.flows(i, "web4")).sum::<Result<u64>>()?;
+    let moved = after - before;
+    let broken = seen.broken.len() + seen.moved.len();
+    eprintln!(
+        "b4 added on every node, then lb1 vanished: {moved} of {HELD} long-lived connections moved to another node (lb1's and those ECMP rehashed); \
+         {at_risk} had a backend the new table changes; {broken} broke ({} reset, {} answered by another backend), {} kept; \
+         expected about {at_risk} x {moved}/{HELD} = {:.0}",
+        seen.broken.len(),
+        seen.moved.len(),
+        seen.kept,
+        at_risk as f64 * moved as f64 / HELD as f64
+    );
+    // A flow breaks only if it moved and the new table changed its backend.
+    ensure!(broken <= at_risk, "{broken} broke, but only {at_risk} connections had a backend the new table changes");
+    ensure!(broken as u64 <= moved, "{broken} broke, but only {moved} moved");
+    Ok(())
+}
