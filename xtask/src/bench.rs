@@ -14,6 +14,7 @@ pub fn bench(quick: bool, only: Option<&str>) -> Result<()> {
     }
     setup::toolchain()?;
     setup::packages(setup::LAB_PACKAGES)?;
+    setup::packages(setup::ECMP_PACKAGES)?;
     setup::packages(setup::TEST_PACKAGES)?;
     setup::packages(setup::BENCH_PACKAGES)?;
     for ns in xlb_tests::remove_stale_namespaces()? {

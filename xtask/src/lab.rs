@@ -59,3 +59,80 @@ pub fn demo() -> Result<()> {
     println!("lab: removed every namespace, link and program it created");
     Ok(())
 }
+
+/// Long-lived connections of the ECMP demo.
+const HELD: usize = 300;
+
+/// `cargo xtask lab --ecmp`: three xlb nodes behind a router's ECMP; how the flows spread over
+/// the nodes and the backends; then one node's link vanishes and the flows carry on.
+pub fn ecmp_demo() -> Result<()> {
+    use std::time::{Duration, Instant};
+    use xlb_tests::ecmp::{Ecmp, Options, VIP4, VIP6};
+
+    if !nix::unistd::geteuid().is_root() {
+        bail!("the lab creates network namespaces and loads XDP programs: run it as root");
+    }
+    setup::packages(setup::LAB_PACKAGES)?;
+    setup::packages(setup::ECMP_PACKAGES)?;
+    let bin = build(true)?;
+    std::env::set_var("XLB_BIN", &bin);
+    for ns in xlb_tests::remove_stale_namespaces()? {
+        println!("removed namespace {ns} left by an earlier run");
+    }
+    println!("lab --ecmp: client 198.51.100.10 -> router 203.0.113.1 (BIRD, ECMP) -> xlb on lb1-lb3 203.0.113.2-4 (each with BIRD)");
+    println!("            -> backends b1-b3 203.0.113.11-13, answering the client directly (and the same over 2001:db8::/32)");
+    println!("lab --ecmp: starting BIRD (config/bird-router.conf, config/bird-node.conf) and xlb (config/ecmp.toml); VIPs {VIP4} and {VIP6}");
+    let started = Instant::now();
+    let lab = Ecmp::start("ecmp", Options::default()).context("bringing up the lab")?;
+    println!("lab --ecmp: the router has an ECMP route over the three nodes after {:.1} s:", started.elapsed().as_secs_f64());
+    for vip in [VIP4, VIP6] {
+        let family = if vip.contains(':') { "-6" } else { "-4" };
+        let out = Command::new("ip").args(["-n", &lab.router, family, "route", "show", vip]).output()?;
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            println!("    {line}");
+        }
+    }
+    let target = Ecmp::web(VIP4);
+    let held = traffic::HeldConnections::open(&lab.client.ns, target, HELD)?;
+    let flows = |lab: &Ecmp| -> Result<Vec<u64>> { (0..3).map(|i| lab.flows(i, "web4")).collect() };
+    let per_node = flows(&lab)?;
+    println!();
+    println!("{HELD} keep-alive HTTP connections from the client to {target}:");
+    println!("  per node (flows each xlb recorded): {}", shares(&["lb1", "lb2", "lb3"], &per_node));
+    let tally = held.tally();
+    let per_backend: Vec<u64> = BACKEND_NAMES.iter().map(|b| tally.get(*b).copied().unwrap_or(0) as u64).collect();
+    println!("  per backend (who answered):          {}", shares(&BACKEND_NAMES, &per_backend));
+    let chatter = held.chatter(Duration::from_millis(50));
+    std::thread::sleep(Duration::from_secs(1));
+    println!();
+    println!("lb1's link vanishes (its switch port drops everything; lb1 itself notices nothing)...");
+    let vanished = Instant::now();
+    lab.vanish(0)?;
+    let dropped = lab.wait_next_hops(VIP4.parse()?, &[1, 2], Duration::from_secs(5))?;
+    println!("  the router dropped lb1's next hop after {:.0} ms (BFD, 3 x 100 ms)", (dropped - vanished).as_secs_f64() * 1e3);
+    std::thread::sleep(Duration::from_secs(3));
+    let (seen, exchanges) = chatter.finish();
+    let after: Vec<u64> = flows(&lab)?.iter().zip(&per_node).map(|(now, before)| now - before).collect();
+    println!(
+        "  the {HELD} connections, each sending a request every 50 ms ({exchanges} requests): {} kept their backend, {} changed backend, {} broke",
+        seen.kept,
+        seen.moved.len(),
+        seen.broken.len()
+    );
+    println!(
+        "  flows new to lb2 and lb3 (lb1's, and some ECMP moved between them; no state shared, the same backend chosen): lb2 {}, lb3 {}",
+        after[1], after[2]
+    );
+    println!();
+    println!("lb2's status (xlb stats):");
+    print!("{}", lab.xlb_command(1, &["stats"])?);
+    drop(lab);
+    println!("lab --ecmp: removed every namespace, process and program it created");
+    Ok(())
+}
+
+/// `name count (share%)` for each.
+fn shares(names: &[&str], counts: &[u64]) -> String {
+    let total: u64 = counts.iter().sum::<u64>().max(1);
+    names.iter().zip(counts).map(|(n, c)| format!("{n} {c:>4} ({:>3.0}%)", 100.0 * *c as f64 / total as f64)).collect::<Vec<_>>().join("   ")
+}

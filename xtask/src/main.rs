@@ -39,7 +39,13 @@ enum Cmd {
     },
     /// The demo: build, create the lab in network namespaces, start xlb with config/lab.toml,
     /// send traffic, print which backend served how much, clean up.
-    Lab,
+    Lab {
+        /// Active-active instead: a router running BIRD spreads the flows over three xlb
+        /// nodes by ECMP, each announcing the VIPs through its own BIRD; one node then fails
+        /// and the flows carry on.
+        #[arg(long)]
+        ecmp: bool,
+    },
     /// Build the Debian package (target/debian/xlb_*.deb): the agent, its systemd unit, an
     /// example /etc/xlb/xlb.toml, man pages and shell completions.
     Package {
@@ -109,6 +115,7 @@ fn test(args: &[String]) -> Result<()> {
     let root_user = nix::unistd::geteuid().is_root();
     if root_user {
         setup::packages(setup::LAB_PACKAGES)?;
+        setup::packages(setup::ECMP_PACKAGES)?;
         setup::packages(setup::TEST_PACKAGES)?;
         for ns in xlb_tests::remove_stale_namespaces()? {
             println!("xtask: removed namespace {ns} left by an earlier run");
@@ -172,11 +179,13 @@ fn main() -> ExitCode {
             .and_then(|()| setup::cargo_fuzz())
             .and_then(|()| setup::packages(setup::PACKAGE_PACKAGES))
             .and_then(|()| setup::packages(setup::LAB_PACKAGES))
+            .and_then(|()| setup::packages(setup::ECMP_PACKAGES))
             .and_then(|()| setup::packages(setup::TEST_PACKAGES))
             .and_then(|()| setup::packages(setup::BENCH_PACKAGES)),
         Cmd::Build { release } => build(release).map(|p| println!("built {}", p.display())),
         Cmd::Run { args } => build(true).and_then(|bin| cmd(Command::new(bin).args(&args))),
-        Cmd::Lab => lab::demo(),
+        Cmd::Lab { ecmp: false } => lab::demo(),
+        Cmd::Lab { ecmp: true } => lab::ecmp_demo(),
         Cmd::Package { debug } => package::package(!debug).map(drop),
         Cmd::Test { args } => test(&args),
         Cmd::Fuzz { seconds, target } => fuzz::command(seconds, target.as_deref()),

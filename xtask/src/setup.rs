@@ -98,6 +98,12 @@ pub const LAB_PACKAGES: &[(&str, &str, &str)] = &[
     ("ping", "iputils-ping", "reachability checks in the lab"),
 ];
 
+/// What the BGP scale-out lab (`cargo xtask lab --ecmp`, the lab_bgp tests) needs besides.
+pub const ECMP_PACKAGES: &[(&str, &str, &str)] = &[
+    ("bird", "bird2", "BGP (BIRD 2) on the ECMP lab's router and on every xlb node"),
+    ("nft", "nftables", "cutting a node's link in the ECMP lab"),
+];
+
 pub const TEST_PACKAGES: &[(&str, &str, &str)] = &[
     ("nft", "nftables", "packet counters and fault injection in lab tests"),
     ("tcpdump", "tcpdump", "captures when a lab test fails"),

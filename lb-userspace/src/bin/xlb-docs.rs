@@ -133,7 +133,7 @@ fn root_sections(pages: &[String]) -> String {
         ("/lib/systemd/system/xlb.service", "The systemd unit."),
     ]);
     tagged(&mut roff, "SIGNALS", &[
-        ("SIGTERM, SIGINT, SIGQUIT", "Stop: a VRRP master resigns, the agent removes the VIPs it added, detaches the program and removes its pins, so flows are forgotten. systemctl stop sends SIGTERM."),
+        ("SIGTERM, SIGINT, SIGQUIT", "Stop: a VRRP master resigns, the agent removes the VIPs it added, detaches the program and removes its pins, so flows are forgotten. With [announce], the node drains first, as xlb drain-node does. systemctl stop sends SIGTERM."),
         ("SIGUSR2", "Stop for a restart: the program stays attached and forwards with its pinned maps; the next xlb run adopts them and no flow is lost. systemctl restart sends SIGUSR2 (the unit's RestartKillSignal)."),
         ("SIGHUP", "Read the configuration file again, as xlb reload does (systemctl reload runs xlb reload)."),
         ("SIGUSR1", "Write the full status to the log."),

@@ -22,7 +22,7 @@ pub const DEFAULT_TABLE: u32 = 100;
 /// Default `drain_quiet`.
 pub const DEFAULT_DRAIN_QUIET: Duration = Duration::from_secs(1);
 /// Default `drain_timeout`.
-pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
 /// Routing tables the kernel gives a meaning of its own: 0 (unspecified), 253 (default), 254
 /// (main), 255 (local). A VIP route there would route the node's own traffic into the device.
 const RESERVED_TABLES: [u32; 4] = [0, 253, 254, 255];
@@ -43,7 +43,8 @@ pub struct AnnounceConfig {
     /// for a VIP arrived for this long after its withdrawal: the router has moved its flows.
     /// Default 1 s.
     pub drain_quiet: Duration,
-    /// `drain_timeout`: ... or this long after the withdrawal at the latest. Default 30 s.
+    /// `drain_timeout`: ... or this long after the withdrawal at the latest. Default 20 s,
+    /// within the shipped unit's `TimeoutStopSec` (30 s), which ends a stop that takes longer.
     pub drain_timeout: Duration,
     /// Line of the `[announce]` header.
     pub line: usize,
