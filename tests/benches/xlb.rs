@@ -1,6 +1,6 @@
 //! `cargo xtask bench`: xlb against the limit, and against HAProxy and nginx, side by side.
 //!
-//! Five parts, each printing rows of one table and writing target/bench/<part>.json:
+//! Seven parts, each printing rows of one table and writing target/bench/<part>.json:
 //!
 //! 1. `program`: the XDP program's cost per packet under BPF_PROG_TEST_RUN, next to a
 //!    baseline that only swaps the MACs (xlb/program.rs).
@@ -12,6 +12,10 @@
 //!    (xlb/control.rs).
 //! 5. `health`: the agent's CPU while checking 1000 backends every second, and the time to
 //!    detect a dead backend beside keepalived's TCP_CHECK (xlb/health.rs).
+//! 6. `failover`: VRRP failover blackouts beside keepalived's, and under load
+//!    (xlb/failover.rs).
+//! 7. `scaleout`: aggregate forwarding of three xlb nodes behind a router's ECMP (BGP through
+//!    BIRD) against one node (xlb/ecmp.rs).
 //!
 //! Run it with `cargo xtask bench [--quick]` (as root), which installs the tools, builds the
 //! release agent and runs `cargo bench -p xlb-tests --bench xlb -- [--quick]`. Arguments:
@@ -24,6 +28,8 @@
 mod control;
 #[path = "xlb/e2e.rs"]
 mod e2e;
+#[path = "xlb/ecmp.rs"]
+mod ecmp;
 #[path = "xlb/failover.rs"]
 mod failover;
 #[path = "xlb/forwarding.rs"]
@@ -46,7 +52,7 @@ pub struct Settings {
     pub parts: Vec<String>,
 }
 
-const PARTS: [&str; 6] = ["program", "forwarding", "e2e", "control", "health", "failover"];
+const PARTS: [&str; 7] = ["program", "forwarding", "e2e", "control", "health", "failover", "scaleout"];
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -94,6 +100,7 @@ fn main() -> ExitCode {
             "control" => control::run(&settings, &mut notes),
             "health" => health::run(&settings, &mut notes),
             "failover" => failover::run(&settings, &mut notes),
+            "scaleout" => ecmp::run(&settings, &mut notes),
             _ => unreachable!(),
         };
         match result {
@@ -118,7 +125,7 @@ fn main() -> ExitCode {
         }
     }
     println!();
-    println!("JSON: {}/{{program,forwarding,e2e,control,health,failover,summary}}.json", report::out_dir().display());
+    println!("JSON: {}/{{program,forwarding,e2e,control,health,failover,scaleout,summary}}.json", report::out_dir().display());
     let summary = serde_json::json!({
         "quick": quick,
         "seconds": started.elapsed().as_secs_f64(),

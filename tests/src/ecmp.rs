@@ -62,11 +62,14 @@ pub struct Options {
     /// The configuration every node's xlb runs (its pin path and control socket made the
     /// node's). Default config/ecmp.toml.
     pub config: String,
+    /// An XDP_PASS program on each node's switch port (XDP_TX frames arrive only with one).
+    /// Default true; false leaves it to the caller (the benchmark's sink).
+    pub switch_xdp: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { nodes: MAX_NODES, serve: true, config: NODE_CONFIG.to_owned() }
+        Options { nodes: MAX_NODES, serve: true, config: NODE_CONFIG.to_owned(), switch_xdp: true }
     }
 }
 
@@ -132,7 +135,9 @@ impl Ecmp {
         for i in 0..options.nodes {
             let node = lab.host(&format!("lb{}", i + 1), FIRST_NODE + i as u8)?;
             // The switch side of a node's veth must run XDP for XDP_TX frames to arrive.
-            lab.attach_xdp_pass(&format!("p-{}", node.name))?;
+            if options.switch_xdp {
+                lab.attach_xdp_pass(&format!("p-{}", node.name))?;
+            }
             nodes.push(node);
         }
         let mut backends = Vec::new();

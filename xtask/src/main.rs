@@ -78,7 +78,7 @@ enum Cmd {
         /// Short runs that check every part runs and produces numbers (for CI).
         #[arg(long)]
         quick: bool,
-        /// Only these parts, comma-separated: program,forwarding,e2e,control,health,failover.
+        /// Only these parts, comma-separated: program,forwarding,e2e,control,health,failover,scaleout.
         #[arg(long)]
         only: Option<String>,
     },

@@ -36,7 +36,7 @@ use crate::{
 };
 
 const PART: &str = "2 forwarding";
-const FLOWS: u16 = 256;
+pub(crate) const FLOWS: u16 = 256;
 /// Distinct 5-tuples of the new-flow flood.
 const NEW_FLOWS: u32 = 256 * 1024;
 /// sendmmsg(2) takes at most this many messages a call (UIO_MAXIOV).
@@ -58,6 +58,11 @@ fn new_flow_frames(dst_mac: [u8; 6], src_mac: [u8; 6]) -> Vec<Vec<u8>> {
 /// One 60-byte UDP frame from `client`:`sport` to VIP:9.
 fn flood_frame(dst_mac: [u8; 6], src_mac: [u8; 6], client: [u8; 4], sport: u16) -> Vec<u8> {
     let vip: [u8; 4] = xlb_tests::plan::VIP4.parse::<std::net::Ipv4Addr>().expect("VIP").octets();
+    flood_frame_to(dst_mac, src_mac, client, sport, vip)
+}
+
+/// One 60-byte UDP frame from `client`:`sport` to `vip`:9.
+pub(crate) fn flood_frame_to(dst_mac: [u8; 6], src_mac: [u8; 6], client: [u8; 4], sport: u16, vip: [u8; 4]) -> Vec<u8> {
     let payload = 18usize;
     let mut f: Vec<u8> = Vec::with_capacity(60);
     f.extend_from_slice(&dst_mac);
@@ -235,7 +240,7 @@ pub(crate) fn cpu_times() -> Result<Vec<(u64, u64)>> {
 }
 
 /// PIDs of kernel threads named `napi/<dev>-*`.
-fn napi_threads(dev: &str) -> Vec<i32> {
+pub(crate) fn napi_threads(dev: &str) -> Vec<i32> {
     let prefix = format!("napi/{dev}-");
     std::fs::read_dir("/proc")
         .into_iter()
@@ -247,7 +252,7 @@ fn napi_threads(dev: &str) -> Vec<i32> {
 }
 
 /// PIDs of threads whose name is exactly `name`.
-fn thread_by_name(name: &str) -> Vec<i32> {
+pub(crate) fn thread_by_name(name: &str) -> Vec<i32> {
     std::fs::read_dir("/proc")
         .into_iter()
         .flatten()
@@ -258,7 +263,7 @@ fn thread_by_name(name: &str) -> Vec<i32> {
 }
 
 /// Time a thread has spent on a CPU, in ns (first field of /proc/<pid>/schedstat).
-fn runtime_ns(pid: i32) -> u64 {
+pub(crate) fn runtime_ns(pid: i32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/schedstat"))
         .ok()
         .and_then(|s| s.split_whitespace().next()?.parse().ok())
@@ -396,7 +401,7 @@ fn measure(bl: &mut BenchLab, program: &'static str, frames: &[Vec<u8>], napi: &
 
 /// Enables threaded NAPI on lb1's eth0 and pins its thread(s), created since `before`, to the
 /// last CPU. Returns how many threads were pinned.
-fn pin_new_napi(ns: &str, before: &[i32]) -> Result<Vec<i32>> {
+pub(crate) fn pin_new_napi(ns: &str, before: &[i32]) -> Result<Vec<i32>> {
     // A veth has NAPI only while an XDP program is attached; enable the threads now.
     xlb_tests::run(Command::new("ip").args(["netns", "exec", ns, "sh", "-c", "echo 1 > /sys/class/net/eth0/threaded"]))
         .context("enabling threaded NAPI on lb1's eth0")?;

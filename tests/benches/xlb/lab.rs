@@ -61,6 +61,33 @@ fn agent_config(pins: &Path, socket: &Path, backends: &[Host]) -> String {
     s
 }
 
+/// The bench programs (`bench_sink`, `bench_macswap`) loaded from xlb's object, not attached.
+pub fn bench_programs() -> Result<Ebpf> {
+    let mut loader = EbpfLoader::new();
+    // Only the bench programs are loaded from this instance; keep the unused maps small.
+    loader.map_max_entries(maps::FLOWS, 1024).map_max_entries(maps::RINGS, 2).map_max_entries(maps::SERVICES, 4);
+    let mut ebpf = loader.load(OBJECT).context("loading the object")?;
+    for name in ["bench_sink", "bench_macswap"] {
+        let prog: &mut Xdp = ebpf.program_mut(name).with_context(|| format!("program {name}"))?.try_into()?;
+        prog.load().with_context(|| format!("loading {name}"))?;
+    }
+    Ok(ebpf)
+}
+
+/// Attaches `bench_sink` of `ebpf` to switch port `port` of `lab`.
+pub fn attach_sink(ebpf: &mut Ebpf, lab: &Lab, port: &str) -> Result<XdpLinkId> {
+    let sw = lab.switch_ns().to_owned();
+    let sink: &mut Xdp = ebpf.program_mut("bench_sink").expect("loaded").try_into()?;
+    xlb_tests::in_netns(&sw, || sink.attach(port, XdpMode::Driver))?.with_context(|| format!("attaching bench_sink to {port}"))
+}
+
+/// Frames `bench_sink` of `ebpf` dropped so far, on every port it is attached to.
+pub fn sink_dropped(ebpf: &Ebpf) -> Result<u64> {
+    let map = ebpf.map("BENCH_SINK").context("map BENCH_SINK")?;
+    let counters: PerCpuArray<_, u64> = PerCpuArray::try_from(map)?;
+    Ok(counters.get(&0, 0)?.iter().sum())
+}
+
 impl BenchLab {
     pub fn start(tag: &str) -> Result<BenchLab> {
         let xlb = xlb_tests::scenario::xlb_bin()?;
@@ -71,14 +98,7 @@ impl BenchLab {
         for (i, name) in BACKEND_NAMES.iter().enumerate() {
             backends.push(lab.backend(name, 11 + i as u8, &[plan::VIP4, plan::VIP6])?);
         }
-        let mut loader = EbpfLoader::new();
-        // Only the bench programs are loaded from this instance; keep the unused maps small.
-        loader.map_max_entries(maps::FLOWS, 1024).map_max_entries(maps::RINGS, 2).map_max_entries(maps::SERVICES, 4);
-        let mut ebpf = loader.load(OBJECT).context("loading the object")?;
-        for name in ["bench_sink", "bench_macswap"] {
-            let prog: &mut Xdp = ebpf.program_mut(name).with_context(|| format!("program {name}"))?.try_into()?;
-            prog.load().with_context(|| format!("loading {name}"))?;
-        }
+        let ebpf = bench_programs()?;
         let socket = lab.dir.join("xlb.sock");
         let config = lab.dir.join("xlb.toml");
         let pins = lab.bpffs()?.join("xlb");
@@ -97,20 +117,13 @@ impl BenchLab {
             socket,
         };
         let port = format!("p-{}", bl.lb.name);
-        let sw = bl.lab.switch_ns().to_owned();
-        let sink: &mut Xdp = bl.ebpf.program_mut("bench_sink").expect("loaded").try_into()?;
-        bl.sink = Some(
-            xlb_tests::in_netns(&sw, || sink.attach(&port, XdpMode::Driver))?
-                .with_context(|| format!("attaching bench_sink to {port}"))?,
-        );
+        bl.sink = Some(attach_sink(&mut bl.ebpf, &bl.lab, &port)?);
         Ok(bl)
     }
 
     /// Frames the sink dropped (the flood, after the node sent it) so far.
     pub fn sink_dropped(&self) -> Result<u64> {
-        let map = self.ebpf.map("BENCH_SINK").context("map BENCH_SINK")?;
-        let counters: PerCpuArray<_, u64> = PerCpuArray::try_from(map)?;
-        Ok(counters.get(&0, 0)?.iter().sum())
+        sink_dropped(&self.ebpf)
     }
 
     pub fn status(&self) -> Result<Status> {
