@@ -39,6 +39,15 @@ fuzz_target!(|data: &[u8]| {
     assert!((1..=MAX_SERVICES).contains(&agent.max_services));
     assert!(cfg.services.len() <= agent.max_services as usize, "more services than max_services");
     assert!(!(agent.assign_vips && !cfg.vrrp.is_empty()));
+    if let Some(a) = &cfg.announce {
+        assert!(cfg.vrrp.is_empty() && !agent.assign_vips, "[announce] beside VRRP or assign_vips");
+        assert!(![0, 253, 254, 255].contains(&a.table), "table {}", a.table);
+        assert!(!agent.interfaces.contains(&a.interface), "[announce] interface {} is attached", a.interface);
+        assert!(!a.drain_quiet.is_zero() && a.drain_quiet <= a.drain_timeout);
+        for vip in a.vips.iter().flatten() {
+            assert!(cfg.services.iter().any(|s| s.vip == *vip), "announced {vip} is no service's VIP");
+        }
+    }
     let mut names = HashSet::new();
     let mut keys = HashSet::new();
     for s in &cfg.services {

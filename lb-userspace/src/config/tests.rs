@@ -18,6 +18,15 @@ fn the_readme_reference_parses() {
     let (cfg, _) = parse("README.md", &block[from..to]).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!((cfg.services.len(), cfg.vrrp.len()), (1, 1));
     assert_eq!(cfg.vrrp[0].track_scripts.len(), 1);
+    // The [announce] block, which takes the place of the [[vrrp_instance]] tables.
+    let rest = &block[to + 3..];
+    let from2 = rest.find("```toml\n").expect("the [announce] block") + "```toml\n".len();
+    let to2 = from2 + rest[from2..].find("```").expect("block end");
+    let without_vrrp = &block[from..from + block[from..].find("\n[[vrrp_instance]]").expect("vrrp") + 1];
+    let text = format!("{without_vrrp}{}", &rest[from2..to2]);
+    let (cfg, _) = parse("README.md", &text).unwrap_or_else(|e| panic!("{e}"));
+    let announce = cfg.announce.expect("[announce]");
+    assert_eq!((announce.table, announce.vips.map(|v| v.len())), (100, Some(1)));
 }
 
 const AGENT: &str = "[agent]\ninterfaces = [\"eth0\"]\n";
