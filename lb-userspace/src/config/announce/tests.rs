@@ -123,3 +123,23 @@ fn bad_interface_table_and_drain_times_are_refused() {
         assert_eq!(errors(&text), vec![(line, message.to_owned())], "{lines}");
     }
 }
+
+#[test]
+fn the_shipped_node_configuration_announces_every_vip() {
+    let cfg = ok(include_str!("../../../../config/ecmp.toml"));
+    let a = cfg.announce.expect("[announce] in config/ecmp.toml");
+    assert_eq!((a.vips, a.table), (None, DEFAULT_TABLE));
+    assert!(cfg.vrrp.is_empty() && !cfg.agent.assign_vips);
+}
+
+/// The README shows the BIRD configurations as they are shipped (and run in the lab).
+#[test]
+fn the_readme_shows_the_shipped_bird_configurations() {
+    let readme = include_str!("../../../../README.md");
+    for (name, conf) in [
+        ("config/bird-node.conf", include_str!("../../../../config/bird-node.conf")),
+        ("config/bird-router.conf", include_str!("../../../../config/bird-router.conf")),
+    ] {
+        assert!(readme.contains(conf.trim_end()), "the README's copy of {name} differs from the file");
+    }
+}
