@@ -117,7 +117,9 @@ fn windows(n: usize, warm: Duration, window: Duration, rounds: usize) -> Result<
     for _ in 0..rounds {
         out.push(measure(&lab, &frames, &napi, warm, window)?);
     }
+    // The sinks detach with their programs, before the namespaces go.
     drop(sinks);
+    drop(ebpf);
     drop(lab);
     Ok(out)
 }
