@@ -411,3 +411,31 @@ fn a_backend_added_then_a_node_leaving_breaks_a_bounded_share() -> Result<()> {
     ensure!(broken as u64 <= moved, "{broken} broke, but only {moved} moved");
     Ok(())
 }
+
+#[test]
+fn a_vip_whose_service_falls_below_quorum_is_withdrawn() -> Result<()> {
+    if !privileged("a_vip_whose_service_falls_below_quorum_is_withdrawn") {
+        return Ok(());
+    }
+    let _one = one_lab();
+    let lab = Ecmp::start("bgp-quorum", Options::default())?;
+    // On lb1, web4 loses every usable backend (drained); its VIP goes, the IPv6 one stays.
+    let started = Instant::now();
+    for b in ["203.0.113.11", "203.0.113.12", "203.0.113.13"] {
+        lab.xlb_command(0, &["backend", "drain", "web4", b])?;
+    }
+    let withdrawn = lab.wait_next_hops(VIP4.parse()?, &OTHERS, Duration::from_secs(2))?;
+    ensure!(lab.next_hops(VIP6.parse()?)? == ALL, "the IPv6 VIP left lb1 too");
+    let status = lab.status(0)?.announce.expect("announce status");
+    let v4 = status.vips.iter().find(|v| v.vip == VIP4).expect("VIP4");
+    ensure!(!v4.announced && v4.reason.as_deref() == Some("service web4 below quorum"), "{v4:?}");
+    let restored = Instant::now();
+    lab.xlb_command(0, &["backend", "enable", "web4", "203.0.113.12"])?;
+    let back = lab.wait_next_hops(VIP4.parse()?, &ALL, Duration::from_secs(2))?;
+    eprintln!(
+        "web4 below quorum on lb1: {VIP4} withdrawn {} after the three drains began, announced again {} after one backend came back",
+        ms(withdrawn - started),
+        ms(back - restored)
+    );
+    Ok(())
+}
