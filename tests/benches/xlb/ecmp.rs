@@ -51,17 +51,32 @@ struct Window {
     cpu_busy: Vec<f64>,
 }
 
+/// Counters of one moment.
+struct Snapshot {
+    at: Instant,
+    /// Each node's xlb `tx` counter.
+    per_node: Vec<u64>,
+    /// Frames the generator sent (the router's eth0).
+    offered: u64,
+    /// CPU time of the nodes' forwarding threads (ns).
+    threads_ns: u64,
+    cpus: Vec<(u64, u64)>,
+}
+
 fn measure(lab: &Ecmp, frames: &[Vec<u8>], napi: &[i32], warm: Duration, window: Duration) -> Result<Window> {
     let n = lab.nodes.len();
     let cpus = thread::available_parallelism().map(|c| c.get()).unwrap_or(1);
     let mut threads = napi.to_vec();
     threads.extend(thread_by_name(&format!("ksoftirqd/{}", cpus - 1)));
     let tx = |i: usize| -> Result<u64> { lab.status(i)?.counters.get("tx").copied().context("xlb tx counter") };
-    let snapshot = || -> Result<(Instant, Vec<u64>, u64, u64, Vec<(u64, u64)>)> {
-        let at = Instant::now();
-        let per_node = (0..n).map(tx).collect::<Result<Vec<_>>>()?;
-        let busy: u64 = threads.iter().map(|p| runtime_ns(*p)).sum();
-        Ok((at, per_node, tx_packets(&lab.router)?, busy, cpu_times()?))
+    let snapshot = || -> Result<Snapshot> {
+        Ok(Snapshot {
+            at: Instant::now(),
+            per_node: (0..n).map(tx).collect::<Result<Vec<_>>>()?,
+            offered: tx_packets(&lab.router)?,
+            threads_ns: threads.iter().map(|p| runtime_ns(*p)).sum(),
+            cpus: cpu_times()?,
+        })
     };
     let flood = Flood::start(&lab.router, frames.to_vec(), 0)?;
     thread::sleep(warm);
@@ -69,16 +84,16 @@ fn measure(lab: &Ecmp, frames: &[Vec<u8>], napi: &[i32], warm: Duration, window:
     thread::sleep(window);
     let b = snapshot()?;
     flood.stop()?;
-    let secs = (b.0 - a.0).as_secs_f64();
+    let secs = (b.at - a.at).as_secs_f64();
     let rate = |x: u64, y: u64| y.saturating_sub(x) as f64 / secs / 1e6;
-    let per_node: Vec<f64> = a.1.iter().zip(&b.1).map(|(x, y)| rate(*x, *y)).collect();
+    let per_node: Vec<f64> = a.per_node.iter().zip(&b.per_node).map(|(x, y)| rate(*x, *y)).collect();
     let w = Window {
         nodes: n,
         total_mpps: per_node.iter().sum(),
         per_node_mpps: per_node,
-        offered_mpps: rate(a.2, b.2),
-        node_busy: (b.3 - a.3) as f64 / 1e9 / secs,
-        cpu_busy: a.4.iter().zip(&b.4).map(|(x, y)| 100.0 * (y.0 - x.0) as f64 / (y.1 - x.1).max(1) as f64).collect(),
+        offered_mpps: rate(a.offered, b.offered),
+        node_busy: (b.threads_ns - a.threads_ns) as f64 / 1e9 / secs,
+        cpu_busy: a.cpus.iter().zip(&b.cpus).map(|(x, y)| 100.0 * (y.0 - x.0) as f64 / (y.1 - x.1).max(1) as f64).collect(),
     };
     say!(
         "scale-out: {n} node(s): {:.3} Mpps forwarded ({}), offered {:.3} Mpps, nodes' forwarding threads {:.0}% of a CPU, CPUs {:?}",
