@@ -32,28 +32,31 @@ pub struct Flood {
 impl Flood {
     /// Sends `frames` over and over, flat out, from a thread on `cpu`.
     pub fn start(ns: &str, frames: Vec<Vec<u8>>, cpu: usize) -> Result<Flood> {
-        Flood::spawn(ns, frames, cpu, None, None)
+        Flood::spawn(ns, frames, Sender { cpu, ..Sender::default() })
     }
 
     /// As [`Flood::start`], at most `pps` frames a second when given (each batch of frames
     /// is followed by a sleep to the batch's due time).
     pub fn start_paced(ns: &str, frames: Vec<Vec<u8>>, cpu: usize, pps: Option<f64>) -> Result<Flood> {
-        Flood::spawn(ns, frames, cpu, pps, None)
+        Flood::spawn(ns, frames, Sender { cpu, pps, ..Sender::default() })
     }
 
-    /// As [`Flood::start`], applying `vary` to each frame after each batch went out, so that
-    /// a few thousand prebuilt frames make a flood of frames that all differ.
-    pub fn start_varied(ns: &str, frames: Vec<Vec<u8>>, cpu: usize, vary: Vary) -> Result<Flood> {
-        Flood::spawn(ns, frames, cpu, None, Some(vary))
+    /// A flood that takes only the CPU time nothing else wants (SCHED_IDLE): the lab's own
+    /// clients, servers and agent run first, and the flood gets the rest, flat out. After
+    /// every round each frame is changed by `vary`, so that a few thousand prebuilt frames make
+    /// a flood of frames that all differ.
+    pub fn start_background(ns: &str, frames: Vec<Vec<u8>>, cpu: usize, vary: Vary) -> Result<Flood> {
+        Flood::spawn(ns, frames, Sender { cpu, vary: Some(vary), idle: true, ..Sender::default() })
     }
 
-    fn spawn(ns: &str, mut frames: Vec<Vec<u8>>, cpu: usize, pps: Option<f64>, vary: Option<Vary>) -> Result<Flood> {
+    fn spawn(ns: &str, mut frames: Vec<Vec<u8>>, sender: Sender) -> Result<Flood> {
+        let Sender { cpu, pps, vary, idle } = sender;
         let stop = Arc::new(AtomicBool::new(false));
         let sent = Arc::new(AtomicU64::new(0));
         let (flag, count) = (stop.clone(), sent.clone());
         let (tx, rx) = std::sync::mpsc::channel::<Result<(), String>>();
         let handle = crate::spawn_in_netns(ns, move || -> Result<()> {
-            let fd = match packet_socket(cpu) {
+            let fd = match packet_socket(cpu, idle) {
                 Ok(fd) => {
                     let _ = tx.send(Ok(()));
                     fd
@@ -144,9 +147,26 @@ impl Drop for Flood {
     }
 }
 
-/// The sender's socket on `eth0` of the calling thread's namespace, the thread pinned to `cpu`.
-fn packet_socket(cpu: usize) -> Result<i32> {
+/// How a flood's thread sends: on which CPU, at most how fast, changing the frames how, and
+/// whether at idle priority.
+#[derive(Default)]
+struct Sender {
+    cpu: usize,
+    pps: Option<f64>,
+    vary: Option<Vary>,
+    idle: bool,
+}
+
+/// The sender's socket on `eth0` of the calling thread's namespace, the thread pinned to `cpu`
+/// (and at SCHED_IDLE if `idle`).
+fn packet_socket(cpu: usize, idle: bool) -> Result<i32> {
     pin_self(cpu);
+    if idle {
+        // SAFETY: sched_param is plain data; priority 0 is the only one SCHED_IDLE takes.
+        let param: libc::sched_param = unsafe { std::mem::zeroed() };
+        let r = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
+        ensure!(r == 0, "sched_setscheduler(SCHED_IDLE): {}", std::io::Error::last_os_error());
+    }
     // SAFETY: plain system calls on a descriptor this function owns.
     let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
     ensure!(fd >= 0, "socket(AF_PACKET): {}", std::io::Error::last_os_error());
@@ -173,6 +193,18 @@ fn packet_socket(cpu: usize) -> Result<i32> {
         return Err(e);
     }
     Ok(fd)
+}
+
+/// The kernel's count of possible CPUs (/sys/devices/system/cpu/possible, "0-1" say): a
+/// per-CPU LRU map gives each of them an equal share of its entries.
+pub fn possible_cpus() -> Result<usize> {
+    let text = std::fs::read_to_string("/sys/devices/system/cpu/possible")?;
+    let mut count = 0;
+    for range in text.trim().split(',') {
+        let (first, last) = range.split_once('-').unwrap_or((range, range));
+        count += last.parse::<usize>()? + 1 - first.parse::<usize>()?;
+    }
+    Ok(count)
 }
 
 /// Pins the calling thread to `cpu`.
