@@ -342,6 +342,22 @@ impl Lab {
         self.children.iter_mut().rfind(|(name, _)| name == log).is_some_and(|(_, c)| matches!(c.try_wait(), Ok(None)))
     }
 
+    /// Waits up to `timeout` for the process logging to `log` to exit by itself; its exit
+    /// status, or an error if it still runs (it is left running).
+    pub fn wait_exit(&mut self, log: &str, timeout: Duration) -> Result<std::process::ExitStatus> {
+        let (_, child) = self.children.iter_mut().rfind(|(name, _)| name == log).with_context(|| format!("no process {log}"))?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                bail!("{log} still runs after {timeout:?}");
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Sends `signal` to the process started as `log` and waits up to 10 s for it to exit.
     pub fn signal(&mut self, log: &str, signal: nix::sys::signal::Signal) -> Result<std::process::ExitStatus> {
         let pos = self.children.iter().rposition(|(name, _)| name == log).with_context(|| format!("no process {log}"))?;

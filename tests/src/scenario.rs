@@ -224,6 +224,15 @@ impl SingleNode {
         Ok(out)
     }
 
+    /// Fails with the agent's log if it logged an error.
+    pub fn no_agent_errors(&self) -> Result<()> {
+        let log = self.lab.log("xlb");
+        if log.lines().any(|l| l.contains(" ERROR ")) {
+            bail!("the agent logged errors:\n{log}");
+        }
+        Ok(())
+    }
+
     /// A global counter by name.
     pub fn counter(&self, name: &str) -> Result<u64> {
         self.status()?.counters.get(name).copied().with_context(|| format!("counter {name}"))

@@ -366,6 +366,14 @@ impl KeepAlive {
         }
         Ok(body)
     }
+
+    /// Ends the connection with a RST instead of a FIN (SO_LINGER 0, then close); dropping a
+    /// `KeepAlive` closes it normally.
+    pub fn reset(self) -> Result<()> {
+        let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+        nix::sys::socket::setsockopt(&self.writer, nix::sys::socket::sockopt::Linger, &linger)?;
+        Ok(())
+    }
 }
 
 /// Long-lived keep-alive connections, each with the backend that answered its first request:
@@ -433,6 +441,13 @@ impl HeldConnections {
 
     pub fn len(&self) -> usize {
         self.conns.len()
+    }
+
+    /// Takes out the connections that started on `backend`.
+    pub fn take(&mut self, backend: &str) -> Vec<KeepAlive> {
+        let (taken, kept) = std::mem::take(&mut self.conns).into_iter().partition(|(_, first)| first == backend);
+        self.conns = kept;
+        taken.into_iter().map(|(conn, _)| conn).collect()
     }
 
     /// Each connection's own (client) address: with the target, its flow's 5-tuple.

@@ -212,8 +212,7 @@ fn flood_while_adding_a_backend(tag: &str, new_flow_rate: u32) -> Result<Flooded
     let (chatting, exchanges) = chatter.finish();
     let present = presence.finish()?;
     let idle_after = idle.check();
-    let log = node.lab.log("xlb");
-    ensure!(!log.contains(" ERROR "), "the agent logged errors:\n{log}");
+    node.no_agent_errors()?;
     Ok(Flooded {
         before,
         chatting,
