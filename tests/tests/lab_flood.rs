@@ -6,17 +6,17 @@
 //! What the flow table does under a flood decides the setup. It is an LRU hash with a list per
 //! CPU (each CPU holds an equal share of the entries), each list in two halves: a new entry
 //! goes on the inactive list, an entry looked up since it was last scanned goes to the active
-//! one, and the active list is scanned (its unreferenced entries moved to the inactive list,
-//! to be evicted) only while it is longer than the inactive one. So however fast the flood,
-//! the flows of a CPU stay while they hold less than half of its share; beyond that, the
-//! recorded part of the flood pushes out established flows until they hold half. The tests
-//! therefore hold established connections filling 80% of one CPU's share: 200 chatting (a
-//! request every 100 ms each) and idle ones beside them (one request, then silence, as
-//! keep-alive connections between requests), all opened, and the flood sent, from one CPU
-//! (in this lab a frame crosses the veths and the bridge on the CPU that sends it, so the
-//! node's XDP program records their flows in that CPU's list). The flood's senders run at
-//! idle priority, so that the clients, servers and agent run first and the flood takes the
-//! rest: the node is busy, not overwhelmed, and the chatting connections keep talking.
+//! one, and every insert scans 4 entries of the active list (moving the unreferenced ones to
+//! the inactive list, to be evicted) while it is longer than the inactive one. So a flood
+//! pushes established flows out at its start, while its own entries are still few, and
+//! whenever established flows hold more than half of a CPU's share. The connections are
+//! opened, and the flood sent, from one CPU (in this lab a frame crosses the veths and the
+//! bridge on the CPU that sends it, so the node's XDP program records their flows in that
+//! CPU's list); the flood's senders run at idle priority, so that the clients, servers and
+//! agent run first and the flood takes the rest: the node is busy, not overwhelmed, and the
+//! chatting connections (a request every 100 ms each) keep talking. Idle connections (one
+//! request, then silence, as keep-alive connections between requests) fill the table where a
+//! test asks for it.
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -43,8 +43,9 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 /// Connections sending a request every `CHATTER_EVERY`.
 const CHATTING: usize = 200;
 const CHATTER_EVERY: Duration = Duration::from_millis(100);
-/// The share of one CPU's part of the flow table the connections hold before the flood.
-const FILL_PERCENT: usize = 80;
+/// The share of one CPU's part of the flow table that chatting and idle connections hold
+/// together before the flood, where the table is filled.
+const FILLED_PERCENT: usize = 80;
 /// The CPU the connections and the flood start from.
 const CPU: usize = 0;
 /// The flood before the backend set changes, and after.
@@ -64,6 +65,8 @@ struct Flooded {
     idle_after: Held,
     /// Each CPU's share of the flow table.
     share: usize,
+    /// Of which the connections held this much before the flood.
+    fill_percent: usize,
     /// Fewest chatting and idle connections whose flow had an entry during the flood.
     present: (usize, usize),
     seconds: f64,
@@ -80,8 +83,8 @@ impl Flooded {
         eprintln!(
             "lab_flood {label}: {:.1} s SYN flood: {:.0} frames/s sent; the node saw {:.0} new flows/s, recorded {:.0}/s, \
              unrecorded {:.0}/s. {CHATTING} chatting connections ({:?}, {} exchanges, at least {} with an entry): {} kept \
-             their backend, {} lost it; {} idle ones (at least {} with an entry), filling {FILL_PERCENT}% of the {} entries \
-             of CPU {CPU} together: {} kept, {} lost",
+             their backend, {} lost it; {} idle ones (at least {} with an entry): {} kept, {} lost; together {}% of the {} \
+             entries of CPU {CPU}",
             self.seconds,
             per_s(self.sent),
             per_s(self.recorded + self.unrecorded),
@@ -94,9 +97,10 @@ impl Flooded {
             lost(&self.chatting),
             self.idle,
             self.present.1,
-            self.share,
             self.idle_after.kept,
             lost(&self.idle_after),
+            self.fill_percent,
+            self.share,
         );
     }
 
@@ -139,10 +143,11 @@ impl Presence {
     }
 }
 
-/// b1..b3, a flow table of 512 entries per CPU, the chatting and idle connections; then
-/// `new_flow_rate` (by a reload: the connections were opened faster than a low limit
-/// records), and a SYN flood from the client on each CPU, during which b4 is added.
-fn flood_while_adding_a_backend(tag: &str, new_flow_rate: u32) -> Result<Flooded> {
+/// b1..b3, a flow table of 512 entries per CPU, the chatting connections and enough idle ones
+/// to hold `fill_percent` of a CPU's share; then `new_flow_rate` (by a reload: the connections
+/// were opened faster than a low limit records), and a SYN flood from the client on each CPU,
+/// during which b4 is added.
+fn flood_while_adding_a_backend(tag: &str, new_flow_rate: u32, fill_percent: usize) -> Result<Flooded> {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let possible = flood::possible_cpus()?;
     // At least 1024 (the smallest table allowed): one CPU then holds all of it.
@@ -159,7 +164,7 @@ fn flood_while_adding_a_backend(tag: &str, new_flow_rate: u32) -> Result<Flooded
     let target = SocketAddr::new(vip, 80);
 
     let chatting = HeldConnections::open_on(&node.client.ns, target, CHATTING, CPU)?;
-    let idle_count = (share * FILL_PERCENT / 100).saturating_sub(CHATTING);
+    let idle_count = (share * fill_percent / 100).saturating_sub(CHATTING);
     let mut idle = HeldConnections::open_on(&node.client.ns, target, idle_count, CPU)?;
     std::fs::write(&node.config, agent_config(&config(new_flow_rate), &node.pins, &node.socket))?;
     node.cli_ok(&["reload"])?;
@@ -220,6 +225,7 @@ fn flood_while_adding_a_backend(tag: &str, new_flow_rate: u32) -> Result<Flooded
         idle: idle_count,
         idle_after,
         share,
+        fill_percent: (CHATTING + idle_count) * 100 / share,
         present: (present[0], present[1]),
         seconds,
         sent,
@@ -228,12 +234,14 @@ fn flood_while_adding_a_backend(tag: &str, new_flow_rate: u32) -> Result<Flooded
     })
 }
 
+/// The table filled to 80% of a CPU's share by established flows, a limit of 500 new flows
+/// per CPU per second: no connection may lose its backend.
 #[test]
 fn established_connections_keep_their_backends_under_a_syn_flood() -> Result<()> {
     if !privileged("established_connections_keep_their_backends_under_a_syn_flood") {
         return Ok(());
     }
-    let run = flood_while_adding_a_backend("flood", 500)?;
+    let run = flood_while_adding_a_backend("flood", 500, FILLED_PERCENT)?;
     run.report("new_flow_rate = 500");
     ensure!(run.unrecorded > 0, "the limit never acted: {} recorded, {} unrecorded", run.recorded, run.unrecorded);
     ensure!(
@@ -246,16 +254,31 @@ fn established_connections_keep_their_backends_under_a_syn_flood() -> Result<()>
 }
 
 /// The control: the same flood without the limit pushes established flows out (the idle
-/// connections' beyond half of the CPU's share; the chatting ones stay, looked up between
-/// the LRU's scans), and those whose Maglev entry changed move.
+/// connections' beyond half of the CPU's share; a chatting connection's entry is recorded
+/// again at its next packet), and those whose Maglev entry changed move.
 #[test]
 fn without_the_limit_a_flood_evicts_established_flows_and_they_move() -> Result<()> {
     if !privileged("without_the_limit_a_flood_evicts_established_flows_and_they_move") {
         return Ok(());
     }
-    let run = flood_while_adding_a_backend("floodctl", 0)?;
+    let run = flood_while_adding_a_backend("floodctl", 0, FILLED_PERCENT)?;
     run.report("new_flow_rate = 0");
     ensure!(run.unrecorded == 0, "without a limit every new flow is recorded: {} unrecorded", run.unrecorded);
     ensure!(run.lost() > 0, "no established connection lost its backend: chatting {:?}, idle {:?}", run.chatting, run.idle_after);
+    Ok(())
+}
+
+/// Only the 200 chatting connections, 39% of a CPU's 512 entries of the flow table, and a limit
+/// of 500: no connection may lose its backend. (Without the limit none does: an entry the
+/// flood's start pushes out is recorded again at the connection's next packet.)
+#[test]
+fn chatting_connections_in_a_table_far_from_full_keep_their_backends_under_a_syn_flood() -> Result<()> {
+    if !privileged("chatting_connections_in_a_table_far_from_full_keep_their_backends_under_a_syn_flood") {
+        return Ok(());
+    }
+    let run = flood_while_adding_a_backend("floodfew", 500, 0)?;
+    run.report("new_flow_rate = 500, chatting connections only");
+    ensure!(run.unrecorded > 0, "the limit never acted: {} recorded, {} unrecorded", run.recorded, run.unrecorded);
+    ensure!(run.lost() == 0, "chatting connections lost their backend under the flood: {:?}", run.chatting);
     Ok(())
 }
