@@ -230,7 +230,7 @@ pub fn spoofed_syns(dst_mac: [u8; 6], src_mac: [u8; 6], dst: IpAddr, dport: u16,
                 IpAddr::V6(_) => IpAddr::from([0x2001, 0xdb8, 0xffff, 0, 0, 0, rng.next_u64() as u16, 1 + rng.below(0xfffe) as u16]),
             };
             let sport = 1024 + rng.below(65536 - 1024) as u16;
-            let mut frame = frames::flow_frame(frames::PROTO_TCP, src, sport, dst, dport, &[]);
+            let mut frame = frames::tcp_frame(frames::TCP_SYN, src, sport, dst, dport, &[]);
             frame[..6].copy_from_slice(&dst_mac);
             frame[6..12].copy_from_slice(&src_mac);
             frame
