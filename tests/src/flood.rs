@@ -217,11 +217,11 @@ pub fn pin_self(cpu: usize) {
     }
 }
 
-/// Spoofed TCP SYNs, Ethernet `src_mac` -> `dst_mac`, to `dst`:`dport` from random addresses
-/// of 198.51.100.0/24 (or 2001:db8:ffff::/64 for an IPv6 `dst`) and random ports: `count`
-/// different 5-tuples from `seed`. With [`next_source_port`] as the flood's [`Vary`], every
-/// frame sent is a new flow.
-pub fn spoofed_syns(dst_mac: [u8; 6], src_mac: [u8; 6], dst: IpAddr, dport: u16, count: usize, seed: u64) -> Vec<Vec<u8>> {
+/// Spoofed TCP segments with `flags` (a SYN flood: `frames::TCP_SYN`), Ethernet `src_mac` ->
+/// `dst_mac`, to `dst`:`dport` from random addresses of 198.51.100.0/24 (or
+/// 2001:db8:ffff::/64 for an IPv6 `dst`) and random ports: `count` different 5-tuples from
+/// `seed`. With [`next_source_port`] as the flood's [`Vary`], every frame sent is a new flow.
+pub fn spoofed_segments(flags: u8, dst_mac: [u8; 6], src_mac: [u8; 6], dst: IpAddr, dport: u16, count: usize, seed: u64) -> Vec<Vec<u8>> {
     let mut rng = Rng(seed);
     (0..count)
         .map(|_| {
@@ -230,7 +230,7 @@ pub fn spoofed_syns(dst_mac: [u8; 6], src_mac: [u8; 6], dst: IpAddr, dport: u16,
                 IpAddr::V6(_) => IpAddr::from([0x2001, 0xdb8, 0xffff, 0, 0, 0, rng.next_u64() as u16, 1 + rng.below(0xfffe) as u16]),
             };
             let sport = 1024 + rng.below(65536 - 1024) as u16;
-            let mut frame = frames::tcp_frame(frames::TCP_SYN, src, sport, dst, dport, &[]);
+            let mut frame = frames::tcp_frame(flags, src, sport, dst, dport, &[]);
             frame[..6].copy_from_slice(&dst_mac);
             frame[6..12].copy_from_slice(&src_mac);
             frame
@@ -238,7 +238,7 @@ pub fn spoofed_syns(dst_mac: [u8; 6], src_mac: [u8; 6], dst: IpAddr, dport: u16,
         .collect()
 }
 
-/// Moves the source port of a TCP frame built by [`spoofed_syns`] (IPv4 or IPv6 without
+/// Moves the source port of a TCP frame built by [`spoofed_segments`] (IPv4 or IPv6 without
 /// extension headers) on by 7919 (odd: every port comes round once in 65536 rounds, 0
 /// skipped), the checksum updated to match (RFC 1624).
 pub fn next_source_port(frame: &mut [u8]) {
@@ -269,7 +269,7 @@ mod tests {
     #[test]
     fn a_varied_syn_keeps_a_valid_checksum() {
         for dst in [IpAddr::from([203, 0, 113, 100]), "2001:db8:0:1::100".parse().unwrap()] {
-            for mut frame in spoofed_syns([2; 6], [4; 6], dst, 80, 50, 7) {
+            for mut frame in spoofed_segments(frames::TCP_SYN, [2; 6], [4; 6], dst, 80, 50, 7) {
                 for _ in 0..9000 {
                     next_source_port(&mut frame);
                 }

@@ -1,7 +1,9 @@
-//! A spoofed SYN flood, as fast as the lab sends it, against established connections, while
+//! Spoofed floods, as fast as the lab sends them, against established connections, while
 //! the backend set changes (b4 is added): a connection whose flow entry the flood pushed out
 //! is balanced by the new Maglev table, and if its entry there changed it lands on a backend
-//! that knows nothing of it and is reset.
+//! that knows nothing of it and is reset. A SYN flood records nothing (a connection is
+//! recorded at the handshake's ACK, which spoofed SYNs never send); a flood of spoofed ACKs
+//! is recorded, up to `new_flow_rate` per CPU per second.
 //!
 //! What the flow table does under a flood decides the setup. It is an LRU hash with a list per
 //! CPU (each CPU holds an equal share of the entries), each list in two halves: a new entry
@@ -30,8 +32,10 @@ use std::{
 
 use anyhow::{ensure, Result};
 use lb_common::{Flow, FlowKey, PROTO_TCP};
+use lb_userspace::config::DEFAULT_NEW_FLOW_RATE;
 use xlb_tests::{
     flood::{self, Flood},
+    frames::{TCP_ACK, TCP_SYN},
     link_mac, plan, privileged,
     scenario::{agent_config, web4_config, Serve, SingleNode},
     traffic::{Held, HeldConnections, HttpServer, Tally},
@@ -81,7 +85,7 @@ impl Flooded {
         let per_s = |n: u64| n as f64 / self.seconds;
         let lost = |h: &Held| h.moved.len() + h.broken.len();
         eprintln!(
-            "lab_flood {label}: {:.1} s SYN flood: {:.0} frames/s sent; the node saw {:.0} new flows/s, recorded {:.0}/s, \
+            "lab_flood {label}: {:.1} s flood: {:.0} frames/s sent; the node saw {:.0} new flows/s, recorded {:.0}/s, \
              unrecorded {:.0}/s. {CHATTING} chatting connections ({:?}, {} exchanges, at least {} with an entry): {} kept \
              their backend, {} lost it; {} idle ones (at least {} with an entry): {} kept, {} lost; together {}% of the {} \
              entries of CPU {CPU}",
@@ -145,9 +149,9 @@ impl Presence {
 
 /// b1..b3, a flow table of 512 entries per CPU, the chatting connections and enough idle ones
 /// to hold `fill_percent` of a CPU's share; then `new_flow_rate` (by a reload: the connections
-/// were opened faster than a low limit records), and a SYN flood from the client on each CPU,
-/// during which b4 is added.
-fn flood_while_adding_a_backend(tag: &str, new_flow_rate: u32, fill_percent: usize) -> Result<Flooded> {
+/// were opened faster than a low limit records), and a flood of spoofed TCP segments with
+/// `flags` from the client on each CPU, during which b4 is added.
+fn flood_while_adding_a_backend(tag: &str, new_flow_rate: u32, fill_percent: usize, flags: u8) -> Result<Flooded> {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let possible = flood::possible_cpus()?;
     // At least 1024 (the smallest table allowed): one CPU then holds all of it.
@@ -199,7 +203,7 @@ fn flood_while_adding_a_backend(tag: &str, new_flow_rate: u32, fill_percent: usi
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let mut floods = Vec::new();
     for i in 0..cpus.min(2) {
-        let frames = flood::spoofed_syns(node_mac, client_mac, vip, 80, FRAMES, 1 + i as u64);
+        let frames = flood::spoofed_segments(flags, node_mac, client_mac, vip, 80, FRAMES, 1 + i as u64);
         floods.push(Flood::start_background(&node.client.ns, frames, (CPU + i) % cpus, flood::next_source_port)?);
     }
     std::thread::sleep(FLOOD_BEFORE);
@@ -234,16 +238,16 @@ fn flood_while_adding_a_backend(tag: &str, new_flow_rate: u32, fill_percent: usi
     })
 }
 
-/// The table filled to 80% of a CPU's share by established flows, a limit of 500 new flows
-/// per CPU per second: no connection may lose its backend.
+/// The table filled to 80% of a CPU's share by established flows, a SYN flood at full speed
+/// (the default new-flow limit): the flood takes no entry, and no connection loses its backend.
 #[test]
 fn established_connections_keep_their_backends_under_a_syn_flood() -> Result<()> {
     if !privileged("established_connections_keep_their_backends_under_a_syn_flood") {
         return Ok(());
     }
-    let run = flood_while_adding_a_backend("flood", 500, FILLED_PERCENT)?;
-    run.report("new_flow_rate = 500");
-    ensure!(run.unrecorded > 0, "the limit never acted: {} recorded, {} unrecorded", run.recorded, run.unrecorded);
+    let run = flood_while_adding_a_backend("flood", DEFAULT_NEW_FLOW_RATE, FILLED_PERCENT, TCP_SYN)?;
+    run.report("SYN flood, default new_flow_rate");
+    ensure!(run.recorded == 0, "the SYN flood took {} flow entries", run.recorded);
     ensure!(
         run.lost() == 0,
         "established connections lost their backend under the flood: chatting {:?}, idle {:?}",
@@ -253,32 +257,50 @@ fn established_connections_keep_their_backends_under_a_syn_flood() -> Result<()>
     Ok(())
 }
 
-/// The control: the same flood without the limit pushes established flows out (the idle
-/// connections' beyond half of the CPU's share; a chatting connection's entry is recorded
-/// again at its next packet), and those whose Maglev entry changed move.
+/// Only the 200 chatting connections, 39% of a CPU's 512 entries: none loses its backend.
 #[test]
-fn without_the_limit_a_flood_evicts_established_flows_and_they_move() -> Result<()> {
-    if !privileged("without_the_limit_a_flood_evicts_established_flows_and_they_move") {
+fn chatting_connections_keep_their_backends_under_a_syn_flood() -> Result<()> {
+    if !privileged("chatting_connections_keep_their_backends_under_a_syn_flood") {
         return Ok(());
     }
-    let run = flood_while_adding_a_backend("floodctl", 0, FILLED_PERCENT)?;
-    run.report("new_flow_rate = 0");
+    let run = flood_while_adding_a_backend("floodfew", DEFAULT_NEW_FLOW_RATE, 0, TCP_SYN)?;
+    run.report("SYN flood, default new_flow_rate, chatting connections only");
+    ensure!(run.recorded == 0, "the SYN flood took {} flow entries", run.recorded);
+    ensure!(run.lost() == 0, "chatting connections lost their backend under the flood: {:?}", run.chatting);
+    Ok(())
+}
+
+/// A flood of spoofed ACKs (each a new flow to the program) without a limit pushes
+/// established flows out of the table (the idle connections' beyond half of the CPU's
+/// share), and those whose Maglev entry changed move: what the limit is for.
+#[test]
+fn without_the_limit_an_ack_flood_evicts_established_flows_and_they_move() -> Result<()> {
+    if !privileged("without_the_limit_an_ack_flood_evicts_established_flows_and_they_move") {
+        return Ok(());
+    }
+    let run = flood_while_adding_a_backend("floodctl", 0, FILLED_PERCENT, TCP_ACK)?;
+    run.report("ACK flood, new_flow_rate = 0");
     ensure!(run.unrecorded == 0, "without a limit every new flow is recorded: {} unrecorded", run.unrecorded);
     ensure!(run.lost() > 0, "no established connection lost its backend: chatting {:?}, idle {:?}", run.chatting, run.idle_after);
     Ok(())
 }
 
-/// Only the 200 chatting connections, 39% of a CPU's 512 entries of the flow table, and a limit
-/// of 500: no connection may lose its backend. (Without the limit none does: an entry the
-/// flood's start pushes out is recorded again at the connection's next packet.)
+/// The same ACK flood with a limit the table's free entries can take for the flood's length
+/// (10 a second per CPU: about 60 entries, of the 100 free in the CPU's share): none loses
+/// its backend, and the rest of the flood went unrecorded.
 #[test]
-fn chatting_connections_in_a_table_far_from_full_keep_their_backends_under_a_syn_flood() -> Result<()> {
-    if !privileged("chatting_connections_in_a_table_far_from_full_keep_their_backends_under_a_syn_flood") {
+fn a_new_flow_limit_within_the_free_entries_keeps_established_flows_under_an_ack_flood() -> Result<()> {
+    if !privileged("a_new_flow_limit_within_the_free_entries_keeps_established_flows_under_an_ack_flood") {
         return Ok(());
     }
-    let run = flood_while_adding_a_backend("floodfew", 500, 0)?;
-    run.report("new_flow_rate = 500, chatting connections only");
+    let run = flood_while_adding_a_backend("floodack", 10, FILLED_PERCENT, TCP_ACK)?;
+    run.report("ACK flood, new_flow_rate = 10");
     ensure!(run.unrecorded > 0, "the limit never acted: {} recorded, {} unrecorded", run.recorded, run.unrecorded);
-    ensure!(run.lost() == 0, "chatting connections lost their backend under the flood: {:?}", run.chatting);
+    ensure!(
+        run.lost() == 0,
+        "established connections lost their backend under the flood: chatting {:?}, idle {:?}",
+        run.chatting,
+        run.idle_after
+    );
     Ok(())
 }
