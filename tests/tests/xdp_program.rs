@@ -13,7 +13,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use aya::programs::{TestRun, TestRunOptions};
 use lb_common::{
     hash::{flow_hash, source_hash},
-    stat, Backend, FlowKey, Service, ServiceKey, Settings, VipFilter, BACKEND_F_USABLE, FLOW_F_FIN, PROTO_TCP, PROTO_UDP, RING_EMPTY, SERVICE_F_FRAGMENTS_ONLY, SERVICE_F_HASH_SOURCE,
+    stat, Backend, Flow, FlowKey, Service, ServiceKey, Settings, VipFilter, BACKEND_F_USABLE, FLOW_F_FIN, PROTO_TCP, PROTO_UDP, RING_EMPTY, SERVICE_F_FRAGMENTS_ONLY, SERVICE_F_HASH_SOURCE,
 };
 use lb_userspace::dataplane::{Dataplane, Sizes};
 use xlb_tests::frames::{self, flow_frame, V4, CLIENT_MAC, NODE_MAC, PROTO_ICMP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
@@ -459,6 +459,27 @@ fn past_the_new_flow_limit_flows_are_forwarded_by_the_table_unrecorded() {
             fx.expect_forwarded(&tcp4_flags(sport, TCP_ACK), other, XDP_TX);
         }
         assert_eq!(fx.stat(stat::EVENT_FLOW_NEW), before + 100);
+    });
+}
+
+#[test]
+fn the_flow_table_reads_back_every_entry_once_in_batches() {
+    with_fixture("the_flow_table_reads_back_every_entry_once_in_batches", |fx| {
+        // The fixture's table holds 1024 entries, an equal share for each possible CPU (entries
+        // written from here come from this CPU's share): 90% of a share, read 7 at a time.
+        let n = (1024 / xlb_tests::flood::possible_cpus().unwrap() * 9 / 10) as u16;
+        let flows: Vec<(FlowKey, Flow)> = (0..n)
+            .map(|i| (flow_key(PROTO_TCP, CLIENT4.into(), 20000 + i, VIP4.into(), 80), Flow { backend: u32::from(i % 3), ..Flow::default() }))
+            .collect();
+        for (k, f) in &flows {
+            fx.dp.insert_flow(k, *f).unwrap();
+        }
+        let mut read = fx.dp.flow_entries(7);
+        read.sort_by_key(|(k, _)| k.sport);
+        let mut want = flows.clone();
+        want.sort_by_key(|(k, _)| k.sport);
+        assert_eq!(read.len(), usize::from(n));
+        assert_eq!(read, want);
     });
 }
 
