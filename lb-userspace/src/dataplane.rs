@@ -497,13 +497,8 @@ impl Dataplane {
     /// Removes every flow `doomed` selects; returns how many went.
     pub fn purge_flows(&mut self, mut doomed: impl FnMut(&FlowKey, &Flow) -> bool) -> Result<usize> {
         writable()?;
-        let victims: Vec<FlowKey> = self
-            .flows
-            .iter()
-            .filter_map(|entry| entry.ok())
-            .filter(|(k, f)| doomed(k, f))
-            .map(|(k, _)| k)
-            .collect();
+        let victims: Vec<FlowKey> =
+            self.flow_entries(FLOW_BATCH).into_iter().filter(|(k, f)| doomed(k, f)).map(|(k, _)| k).collect();
         for key in &victims {
             match self.flows.remove(key) {
                 Ok(()) | Err(MapError::KeyNotFound) => {}

@@ -233,7 +233,15 @@ fn remove(flows: &mut BpfHashMap<MapData, FlowKey, Flow>, doomed: &Doomed) -> us
         Doomed::Backends(slots) => slots.contains(&f.backend),
         Doomed::NotFitting { filter, .. } => !filter.fits(k, f),
     };
-    let victims: Vec<FlowKey> = flows.iter().filter_map(|e| e.ok()).filter(|(k, f)| is_doomed(k, f)).map(|(k, _)| k).collect();
+    let mut victims: Vec<FlowKey> = Vec::new();
+    let read = crate::dataplane::for_each_entry(flows.map(), crate::dataplane::FLOW_BATCH, |k: &FlowKey, f: &Flow| {
+        if is_doomed(k, f) {
+            victims.push(*k);
+        }
+    });
+    if let Err(e) = read {
+        warn!("reading the flow table: {e}");
+    }
     let mut removed = 0;
     for batch in victims.chunks(BATCH) {
         for key in batch {
