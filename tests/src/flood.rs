@@ -279,7 +279,7 @@ mod tests {
                     IpAddr::V4(_) => IpAddr::from(<[u8; 4]>::try_from(&frame[26..30]).unwrap()),
                     IpAddr::V6(_) => IpAddr::from(<[u8; 16]>::try_from(&frame[22..38]).unwrap()),
                 };
-                let rebuilt = frames::flow_frame(frames::PROTO_TCP, src, sport, dst, 80, &[]);
+                let rebuilt = frames::tcp_frame(frames::TCP_SYN, src, sport, dst, 80, &[]);
                 assert_ne!(sport, 0);
                 assert_eq!(frame[14..], rebuilt[14..], "{dst} port {sport}");
             }
