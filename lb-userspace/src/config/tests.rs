@@ -122,6 +122,7 @@ fn full_config_parses_to_expected_values() {
             script_user_line: 2,
         },
         vrrp: vec![],
+        source: Source::default(),
         services: vec![
             ServiceConfig {
                 name: "web".to_string(),
