@@ -80,6 +80,12 @@ pub(super) fn quoted(s: &str) -> String {
     out
 }
 
+/// `text` as a TOML comment may hold it: control characters (which a keepalived word may
+/// carry) written as escapes, on one line.
+fn comment_text(text: &str) -> String {
+    text.chars().map(|c| if c.is_control() && c != '\t' { c.escape_default().to_string() } else { c.to_string() }).collect()
+}
+
 /// "2s", "1500ms", "250us": what xlb's duration keys read.
 pub(super) fn fmt_duration(d: Duration) -> String {
     if d.subsec_nanos() == 0 {
@@ -165,7 +171,7 @@ impl Doc {
     }
 
     fn comment(&mut self, at: Pos, indent: &str, text: &str) {
-        self.line(at, &format!("{indent}# {}", text.replace(['\n', '\r'], " ")));
+        self.line(at, &format!("{indent}# {}", comment_text(text)));
     }
 
     fn entries(&mut self, indent: &str, table: &Table) {
@@ -189,7 +195,7 @@ impl Doc {
     fn block(&mut self, indent: &str, header: &str, block: &Block, files: &[String]) {
         self.line(block.at, "");
         let place = format!("{}:{}", files.get(block.at.file).map_or("", String::as_str), block.at.line);
-        self.line(block.at, &format!("{indent}{header}  # {place}: {}", block.label.replace(['\n', '\r'], " ")));
+        self.line(block.at, &format!("{indent}{header}  # {place}: {}", comment_text(&block.label)));
         for note in &block.notes {
             self.comment(block.at, indent, &format!("note: {note}"));
         }

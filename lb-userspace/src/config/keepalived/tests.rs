@@ -487,4 +487,9 @@ fn generated_strings_are_valid_toml_whatever_they_hold() {
     let loaded = read_text(&text).unwrap();
     assert_eq!(loaded.config.vrrp[0].notify_master.as_deref(), Some(&["/bin/echo".to_string(), "a \"b\\".to_string()][..]));
     assert!(toml::de::DeTable::parse(&loaded.toml).is_ok());
+    // Found by fuzzing: a control character in a word that a comment quotes.
+    let text = INSTANCE.replace("    interface eth0\n", "    interface eth0\n    unicast_src_ip 192.0.2.2\u{0}\u{7f}\n");
+    let loaded = read_text(&text).unwrap();
+    assert!(loaded.toml.contains("make sure that is 192.0.2.2\\u{0}\\u{7f},"), "{}", loaded.toml);
+    assert!(toml::de::DeTable::parse(&loaded.toml).is_ok());
 }
