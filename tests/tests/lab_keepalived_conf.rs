@@ -110,7 +110,7 @@ fn xlb_from_keepalived_conf_forwards_checks_and_fails_over() -> Result<()> {
     }
     let mut pair = Pair::start("kconf", Options { http: true, xlb: false, ..Options::default() })?;
     pair.start_xlb_keepalived(Node::Lb2, &keepalived_conf("BACKUP", 100, FAST_V3))?;
-    pair.start_xlb_keepalived(Node::Lb1, &keepalived_conf("MASTER", 150, FAST_V3))?;
+    let lb1_conf = pair.start_xlb_keepalived(Node::Lb1, &keepalived_conf("MASTER", 150, FAST_V3))?;
     pair.wait_sole_holder(Node::Lb1, Duration::from_secs(5))?;
     let v = pair.vrrp_status(Node::Lb2)?;
     ensure!(v.state == "BACKUP" && v.version == 3 && v.vrid == 51, "{v:?}");
@@ -128,6 +128,28 @@ fn xlb_from_keepalived_conf_forwards_checks_and_fails_over() -> Result<()> {
     ensure!(!tally.contains_key("b2") && tally.values().sum::<usize>() == 60, "b2 is down: {tally:?}");
     pair.http[1].resume()?;
     wait_backend(&pair, Node::Lb1, "203.0.113.12", true, Duration::from_secs(3))?;
+
+    // A reload reads the keepalived.conf again: b3 quiesced (weight 0) takes no new connections.
+    let edited = keepalived_conf("MASTER", 150, FAST_V3).replacen("real_server 203.0.113.13 80 {\n        weight 1", "real_server 203.0.113.13 80 {\n        weight 0", 1);
+    std::fs::write(&lb1_conf, edited)?;
+    let socket = pair.socket(Node::Lb1).display().to_string();
+    let out = std::process::Command::new(&pair.xlb).args(["reload", "--socket", &socket]).output()?;
+    ensure!(out.status.success(), "xlb reload: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let tally = spread(&pair, 40)?;
+    ensure!(!tally.contains_key("b3") && tally.values().sum::<usize>() == 40, "b3 drained by the reload: {tally:?}");
+    // A runtime change applies, but is not written into a keepalived.conf as TOML.
+    let change = |save: bool| {
+        let mut c = std::process::Command::new(&pair.xlb);
+        c.args(["backend", "weight", "--socket", &socket, WEB, "203.0.113.13", "2"]);
+        if save {
+            c.arg("--save");
+        }
+        c.output()
+    };
+    let saved = change(true)?;
+    ensure!(!saved.status.success() && String::from_utf8_lossy(&saved.stderr).contains("keepalived.conf"), "{saved:?}");
+    ensure!(change(false)?.status.success());
+    ensure!(spread(&pair, 40)?.contains_key("b3"), "the runtime weight applies");
 
     // Failover: lb1's agent stops (it resigns); lb2 takes the VIP and the traffic.
     let prober = pair.prober()?;
