@@ -14,8 +14,10 @@ use std::{
 
 use super::{Diags, Files, Pos};
 
-/// How deep `include` may nest (keepalived stops loops the same way).
+/// How deep `include` may nest.
 const MAX_INCLUDE_DEPTH: usize = 16;
+/// How many files a configuration may read in all (a file included twice counts twice).
+const MAX_FILES: usize = 256;
 /// At most this many patterns from one `{a,b}` expansion.
 const MAX_BRACE_EXPANSIONS: usize = 256;
 
@@ -41,8 +43,12 @@ pub(super) enum LexError {
     UnterminatedQuote(char),
     #[error("{keyword} needs a file name or pattern")]
     IncludeWithoutFile { keyword: String },
-    #[error("include {pattern}: includes nest deeper than {MAX_INCLUDE_DEPTH} files (an include loop?)")]
+    #[error("include {pattern}: includes nest deeper than {MAX_INCLUDE_DEPTH} files")]
     TooDeep { pattern: String },
+    #[error("include {pattern}: {path} includes itself (an include loop)")]
+    Loop { pattern: String, path: String },
+    #[error("include {pattern}: more than {MAX_FILES} files read in all")]
+    TooMany { pattern: String },
     #[error("include {pattern}: {source}")]
     Pattern { pattern: String, source: glob::PatternError },
     #[error("include {pattern}: {source}")]
@@ -62,21 +68,23 @@ pub(super) enum LexError {
 /// indexes it).
 pub(super) fn read(files: &dyn Files, path: &Path, text: &str, names: &mut Vec<String>, diags: &mut Diags) -> Vec<Line> {
     let mut out = Vec::new();
-    read_into(files, path, text, 0, names, diags, &mut out);
+    read_into(files, path, text, &mut Vec::new(), names, diags, &mut out);
     out
 }
 
+/// `stack`: the files being read, outermost first (an include of one of them is a loop).
 fn read_into(
     files: &dyn Files,
     path: &Path,
     text: &str,
-    depth: usize,
+    stack: &mut Vec<PathBuf>,
     names: &mut Vec<String>,
     diags: &mut Diags,
     out: &mut Vec<Line>,
 ) {
     let file = names.len();
     names.push(path.display().to_string());
+    stack.push(path.to_path_buf());
     let mut physical = text.lines().enumerate();
     while let Some((index, first)) = physical.next() {
         let at = Pos { file, line: index + 1 };
@@ -108,11 +116,12 @@ fn read_into(
             continue;
         }
         if is_include(first_word) {
-            include(files, path, &items, at, depth, names, diags, out);
+            include(files, path, &items, at, stack, names, diags, out);
             continue;
         }
         out.push(Line { at, items });
     }
+    stack.pop();
 }
 
 /// keepalived's `include` and its variants (which add checks of their own: here, a pattern that
@@ -139,7 +148,7 @@ fn include(
     including: &Path,
     items: &[Item],
     at: Pos,
-    depth: usize,
+    stack: &mut Vec<PathBuf>,
     names: &mut Vec<String>,
     diags: &mut Diags,
     out: &mut Vec<Line>,
@@ -153,7 +162,7 @@ fn include(
     if words.len() > 2 || words.len() != items.len() {
         diags.warning(at, format!("{keyword}: only the first file name is read; the rest of the line is ignored"));
     }
-    if depth >= MAX_INCLUDE_DEPTH {
+    if stack.len() >= MAX_INCLUDE_DEPTH {
         diags.error(at, LexError::TooDeep { pattern: pattern.to_string() }.to_string());
         return;
     }
@@ -189,8 +198,16 @@ fn include(
         }
     }
     for path in matched {
+        if stack.contains(&path) {
+            diags.error(at, LexError::Loop { pattern: pattern.to_string(), path: path.display().to_string() }.to_string());
+            continue;
+        }
+        if names.len() >= MAX_FILES {
+            diags.error(at, LexError::TooMany { pattern: pattern.to_string() }.to_string());
+            return;
+        }
         match files.read(&path) {
-            Ok(text) => read_into(files, &path, &text, depth + 1, names, diags, out),
+            Ok(text) => read_into(files, &path, &text, stack, names, diags, out),
             Err(source) => diags.error(at, LexError::Read { path: path.display().to_string(), source }.to_string()),
         }
     }
