@@ -427,6 +427,22 @@ impl Pair {
         last.map(|l| self.lab.log(&l)).unwrap_or_default()
     }
 
+    /// Waits until the node's xlb forwards the prober's packets through `service` (its packet
+    /// counter moves); returns when.
+    pub fn wait_forwarding(&self, node: Node, service: &str, timeout: Duration) -> Result<Instant> {
+        let before = self.forwarded(node, service)?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.forwarded(node, service)? >= before + 3 {
+                return Ok(Instant::now());
+            }
+            if Instant::now() > deadline {
+                bail!("{} forwarded no probes through {service} within {timeout:?}\n{}", node.name(), self.tail_logs(node));
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// The node's xlb status (`xlb stats --json`).
     pub fn status(&self, node: Node) -> Result<Status> {
         status(&self.xlb, &self.socket(node))

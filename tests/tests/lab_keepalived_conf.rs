@@ -90,19 +90,6 @@ fn wait_backend(pair: &Pair, node: Node, address: &str, up: bool, timeout: Durat
     }
 }
 
-/// Waits until `node` forwards the prober's packets through `service`.
-fn wait_forwarding(pair: &Pair, node: Node, service: &str, timeout: Duration) -> Result<()> {
-    let before = pair.forwarded(node, service)?;
-    let deadline = Instant::now() + timeout;
-    while pair.forwarded(node, service)? < before + 3 {
-        if Instant::now() > deadline {
-            bail!("{} forwarded no probes through {service} within {timeout:?}\nlog:\n{}", node.name(), pair.xlb_log(node));
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    Ok(())
-}
-
 #[test]
 fn xlb_from_keepalived_conf_forwards_checks_and_fails_over() -> Result<()> {
     if !privileged("xlb_from_keepalived_conf_forwards_checks_and_fails_over") {
@@ -154,11 +141,11 @@ fn xlb_from_keepalived_conf_forwards_checks_and_fails_over() -> Result<()> {
     // Failover: lb1's agent stops (it resigns); lb2 takes the VIP and the traffic.
     let prober = pair.prober()?;
     prober.wait_replies_after(Instant::now(), 20, Duration::from_secs(3))?;
-    wait_forwarding(&pair, Node::Lb1, DNS, Duration::from_secs(2))?;
+    pair.wait_forwarding(Node::Lb1, DNS, Duration::from_secs(2))?;
     let stopped = Instant::now();
     pair.stop_xlb(Node::Lb1, Signal::SIGTERM)?;
     let took_over = pair.wait_holder(Node::Lb2, Duration::from_secs(3))?;
-    wait_forwarding(&pair, Node::Lb2, DNS, Duration::from_secs(3))?;
+    pair.wait_forwarding(Node::Lb2, DNS, Duration::from_secs(3))?;
     prober.wait_replies_after(Instant::now(), 20, Duration::from_secs(3))?;
     let blackout = prober.stop().blackout_in(stopped, Instant::now());
     eprintln!("lb1 stopped: lb2 holds the VIP after {:?}; client blackout {:?}", took_over - stopped, blackout);
@@ -200,7 +187,7 @@ fn xlb_from_keepalived_conf_pairs_with_keepalived() -> Result<()> {
     let stopped = Instant::now();
     pair.stop_keepalived(Node::Lb1, Signal::SIGTERM)?;
     let took_over = pair.wait_holder(Node::Lb2, Duration::from_secs(4))?;
-    wait_forwarding(&pair, Node::Lb2, DNS, Duration::from_secs(3))?;
+    pair.wait_forwarding(Node::Lb2, DNS, Duration::from_secs(3))?;
     eprintln!("keepalived on lb1 stopped: xlb on lb2 holds the VIP after {:?}", took_over - stopped);
     let tally = spread(&pair, 60)?;
     ensure!(tally.len() == 3, "through lb2 to b1..b3: {tally:?}");
@@ -216,7 +203,7 @@ fn xlb_from_keepalived_conf_pairs_with_keepalived() -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    wait_forwarding(&pair, Node::Lb1, "dns4", Duration::from_secs(3))?;
+    pair.wait_forwarding(Node::Lb1, "dns4", Duration::from_secs(3))?;
     drop(prober);
     let log = pair.keepalived_log(Node::Lb1);
     ensure!(!log.contains("bad") && !log.contains("invalid"), "keepalived complained:\n{log}");

@@ -381,7 +381,7 @@ pub(super) fn virtual_server(cx: &mut Cx, n: &Node, groups: &HashMap<String, Gro
             if let Some((w, wat)) = r.weight {
                 b.table.set("weight", Value::number(w), wat);
             }
-            let check = r.checker.as_ref().map(|c| check_block(cx, c, &defaults.under(&r.defaults).under(&c.defaults), r, port));
+            let check = r.checker.as_ref().map(|c| check_block(c, &defaults.under(&r.defaults).under(&c.defaults), r, port));
             if let (Some(p), true) = (r.port, port != 0) {
                 if p != port && r.checker.is_none() {
                     b.notes.push(format!("port {p}: direct routing keeps the VIP's port {port} (as LVS-DR does)"));
@@ -671,8 +671,7 @@ fn url(cx: &mut Cx, n: &Node, c: &mut Checker) {
 }
 
 /// A checker as a backend's full check table (`d`: the cascade down to it).
-fn check_block(cx: &mut Cx, c: &Checker, d: &Defaults, r: &Real, service_port: u16) -> Block {
-    let _ = cx;
+fn check_block(c: &Checker, d: &Defaults, r: &Real, service_port: u16) -> Block {
     let mut b = Block::new(c.at, c.label.clone());
     b.notes.extend(c.notes.iter().cloned());
     let t = &mut b.table;
