@@ -993,9 +993,13 @@ fn instance(
         auth_pass(cx, auth, version, t);
     }
     if !r.peers.is_empty() {
-        t.set("unicast_peers", Value::located(&r.peers.iter().map(|(a, at)| (a.to_string(), *at)).collect::<Vec<_>>()), r.peers[0].1)
-            .notes
-            .push("xlb accepts adverts from these addresses alone (keepalived's check_unicast_src), with TTL 255 unless min_ttl is lower".into());
+        let e = t.set("unicast_peers", Value::located(&r.peers.iter().map(|(a, at)| (a.to_string(), *at)).collect::<Vec<_>>()), r.peers[0].1);
+        if r.min_ttl.is_empty() {
+            // keepalived checks no TTL on unicast adverts unless told; xlb keeps them to the link.
+            let note = "unicast_peer: xlb accepts adverts from these addresses alone, with TTL 255 (peers on the link);                         keepalived checks no TTL here: with a router between the nodes, give the peer a min_ttl";
+            cx.diags.warning(r.peers[0].1, note);
+            e.notes.push(note.into());
+        }
         if let Some(&(low, at)) = r.min_ttl.iter().min_by_key(|(ttl, _)| *ttl) {
             t.set("min_ttl", Value::number(low.max(1)), at);
             if r.min_ttl.iter().any(|(ttl, _)| *ttl != low) || r.min_ttl.len() != r.peers.len() {

@@ -190,7 +190,7 @@ fn haproxy_guide_track_script_unicast_and_notify() {
     let t = &v.track_scripts[0];
     assert_eq!(t.command, ["/usr/bin/killall", "-0", "haproxy"]);
     assert_eq!((t.interval, t.timeout, t.weight, t.rise, t.fall), (Duration::from_secs(2), Duration::from_secs(2), 2, 2, 2));
-    for (line, fragment) in [(26, "unicast_src_ip 192.0.2.2"), (32, "first 8 characters"), (35, "label eth0:vip"), (35, "/24 subnet route")] {
+    for (line, fragment) in [(26, "unicast_src_ip 192.0.2.2"), (28, "with TTL 255 (peers on the link)"), (32, "first 8 characters"), (35, "label eth0:vip"), (35, "/24 subnet route")] {
         assert!(loaded.warnings.iter().any(|d| d.line == line && d.message.contains(fragment)), "{fragment} at {line}: {:?}", loaded.warnings);
     }
 }
