@@ -16,6 +16,7 @@ use std::{
 
 use super::lexer::script_words;
 use super::parse::Node;
+use super::keywords::{GLOBAL_IGNORED, GLOBAL_REFUSED, INSTANCE_IGNORED, INSTANCE_REFUSED, TOP_IGNORED, TOP_REFUSED};
 use super::{lvs, Diags, Pos};
 
 /// The `--agent-config` file: a TOML `[agent]` table, copied as it is.
@@ -427,26 +428,6 @@ pub(super) fn convert(tree: &[Node], agent: Option<AgentFile>, diags: &mut Diags
     (doc.text, doc.origins)
 }
 
-const TOP_IGNORED: Reasons = &[
-    ("SSL", "it sets up TLS for SSL_GET checks, which xlb runs as TCP checks"),
-    ("linkbeat_interfaces", "xlb follows interfaces with netlink"),
-    ("garp_group", "xlb sends gratuitous ARPs per vrrp_instance (garp_* keys)"),
-    ("vrrp_track_process", "nothing tracks processes in xlb (track_process in a vrrp_instance is refused)"),
-    ("track_file", "nothing tracks files in xlb (track_file in a vrrp_instance is refused)"),
-    ("vrrp_track_file", "nothing tracks files in xlb (track_file in a vrrp_instance is refused)"),
-    ("bfd_instance", "xlb has no BFD (track_bfd in a vrrp_instance is refused)"),
-    ("interface_up_down_delays", "xlb acts on an interface's state at once"),
-    ("track_group", "it applies to static addresses, routes and rules, which xlb refuses"),
-];
-
-const TOP_REFUSED: Reasons = &[
-    ("vrrp_sync_group", "xlb's vrrp_instances fail over each on its own; with one instance per node pair, remove the group, otherwise keep keepalived for these instances"),
-    ("static_ipaddress", "xlb manages no static addresses: add them in the system's network configuration"),
-    ("static_routes", "xlb manages no routes: add them in the system's network configuration"),
-    ("static_rules", "xlb manages no routing rules: add them in the system's network configuration"),
-    ("net_namespace", "run xlb in the namespace instead (ip netns exec)"),
-];
-
 // ---------------------------------------------------------------------------------------------
 // [agent]
 // ---------------------------------------------------------------------------------------------
@@ -585,150 +566,6 @@ fn global_defs(cx: &mut Cx, n: &Node, g: &mut Global) {
     }
 }
 
-/// keepalived's global_defs keywords xlb has no use for. A keyword not listed here nor mapped
-/// above is unknown (an error).
-const GLOBAL_IGNORED: Reasons = &[
-    ("notification_email", "xlb sends no e-mail"),
-    ("notification_email_from", "xlb sends no e-mail"),
-    ("smtp_server", "xlb sends no e-mail"),
-    ("smtp_helo_name", "xlb sends no e-mail"),
-    ("smtp_connect_timeout", "xlb sends no e-mail"),
-    ("smtp_alert", "xlb sends no e-mail"),
-    ("smtp_alert_vrrp", "xlb sends no e-mail"),
-    ("smtp_alert_checker", "xlb sends no e-mail"),
-    ("no_email_faults", "xlb sends no e-mail"),
-    ("no_checker_emails", "xlb sends no e-mail"),
-    ("lvs_id", "it only names the node"),
-    ("lvs_timeouts", "xlb's flow timeouts are [agent] tcp_timeout, tcp_fin_timeout and udp_timeout"),
-    ("lvs_flush", "xlb has no IPVS table to flush"),
-    ("lvs_flush_on_stop", "xlb has no IPVS table to flush"),
-    ("lvs_flush_onstop", "xlb has no IPVS table to flush"),
-    ("lvs_sync_daemon", "xlb syncs no connection state: both nodes build the same Maglev tables"),
-    ("vrrp_garp_master_refresh", "xlb sends gratuitous ARPs on becoming master and after a split brain, not periodically"),
-    ("vrrp_garp_master_refresh_repeat", "xlb sends gratuitous ARPs on becoming master and after a split brain, not periodically"),
-    ("vrrp_garp_lower_prio_delay", "xlb answers a lower priority advert at once"),
-    ("vrrp_garp_lower_prio_repeat", "xlb answers a lower priority advert with one burst"),
-    ("vrrp_min_garp", "xlb sends garp_count announcements"),
-    ("vrrp_garp_extra_if", "xlb announces on the instance's interface only"),
-    ("vrrp_vmac_garp_intvl", "xlb announces on the instance's interface only"),
-    ("vrrp_lower_prio_no_advert", "xlb answers a lower priority master as the RFC says"),
-    ("vrrp_higher_prio_send_advert", "xlb steps down at once"),
-    ("vrrp_down_timer_adverts", "xlb's Master_Down_Interval is the RFC's"),
-    ("vrrp_iptables", "xlb adds no firewall rules"),
-    ("vrrp_ipsets", "xlb adds no firewall rules"),
-    ("nftables", "xlb adds no firewall rules"),
-    ("nftables_priority", "xlb adds no firewall rules"),
-    ("nftables_ifindex", "xlb adds no firewall rules"),
-    ("nftables_counters", "xlb adds no firewall rules"),
-    ("nftables_ipvs", "xlb has no IPVS"),
-    ("nftables_ipvs_priority", "xlb has no IPVS"),
-    ("nftables_ipvs_start_fwmark", "xlb has no IPVS"),
-    ("vrrp_priority", "xlb's VRRP thread always runs under SCHED_FIFO"),
-    ("vrrp_rt_priority", "xlb's VRRP thread always runs under SCHED_FIFO"),
-    ("vrrp_no_swap", "xlb does not lock its memory"),
-    ("vrrp_cpu_affinity", "xlb sets no CPU affinity"),
-    ("vrrp_rlimit_rttime", "xlb sets no real-time limit"),
-    ("vrrp_rlimit_rtime", "xlb sets no real-time limit"),
-    ("checker_priority", "xlb's checks run on a thread of their own"),
-    ("checker_rt_priority", "xlb's checks run on a thread of their own"),
-    ("checker_no_swap", "xlb does not lock its memory"),
-    ("checker_cpu_affinity", "xlb sets no CPU affinity"),
-    ("checker_rlimit_rttime", "xlb sets no real-time limit"),
-    ("checker_rlimit_rtime", "xlb sets no real-time limit"),
-    ("checker_log_all_failures", "xlb logs every state change with its reason"),
-    ("bfd_priority", "xlb has no BFD"),
-    ("bfd_rt_priority", "xlb has no BFD"),
-    ("bfd_no_swap", "xlb has no BFD"),
-    ("bfd_cpu_affinity", "xlb has no BFD"),
-    ("bfd_rlimit_rttime", "xlb has no BFD"),
-    ("bfd_rlimit_rtime", "xlb has no BFD"),
-    ("max_auto_priority", "xlb's VRRP thread always runs under SCHED_FIFO"),
-    ("min_auto_priority_delay", "xlb's VRRP thread always runs under SCHED_FIFO"),
-    ("dynamic_interfaces", "xlb waits for missing interfaces as FAULT"),
-    ("default_interface", "xlb needs each vrrp_instance's interface"),
-    ("disable_local_igmp", "xlb sends no IGMP of its own"),
-    ("snmp_socket", "xlb has no SNMP (xlb stats --json gives the status)"),
-    ("enable_traps", "xlb has no SNMP"),
-    ("enable_snmp_vrrp", "xlb has no SNMP"),
-    ("enable_snmp_keepalived", "xlb has no SNMP"),
-    ("enable_snmp_rfc", "xlb has no SNMP"),
-    ("enable_snmp_rfcv2", "xlb has no SNMP"),
-    ("enable_snmp_rfcv3", "xlb has no SNMP"),
-    ("enable_snmp_checker", "xlb has no SNMP"),
-    ("snmp_vs_stats_update_interval", "xlb has no SNMP"),
-    ("snmp_rs_stats_update_interval", "xlb has no SNMP"),
-    ("enable_dbus", "xlb has no D-Bus interface"),
-    ("dbus_service_name", "xlb has no D-Bus interface"),
-    ("dbus_no_interface_name", "xlb has no D-Bus interface"),
-    ("notify_fifo", "xlb writes no FIFO: use notify scripts"),
-    ("notify_fifo_script", "xlb writes no FIFO: use notify scripts"),
-    ("vrrp_notify_fifo", "xlb writes no FIFO: use notify scripts"),
-    ("vrrp_notify_fifo_script", "xlb writes no FIFO: use notify scripts"),
-    ("vrrp_notify_priority_changes", "xlb writes no FIFO"),
-    ("fifo_write_vrrp_states_on_reload", "xlb writes no FIFO"),
-    ("lvs_notify_fifo", "xlb writes no FIFO"),
-    ("lvs_notify_fifo_script", "xlb writes no FIFO"),
-    ("vrrp_netlink_cmd_rcv_bufs", "xlb sizes its netlink buffers itself"),
-    ("vrrp_netlink_cmd_rcv_bufs_force", "xlb sizes its netlink buffers itself"),
-    ("vrrp_netlink_monitor_rcv_bufs", "xlb sizes its netlink buffers itself"),
-    ("vrrp_netlink_monitor_rcv_bufs_force", "xlb sizes its netlink buffers itself"),
-    ("process_monitor_rcv_bufs", "xlb sizes its netlink buffers itself"),
-    ("process_monitor_rcv_bufs_force", "xlb sizes its netlink buffers itself"),
-    ("lvs_netlink_cmd_rcv_bufs", "xlb sizes its netlink buffers itself"),
-    ("lvs_netlink_cmd_rcv_bufs_force", "xlb sizes its netlink buffers itself"),
-    ("lvs_netlink_monitor_rcv_bufs", "xlb sizes its netlink buffers itself"),
-    ("lvs_netlink_monitor_rcv_bufs_force", "xlb sizes its netlink buffers itself"),
-    ("vrrp_rx_bufs_policy", "xlb sizes its socket buffers itself"),
-    ("vrrp_rx_bufs_multiplier", "xlb sizes its socket buffers itself"),
-    ("rs_init_notifies", "xlb runs no script on a backend's state change"),
-    ("vrrp_startup_delay", "use preempt_delay"),
-    ("vrrp_delay_after_boot", "use preempt_delay"),
-    ("log_unknown_vrids", "xlb counts adverts of other VRIDs in xlb stats"),
-    ("vrrp_owner_ignore_adverts", "xlb follows the RFC"),
-    ("vmac_prefix", "xlb names its macvlans vrrp.{vrid}"),
-    ("vmac_addr_prefix", "xlb names its macvlans vrrp.{vrid}"),
-    ("umask", "xlb creates its files with its own modes"),
-    ("random_seed", "xlb needs no random seed"),
-    ("reload_check_config", "xlb reload always checks the file first"),
-    ("reload_time_file", "reload with xlb reload or SIGHUP"),
-    ("reload_repeat", "reload with xlb reload or SIGHUP"),
-    ("reload_file", "reload with xlb reload or SIGHUP"),
-    ("include_check", "xlb reports includes that match nothing"),
-    ("config_save_dir", "xlb saves no configuration copies"),
-    ("tmp_config_directory", "xlb writes no temporary configuration"),
-    ("data_use_instance", "xlb writes no data files"),
-    ("json_version", "xlb stats --json has its own format"),
-    ("iproute_usr_dir", "xlb reads no iproute2 tables"),
-    ("iproute_etc_dir", "xlb reads no iproute2 tables"),
-    ("state_dump_file", "SIGUSR1 writes xlb's status to its log"),
-    ("stats_dump_file", "xlb stats shows the counters"),
-    ("json_dump_file", "xlb stats --json gives the status"),
-    ("process_names", "xlb is one process"),
-    ("process_name", "xlb is one process"),
-    ("vrrp_process_name", "xlb is one process"),
-    ("checker_process_name", "xlb is one process"),
-    ("lvs_process_name", "xlb is one process"),
-    ("bfd_process_name", "xlb has no BFD"),
-    ("use_pid_dir", "xlb writes no pid file (systemd tracks it)"),
-    ("use_symlink_paths", "xlb resolves script paths itself"),
-    ("set_supplementary_groups", "xlb runs scripts without supplementary groups"),
-    ("child_wait_time", "xlb ends its scripts after their timeouts"),
-    ("instance", "xlb runs one agent per configuration"),
-    ("linkbeat_use_polling", "xlb follows interfaces with netlink"),
-    ("startup_script", "run it from the systemd unit (ExecStartPre)"),
-    ("startup_script_timeout", "run it from the systemd unit (ExecStartPre)"),
-    ("shutdown_script", "run it from the systemd unit (ExecStopPost)"),
-    ("shutdown_script_timeout", "run it from the systemd unit (ExecStopPost)"),
-];
-
-const GLOBAL_REFUSED: Reasons = &[
-    ("vrrp_mcast_group4", "xlb sends its IPv4 adverts to 224.0.0.18, the RFC's group"),
-    ("vrrp_mcast_group6", "xlb sends its IPv6 adverts to ff02::12, the RFC's group"),
-    ("net_namespace", "run xlb in the namespace instead (ip netns exec)"),
-    ("net_namespace_ipvs", "xlb has no IPVS"),
-    ("namespace_with_ipsets", "xlb adds no firewall rules"),
-];
-
 // ---------------------------------------------------------------------------------------------
 // vrrp_script
 // ---------------------------------------------------------------------------------------------
@@ -802,52 +639,6 @@ fn weight(cx: &mut Cx, n: &Node) -> Option<(i32, Pos)> {
 // ---------------------------------------------------------------------------------------------
 // vrrp_instance
 // ---------------------------------------------------------------------------------------------
-
-const INSTANCE_IGNORED: Reasons = &[
-    ("debug", "xlb logs at its own levels"),
-    ("smtp_alert", "xlb sends no e-mail"),
-    ("notify_priority_changes", "xlb writes no FIFO"),
-    ("notify_master_rx_lower_pri", "xlb runs no script on a lower priority advert (it answers it and counts it)"),
-    ("notify_deleted", "xlb runs notify_stop when an instance is removed"),
-    ("kernel_rx_buf_size", "xlb sizes its socket buffers itself"),
-    ("linkbeat_use_polling", "xlb follows interfaces with netlink"),
-    ("lower_prio_no_advert", "xlb answers a lower priority master as the RFC says"),
-    ("higher_prio_send_advert", "xlb steps down at once"),
-    ("promote_secondaries", "xlb adds its addresses as /32 and /128, which promote nothing"),
-    ("unicast_ttl", "xlb sends its adverts with TTL 255"),
-    ("old_unicast_checksum", "xlb accepts either v3 checksum"),
-    ("owner_ignore_adverts", "xlb follows the RFC"),
-    ("track_src_ip", "xlb sends from the interface's primary address and enters FAULT without it"),
-    ("unicast_fault_no_peer", "xlb refuses unicast without peers"),
-    ("lvs_sync_daemon_interface", "xlb syncs no connection state: both nodes build the same Maglev tables"),
-    ("garp_master_refresh", "xlb sends gratuitous ARPs on becoming master and after a split brain, not periodically"),
-    ("garp_master_refresh_repeat", "xlb sends gratuitous ARPs on becoming master and after a split brain, not periodically"),
-    ("garp_lower_prio_delay", "xlb answers a lower priority advert at once"),
-    ("garp_lower_prio_repeat", "xlb answers a lower priority advert with one burst"),
-    ("garp_extra_if", "xlb announces on the instance's interface only"),
-    ("vmac_garp_intvl", "xlb announces on the instance's interface only"),
-    ("vmac_xmit_base", "xlb sends its adverts from the base interface"),
-    ("strict_mode", "xlb has no strict mode"),
-];
-
-const INSTANCE_REFUSED: Reasons = &[
-    ("mcast_dst_ip", "xlb sends its adverts to the RFC's group (224.0.0.18, ff02::12)"),
-    ("use_vmac_addr", "xlb holds all of an instance's addresses on its interface (or its virtual MAC)"),
-    ("use_ipvlan", "xlb uses a macvlan with the virtual MAC (use_vmac)"),
-    ("vrf", "xlb runs VRRP on the instance's interface"),
-    ("track_file", "xlb tracks interfaces and scripts: use a vrrp_script that reads the file"),
-    ("track_process", "xlb tracks interfaces and scripts: use a vrrp_script such as pidof NAME"),
-    ("track_bfd", "xlb has no BFD"),
-    ("virtual_routes", "xlb adds no routes on becoming master: use notify_master"),
-    ("virtual_rules", "xlb adds no routing rules on becoming master: use notify_master"),
-    ("no_virtual_ipaddress", "an xlb instance holds at least one address"),
-    ("down_timer_adverts", "xlb's Master_Down_Interval is the RFC's (3 adverts and the skew time)"),
-    ("timer_expired_backup", "xlb follows the RFC's state machine"),
-    ("thread_timer_expired", "xlb follows the RFC's state machine"),
-    ("auth_hmac", "xlb has VRRP v2's simple password alone (authentication { auth_type PASS })"),
-    ("no_accept", "the master of an xlb instance takes the traffic to its addresses (accept mode): that is what it balances"),
-    ("interfaces", "an xlb instance runs on one interface"),
-];
 
 /// An instance as read, before defaults and the rules between keywords.
 #[derive(Default)]

@@ -6,7 +6,8 @@
 
 use std::{collections::HashMap, net::IpAddr, time::Duration};
 
-use super::convert::{Block, Cx, Reasons, Service, Table, Value};
+use super::convert::{Block, Cx, Service, Table, Value};
+use super::keywords::{CHECKER_IGNORED, RS_IGNORED, RS_REFUSED, VS_IGNORED};
 use super::parse::Node;
 use super::Pos;
 
@@ -168,54 +169,6 @@ struct Checker {
     user: Option<(String, Pos)>,
     notes: Vec<String>,
 }
-
-const VS_IGNORED: Reasons = &[
-    ("smtp_alert", "xlb sends no e-mail"),
-    ("snmp_name", "xlb has no SNMP: services are named by name"),
-    ("ha_suspend", "xlb checks the backends whether or not this node holds the VIP"),
-    ("hysteresis", "xlb's quorum has no hysteresis (rise and fall damp the backends' flapping)"),
-    ("ops", "xlb keeps the datagrams of one 5-tuple on one backend"),
-    ("flag-1", "IPVS scheduler flags have no meaning for Maglev"),
-    ("flag-2", "IPVS scheduler flags have no meaning for Maglev"),
-    ("flag-3", "IPVS scheduler flags have no meaning for Maglev"),
-    ("hashed", "IPVS scheduler flags have no meaning for Maglev"),
-    ("sh-fallback", "xlb's tables hold usable backends alone: a client whose backend fails moves to another"),
-    ("mh-fallback", "xlb's tables hold usable backends alone: a client whose backend fails moves to another"),
-    ("ip_family", "it applies to fwmark services, which xlb refuses"),
-    ("persistence_engine", "xlb has no SIP persistence"),
-    ("persistence_granularity", "xlb's source hashing keeps each client address on its backend"),
-    ("omega", "xlb runs no script when it stops"),
-    ("sorry_server_inhibit", "the sorry backend is not health-checked"),
-];
-
-const RS_IGNORED: Reasons = &[
-    ("uthreshold", "xlb has no connection limits"),
-    ("lthreshold", "xlb has no connection limits"),
-    ("smtp_alert", "xlb sends no e-mail"),
-    ("snmp_name", "xlb has no SNMP"),
-];
-
-const RS_REFUSED: Reasons = &[
-    ("SMTP_CHECK", "xlb checks with TCP_CHECK, HTTP_GET, SSL_GET (as TCP) and MISC_CHECK"),
-    ("DNS_CHECK", "xlb checks with TCP_CHECK, HTTP_GET, SSL_GET (as TCP) and MISC_CHECK"),
-    ("UDP_CHECK", "xlb checks with TCP_CHECK, HTTP_GET, SSL_GET (as TCP) and MISC_CHECK; write the check as an xlb udp check"),
-    ("PING_CHECK", "xlb checks with TCP_CHECK, HTTP_GET, SSL_GET (as TCP) and MISC_CHECK"),
-    ("BFD_CHECK", "xlb has no BFD"),
-    ("FILE_CHECK", "xlb checks with TCP_CHECK, HTTP_GET, SSL_GET (as TCP) and MISC_CHECK"),
-];
-
-const CHECKER_IGNORED: Reasons = &[
-    ("bindto", "xlb's checks leave from the address the kernel picks"),
-    ("bind_port", "xlb's checks leave from a port the kernel picks"),
-    ("bind_if", "xlb's checks leave by the route to the backend"),
-    ("fwmark", "xlb marks no check packets"),
-    ("log_all_failures", "xlb logs every state change with its reason"),
-    ("http_protocol", "xlb sends HTTP/1.0-style requests with Connection: close"),
-    ("fast_recovery", "xlb checks one url"),
-    ("enable_sni", "xlb runs SSL_GET as a TCP check"),
-    ("sni_name", "xlb runs SSL_GET as a TCP check"),
-    ("tls_compliant", "xlb runs SSL_GET as a TCP check"),
-];
 
 pub(super) fn virtual_server(cx: &mut Cx, n: &Node, groups: &HashMap<String, Group>) -> Vec<Service> {
     let label = n.words.join(" ");

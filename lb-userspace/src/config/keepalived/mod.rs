@@ -3,7 +3,8 @@
 //!
 //! keepalived.conf (with its includes) -> lines of words (`lexer.rs`) -> a tree of blocks with
 //! file:line (`parse.rs`) -> xlb's TOML, with comments where the mapping is not one to one
-//! (`convert.rs`, `lvs.rs` for `virtual_server`) -> the TOML reader -> [`Config`].
+//! (`convert.rs`, `lvs.rs` for `virtual_server`; `keywords.rs` lists what is ignored or
+//! refused, and why) -> the TOML reader -> [`super::Config`].
 //!
 //! Every line of the generated TOML remembers the keepalived file and line it came from
 //! ([`Origins`]), so what the TOML reader finds is reported against the keepalived file and
@@ -25,6 +26,7 @@ use std::{
 use super::{ConfigError, Diagnostic, Format, Loaded, ReadAs, Severity, Source};
 
 mod convert;
+mod keywords;
 mod lexer;
 mod lvs;
 mod parse;
