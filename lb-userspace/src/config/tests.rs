@@ -123,6 +123,7 @@ fn full_config_parses_to_expected_values() {
             http: None,
         },
         vrrp: vec![],
+        source: Source::default(),
         services: vec![
             ServiceConfig {
                 name: "web".to_string(),
