@@ -112,6 +112,17 @@ impl Flooded {
     fn lost(&self) -> usize {
         CHATTING - self.chatting.kept + self.idle - self.idle_after.kept
     }
+
+    /// Fails unless every established connection kept its backend.
+    fn none_lost(&self) -> Result<()> {
+        ensure!(
+            self.lost() == 0,
+            "established connections lost their backend under the flood: chatting {:?}, idle {:?}",
+            self.chatting,
+            self.idle_after
+        );
+        Ok(())
+    }
 }
 
 /// Counts, every 250 ms until stopped, how many of the given flows have an entry in the
@@ -248,13 +259,7 @@ fn established_connections_keep_their_backends_under_a_syn_flood() -> Result<()>
     let run = flood_while_adding_a_backend("flood", DEFAULT_NEW_FLOW_RATE, FILLED_PERCENT, TCP_SYN)?;
     run.report("SYN flood, default new_flow_rate");
     ensure!(run.recorded == 0, "the SYN flood took {} flow entries", run.recorded);
-    ensure!(
-        run.lost() == 0,
-        "established connections lost their backend under the flood: chatting {:?}, idle {:?}",
-        run.chatting,
-        run.idle_after
-    );
-    Ok(())
+    run.none_lost()
 }
 
 /// Only the 200 chatting connections, 39% of a CPU's 512 entries: none loses its backend.
@@ -266,8 +271,7 @@ fn chatting_connections_keep_their_backends_under_a_syn_flood() -> Result<()> {
     let run = flood_while_adding_a_backend("floodfew", DEFAULT_NEW_FLOW_RATE, 0, TCP_SYN)?;
     run.report("SYN flood, default new_flow_rate, chatting connections only");
     ensure!(run.recorded == 0, "the SYN flood took {} flow entries", run.recorded);
-    ensure!(run.lost() == 0, "chatting connections lost their backend under the flood: {:?}", run.chatting);
-    Ok(())
+    run.none_lost()
 }
 
 /// A flood of spoofed ACKs (each a new flow to the program) without a limit pushes
@@ -296,11 +300,5 @@ fn a_new_flow_limit_within_the_free_entries_keeps_established_flows_under_an_ack
     let run = flood_while_adding_a_backend("floodack", 10, FILLED_PERCENT, TCP_ACK)?;
     run.report("ACK flood, new_flow_rate = 10");
     ensure!(run.unrecorded > 0, "the limit never acted: {} recorded, {} unrecorded", run.recorded, run.unrecorded);
-    ensure!(
-        run.lost() == 0,
-        "established connections lost their backend under the flood: chatting {:?}, idle {:?}",
-        run.chatting,
-        run.idle_after
-    );
-    Ok(())
+    run.none_lost()
 }
