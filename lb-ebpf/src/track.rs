@@ -1,6 +1,9 @@
 //! The flow table: look a flow up, record a new one (under the per-CPU new-flow limit),
 //! refresh an established one, and forget one the client reset.
 //!
+//! A TCP connection is recorded by its first packet after the SYN (the handshake's ACK):
+//! spoofed SYNs never get that far, so a SYN flood writes nothing to the table.
+//!
 //! The program sees only the client's side (replies go from the backend straight to the
 //! client), so it knows a flow ended only from what the client sends: a RST removes the entry
 //! at once; a FIN marks it, and the agent removes it once it has been quiet for the FIN
@@ -81,15 +84,20 @@ fn marked(tcp_flags: u8, flags: u32) -> u32 {
 
 /// Records that the flow of `key` goes to backend `index` of service `service`. `known`: the
 /// table had an entry whose backend is no longer usable (it is replaced, counted
-/// `flow_rebalanced`). A RST records nothing (and removes such an entry); a new flow past
-/// this CPU's limit is not recorded (`flow_unrecorded`), which leaves the table's entries
-/// to the flows that were established before a flood. Says whether the flow was recorded.
+/// `flow_rebalanced`). A RST records nothing (and removes such an entry). A SYN records
+/// nothing either: a connection is recorded by the handshake's ACK, which the table sends
+/// to the same backend, so a flood of spoofed SYNs (which never complete) takes no entry
+/// from established flows. A new flow past this CPU's limit (a flood of something else) is
+/// not recorded (`flow_unrecorded`). Says whether the flow was recorded.
 #[inline(always)]
 pub fn record(ctx: &XdpContext, key: &FlowKey, index: u32, service: u32, tcp_flags: u8, known: bool) -> bool {
     if tcp_flags & TCP_RST != 0 {
         if known && FLOWS.remove(key).is_ok() {
             count(stat::EVENT_FLOW_RESET);
         }
+        return false;
+    }
+    if tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
         return false;
     }
     let now = now();

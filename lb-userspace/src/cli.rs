@@ -21,6 +21,8 @@ pub enum Command {
     Run {
         #[arg(long, short)]
         config: PathBuf,
+        #[command(flatten)]
+        input: Input,
         /// Take over from an agent already running with the same control socket (an upgrade:
         /// start the new binary with this): it stops for a restart, its program forwarding
         /// until this agent adopts the pinned maps.
@@ -31,6 +33,8 @@ pub enum Command {
     /// `keepalived -t`). Exits non-zero if there is an error.
     CheckConfig {
         file: PathBuf,
+        #[command(flatten)]
+        input: Input,
         /// Only check the file itself, not that its interfaces and backends fit this host.
         #[arg(long)]
         offline: bool,
@@ -39,6 +43,14 @@ pub enum Command {
         /// order of their files: compare them across the nodes of a cluster.
         #[arg(long)]
         tables: bool,
+    },
+    /// Print the xlb TOML a keepalived.conf converts to (what `xlb run` runs from it), with
+    /// comments where the mapping is not one to one; its warnings and errors go to stderr as
+    /// file:line: message. Exits non-zero, printing no TOML, if there is an error.
+    Convert {
+        file: PathBuf,
+        #[command(flatten)]
+        input: Input,
     },
     /// Show services, backends and counters of the running agent (like `ipvsadm -ln --stats`).
     Stats {
@@ -76,6 +88,37 @@ pub enum Command {
         #[command(subcommand)]
         action: ServiceAction,
     },
+}
+
+/// How the configuration file is read: TOML or keepalived.conf.
+#[derive(clap::Args, Clone, Default)]
+pub struct Input {
+    /// The file's format; without it, its content decides (a keepalived.conf starts with
+    /// keywords and braces, a TOML file with [tables] and key = value).
+    #[arg(long, value_enum)]
+    pub format: Option<FileFormat>,
+    /// For a keepalived.conf: a TOML file with the [agent] table it lacks (interfaces,
+    /// xdp_mode, pin_path, control_socket, ...). Without it, interfaces are those of the
+    /// vrrp_instances and the rest xlb's defaults.
+    #[arg(long, value_name = "FILE")]
+    pub agent_config: Option<PathBuf>,
+}
+
+/// `--format`.
+#[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum FileFormat {
+    Toml,
+    Keepalived,
+}
+
+impl From<Input> for crate::config::ReadAs {
+    fn from(input: Input) -> Self {
+        let format = input.format.map(|f| match f {
+            FileFormat::Toml => crate::config::Format::Toml,
+            FileFormat::Keepalived => crate::config::Format::Keepalived,
+        });
+        crate::config::ReadAs { format, agent_config: input.agent_config }
+    }
 }
 
 /// Where the running agent listens.

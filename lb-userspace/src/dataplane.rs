@@ -497,13 +497,8 @@ impl Dataplane {
     /// Removes every flow `doomed` selects; returns how many went.
     pub fn purge_flows(&mut self, mut doomed: impl FnMut(&FlowKey, &Flow) -> bool) -> Result<usize> {
         writable()?;
-        let victims: Vec<FlowKey> = self
-            .flows
-            .iter()
-            .filter_map(|entry| entry.ok())
-            .filter(|(k, f)| doomed(k, f))
-            .map(|(k, _)| k)
-            .collect();
+        let victims: Vec<FlowKey> =
+            self.flow_entries(FLOW_BATCH).into_iter().filter(|(k, f)| doomed(k, f)).map(|(k, _)| k).collect();
         for key in &victims {
             match self.flows.remove(key) {
                 Ok(()) | Err(MapError::KeyNotFound) => {}
@@ -514,7 +509,17 @@ impl Dataplane {
     }
 
     pub fn flow_count(&self) -> usize {
-        self.flows.keys().filter(|k| k.is_ok()).count()
+        self.flow_entries(FLOW_BATCH).len()
+    }
+
+    /// Every entry of the flow table, each once (read `batch` entries a call at first).
+    pub fn flow_entries(&self, batch: usize) -> Vec<(FlowKey, Flow)> {
+        use aya::maps::IterableMap as _;
+        let mut all = Vec::new();
+        if let Err(e) = for_each_entry(self.flows.map(), batch, |k: &FlowKey, f: &Flow| all.push((*k, *f))) {
+            tracing::warn!("reading the flow table: {e}");
+        }
+        all
     }
 
     pub fn service_counters(&self, id: u32) -> Result<Counters> {
@@ -586,6 +591,80 @@ fn read_stats(map: &PerCpuArray<MapData, u64>) -> Result<Vec<u64>> {
         .map(|i| map.get(&i, 0).map(|v| v.iter().sum()))
         .collect::<std::result::Result<_, _>>()
         .map_err(map_err(maps::STATS))
+}
+
+/// `bpf_attr` for the BPF_MAP_*_BATCH commands (include/uapi/linux/bpf.h).
+#[repr(C)]
+#[derive(Default)]
+struct BatchAttr {
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
+    flags: u64,
+}
+
+const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+/// Flow entries read in one BPF_MAP_LOOKUP_BATCH call.
+pub const FLOW_BATCH: usize = 4096;
+
+/// Reads every entry of a hash map (LRU included) with BPF_MAP_LOOKUP_BATCH, a bucket range
+/// per call, handing each to `each`. Unlike a walk key by key, which starts again from the
+/// first key when the current one is evicted meanwhile (and so counts entries twice while a
+/// flood churns the table), each bucket is read once.
+/// `batch` is the entries asked for in one call; a bucket with more makes it grow.
+pub fn for_each_entry<K: aya::Pod + Default, V: aya::Pod + Default>(
+    map: &MapData,
+    batch: usize,
+    mut each: impl FnMut(&K, &V),
+) -> io::Result<()> {
+    use std::os::fd::{AsFd as _, AsRawFd as _};
+    let fd = map.fd().as_fd().as_raw_fd();
+    let mut chunk = batch.max(1);
+    let mut keys = vec![K::default(); chunk];
+    let mut values = vec![V::default(); chunk];
+    // Hash maps take a bucket index as their batch position.
+    let (mut position, mut next) = (0u32, 0u32);
+    let mut first = true;
+    loop {
+        let mut attr = BatchAttr {
+            in_batch: if first { 0 } else { &position as *const u32 as u64 },
+            out_batch: &mut next as *mut u32 as u64,
+            keys: keys.as_mut_ptr() as u64,
+            values: values.as_mut_ptr() as u64,
+            count: chunk as u32,
+            map_fd: fd as u32,
+            ..Default::default()
+        };
+        // SAFETY: the attribute points at `position`, `next` and at buffers of `chunk` keys and
+        // values of the map's key and value types, all alive across the call; the kernel writes
+        // at most `count` of each.
+        let r = unsafe { libc::syscall(libc::SYS_bpf, BPF_MAP_LOOKUP_BATCH, &mut attr as *mut BatchAttr, std::mem::size_of::<BatchAttr>()) };
+        let error = (r < 0).then(io::Error::last_os_error);
+        match error.as_ref().and_then(io::Error::raw_os_error) {
+            // A bucket holds more entries than the buffers: larger ones, the same position.
+            Some(libc::ENOSPC) if chunk < (1 << 20) => {
+                chunk = (chunk * 4).min(1 << 20);
+                keys.resize(chunk, K::default());
+                values.resize(chunk, V::default());
+                continue;
+            }
+            None | Some(libc::ENOENT) => {}
+            Some(_) => return Err(error.unwrap_or_else(|| io::Error::other("BPF_MAP_LOOKUP_BATCH"))),
+        }
+        for (k, v) in keys.iter().zip(&values).take(attr.count as usize) {
+            each(k, v);
+        }
+        if error.is_some() {
+            // ENOENT: no bucket left.
+            return Ok(());
+        }
+        position = next;
+        first = false;
+    }
 }
 
 /// Writes the XDP program's log records (aya-log: rare events such as the new-flow limit

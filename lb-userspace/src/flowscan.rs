@@ -13,7 +13,7 @@ use std::{
     time::Duration,
 };
 
-use aya::maps::{HashMap as BpfHashMap, Map, MapData, MapError};
+use aya::maps::{HashMap as BpfHashMap, IterableMap as _, Map, MapData, MapError};
 use lb_common::{Flow, FlowKey, ServiceKey, FLOW_F_FIN, FLOW_SEEN_GRANULARITY_NS, PROTO_UDP};
 use tokio::sync::mpsc as tokio_mpsc;
 use tracing::warn;
@@ -201,12 +201,16 @@ fn walk(flows: &mut BpfHashMap<MapData, FlowKey, Flow>, timeouts: &FlowTimeouts,
     let now = coarse_now();
     let mut per_backend: HashMap<u32, usize> = HashMap::new();
     let mut stale = Vec::new();
-    for (key, flow) in flows.iter().filter_map(|e| e.ok()) {
-        if timeouts.expired(&key, &flow, now) {
-            stale.push(key);
+    let read = crate::dataplane::for_each_entry(flows.map(), crate::dataplane::FLOW_BATCH, |key: &FlowKey, flow: &Flow| {
+        if timeouts.expired(key, flow, now) {
+            stale.push(*key);
         } else {
             *per_backend.entry(flow.backend).or_default() += 1;
         }
+    });
+    if let Err(e) = read {
+        // Counted as far as it went; the next walk tries again.
+        warn!("reading the flow table: {e}");
     }
     for key in stale {
         match flows.get(&key, 0) {
@@ -229,7 +233,15 @@ fn remove(flows: &mut BpfHashMap<MapData, FlowKey, Flow>, doomed: &Doomed) -> us
         Doomed::Backends(slots) => slots.contains(&f.backend),
         Doomed::NotFitting { filter, .. } => !filter.fits(k, f),
     };
-    let victims: Vec<FlowKey> = flows.iter().filter_map(|e| e.ok()).filter(|(k, f)| is_doomed(k, f)).map(|(k, _)| k).collect();
+    let mut victims: Vec<FlowKey> = Vec::new();
+    let read = crate::dataplane::for_each_entry(flows.map(), crate::dataplane::FLOW_BATCH, |k: &FlowKey, f: &Flow| {
+        if is_doomed(k, f) {
+            victims.push(*k);
+        }
+    });
+    if let Err(e) = read {
+        warn!("reading the flow table: {e}");
+    }
     let mut removed = 0;
     for batch in victims.chunks(BATCH) {
         for key in batch {

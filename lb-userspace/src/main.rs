@@ -11,7 +11,7 @@ use anyhow::{bail, Context as _, Result};
 use clap::Parser as _;
 use lb_userspace::{
     agent::{Agent, Stop},
-    cli::{AgentSocket, BackendAction, Cli, Command, ServiceAction},
+    cli::{AgentSocket, BackendAction, Cli, Command, Input, ServiceAction},
     config::edit::Change,
     config::{self, Severity},
     control::{self, Render as _},
@@ -30,8 +30,9 @@ fn socket_path(agent: AgentSocket) -> Result<PathBuf> {
 fn main() -> ExitCode {
     lb_userspace::logging::init();
     match Cli::parse().command {
-        Command::Run { config, takeover } => exit(run(config, takeover)),
-        Command::CheckConfig { file, offline, tables } => check_config(file, offline, tables),
+        Command::Run { config, input, takeover } => exit(run(config, input, takeover)),
+        Command::CheckConfig { file, input, offline, tables } => check_config(file, input, offline, tables),
+        Command::Convert { file, input } => convert(file, input),
         Command::Stats { agent, json } => exit(stats(agent, json)),
         Command::Backend { action } => exit(backend_change(action)),
         Command::Service { action } => exit(service_change(action)),
@@ -61,19 +62,25 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 fn load_config(path: &std::path::Path) -> Result<config::Config> {
-    match config::load(path) {
-        Ok((cfg, warnings)) => {
-            for w in warnings {
+    load_config_as(path, Input::default())
+}
+
+/// The configuration at `path`, read as `input` says (TOML or keepalived.conf); its warnings
+/// are logged.
+fn load_config_as(path: &std::path::Path, input: Input) -> Result<config::Config> {
+    match config::load_as(path, &input.into()) {
+        Ok(loaded) => {
+            for w in loaded.warnings {
                 tracing::warn!("{w}");
             }
-            Ok(cfg)
+            Ok(loaded.config)
         }
         Err(e) => anyhow::bail!("invalid configuration:\n{e}"),
     }
 }
 
-fn run(config: PathBuf, takeover: bool) -> Result<()> {
-    let cfg = load_config(&config)?;
+fn run(config: PathBuf, input: Input, takeover: bool) -> Result<()> {
+    let cfg = load_config_as(&config, input)?;
     runtime()?.block_on(async {
         // Before anything else: a signal from now on stops the agent as it says.
         let stop = stop_signals().context("installing signal handlers")?;
@@ -140,9 +147,9 @@ fn stop_signals() -> std::io::Result<impl std::future::Future<Output = Stop>> {
     })
 }
 
-fn check_config(file: PathBuf, offline: bool, tables: bool) -> ExitCode {
-    let (cfg, mut diagnostics) = match config::load(&file) {
-        Ok(ok) => ok,
+fn check_config(file: PathBuf, input: Input, offline: bool, tables: bool) -> ExitCode {
+    let (cfg, mut diagnostics) = match config::load_as(&file, &input.into()) {
+        Ok(loaded) => (loaded.config, loaded.warnings),
         Err(e) => {
             for d in &e.diagnostics {
                 println!("{d}");
@@ -173,6 +180,26 @@ fn check_config(file: PathBuf, offline: bool, tables: bool) -> ExitCode {
         print_tables(&cfg);
     }
     ExitCode::SUCCESS
+}
+
+/// `xlb convert`: the TOML on stdout, the diagnostics on stderr; nothing on stdout after an
+/// error.
+fn convert(file: PathBuf, input: Input) -> ExitCode {
+    match config::load_as(&file, &input.into()) {
+        Ok(loaded) => {
+            for d in &loaded.warnings {
+                eprintln!("{d}");
+            }
+            print!("{}", loaded.toml);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            for d in &e.diagnostics {
+                eprintln!("{d}");
+            }
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// One line per service: its table's fingerprint and each backend's share of the slots.

@@ -28,7 +28,7 @@ pub fn ethernet(ethertype: u16) -> Vec<u8> {
     f
 }
 
-/// Transport header and payload: TCP (20-byte header, `flags`) or UDP, checksum left zero for
+/// Transport header and payload: TCP (20-byte header, ACK) or UDP, checksum left zero for
 /// [`finish_l4`] to fill.
 pub fn transport(proto: u8, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
     let mut l4 = Vec::new();
@@ -37,7 +37,7 @@ pub fn transport(proto: u8, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
     if proto == PROTO_TCP {
         l4.extend_from_slice(&1000u32.to_be_bytes()); // seq
         l4.extend_from_slice(&0u32.to_be_bytes()); // ack
-        l4.extend_from_slice(&[0x50, 0x02]); // data offset 5, SYN
+        l4.extend_from_slice(&[0x50, TCP_ACK]); // data offset 5, ACK: a segment of a connection
         l4.extend_from_slice(&65535u16.to_be_bytes()); // window
         l4.extend_from_slice(&[0, 0, 0, 0]); // checksum, urgent
     } else {
@@ -135,7 +135,25 @@ pub fn ipv6_frame(src: Ipv6Addr, dst: Ipv6Addr, next: u8, payload: &[u8]) -> Vec
 
 /// A TCP SYN or UDP datagram frame between two addresses of the same family.
 pub fn flow_frame(proto: u8, src: IpAddr, sport: u16, dst: IpAddr, dport: u16, payload: &[u8]) -> Vec<u8> {
+    tcp_or_udp_frame(proto, None, src, sport, dst, dport, payload)
+}
+
+/// TCP flags.
+pub const TCP_FIN: u8 = 0x01;
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
+pub const TCP_ACK: u8 = 0x10;
+
+/// A TCP segment with these flags (a checksum to match).
+pub fn tcp_frame(flags: u8, src: IpAddr, sport: u16, dst: IpAddr, dport: u16, payload: &[u8]) -> Vec<u8> {
+    tcp_or_udp_frame(PROTO_TCP, Some(flags), src, sport, dst, dport, payload)
+}
+
+fn tcp_or_udp_frame(proto: u8, flags: Option<u8>, src: IpAddr, sport: u16, dst: IpAddr, dport: u16, payload: &[u8]) -> Vec<u8> {
     let mut l4 = transport(proto, sport, dport, payload);
+    if let Some(flags) = flags {
+        l4[13] = flags;
+    }
     finish_l4(&mut l4, src, dst, proto);
     match (src, dst) {
         (IpAddr::V4(s), IpAddr::V4(d)) => V4::new(s, d, proto).frame(&l4),
@@ -224,5 +242,35 @@ pub fn send_raw(ifname: &str, frame: &[u8]) -> std::io::Result<()> {
         n if n < 0 => Err(std::io::Error::last_os_error()),
         n if n as usize != frame.len() => Err(std::io::Error::other(format!("sent {n} of {} bytes", frame.len()))),
         _ => Ok(()),
+    }
+}
+
+/// SplitMix64: small, and the same frames on every run from the same seed.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A number below `n`.
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+
+    pub fn chance(&mut self, percent: usize) -> bool {
+        self.below(100) < percent
+    }
+
+    pub fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+        items[self.below(items.len())]
+    }
+
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next_u64() as u8).collect()
     }
 }

@@ -22,6 +22,7 @@ use anyhow::{bail, Context as _, Result};
 use nix::sched::{setns, unshare, CloneFlags};
 
 pub mod ecmp;
+pub mod flood;
 pub mod frames;
 pub mod pair;
 pub mod reference;
@@ -118,6 +119,15 @@ pub fn in_private_netns<T: Send>(f: impl FnOnce() -> T + Send) -> Result<T> {
 /// Index of interface `name` in the calling thread's namespace.
 pub fn ifindex(name: &str) -> Result<u32> {
     nix::net::if_::if_nametoindex(name).with_context(|| format!("interface {name} not found"))
+}
+
+/// The MAC of `ifname` in namespace `ns`.
+pub fn link_mac(ns: &str, ifname: &str) -> Result<[u8; 6]> {
+    let out = ip(&["-n", ns, "-j", "link", "show", ifname])?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let text = v[0]["address"].as_str().with_context(|| format!("no address on {ifname} in {ns}"))?;
+    let bytes: Vec<u8> = text.split(':').map(|b| u8::from_str_radix(b, 16)).collect::<std::result::Result<_, _>>()?;
+    bytes.try_into().map_err(|_| anyhow::anyhow!("MAC {text}"))
 }
 
 /// A host of the lab: a namespace with `eth0` on the switch.
@@ -360,6 +370,22 @@ impl Lab {
     /// Whether the process logging to `log` still runs.
     pub fn running(&mut self, log: &str) -> bool {
         self.children.iter_mut().rfind(|(name, _)| name == log).is_some_and(|(_, c)| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Waits up to `timeout` for the process logging to `log` to exit by itself; its exit
+    /// status, or an error if it still runs (it is left running).
+    pub fn wait_exit(&mut self, log: &str, timeout: Duration) -> Result<std::process::ExitStatus> {
+        let (_, child) = self.children.iter_mut().rfind(|(name, _)| name == log).with_context(|| format!("no process {log}"))?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                bail!("{log} still runs after {timeout:?}");
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Sends `signal` to the process started as `log` and waits up to 10 s for it to exit.

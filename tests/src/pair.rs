@@ -31,7 +31,7 @@ use nix::{sys::signal::Signal, unistd::Pid};
 
 use crate::{
     in_netns, ip, plan, run,
-    scenario::{add_backends, agent_config, status, wait_agent_ready, xlb_bin, LAB_CONFIG},
+    scenario::{add_backends, agent_config, runtime_file, status, wait_agent_ready, xlb_bin, LAB_CONFIG},
     traffic::{HttpServer, Servers},
     Host, Lab,
 };
@@ -351,19 +351,52 @@ impl Pair {
     }
 
     fn spawn_xlb(&mut self, node: Node, config: &str, extra: &str, env: &[(&str, &str)]) -> Result<()> {
+        let base = config.replace("assign_vips = true", "assign_vips = false");
+        let text = format!("{}\n{extra}\n", agent_config(&base, &self.pins(node)?, &self.socket(node)));
+        let path = self.xlb_config(node);
+        std::fs::write(&path, text)?;
+        self.spawn_xlb_run(node, &["--config", &path.display().to_string()], env)
+    }
+
+    /// The node's pin path, on the lab's own bpffs.
+    fn pins(&mut self, node: Node) -> Result<PathBuf> {
+        Ok(self.lab.bpffs()?.join(format!("xlb-{}", node.name())))
+    }
+
+    /// Starts `xlb run` with `args` on `node`.
+    fn spawn_xlb_run(&mut self, node: Node, args: &[&str], env: &[(&str, &str)]) -> Result<()> {
         if self.xlb_logs[node.index()].is_some() {
             bail!("xlb already runs on {}", node.name());
         }
-        let pins = self.lab.bpffs()?.join(format!("xlb-{}", node.name()));
-        let base = config.replace("assign_vips = true", "assign_vips = false");
-        let text = format!("{}\n{extra}\n", agent_config(&base, &pins, &self.socket(node)));
-        let path = self.xlb_config(node);
-        std::fs::write(&path, text)?;
         let log = self.next_log("xlb", node);
-        let (ns, xlb, config) = (self.lb(node).ns.clone(), self.xlb.clone(), path.display().to_string());
-        self.lab.spawn_with_env(&ns, &log, &xlb, &["run", "--config", &config], env)?;
+        let (ns, xlb) = (self.lb(node).ns.clone(), self.xlb.clone());
+        let mut argv = vec!["run"];
+        argv.extend(args);
+        self.lab.spawn_with_env(&ns, &log, &xlb, &argv, env)?;
         self.xlb_logs[node.index()] = Some(log);
         Ok(())
+    }
+
+    /// Starts xlb on `node` from the keepalived.conf `conf` (`xlb run --config
+    /// keepalived.conf`), with an agent file (`--agent-config`) giving the node's own pins,
+    /// control socket and runtime file, and waits until it is ready. Returns the
+    /// keepalived.conf's path.
+    pub fn start_xlb_keepalived(&mut self, node: Node, conf: &str) -> Result<PathBuf> {
+        let path = self.lab.dir.join(format!("xlb-{}.keepalived.conf", node.name()));
+        std::fs::write(&path, conf)?;
+        let agent = self.lab.dir.join(format!("xlb-{}.agent.toml", node.name()));
+        let socket = self.socket(node);
+        let text = format!(
+            "[agent]\npin_path = \"{}\"\ncontrol_socket = \"{}\"\nruntime_file = \"{}\"\nflow_table_size = 65536\nmax_services = 8\n",
+            self.pins(node)?.display(),
+            socket.display(),
+            runtime_file(&socket).display()
+        );
+        std::fs::write(&agent, text)?;
+        let (conf_arg, agent_arg) = (path.display().to_string(), agent.display().to_string());
+        self.spawn_xlb_run(node, &["--config", &conf_arg, "--agent-config", &agent_arg], &[])?;
+        self.wait_xlb_ready(node, Duration::from_secs(15))?;
+        Ok(path)
     }
 
     fn wait_xlb_ready(&self, node: Node, timeout: Duration) -> Result<()> {
@@ -394,6 +427,22 @@ impl Pair {
         last.map(|l| self.lab.log(&l)).unwrap_or_default()
     }
 
+    /// Waits until the node's xlb forwards the prober's packets through `service` (its packet
+    /// counter moves); returns when.
+    pub fn wait_forwarding(&self, node: Node, service: &str, timeout: Duration) -> Result<Instant> {
+        let before = self.forwarded(node, service)?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.forwarded(node, service)? >= before + 3 {
+                return Ok(Instant::now());
+            }
+            if Instant::now() > deadline {
+                bail!("{} forwarded no probes through {service} within {timeout:?}\n{}", node.name(), self.tail_logs(node));
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// The node's xlb status (`xlb stats --json`).
     pub fn status(&self, node: Node) -> Result<Status> {
         status(&self.xlb, &self.socket(node))
@@ -416,12 +465,19 @@ impl Pair {
     /// and waits until its VRRP process runs. It runs in the node's namespace (`ip netns
     /// exec`), not with keepalived's own `--namespace`.
     pub fn start_keepalived(&mut self, node: Node, instance: &KeepalivedInstance) -> Result<()> {
+        let conf = instance.config(&format!("xlbt-{}", node.name()));
+        self.start_keepalived_conf(node, &conf)
+    }
+
+    /// [`Pair::start_keepalived`] with the keepalived.conf `conf` as it is (keepalived runs its
+    /// VRRP part alone: `virtual_server` blocks are read and not acted on).
+    pub fn start_keepalived_conf(&mut self, node: Node, conf_text: &str) -> Result<()> {
         if self.keepalived[node.index()].is_some() {
             bail!("keepalived already runs on {}", node.name());
         }
         let log = self.next_log("keepalived", node);
         let conf = self.lab.dir.join(format!("{log}.conf"));
-        std::fs::write(&conf, instance.config(&format!("xlbt-{}", node.name())))?;
+        std::fs::write(&conf, conf_text)?;
         let pid = self.lab.dir.join(format!("{log}.pid"));
         let vrrp_pid = self.lab.dir.join(format!("{log}.vrrp.pid"));
         let args: Vec<String> = [

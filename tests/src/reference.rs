@@ -40,7 +40,8 @@
 //!     entry, a table of size 0 or an unusable backend: `drop_no_backend` (XDP_DROP). A new TCP/UDP
 //!     flow is recorded (`flow_new`, or `flow_rebalanced` when its recorded backend was unusable),
 //!     FIN-marked if it carries a FIN, unless it is a RST, which records nothing and removes an
-//!     entry with an unusable backend (`flow_reset`), or a new flow past the CPU's new-flow
+//!     entry with an unusable backend (`flow_reset`), a SYN without ACK, which records
+//!     nothing (the handshake's ACK does), or a new flow past the CPU's new-flow
 //!     limit (`flow_unrecorded`; the model holds no limit, as the fixture sets none);
 //!     fragments count `fragment`.
 //! 11. Forwarding rewrites the destination MAC to the backend's and the source MAC to its
@@ -395,6 +396,8 @@ impl Maps {
                         answer.flow_removed = Some(packet.key);
                         answer.events.push(stat::EVENT_FLOW_RESET);
                     }
+                } else if packet.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
+                    // A SYN goes by the table unrecorded; the handshake's ACK records the flow.
                 } else {
                     let flags = marked(packet.tcp_flags, 0);
                     answer.flow_written = Some((packet.key, Flow { backend: *slot, service: svc.id, flags, ..Flow::default() }));

@@ -202,6 +202,37 @@ impl SingleNode {
         Ok(((svc.counters.packets, svc.counters.bytes), backends))
     }
 
+    /// `xlb ARGS --socket <the agent's>`, to run or to spawn.
+    pub fn cli_command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(&self.xlb);
+        cmd.args(args).arg("--socket").arg(&self.socket);
+        cmd
+    }
+
+    /// Runs `xlb ARGS --socket <the agent's>`: whether it succeeded, and its stdout and stderr.
+    pub fn cli(&self, args: &[&str]) -> Result<(bool, String)> {
+        let out = self.cli_command(args).output()?;
+        Ok((out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))))
+    }
+
+    /// [`SingleNode::cli`] that must succeed; its output.
+    pub fn cli_ok(&self, args: &[&str]) -> Result<String> {
+        let (success, out) = self.cli(args)?;
+        if !success {
+            bail!("xlb {}: {out}", args.join(" "));
+        }
+        Ok(out)
+    }
+
+    /// Fails with the agent's log if it logged an error.
+    pub fn no_agent_errors(&self) -> Result<()> {
+        let log = self.lab.log("xlb");
+        if log.lines().any(|l| l.contains(" ERROR ")) {
+            bail!("the agent logged errors:\n{log}");
+        }
+        Ok(())
+    }
+
     /// A global counter by name.
     pub fn counter(&self, name: &str) -> Result<u64> {
         self.status()?.counters.get(name).copied().with_context(|| format!("counter {name}"))

@@ -366,6 +366,14 @@ impl KeepAlive {
         }
         Ok(body)
     }
+
+    /// Ends the connection with a RST instead of a FIN (SO_LINGER 0, then close); dropping a
+    /// `KeepAlive` closes it normally.
+    pub fn reset(self) -> Result<()> {
+        let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+        nix::sys::socket::setsockopt(&self.writer, nix::sys::socket::sockopt::Linger, &linger)?;
+        Ok(())
+    }
 }
 
 /// Long-lived keep-alive connections, each with the backend that answered its first request:
@@ -396,7 +404,21 @@ impl Held {
 impl HeldConnections {
     /// Opens `count` connections to `target` from namespace `ns` and sends one request on each.
     pub fn open(ns: &str, target: SocketAddr, count: usize) -> Result<HeldConnections> {
+        Self::open_from(ns, target, count, None)
+    }
+
+    /// [`HeldConnections::open`] from a thread on `cpu`. In the lab a frame is carried through
+    /// the veths and the bridge on the CPU that sent it, so the node's XDP program sees these
+    /// connections' handshakes on `cpu`, and records their flows in that CPU's LRU list.
+    pub fn open_on(ns: &str, target: SocketAddr, count: usize, cpu: usize) -> Result<HeldConnections> {
+        Self::open_from(ns, target, count, Some(cpu))
+    }
+
+    fn open_from(ns: &str, target: SocketAddr, count: usize, cpu: Option<usize>) -> Result<HeldConnections> {
         let conns = crate::in_netns(ns, || -> Result<Vec<(KeepAlive, String)>> {
+            if let Some(cpu) = cpu {
+                crate::flood::pin_self(cpu);
+            }
             (0..count)
                 .map(|i| {
                     let mut c = KeepAlive::connect(target).with_context(|| format!("connection {i} to {target}"))?;
@@ -408,9 +430,9 @@ impl HeldConnections {
         Ok(HeldConnections { conns })
     }
 
-    /// Each connection's local (client) address and the backend that answered it.
-    pub fn flows(&self) -> Vec<(SocketAddr, String)> {
-        self.conns.iter().filter_map(|(c, name)| Some((c.writer.local_addr().ok()?, name.clone()))).collect()
+    /// Each connection's own (client) address and the backend that answered it first.
+    pub fn flows(&self) -> Result<Vec<(SocketAddr, String)>> {
+        Ok(self.local_addrs()?.into_iter().zip(self.conns.iter().map(|(_, name)| name.clone())).collect())
     }
 
     /// How many connections each backend holds.
@@ -424,6 +446,27 @@ impl HeldConnections {
 
     pub fn len(&self) -> usize {
         self.conns.len()
+    }
+
+    /// Takes out the connections that started on `backend`.
+    pub fn take(&mut self, backend: &str) -> Vec<KeepAlive> {
+        let (taken, kept) = std::mem::take(&mut self.conns).into_iter().partition(|(_, first)| first == backend);
+        self.conns = kept;
+        taken.into_iter().map(|(conn, _)| conn).collect()
+    }
+
+    /// Each connection's own (client) address: with the target, its flow's 5-tuple.
+    pub fn local_addrs(&self) -> Result<Vec<SocketAddr>> {
+        Ok(self.conns.iter().map(|(c, _)| c.writer.local_addr()).collect::<std::io::Result<_>>()?)
+    }
+
+    /// How long a request waits for its answer (3 s unless set): longer where the lab is
+    /// overloaded on purpose and a slow answer is not what the test looks for.
+    pub fn set_read_timeout(&self, timeout: Duration) -> Result<()> {
+        for (conn, _) in &self.conns {
+            conn.writer.set_read_timeout(Some(timeout))?;
+        }
+        Ok(())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -455,11 +498,23 @@ pub struct Chatter {
 }
 
 impl HeldConnections {
-    pub fn chatter(mut self, every: Duration) -> Chatter {
+    pub fn chatter(self, every: Duration) -> Chatter {
+        self.chatter_from(every, None)
+    }
+
+    /// [`HeldConnections::chatter`] from a thread on `cpu` (see [`HeldConnections::open_on`]).
+    pub fn chatter_on(self, every: Duration, cpu: usize) -> Chatter {
+        self.chatter_from(every, Some(cpu))
+    }
+
+    fn chatter_from(mut self, every: Duration, cpu: Option<usize>) -> Chatter {
         let stop = Arc::new(AtomicBool::new(false));
         let seen = Arc::new(std::sync::Mutex::new((Held { kept: self.conns.len(), ..Held::default() }, 0)));
         let (flag, shared) = (stop.clone(), seen.clone());
         let thread = std::thread::spawn(move || {
+            if let Some(cpu) = cpu {
+                crate::flood::pin_self(cpu);
+            }
             let mut live = vec![true; self.conns.len()];
             while !flag.load(Ordering::Relaxed) {
                 let round = std::time::Instant::now();

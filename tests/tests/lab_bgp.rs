@@ -366,7 +366,7 @@ fn a_backend_added_then_a_node_leaving_breaks_a_bounded_share() -> Result<()> {
     let mut lab = Ecmp::start("bgp-added", Options::default())?;
     let held = HeldConnections::open(&lab.client.ns, Ecmp::web(VIP4), HELD)?;
     let address = |name: &str| format!("203.0.113.{}", 10 + name.trim_start_matches('b').parse::<u8>().expect("bN"));
-    let flows = held.flows();
+    let flows = held.flows()?;
     let chatter = held.chatter(CHATTER);
     // b4 joins every node's web4, one node after the other, as an operator would.
     lab.add_backend("b4", 14)?;

@@ -25,11 +25,6 @@ fn wait_for(node: &SingleNode, what: &str, timeout: Duration, ok: impl Fn(&Statu
     }
 }
 
-fn xlb(node: &SingleNode, args: &[&str]) -> Result<(bool, String)> {
-    let out = Command::new(&node.xlb).args(args).arg("--socket").arg(&node.socket).output()?;
-    Ok((out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))))
-}
-
 #[test]
 fn failed_map_writes_and_netlink_dumps_leave_forwarding_alone_and_heal() -> Result<()> {
     if !privileged("failed_map_writes_and_netlink_dumps_leave_forwarding_alone_and_heal") {
@@ -49,7 +44,7 @@ fn failed_map_writes_and_netlink_dumps_leave_forwarding_alone_and_heal() -> Resu
     // Map writes fail: a weight change is taken but cannot be written; the maps are written
     // again with backoff; forwarding goes on as it was.
     std::fs::write(&faults, "map-write")?;
-    let (ok, out) = xlb(&node, &["backend", "weight", "web4", "203.0.113.12", "3"])?;
+    let (ok, out) = node.cli(&["backend", "weight", "web4", "203.0.113.12", "3"])?;
     ensure!(!ok && out.contains("retrying"), "{out}");
     let status = wait_for(&node, "out of sync", Duration::from_secs(2), |s| s.faults.out_of_sync && s.faults.map_write_failures >= 2)?;
     ensure!(status.faults.last_error.as_deref().is_some_and(|e| e.contains("injected")), "{:?}", status.faults);
@@ -60,7 +55,7 @@ fn failed_map_writes_and_netlink_dumps_leave_forwarding_alone_and_heal() -> Resu
 
     // Netlink dumps fail while a backend lacks a MAC (203.0.113.14: no such host): counted,
     // nothing else happens.
-    let (ok, out) = xlb(&node, &["backend", "add", "web4", "203.0.113.14"])?;
+    let (ok, out) = node.cli(&["backend", "add", "web4", "203.0.113.14"])?;
     ensure!(ok, "{out}");
     std::fs::write(&faults, "netlink")?;
     let before = node.status()?.faults.netlink_failures;
@@ -156,7 +151,7 @@ fn ipv6_checks_do_not_leave_from_the_vip() -> Result<()> {
     let near = node.lab.backend("b101", 101, &[plan::VIP4, plan::VIP6])?;
     let _http = xlb_tests::traffic::HttpServer::start(&near.ns, "b101", 80)?;
     std::fs::write(&node.config, xlb_tests::scenario::agent_config(&config, &node.pins, &node.socket))?;
-    let (ok, out) = xlb(&node, &["reload"])?;
+    let (ok, out) = node.cli(&["reload"])?;
     ensure!(ok, "{out}");
     node.wait_ready(Duration::from_secs(10))?;
     std::thread::sleep(Duration::from_secs(1));

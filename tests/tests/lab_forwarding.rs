@@ -5,7 +5,7 @@ use std::{net::SocketAddr, process::Command, time::Duration};
 
 use anyhow::{Context as _, Result};
 use xlb_tests::{
-    frames, in_netns, ip, plan, privileged, run,
+    frames, in_netns, ip, link_mac, plan, privileged, run,
     scenario::{SingleNode, BACKEND_NAMES},
     traffic::{self, assert_even},
 };
@@ -319,15 +319,6 @@ fn a_backend_that_changes_its_mac_is_followed() -> Result<()> {
     let tally = in_netns(&node.client.ns, || traffic::tcp_connections(target, 150))??;
     assert_even(&tally, &BACKEND_NAMES, 150, 0.15)?;
     Ok(())
-}
-
-/// The MAC of `ifname` in namespace `ns`.
-fn link_mac(ns: &str, ifname: &str) -> Result<[u8; 6]> {
-    let out = ip(&["-n", ns, "-j", "link", "show", ifname])?;
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    let text = v[0]["address"].as_str().context("link address")?;
-    let bytes: Vec<u8> = text.split(':').map(|b| u8::from_str_radix(b, 16)).collect::<std::result::Result<_, _>>()?;
-    bytes.try_into().map_err(|_| anyhow::anyhow!("MAC {text}"))
 }
 
 /// A UDP datagram from the client to the VIP's DNS service, Ethernet addressed to `dst`.

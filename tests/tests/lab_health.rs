@@ -227,8 +227,8 @@ fn drain_keeps_established_flows_but_health_down_moves_them() -> Result<()> {
     let mut held = connections_to_every_backend(&node)?;
 
     // Drain b1: no new flows, its established flow keeps working.
-    let out = run(Command::new(&node.xlb).args(["backend", "drain", "--socket"]).arg(&node.socket).args(["web4", "203.0.113.11"]))?;
-    assert!(String::from_utf8_lossy(&out.stdout).contains("web4 203.0.113.11: drained"), "{out:?}");
+    let out = node.cli_ok(&["backend", "drain", "web4", "203.0.113.11"])?;
+    assert!(out.contains("web4 203.0.113.11: drained"), "{out}");
     let b1_status = node.status()?.backends().find(|b| b.address == "203.0.113.11").cloned().expect("b1");
     assert_eq!((b1_status.weight, b1_status.state.as_str()), (0, "drained"), "a drained backend has weight 0");
     let tally = in_netns(&node.client.ns, || traffic::http_requests(target(), 90))??;

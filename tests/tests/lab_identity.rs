@@ -101,12 +101,6 @@ fn a_restart_with_the_same_file_changes_nothing() -> Result<()> {
     Ok(())
 }
 
-/// `xlb reload` on the node's file; (success, what it printed).
-fn reload(node: &SingleNode) -> Result<(bool, String)> {
-    let out = std::process::Command::new(&node.xlb).args(["reload", "--socket"]).arg(&node.socket).output()?;
-    Ok((out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))))
-}
-
 /// `web4` over `backends` with a TCP check on each (an unchanged check keeps its state).
 fn web4_checked(backends: &[(u8, u32)]) -> String {
     web4_config(backends) + "[service.check]\ntype = \"tcp\"\ninterval = \"500ms\"\n"
@@ -141,7 +135,7 @@ fn reload_applies_the_diff_and_keeps_every_connection_that_can_stay() -> Result<
     // 1. An unrelated change (the service renamed, the file reordered): nothing moves, no
     //    check starts over.
     write_config(&node, &web4_checked(&[(13, 1), (12, 1), (11, 1)]).replace("name = \"web4\"", "name = \"www\""))?;
-    let (ok, out) = reload(&node)?;
+    let (ok, out) = node.cli(&["reload"])?;
     ensure!(ok && out.contains("backends +0 -0 ~0"), "{out}");
     settle();
     untouched("an unrelated reload")?;
@@ -151,7 +145,7 @@ fn reload_applies_the_diff_and_keeps_every_connection_that_can_stay() -> Result<
 
     // 2. A backend added and a weight changed: nothing established moves; new flows reach b4.
     write_config(&node, &web4_checked(&[(14, 1), (11, 1), (12, 3), (13, 1)]))?;
-    let (ok, out) = reload(&node)?;
+    let (ok, out) = node.cli(&["reload"])?;
     ensure!(ok && out.contains("backends +1 -0 ~1"), "{out}");
     node.wait_ready(Duration::from_secs(10))?;
     settle();
@@ -161,7 +155,7 @@ fn reload_applies_the_diff_and_keeps_every_connection_that_can_stay() -> Result<
 
     // 3. b3 removed: its connections end, and only those.
     write_config(&node, &web4_checked(&[(14, 1), (11, 1), (12, 3)]))?;
-    let (ok, out) = reload(&node)?;
+    let (ok, out) = node.cli(&["reload"])?;
     ensure!(ok && out.contains("backends +0 -1 ~0"), "{out}");
     settle();
     let (after, _) = chatter.snapshot();
@@ -171,13 +165,13 @@ fn reload_applies_the_diff_and_keeps_every_connection_that_can_stay() -> Result<
     // 4. A broken file: refused with file:line, nothing changes.
     let before = slots(&node.status()?);
     std::fs::write(&node.config, agent_config(&web4_config(&[(11, 1)]), &node.pins, &node.socket).replace("port = 80", "port = 80000"))?;
-    let (ok, out) = reload(&node)?;
+    let (ok, out) = node.cli(&["reload"])?;
     let file = node.config.display().to_string();
     ensure!(!ok && out.contains(&format!("{file}:")) && out.contains("nothing changed"), "a broken file is refused: {out}");
     ensure!(slots(&node.status()?) == before, "nothing changed");
     // A setting that cannot change live is refused too.
     write_config(&node, &web4_checked(&[(14, 1), (11, 1), (12, 3)]).replace("flow_table_size = 65536", "flow_table_size = 131072"))?;
-    let (ok, out) = reload(&node)?;
+    let (ok, out) = node.cli(&["reload"])?;
     ensure!(!ok && out.contains("flow_table_size cannot change"), "{out}");
 
     // 7. SIGHUP reloads and the agent lives on.

@@ -2,7 +2,7 @@
 //! the file, kept across a restart, dropped by a reload that changes their subject, written
 //! into the file with `--save`.
 
-use std::{net::SocketAddr, process::Command, time::Duration};
+use std::{net::SocketAddr, time::Duration};
 
 use anyhow::{ensure, Result};
 use nix::sys::signal::Signal;
@@ -11,18 +11,6 @@ use xlb_tests::{
     scenario::{agent_config, web4_config, Serve, SingleNode},
     traffic::{self, HeldConnections},
 };
-
-/// `xlb ARGS --socket S`: (success, output).
-fn xlb(node: &SingleNode, args: &[&str]) -> Result<(bool, String)> {
-    let out = Command::new(&node.xlb).args(args).arg("--socket").arg(&node.socket).output()?;
-    Ok((out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))))
-}
-
-fn ok(node: &SingleNode, args: &[&str]) -> Result<String> {
-    let (success, out) = xlb(node, args)?;
-    ensure!(success, "xlb {}: {out}", args.join(" "));
-    Ok(out)
-}
 
 fn fresh(node: &SingleNode, target: SocketAddr, n: usize) -> Result<traffic::Tally> {
     in_netns(&node.client.ns, || traffic::http_requests(target, n))?
@@ -39,10 +27,10 @@ fn runtime_changes_act_at_once_survive_a_restart_and_yield_to_the_file() -> Resu
     let mut held = HeldConnections::open(&node.client.ns, target, 80)?;
 
     // Add b3, weigh b2, drain b1: at once, established connections untouched.
-    ok(&node, &["backend", "add", "web4", "203.0.113.13"])?;
-    ok(&node, &["backend", "weight", "web4", "203.0.113.12", "3"])?;
+    node.cli_ok(&["backend", "add", "web4", "203.0.113.13"])?;
+    node.cli_ok(&["backend", "weight", "web4", "203.0.113.12", "3"])?;
     node.wait_ready(Duration::from_secs(10))?;
-    ok(&node, &["backend", "drain", "web4", "203.0.113.11"])?;
+    node.cli_ok(&["backend", "drain", "web4", "203.0.113.11"])?;
     let status = node.status()?;
     ensure!(status.runtime_changes.len() == 3, "{:?}", status.runtime_changes);
     let note = |status: &lb_common::status::Status, a: &str| status.backends().find(|b| b.address == a).and_then(|b| b.runtime.clone());
@@ -54,7 +42,7 @@ fn runtime_changes_act_at_once_survive_a_restart_and_yield_to_the_file() -> Resu
     let tally = fresh(&node, target, 80)?;
     ensure!(!tally.contains_key("b1") && tally.get("b3").copied().unwrap_or(0) > 5, "new connections: {tally:?}");
     ensure!(tally["b2"] > tally["b3"], "b2 at weight 3 takes more: {tally:?}");
-    ok(&node, &["backend", "enable", "web4", "203.0.113.11"])?;
+    node.cli_ok(&["backend", "enable", "web4", "203.0.113.11"])?;
     ensure!(fresh(&node, target, 60)?.contains_key("b1"), "enabled again, b1 takes new connections");
 
     // A restart keeps them.
@@ -66,21 +54,21 @@ fn runtime_changes_act_at_once_survive_a_restart_and_yield_to_the_file() -> Resu
 
     // A reload that changes b2 in the file drops b2's runtime weight; b3's add holds.
     std::fs::write(&node.config, agent_config(&file.replace("address = \"203.0.113.12\"\nweight = 1", "address = \"203.0.113.12\"\nweight = 2"), &node.pins, &node.socket))?;
-    ok(&node, &["reload"])?;
+    node.cli_ok(&["reload"])?;
     let status = node.status()?;
     ensure!(status.runtime_changes.len() == 1 && status.runtime_changes[0].contains("203.0.113.13"), "{:?}", status.runtime_changes);
     ensure!(status.backends().any(|b| b.address == "203.0.113.12" && b.weight == 2 && b.runtime.is_none()), "{status:?}");
 
     // --save writes into the file, its comment kept.
-    ok(&node, &["backend", "weight", "--save", "web4", "203.0.113.11", "4"])?;
+    node.cli_ok(&["backend", "weight", "--save", "web4", "203.0.113.11", "4"])?;
     let text = std::fs::read_to_string(&node.config)?;
     ensure!(text.starts_with("# web tier, edited by hand") && text.contains("weight = 4"), "{text}");
     ensure!(node.status()?.runtime_changes.len() == 1, "a saved change is the file's, not a runtime change");
 
     // Services come and go.
-    ok(&node, &["service", "add", "dns4", "--vip", plan::VIP4, "--port", "53", "--protocol", "udp", "--backend", "203.0.113.11"])?;
+    node.cli_ok(&["service", "add", "dns4", "--vip", plan::VIP4, "--port", "53", "--protocol", "udp", "--backend", "203.0.113.11"])?;
     ensure!(node.status()?.service("dns4").is_some(), "dns4 added");
-    ok(&node, &["service", "remove", "dns4"])?;
+    node.cli_ok(&["service", "remove", "dns4"])?;
     ensure!(node.status()?.service("dns4").is_none(), "dns4 removed");
 
     // What does not fit is refused, and nothing changes.
@@ -91,7 +79,7 @@ fn runtime_changes_act_at_once_survive_a_restart_and_yield_to_the_file() -> Resu
         vec!["backend", "remove", "web4", "203.0.113.99"],
         vec!["service", "remove", "nosuch"],
     ] {
-        let (success, out) = xlb(&node, &bad)?;
+        let (success, out) = node.cli(&bad)?;
         ensure!(!success && out.contains("refused"), "xlb {}: {out}", bad.join(" "));
     }
     ensure!(node.status()?.runtime_changes == before, "refused changes change nothing");

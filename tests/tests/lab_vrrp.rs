@@ -88,17 +88,7 @@ fn statuses(pair: &Pair) -> Result<Vec<InstanceStatus>> {
 
 /// Waits until the node's xlb forwards the prober's packets (its `dns4` counter moves).
 fn wait_forwarding(pair: &Pair, node: Node, timeout: Duration) -> Result<Instant> {
-    let before = pair.forwarded(node, "dns4")?;
-    let deadline = Instant::now() + timeout;
-    loop {
-        if pair.forwarded(node, "dns4")? >= before + 3 {
-            return Ok(Instant::now());
-        }
-        if Instant::now() > deadline {
-            bail!("{} forwarded no probes within {timeout:?}\nlog:\n{}", node.name(), pair.xlb_log(node));
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    pair.wait_forwarding(node, "dns4", timeout)
 }
 
 /// The probes go through `node` alone: its counter moves, the other's does not.

@@ -41,22 +41,7 @@ fn probing(pair: &Pair) -> Result<Prober> {
 
 /// Waits until the node's xlb forwards the probes (its `dns4` counter moves); returns when.
 fn wait_forwarding(pair: &Pair, node: Node, timeout: Duration) -> Result<Instant> {
-    let before = pair.forwarded(node, "dns4")?;
-    let deadline = Instant::now() + timeout;
-    loop {
-        if pair.forwarded(node, "dns4")? >= before + 3 {
-            return Ok(Instant::now());
-        }
-        if Instant::now() > deadline {
-            anyhow::bail!(
-                "{} forwarded no probes within {timeout:?}\nlb1 keepalived:\n{}\nlb2 keepalived:\n{}",
-                node.name(),
-                pair.keepalived_log(Node::Lb1),
-                pair.keepalived_log(Node::Lb2)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    pair.wait_forwarding(node, "dns4", timeout)
 }
 
 /// Asserts that the probes now go through `node` alone: its counter moves, the other's not.

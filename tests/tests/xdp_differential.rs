@@ -29,7 +29,7 @@ use lb_userspace::{
     flowscan::coarse_now,
 };
 use xlb_tests::{
-    frames::{self, flow_frame, V4, NODE_MAC, PROTO_ICMP, PROTO_ICMPV6},
+    frames::{self, flow_frame, Rng, V4, NODE_MAC, PROTO_ICMP, PROTO_ICMPV6},
     reference::{Answer, Maps},
 };
 
@@ -188,36 +188,6 @@ fn known_flows() -> impl Iterator<Item = (FlowKey, Flow)> {
     })
 }
 
-/// SplitMix64: small, and the same frames on every run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// A number below `n`.
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn chance(&mut self, percent: usize) -> bool {
-        self.below(100) < percent
-    }
-
-    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
-        items[self.below(items.len())]
-    }
-
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
-}
-
 /// Makes the frames: what each one is, and its bytes.
 struct Frames {
     rng: Rng,
@@ -231,7 +201,7 @@ impl Frames {
             0..=5 => self.rng.pick(&VIPS4),
             6 => OTHER4,
             7 => self.twin4,
-            _ => Ipv4Addr::from(self.rng.next() as u32),
+            _ => Ipv4Addr::from(self.rng.next_u64() as u32),
         }
     }
 
@@ -239,7 +209,7 @@ impl Frames {
         match self.rng.below(10) {
             0..=6 => self.rng.pick(&VIPS6),
             7 => OTHER6,
-            _ => Ipv6Addr::from(u128::from(self.rng.next()) << 64 | u128::from(self.rng.next())),
+            _ => Ipv6Addr::from(u128::from(self.rng.next_u64()) << 64 | u128::from(self.rng.next_u64())),
         }
     }
 
@@ -247,7 +217,7 @@ impl Frames {
         if self.rng.chance(50) {
             CLIENT4
         } else {
-            Ipv4Addr::new(198, 51, 100, self.rng.next() as u8)
+            Ipv4Addr::new(198, 51, 100, self.rng.next_u64() as u8)
         }
     }
 
@@ -255,7 +225,7 @@ impl Frames {
         if self.rng.chance(50) {
             CLIENT6
         } else {
-            Ipv6Addr::new(0x2001, 0xdb8, 0xbeef, 0, 0, 0, 0, self.rng.next() as u16)
+            Ipv6Addr::new(0x2001, 0xdb8, 0xbeef, 0, 0, 0, 0, self.rng.next_u64() as u16)
         }
     }
 
@@ -263,7 +233,7 @@ impl Frames {
         if self.rng.chance(70) {
             self.rng.pick(&[80, 53, 443, 22, 0, 8080])
         } else {
-            self.rng.next() as u16
+            self.rng.next_u64() as u16
         }
     }
 
@@ -292,7 +262,7 @@ impl Frames {
             (PROTO_TCP, ..) => {
                 let mut f = flow_frame(proto, src, sport, dst, dport, &payload);
                 // SYN, ACK, PSH+ACK, FIN+ACK, FIN, RST, RST+ACK, SYN+ACK, SYN+FIN, anything.
-                let any = self.rng.next() as u8;
+                let any = self.rng.next_u64() as u8;
                 let flags = self.rng.pick(&[0x02, 0x02, 0x10, 0x18, 0x11, 0x01, 0x04, 0x14, 0x12, 0x03, any]);
                 let at = 14 + if src.is_ipv4() { 20 } else { 40 } + 13;
                 f[at] = flags;
@@ -307,7 +277,7 @@ impl Frames {
 
     fn valid(&mut self) -> Vec<u8> {
         let (src, dst) = self.endpoints();
-        let (proto, sport, dport) = (self.proto(), self.rng.next() as u16, self.port());
+        let (proto, sport, dport) = (self.proto(), self.rng.next_u64() as u16, self.port());
         self.flow(proto, src, sport, dst, dport)
     }
 
@@ -315,8 +285,8 @@ impl Frames {
     fn service_packet(&mut self) -> Vec<u8> {
         let (proto, vip, port) = self.rng.pick(&SERVICES);
         let src = if vip.is_ipv6() { addr6(self.src6()) } else { addr4(self.src4()) };
-        let port = if port == 0 { self.rng.next() as u16 } else { port };
-        let sport = self.rng.next() as u16;
+        let port = if port == 0 { self.rng.next_u64() as u16 } else { port };
+        let sport = self.rng.next_u64() as u16;
         self.flow(proto, src, sport, vip, port)
     }
 
@@ -330,7 +300,7 @@ impl Frames {
             (proto, IpAddr::V4(vip), port) if self.rng.chance(70) => (proto, vip, port),
             _ => (self.rng.pick(&[PROTO_TCP, PROTO_UDP]), self.dst4(), self.port()),
         };
-        let (src, sport) = (self.src4(), self.rng.next() as u16);
+        let (src, sport) = (self.src4(), self.rng.next_u64() as u16);
         let mut l4 = frames::transport(proto, sport, dport, &self.payload());
         frames::finish_l4(&mut l4, src.into(), dst.into(), proto);
         let mut ip = V4::new(src, dst, proto);
@@ -343,7 +313,7 @@ impl Frames {
         let next = self.rng.pick(&[0, 43, 60, 51, 50, 135, 139, 140, 253]);
         let inner = self.rng.pick(&[PROTO_TCP, PROTO_UDP]);
         let mut payload = vec![inner, 0, 1, 4, 0, 0, 0, 0];
-        payload.extend_from_slice(&frames::transport(inner, self.rng.next() as u16, self.port(), b""));
+        payload.extend_from_slice(&frames::transport(inner, self.rng.next_u64() as u16, self.port(), b""));
         frames::ipv6_frame(self.src6(), self.dst6(), next, &payload)
     }
 
@@ -351,18 +321,18 @@ impl Frames {
         let first = self.rng.chance(50);
         let inner = self.rng.pick(&[PROTO_TCP, PROTO_UDP, PROTO_UDP, PROTO_ICMP, 47]);
         let body = if first {
-            frames::transport(if inner == PROTO_TCP { PROTO_TCP } else { PROTO_UDP }, self.rng.next() as u16, self.port(), &self.payload())
+            frames::transport(if inner == PROTO_TCP { PROTO_TCP } else { PROTO_UDP }, self.rng.next_u64() as u16, self.port(), &self.payload())
         } else {
             self.payload()
         };
         if self.rng.chance(60) {
             let mut ip = V4::new(self.src4(), self.dst4(), inner);
-            ip.frag = if first { 0x2000 } else { self.rng.next() as u16 & 0x3fff | 1 };
+            ip.frag = if first { 0x2000 } else { self.rng.next_u64() as u16 & 0x3fff | 1 };
             ip.frame(&body)
         } else {
             let inner = if inner == PROTO_ICMP { PROTO_ICMPV6 } else { inner };
             // First: offset 0 with more fragments, or none (an atomic fragment); later: any.
-            let offset: u16 = if first { self.rng.pick(&[1, 1, 0]) } else { (self.rng.next() as u16) | 8 };
+            let offset: u16 = if first { self.rng.pick(&[1, 1, 0]) } else { (self.rng.next_u64() as u16) | 8 };
             let mut header = vec![inner, 0];
             header.extend_from_slice(&offset.to_be_bytes());
             header.extend_from_slice(&self.rng.bytes(4));
@@ -373,7 +343,7 @@ impl Frames {
 
     fn vlan(&mut self) -> Vec<u8> {
         let mut f = self.valid();
-        let tag = [0x81, 0x00, 0x00, self.rng.next() as u8];
+        let tag = [0x81, 0x00, 0x00, self.rng.next_u64() as u8];
         f.splice(12..12, tag);
         f
     }
@@ -384,9 +354,9 @@ impl Frames {
         let (proto, vip, client, vport, cport) = if client.is_ipv6() == v6 && self.rng.chance(40) {
             (known_proto, vip, client, vport, cport)
         } else if v6 {
-            (self.rng.pick(&[PROTO_TCP, PROTO_UDP, 1]), addr6(self.dst6()), addr6(self.src6()), self.port(), self.rng.next() as u16)
+            (self.rng.pick(&[PROTO_TCP, PROTO_UDP, 1]), addr6(self.dst6()), addr6(self.src6()), self.port(), self.rng.next_u64() as u16)
         } else {
-            (self.rng.pick(&[PROTO_TCP, PROTO_UDP, 1]), addr4(self.dst4()), addr4(self.src4()), self.port(), self.rng.next() as u16)
+            (self.rng.pick(&[PROTO_TCP, PROTO_UDP, 1]), addr4(self.dst4()), addr4(self.src4()), self.port(), self.rng.next_u64() as u16)
         };
         let l4 = frames::transport(proto, vport, cport, &self.payload());
         (vip, client, self.ip_packet(vip, client, proto, &l4))
@@ -436,7 +406,7 @@ impl Frames {
         match self.rng.below(3) {
             0 => frames::arp_request(CLIENT4, self.dst4()),
             kind => {
-                let mut f = frames::ethernet(if kind == 1 { 0x88cc } else { self.rng.next() as u16 });
+                let mut f = frames::ethernet(if kind == 1 { 0x88cc } else { self.rng.next_u64() as u16 });
                 f.extend_from_slice(&self.payload());
                 f
             }
@@ -527,7 +497,7 @@ impl Frames {
         if self.rng.chance(60) {
             near.clamp(0, 0xffff) as u16
         } else {
-            self.rng.next() as u16
+            self.rng.next_u64() as u16
         }
     }
 }

@@ -13,10 +13,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use aya::programs::{TestRun, TestRunOptions};
 use lb_common::{
     hash::{flow_hash, source_hash},
-    stat, Backend, FlowKey, Service, ServiceKey, Settings, VipFilter, BACKEND_F_USABLE, FLOW_F_FIN, PROTO_TCP, PROTO_UDP, RING_EMPTY, SERVICE_F_FRAGMENTS_ONLY, SERVICE_F_HASH_SOURCE,
+    stat, Backend, Flow, FlowKey, Service, ServiceKey, Settings, VipFilter, BACKEND_F_USABLE, FLOW_F_FIN, PROTO_TCP, PROTO_UDP, RING_EMPTY, SERVICE_F_FRAGMENTS_ONLY, SERVICE_F_HASH_SOURCE,
 };
 use lb_userspace::dataplane::{Dataplane, Sizes};
-use xlb_tests::frames::{self, flow_frame, V4, CLIENT_MAC, NODE_MAC, PROTO_ICMP};
+use xlb_tests::frames::{self, flow_frame, V4, CLIENT_MAC, NODE_MAC, PROTO_ICMP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
@@ -348,29 +348,48 @@ fn program_log(fx: &mut Fixture) -> Vec<String> {
 
 /// A TCP segment to VIP4:80 from client port `sport` with the flags byte `flags`.
 fn tcp4_flags(sport: u16, flags: u8) -> Vec<u8> {
-    let mut f = tcp4(sport, VIP4, 80);
-    f[14 + 20 + 13] = flags;
-    f
+    frames::tcp_frame(flags, CLIENT4.into(), sport, VIP4.into(), 80, b"")
 }
 
-const SYN: u8 = 0x02;
-const ACK: u8 = 0x10;
-const FIN_ACK: u8 = 0x11;
-const RST: u8 = 0x04;
+const FIN_ACK: u8 = TCP_FIN | TCP_ACK;
+
+#[test]
+fn a_syn_goes_by_the_table_unrecorded_and_the_handshakes_ack_records_the_flow() {
+    with_fixture("a_syn_goes_by_the_table_unrecorded_and_the_handshakes_ack_records_the_flow", |fx| {
+        let key = flow_key(PROTO_TCP, CLIENT4.into(), 44900, VIP4.into(), 80);
+        let b = expected_flow_backend(fx, S_TCP4, PROTO_TCP, CLIENT4.into(), 44900, VIP4.into(), 80);
+        // The SYN (and its retransmission) reaches the table's backend and takes no entry.
+        fx.expect_forwarded(&tcp4_flags(44900, TCP_SYN), b, XDP_TX);
+        fx.expect_forwarded(&tcp4_flags(44900, TCP_SYN), b, XDP_TX);
+        assert_eq!(fx.dp.flow(&key), None);
+        assert_eq!((fx.stat(stat::EVENT_FLOW_NEW), fx.dp.backend_counters(b).unwrap().flows), (0, 0));
+        // The handshake's ACK goes to the same backend and records the flow.
+        fx.expect_forwarded(&tcp4_flags(44900, TCP_ACK), b, XDP_TX);
+        assert_eq!(fx.dp.flow(&key).map(|f| f.backend), Some(b));
+        assert_eq!((fx.stat(stat::EVENT_FLOW_NEW), fx.dp.backend_counters(b).unwrap().flows), (1, 1));
+        // A SYN flood takes nothing from the table.
+        for sport in 50000..50500 {
+            let syn = tcp4_flags(sport, TCP_SYN);
+            let (verdict, _) = fx.run(&syn);
+            assert_eq!(verdict, XDP_TX);
+        }
+        assert_eq!(fx.dp.flow_count(), 1);
+    });
+}
 
 #[test]
 fn a_client_reset_removes_the_flow_and_records_nothing() {
     with_fixture("a_client_reset_removes_the_flow_and_records_nothing", |fx| {
         let key = flow_key(PROTO_TCP, CLIENT4.into(), 45000, VIP4.into(), 80);
         let b = expected_flow_backend(fx, S_TCP4, PROTO_TCP, CLIENT4.into(), 45000, VIP4.into(), 80);
-        fx.expect_forwarded(&tcp4_flags(45000, SYN), b, XDP_TX);
+        fx.expect_forwarded(&tcp4_flags(45000, TCP_ACK), b, XDP_TX);
         assert!(fx.dp.flow(&key).is_some());
         // The RST still reaches the backend, and the entry goes.
-        fx.expect_forwarded(&tcp4_flags(45000, RST | ACK), b, XDP_TX);
+        fx.expect_forwarded(&tcp4_flags(45000, TCP_RST | TCP_ACK), b, XDP_TX);
         assert_eq!(fx.dp.flow(&key), None);
         assert_eq!(fx.stat(stat::EVENT_FLOW_RESET), 1);
         // A RST of an unknown flow goes by the table and records nothing.
-        fx.expect_forwarded(&tcp4_flags(45000, RST), b, XDP_TX);
+        fx.expect_forwarded(&tcp4_flags(45000, TCP_RST), b, XDP_TX);
         assert_eq!(fx.dp.flow(&key), None);
         assert_eq!((fx.stat(stat::EVENT_FLOW_RESET), fx.stat(stat::EVENT_FLOW_NEW)), (1, 1));
     });
@@ -382,18 +401,16 @@ fn a_client_fin_marks_the_flow_and_a_new_syn_unmarks_it() {
         let key = flow_key(PROTO_TCP, CLIENT4.into(), 45100, VIP4.into(), 80);
         let b = expected_flow_backend(fx, S_TCP4, PROTO_TCP, CLIENT4.into(), 45100, VIP4.into(), 80);
         let before = lb_userspace::flowscan::coarse_now();
-        fx.expect_forwarded(&tcp4_flags(45100, SYN), b, XDP_TX);
+        fx.expect_forwarded(&tcp4_flags(45100, TCP_ACK), b, XDP_TX);
         let flow = fx.dp.flow(&key).unwrap();
         assert_eq!(flow.flags, 0);
         assert!(flow.seen >= before && flow.seen <= lb_userspace::flowscan::coarse_now(), "seen is the coarse clock: {flow:?}");
-        fx.expect_forwarded(&tcp4_flags(45100, ACK), b, XDP_TX);
-        assert_eq!(fx.dp.flow(&key).unwrap().flags, 0);
         fx.expect_forwarded(&tcp4_flags(45100, FIN_ACK), b, XDP_TX);
         assert_eq!(fx.dp.flow(&key).unwrap().flags, FLOW_F_FIN);
         // The last ACKs keep the mark; a new connection on the same 5-tuple takes it off.
-        fx.expect_forwarded(&tcp4_flags(45100, ACK), b, XDP_TX);
+        fx.expect_forwarded(&tcp4_flags(45100, TCP_ACK), b, XDP_TX);
         assert_eq!(fx.dp.flow(&key).unwrap().flags, FLOW_F_FIN);
-        fx.expect_forwarded(&tcp4_flags(45100, SYN), b, XDP_TX);
+        fx.expect_forwarded(&tcp4_flags(45100, TCP_SYN), b, XDP_TX);
         assert_eq!(fx.dp.flow(&key).unwrap().flags, 0);
         // A FIN that starts a flow (the table lost it) records it marked.
         let other = flow_key(PROTO_TCP, CLIENT4.into(), 45101, VIP4.into(), 80);
@@ -409,12 +426,12 @@ fn past_the_new_flow_limit_flows_are_forwarded_by_the_table_unrecorded() {
         // An established flow, recorded before the limit.
         let established = flow_key(PROTO_TCP, CLIENT4.into(), 46999, VIP4.into(), 80);
         let first = expected_flow_backend(fx, S_TCP4, PROTO_TCP, CLIENT4.into(), 46999, VIP4.into(), 80);
-        fx.expect_forwarded(&tcp4_flags(46999, SYN), first, XDP_TX);
+        fx.expect_forwarded(&tcp4_flags(46999, TCP_ACK), first, XDP_TX);
         fx.dp.set_settings(Settings { new_flows_per_cpu: 10, _pad: 0 }).unwrap();
         let started = std::time::Instant::now();
         for sport in 47000..48000 {
             let b = expected_flow_backend(fx, S_TCP4, PROTO_TCP, CLIENT4.into(), sport, VIP4.into(), 80);
-            fx.expect_forwarded(&tcp4_flags(sport, SYN), b, XDP_TX);
+            fx.expect_forwarded(&tcp4_flags(sport, TCP_ACK), b, XDP_TX);
         }
         // One-second windows per CPU: 10 flows in each window the run touched (it may span two
         // or three, on each CPU the thread ran on).
@@ -429,7 +446,7 @@ fn past_the_new_flow_limit_flows_are_forwarded_by_the_table_unrecorded() {
         // flows are not limited.
         let other = (first + 1) % 3;
         fx.republish(S_TCP4, service_key(VIP4.into(), 80, PROTO_TCP), vec![other; RING as usize]);
-        fx.expect_forwarded(&tcp4_flags(46999, ACK), first, XDP_TX);
+        fx.expect_forwarded(&tcp4_flags(46999, TCP_ACK), first, XDP_TX);
         assert!(fx.dp.flow(&established).is_some());
         // The program said so in its log (aya-log), once per window, not once per packet.
         let records = program_log(fx);
@@ -439,9 +456,30 @@ fn past_the_new_flow_limit_flows_are_forwarded_by_the_table_unrecorded() {
         fx.dp.set_settings(Settings { new_flows_per_cpu: 0, _pad: 0 }).unwrap();
         let before = fx.stat(stat::EVENT_FLOW_NEW);
         for sport in 48000..48100 {
-            fx.expect_forwarded(&tcp4_flags(sport, SYN), other, XDP_TX);
+            fx.expect_forwarded(&tcp4_flags(sport, TCP_ACK), other, XDP_TX);
         }
         assert_eq!(fx.stat(stat::EVENT_FLOW_NEW), before + 100);
+    });
+}
+
+#[test]
+fn the_flow_table_reads_back_every_entry_once_in_batches() {
+    with_fixture("the_flow_table_reads_back_every_entry_once_in_batches", |fx| {
+        // The fixture's table holds 1024 entries, an equal share for each possible CPU (entries
+        // written from here come from this CPU's share): 90% of a share, read 7 at a time.
+        let n = (1024 / xlb_tests::flood::possible_cpus().unwrap() * 9 / 10) as u16;
+        let flows: Vec<(FlowKey, Flow)> = (0..n)
+            .map(|i| (flow_key(PROTO_TCP, CLIENT4.into(), 20000 + i, VIP4.into(), 80), Flow { backend: u32::from(i % 3), ..Flow::default() }))
+            .collect();
+        for (k, f) in &flows {
+            fx.dp.insert_flow(k, *f).unwrap();
+        }
+        let mut read = fx.dp.flow_entries(7);
+        read.sort_by_key(|(k, _)| k.sport);
+        let mut want = flows.clone();
+        want.sort_by_key(|(k, _)| k.sport);
+        assert_eq!(read.len(), usize::from(n));
+        assert_eq!(read, want);
     });
 }
 

@@ -13,10 +13,12 @@ use anyhow::{bail, Context as _, Result};
 use crate::{cmd, root, setup};
 
 /// The targets, as fuzz/Cargo.toml names them.
-pub const TARGETS: &[&str] = &["vrrp_decode", "config_parse", "http_response", "config_edit"];
+pub const TARGETS: &[&str] = &["vrrp_decode", "config_parse", "http_response", "config_edit", "keepalived_parse"];
 
 /// Keywords of the configuration, for the targets that read it.
 const CONFIG_DICT: &str = "fuzz/config.dict";
+/// keepalived.conf's keywords, for the target that reads it.
+const KEEPALIVED_DICT: &str = "fuzz/keepalived.dict";
 
 /// The cargo-fuzz arguments every build and run shares. No sanitizer: the targets are safe
 /// Rust, where AddressSanitizer finds nothing the bounds checks miss, and it halves the
@@ -49,6 +51,8 @@ fn run(target: &'static str, seconds: u64) -> Result<Run> {
     c.arg(target).args(["--", &format!("-max_total_time={seconds}"), "-print_final_stats=1", "-timeout=10"]);
     if target.starts_with("config_") {
         c.arg(format!("-dict={CONFIG_DICT}"));
+    } else if target == "keepalived_parse" {
+        c.arg(format!("-dict={KEEPALIVED_DICT}"));
     }
     let out = c.output().with_context(|| format!("starting {c:?}"))?;
     let report = String::from_utf8_lossy(&out.stderr);

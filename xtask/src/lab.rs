@@ -13,16 +13,25 @@ use crate::{build, setup};
 
 const CONNECTIONS: usize = 300;
 
-pub fn demo() -> Result<()> {
+/// What both demos need first: root, `packages`, the release agent (as `XLB_BIN`), and no
+/// namespace an earlier run left.
+fn prepare(packages: &[&[(&str, &str, &str)]]) -> Result<()> {
     if !nix::unistd::geteuid().is_root() {
         bail!("the lab creates network namespaces and loads XDP programs: run it as root");
     }
-    setup::packages(setup::LAB_PACKAGES)?;
+    for p in packages {
+        setup::packages(p)?;
+    }
     let bin = build(true)?;
     std::env::set_var("XLB_BIN", &bin);
     for ns in xlb_tests::remove_stale_namespaces()? {
         println!("removed namespace {ns} left by an earlier run");
     }
+    Ok(())
+}
+
+pub fn demo() -> Result<()> {
+    prepare(&[setup::LAB_PACKAGES])?;
     println!("lab: client 203.0.113.10, xlb on lb1 203.0.113.2, backends b1-b3 203.0.113.11-13 (and 2001:db8:0:1::/64)");
     println!("lab: starting xlb with config/lab.toml; VIPs {} and {}", plan::VIP4, plan::VIP6);
     let node = SingleNode::start("lab").context("bringing up the lab")?;
@@ -69,16 +78,7 @@ pub fn ecmp_demo() -> Result<()> {
     use std::time::{Duration, Instant};
     use xlb_tests::ecmp::{Ecmp, Options, VIP4, VIP6};
 
-    if !nix::unistd::geteuid().is_root() {
-        bail!("the lab creates network namespaces and loads XDP programs: run it as root");
-    }
-    setup::packages(setup::LAB_PACKAGES)?;
-    setup::packages(setup::ECMP_PACKAGES)?;
-    let bin = build(true)?;
-    std::env::set_var("XLB_BIN", &bin);
-    for ns in xlb_tests::remove_stale_namespaces()? {
-        println!("removed namespace {ns} left by an earlier run");
-    }
+    prepare(&[setup::LAB_PACKAGES, setup::ECMP_PACKAGES])?;
     println!("lab --ecmp: client 198.51.100.10 -> router 203.0.113.1 (BIRD, ECMP) -> xlb on lb1-lb3 203.0.113.2-4 (each with BIRD)");
     println!("            -> backends b1-b3 203.0.113.11-13, answering the client directly (and the same over 2001:db8::/32)");
     println!("lab --ecmp: starting BIRD (config/bird-router.conf, config/bird-node.conf) and xlb (config/ecmp.toml); VIPs {VIP4} and {VIP6}");

@@ -115,6 +115,9 @@ pub const TEST_PACKAGES: &[(&str, &str, &str)] = &[
     ("dpkg-deb", "dpkg", "listing and unpacking the .deb in the package test"),
     ("systemd-analyze", "systemd", "`systemd-analyze verify` of the packaged unit in the package test"),
     ("man", "man-db", "rendering the packaged man pages in the package test"),
+    ("/usr/lib/chromium/chromium", "chromium", "the headless browser that loads the status page in the web lab test"),
+    ("chromedriver", "chromium-driver", "WebDriver for that browser, which the web lab test drives"),
+    ("promtool", "prometheus", "`promtool check metrics`, linting the agent's /metrics in the web lab test"),
 ];
 
 /// What `cargo xtask package` needs besides cargo-deb.

@@ -132,8 +132,11 @@ pub struct Agent {
     model: Model,
     /// The file the configuration came from (what a reload reads again).
     config_file: PathBuf,
-    /// That file's text as last read (runtime changes are edits of it).
+    /// That file's text as last read (runtime changes are edits of it): for a keepalived.conf,
+    /// the TOML it converts to.
     file_text: String,
+    /// How that file is read (TOML or keepalived.conf, and its agent file).
+    read_as: crate::config::ReadAs,
     /// Changes made at run time, on top of the file (kept in `runtime_file`).
     runtime: Vec<runtime::RuntimeChange>,
     dp: Dataplane,

@@ -27,8 +27,9 @@ impl Agent {
     async fn reload_file(&mut self, monitor: &mut Monitor) -> Result<String, String> {
         let path = self.config_file.clone();
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(&path).map_err(|e| format!("reading {file}: {e}; nothing changed"))?;
-        let (_, warnings) = config::parse(&file, &text).map_err(|e| format!("{file} has errors, nothing changed:\n{e}"))?;
+        // Read as at start (a keepalived.conf is converted again): the TOML is what runs.
+        let loaded = config::load_as(&path, &self.read_as).map_err(|e| format!("{file} has errors, nothing changed:\n{e}"))?;
+        let (text, warnings) = (loaded.toml, loaded.warnings);
         for w in &warnings {
             warn!("{w}");
         }

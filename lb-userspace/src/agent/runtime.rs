@@ -87,6 +87,11 @@ impl Agent {
         let file = self.config_file.display().to_string();
         let refused = |e: String| format!("{change}: refused, nothing changed:\n{e}");
         let (text, held) = if save {
+            if self.read_as.format == Some(config::Format::Keepalived) {
+                return Err(refused(format!(
+                    "--save would write TOML into {file}, a keepalived.conf: make the change without --save (it is kept in runtime_file), or move to the TOML of xlb convert"
+                )));
+            }
             let saved = edit::apply(&self.file_text, std::slice::from_ref(&change)).map_err(refused)?;
             // The file alone must be valid; the runtime changes it now covers drop out.
             config::parse(&file, &saved).map_err(|e| refused(e.to_string()))?;

@@ -116,6 +116,7 @@ impl Agent {
             model: Model::adopted(&cfg.agent, &held),
             config_file: PathBuf::from(&cfg.file),
             file_text: String::new(),
+            read_as: cfg.source.read_as.clone(),
             runtime: Vec::new(),
             dp,
             net,
@@ -166,7 +167,7 @@ impl Agent {
             }
         }
         // Runtime changes an earlier agent kept apply on top of the file.
-        let text = std::fs::read_to_string(&cfg.file).unwrap_or_default();
+        let text = config::load_as(std::path::Path::new(&cfg.file), &self.read_as).map(|l| l.toml).unwrap_or_default();
         let running = self.adopt_runtime(cfg, text);
         let model = Model::new(&running, held)?;
         raise_descriptor_limit(model.checks().len());

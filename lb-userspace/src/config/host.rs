@@ -64,7 +64,8 @@ pub fn check_environment(cfg: &Config, ifaces: &[InterfaceInfo]) -> Vec<Diagnost
         }
     }
     out.extend(check_scripts(cfg, &ThisHost));
-    out
+    // A keepalived.conf's diagnostics name its own lines.
+    out.into_iter().map(|d| cfg.source.place(d)).collect()
 }
 
 /// What [`check_scripts`] reads of a host: its files and its users.

@@ -77,6 +77,7 @@ mod announce;
 mod check;
 pub mod edit;
 mod host;
+pub mod keepalived;
 mod reader;
 mod services;
 mod vrrp;
@@ -136,6 +137,8 @@ pub struct Config {
     pub vrrp: Vec<VrrpConfig>,
     /// The `[announce]` table (BGP scale-out), if any; never beside `[[vrrp_instance]]`.
     pub announce: Option<AnnounceConfig>,
+    /// How the file was read, and for a keepalived.conf where each line of its TOML came from.
+    pub source: Source,
 }
 
 /// `[agent]`: how the agent runs on this host.
@@ -350,21 +353,10 @@ fn one_per_line(diagnostics: &[Diagnostic]) -> String {
 // Entry points
 // ---------------------------------------------------------------------------------------------
 
-/// Reads and parses the configuration file at `path`. A read failure is one diagnostic at
-/// line 0.
+/// Reads and parses the configuration file at `path`, TOML or keepalived.conf as its content
+/// says. A read failure is one diagnostic at line 0.
 pub fn load(path: &Path) -> Result<(Config, Vec<Diagnostic>), ConfigError> {
-    let file = path.display().to_string();
-    match std::fs::read_to_string(path) {
-        Ok(text) => parse(&file, &text),
-        Err(e) => Err(ConfigError {
-            diagnostics: vec![Diagnostic {
-                message: format!("cannot read {file}: {e}"),
-                file,
-                line: 0,
-                severity: Severity::Error,
-            }],
-        }),
-    }
+    load_as(path, &ReadAs::default()).map(|loaded| (loaded.config, loaded.warnings))
 }
 
 /// Parses `text`, the contents of `file` (used in diagnostics only). On success returns the
@@ -387,6 +379,92 @@ pub fn parse(file: &str, text: &str) -> Result<(Config, Vec<Diagnostic>), Config
         _ => {
             debug_assert!(has_errors, "a configuration was refused without an error");
             Err(ConfigError { diagnostics })
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading a file as TOML or as keepalived.conf
+// ---------------------------------------------------------------------------------------------
+
+/// How a configuration file is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Format {
+    /// xlb's own TOML.
+    Toml,
+    /// keepalived.conf, converted to xlb's TOML as it is read ([`keepalived`]).
+    Keepalived,
+}
+
+impl Format {
+    /// The format `text` is written in: keepalived.conf when its first significant line is
+    /// neither a TOML table header nor a `key = value`.
+    pub fn detect(text: &str) -> Format {
+        if keepalived::looks_like_keepalived(text) {
+            Format::Keepalived
+        } else {
+            Format::Toml
+        }
+    }
+}
+
+/// How to read a configuration file (the command line's `--format` and `--agent-config`); a
+/// reload reads it the same way.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReadAs {
+    /// `None`: as its content says ([`Format::detect`]).
+    pub format: Option<Format>,
+    /// For a keepalived.conf: a TOML file with the `[agent]` table it lacks.
+    pub agent_config: Option<PathBuf>,
+}
+
+/// Where a [`Config`] came from, as far as diagnostics and a reload need to know.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Source {
+    /// How it was read, its format settled ([`load_as`]); the default for [`parse`].
+    pub read_as: ReadAs,
+    /// For a keepalived.conf: the keepalived file and line of each line of the TOML it became,
+    /// so that later diagnostics (this host's checks) name those.
+    pub origins: Option<std::sync::Arc<keepalived::Origins>>,
+}
+
+impl Source {
+    /// `d`, about a line of the configuration's TOML, about the line it came from.
+    pub fn place(&self, d: Diagnostic) -> Diagnostic {
+        match &self.origins {
+            Some(origins) => origins.place(d),
+            None => d,
+        }
+    }
+}
+
+/// A configuration read from a file.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub config: Config,
+    pub warnings: Vec<Diagnostic>,
+    /// The TOML the configuration was read from: the file's own text, or what a keepalived.conf
+    /// converts to (what `xlb convert` prints; runtime changes edit it).
+    pub toml: String,
+}
+
+/// Reads the configuration file at `path` as `read_as` says.
+pub fn load_as(path: &Path, read_as: &ReadAs) -> Result<Loaded, ConfigError> {
+    let file = path.display().to_string();
+    let fail = |message: String| ConfigError { diagnostics: vec![Diagnostic { file: file.clone(), line: 0, severity: Severity::Error, message }] };
+    let text = std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read {file}: {e}")))?;
+    match read_as.format.unwrap_or_else(|| Format::detect(&text)) {
+        Format::Keepalived => keepalived::read(&keepalived::Disk, path, &text, read_as.agent_config.as_deref()),
+        Format::Toml => {
+            if let Some(agent) = &read_as.agent_config {
+                return Err(fail(format!(
+                    "--agent-config {} is for a keepalived.conf; a TOML configuration has its own [agent]",
+                    agent.display()
+                )));
+            }
+            let (mut config, warnings) = parse(&file, &text)?;
+            config.source.read_as = ReadAs { format: Some(Format::Toml), agent_config: None };
+            Ok(Loaded { config, warnings, toml: text })
         }
     }
 }
@@ -430,7 +508,7 @@ fn read_config(report: &mut Report, root: &DeTable<'_>) -> Option<Config> {
     agent.assign_vips = agent.assign_vips && vrrp.is_empty() && announce.is_none();
     let mut services = services.into_iter().map(ServiceDraft::build).collect::<Option<Vec<_>>>()?;
     default_script_user(agent.script_user.as_deref(), &mut services, &mut vrrp);
-    Some(Config { file: report.file.clone(), agent, services, vrrp, announce })
+    Some(Config { file: report.file.clone(), agent, services, vrrp, announce, source: Source::default() })
 }
 
 /// `[announce]` if present (`Some(None)` when absent; `None` after an error), and what it

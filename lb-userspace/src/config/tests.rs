@@ -133,6 +133,7 @@ fn full_config_parses_to_expected_values() {
         },
         vrrp: vec![],
         announce: None,
+        source: Source::default(),
         services: vec![
             ServiceConfig {
                 name: "web".to_string(),

@@ -22,9 +22,11 @@ use anyhow::{bail, Context as _, Result};
 use serde_json::json;
 use xlb_tests::ecmp::{Ecmp, Options, NODE_CONFIG, VIP4};
 
+use xlb_tests::frames;
+
 use crate::{
-    forwarding::{cpu_times, flood_frame_to, napi_threads, pin_new_napi, runtime_ns, thread_by_name, tx_packets, Flood, FLOWS},
-    lab::{attach_sink, bench_programs, BenchLab, FLOOD_PORT},
+    forwarding::{cpu_times, napi_threads, pin_new_napi, runtime_ns, thread_by_name, tx_packets, Flood, FLOWS},
+    lab::{attach_sink, bench_programs, FLOOD_PORT},
     report::{median, write_json, Row},
     say, Settings,
 };
@@ -118,14 +120,21 @@ fn windows(n: usize, warm: Duration, window: Duration, rounds: usize) -> Result<
         let before = napi_threads("eth0");
         napi.extend(pin_new_napi(&node.ns, &before)?);
     }
-    let router_mac = BenchLab::mac(&lab.router, "eth0")?;
-    let macs = lab.nodes.iter().map(|node| BenchLab::mac(&node.ns, "eth0")).collect::<Result<Vec<_>>>()?;
-    let vip: [u8; 4] = VIP4.parse::<std::net::Ipv4Addr>()?.octets();
+    let router_mac = xlb_tests::link_mac(&lab.router, "eth0")?;
+    let macs = lab.nodes.iter().map(|node| xlb_tests::link_mac(&node.ns, "eth0")).collect::<Result<Vec<_>>>()?;
+    let (client, vip): (std::net::IpAddr, std::net::IpAddr) = ("198.51.100.10".parse()?, VIP4.parse()?);
     // Flow i goes to node i mod n; the frames of one node follow each other, as each node's
     // link receives its own stream (interleaved one by one, three NAPI threads sharing a CPU
     // would wake for a frame each).
-    let mut frames: Vec<(usize, Vec<u8>)> =
-        (0..FLOWS).map(|i| (i as usize % n, flood_frame_to(macs[i as usize % n], router_mac, [198, 51, 100, 10], 10000 + i, vip))).collect();
+    let mut frames: Vec<(usize, Vec<u8>)> = (0..FLOWS)
+        .map(|i| {
+            let node = i as usize % n;
+            let mut f = frames::flow_frame(frames::PROTO_UDP, client, 10000 + i, vip, FLOOD_PORT, &[0x5a; 18]);
+            f[..6].copy_from_slice(&macs[node]);
+            f[6..12].copy_from_slice(&router_mac);
+            (node, f)
+        })
+        .collect();
     frames.sort_by_key(|(node, _)| *node);
     let frames: Vec<Vec<u8>> = frames.into_iter().map(|(_, f)| f).collect();
     let mut out = Vec::new();

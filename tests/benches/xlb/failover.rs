@@ -443,11 +443,11 @@ fn blackouts(runs: &[Value], imp: Impl, vrrp: Vrrp, fault: Fault) -> Vec<f64> {
 fn capacity(run: &Run, window: Duration) -> Result<[f64; 2]> {
     let pair = &run.pair;
     let tx_of = |node: Node| -> Result<u64> { pair.status(node)?.counters.get("tx").copied().context("xlb tx counter") };
-    let client_mac = BenchLab::mac(&pair.client.ns, "eth0")?;
+    let client_mac = xlb_tests::link_mac(&pair.client.ns, "eth0")?;
     let cpus = thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let mut floods = Vec::new();
     for (i, node) in Node::BOTH.into_iter().enumerate() {
-        let mac = BenchLab::mac(&pair.lb(node).ns, "eth0")?;
+        let mac = xlb_tests::link_mac(&pair.lb(node).ns, "eth0")?;
         floods.push(Flood::start(&pair.client.ns, flood_frames(mac, client_mac), i % cpus)?);
     }
     thread::sleep(Duration::from_millis(500));
@@ -467,12 +467,12 @@ fn under_load(run: &Run, duration: Duration, pace: Option<[f64; 2]>) -> Result<V
     let pair = &run.pair;
     run.settle()?;
     let tx_of = |node: Node| -> Result<u64> { pair.status(node)?.counters.get("tx").copied().context("xlb tx counter") };
-    let client_mac = BenchLab::mac(&pair.client.ns, "eth0")?;
+    let client_mac = xlb_tests::link_mac(&pair.client.ns, "eth0")?;
     let cpus = thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let before: Vec<InstanceStatus> = Node::BOTH.iter().map(|&n| pair.vrrp_status(n)).collect::<Result<_>>()?;
     let mut floods = Vec::new();
     for (i, node) in Node::BOTH.into_iter().enumerate() {
-        let mac = BenchLab::mac(&pair.lb(node).ns, "eth0")?;
+        let mac = xlb_tests::link_mac(&pair.lb(node).ns, "eth0")?;
         floods.push(Flood::start_paced(&pair.client.ns, flood_frames(mac, client_mac), i % cpus, pace.map(|p| p[i] * 1e6))?);
     }
     // Let the flood settle, then measure over `duration`.

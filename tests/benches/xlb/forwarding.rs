@@ -16,16 +16,14 @@
 
 use std::{
     process::Command,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
     thread,
     time::{Duration, Instant},
 };
 
 use anyhow::{bail, ensure, Context as _, Result};
 use serde_json::json;
+pub(crate) use xlb_tests::flood::Flood;
+use xlb_tests::frames;
 
 use lb_userspace::config::DEFAULT_NEW_FLOW_RATE;
 
@@ -39,12 +37,19 @@ const PART: &str = "2 forwarding";
 pub(crate) const FLOWS: u16 = 256;
 /// Distinct 5-tuples of the new-flow flood.
 const NEW_FLOWS: u32 = 256 * 1024;
-/// sendmmsg(2) takes at most this many messages a call (UIO_MAXIOV).
-const BATCH: usize = 1024;
 
 /// The flood: `FLOWS` 60-byte frames, client -> VIP:9, source ports 10000..
 pub(crate) fn flood_frames(dst_mac: [u8; 6], src_mac: [u8; 6]) -> Vec<Vec<u8>> {
-    (0..FLOWS).map(|i| flood_frame(dst_mac, src_mac, [203, 0, 113, 10], 10000 + i)).collect()
+    let client = std::net::IpAddr::from([203u8, 0, 113, 10]);
+    let vip: std::net::IpAddr = xlb_tests::plan::VIP4.parse().expect("VIP");
+    (0..FLOWS)
+        .map(|i| {
+            let mut f = frames::flow_frame(frames::PROTO_UDP, client, 10000 + i, vip, FLOOD_PORT, &[0x5a; 18]);
+            f[..6].copy_from_slice(&dst_mac);
+            f[6..12].copy_from_slice(&src_mac);
+            f
+        })
+        .collect()
 }
 
 /// Every frame a new flow: `NEW_FLOWS` 60-byte frames to VIP:9, from 198.51.100.0/24 (spoofed
@@ -52,176 +57,16 @@ pub(crate) fn flood_frames(dst_mac: [u8; 6], src_mac: [u8; 6]) -> Vec<Vec<u8>> {
 /// flow recorded on the first pass is a hit on the next, so the window counts the program's
 /// own `flow_new` and `flow_unrecorded`.
 fn new_flow_frames(dst_mac: [u8; 6], src_mac: [u8; 6]) -> Vec<Vec<u8>> {
-    (0..NEW_FLOWS).map(|i| flood_frame(dst_mac, src_mac, [198, 51, 100, (i % 256) as u8], 10000 + (i / 256) as u16)).collect()
-}
-
-/// One 60-byte UDP frame from `client`:`sport` to VIP:9.
-fn flood_frame(dst_mac: [u8; 6], src_mac: [u8; 6], client: [u8; 4], sport: u16) -> Vec<u8> {
-    let vip: [u8; 4] = xlb_tests::plan::VIP4.parse::<std::net::Ipv4Addr>().expect("VIP").octets();
-    flood_frame_to(dst_mac, src_mac, client, sport, vip)
-}
-
-/// One 60-byte UDP frame from `client`:`sport` to `vip`:9.
-pub(crate) fn flood_frame_to(dst_mac: [u8; 6], src_mac: [u8; 6], client: [u8; 4], sport: u16, vip: [u8; 4]) -> Vec<u8> {
-    let payload = 18usize;
-    let mut f: Vec<u8> = Vec::with_capacity(60);
-    f.extend_from_slice(&dst_mac);
-    f.extend_from_slice(&src_mac);
-    f.extend_from_slice(&[0x08, 0x00]);
-    let total = (20 + 8 + payload) as u16;
-    let mut ip = vec![0x45, 0];
-    ip.extend_from_slice(&total.to_be_bytes());
-    ip.extend_from_slice(&[0, 0, 0x40, 0, 64, 17, 0, 0]);
-    ip.extend_from_slice(&client);
-    ip.extend_from_slice(&vip);
-    let sum = ipv4_checksum(&ip);
-    ip[10..12].copy_from_slice(&sum.to_be_bytes());
-    f.extend_from_slice(&ip);
-    f.extend_from_slice(&sport.to_be_bytes());
-    f.extend_from_slice(&FLOOD_PORT.to_be_bytes());
-    f.extend_from_slice(&((8 + payload) as u16).to_be_bytes());
-    f.extend_from_slice(&[0, 0]); // no UDP checksum (valid for IPv4)
-    f.extend(std::iter::repeat_n(0x5a, payload));
-    f
-}
-
-/// The generator: an AF_PACKET socket in the client's namespace sending the frames in
-/// batches with sendmmsg(2), bypassing the qdisc, on a thread pinned to CPU 0. Its send
-/// buffer is raised with SO_SNDBUFFORCE so that frames in flight in the veth and bridge do
-/// not make it fail (trafgen gives up on the first EAGAIN, and inside a namespace it cannot
-/// raise the host's default socket buffer); a full buffer blocks it instead.
-pub(crate) struct Flood {
-    stop: Arc<AtomicBool>,
-    handle: Option<thread::JoinHandle<Result<()>>>,
-}
-
-impl Flood {
-    pub(crate) fn start(ns: &str, frames: Vec<Vec<u8>>, cpu: usize) -> Result<Flood> {
-        Flood::start_paced(ns, frames, cpu, None)
-    }
-
-    /// As [`Flood::start`], at most `pps` frames a second when given (each batch of frames
-    /// is followed by a sleep to the batch's due time).
-    pub(crate) fn start_paced(ns: &str, frames: Vec<Vec<u8>>, cpu: usize, pps: Option<f64>) -> Result<Flood> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let (tx, rx) = std::sync::mpsc::channel::<Result<(), String>>();
-        let handle = xlb_tests::spawn_in_netns(ns, move || -> Result<()> {
-            let setup = || -> Result<i32> {
-                pin_self(cpu);
-                let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
-                ensure!(fd >= 0, "socket(AF_PACKET): {}", std::io::Error::last_os_error());
-                let set = |level: i32, opt: i32, value: i32| -> Result<()> {
-                    let r = unsafe {
-                        libc::setsockopt(fd, level, opt, &value as *const i32 as *const libc::c_void, std::mem::size_of::<i32>() as u32)
-                    };
-                    ensure!(r == 0, "setsockopt({level}, {opt}): {}", std::io::Error::last_os_error());
-                    Ok(())
-                };
-                set(libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, 1)?;
-                set(libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, 16 << 20)?;
-                let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-                sll.sll_family = libc::AF_PACKET as u16;
-                sll.sll_ifindex = xlb_tests::ifindex("eth0")? as i32;
-                let r = unsafe {
-                    libc::bind(fd, &sll as *const libc::sockaddr_ll as *const libc::sockaddr, std::mem::size_of::<libc::sockaddr_ll>() as u32)
-                };
-                ensure!(r == 0, "bind(AF_PACKET, eth0): {}", std::io::Error::last_os_error());
-                Ok(fd)
-            };
-            let fd = match setup() {
-                Ok(fd) => {
-                    let _ = tx.send(Ok(()));
-                    fd
-                }
-                Err(e) => {
-                    let _ = tx.send(Err(format!("{e:#}")));
-                    return Err(e);
-                }
-            };
-            let mut iovs: Vec<libc::iovec> =
-                frames.iter().map(|f| libc::iovec { iov_base: f.as_ptr() as *mut libc::c_void, iov_len: f.len() }).collect();
-            let mut msgs: Vec<libc::mmsghdr> = iovs
-                .iter_mut()
-                .map(|iov| {
-                    let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
-                    m.msg_hdr.msg_iov = iov as *mut libc::iovec;
-                    m.msg_hdr.msg_iovlen = 1;
-                    m
-                })
-                .collect();
-            let mut result = Ok(());
-            let started = std::time::Instant::now();
-            let mut sent = 0u64;
-            // Where the next batch starts: every frame is sent in turn, however many there are.
-            let mut next = 0usize;
-            while !flag.load(Ordering::Relaxed) {
-                if let Some(pps) = pps {
-                    let due = started + Duration::from_secs_f64(sent as f64 / pps);
-                    let now = std::time::Instant::now();
-                    if due > now {
-                        thread::sleep(due - now);
-                    }
-                }
-                let batch = BATCH.min(msgs.len() - next);
-                // SAFETY: `next + batch <= msgs.len()`; every message points at an iovec of
-                // `iovs` and a frame of `frames`, both alive until the loop ends.
-                let n = unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr().add(next), batch as u32, 0) };
-                if n > 0 {
-                    sent += n as u64;
-                    next = (next + n as usize) % msgs.len();
-                }
-                if n < 0 {
-                    let e = std::io::Error::last_os_error();
-                    match e.raw_os_error() {
-                        Some(libc::ENOBUFS) | Some(libc::EAGAIN) | Some(libc::EINTR) => continue,
-                        _ => {
-                            result = Err(anyhow::anyhow!("sendmmsg: {e}"));
-                            break;
-                        }
-                    }
-                }
-            }
-            unsafe { libc::close(fd) };
-            result
-        })?;
-        rx.recv()?.map_err(|e| anyhow::anyhow!("flood generator: {e}"))?;
-        Ok(Flood { stop, handle: Some(handle) })
-    }
-
-    pub(crate) fn stop(mut self) -> Result<()> {
-        self.stop.store(true, Ordering::Relaxed);
-        match self.handle.take().map(|h| h.join()) {
-            Some(Ok(r)) => r,
-            Some(Err(_)) => bail!("flood generator panicked"),
-            None => Ok(()),
-        }
-    }
-}
-
-impl Drop for Flood {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
-    }
-}
-
-fn pin_self(cpu: usize) {
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-    }
-}
-
-fn ipv4_checksum(header: &[u8]) -> u16 {
-    let mut sum: u32 = header.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], c[1]]))).sum();
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
+    let vip: std::net::IpAddr = xlb_tests::plan::VIP4.parse().expect("VIP");
+    (0..NEW_FLOWS)
+        .map(|i| {
+            let client = std::net::IpAddr::from([198, 51, 100, (i % 256) as u8]);
+            let mut f = frames::flow_frame(frames::PROTO_UDP, client, 10000 + (i / 256) as u16, vip, FLOOD_PORT, &[0x5a; 18]);
+            f[..6].copy_from_slice(&dst_mac);
+            f[6..12].copy_from_slice(&src_mac);
+            f
+        })
+        .collect()
 }
 
 /// Busy and total jiffies per CPU from /proc/stat.
@@ -422,8 +267,8 @@ pub fn run(s: &Settings, notes: &mut Vec<String>) -> Result<Vec<Row>> {
         if s.quick { (Duration::from_millis(500), Duration::from_secs(2), 1) } else { (Duration::from_secs(1), Duration::from_secs(5), 3) };
     let threaded = std::env::var("XLB_BENCH_NAPI").as_deref() != Ok("softirq");
     let mut bl = BenchLab::start("bfwd")?;
-    let lb_mac = BenchLab::mac(&bl.lb.ns, "eth0")?;
-    let client_mac = BenchLab::mac(&bl.client.ns, "eth0")?;
+    let lb_mac = xlb_tests::link_mac(&bl.lb.ns, "eth0")?;
+    let client_mac = xlb_tests::link_mac(&bl.client.ns, "eth0")?;
     let frames = flood_frames(lb_mac, client_mac);
     let new_frames = new_flow_frames(lb_mac, client_mac);
     let mut windows: Vec<Window> = Vec::new();

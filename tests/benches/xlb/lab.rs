@@ -170,15 +170,6 @@ impl BenchLab {
         Ok(())
     }
 
-    /// MAC address of `ifname` in namespace `ns`.
-    pub fn mac(ns: &str, ifname: &str) -> Result<[u8; 6]> {
-        let out = xlb_tests::run(Command::new("ip").args(["-n", ns, "-j", "link", "show", ifname]))?;
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-        let text = v[0]["address"].as_str().context("no address")?;
-        let bytes: Vec<u8> = text.split(':').map(|h| u8::from_str_radix(h, 16)).collect::<Result<_, _>>()?;
-        bytes.try_into().map_err(|_| anyhow::anyhow!("bad MAC {text}"))
-    }
-
     /// `ethtool -S` of `ifname` in `ns`: counter name -> value.
     pub fn ethtool(ns: &str, ifname: &str) -> Result<std::collections::BTreeMap<String, u64>> {
         let out = xlb_tests::run(Command::new("ip").args(["netns", "exec", ns, "ethtool", "-S", ifname]))?;

@@ -479,7 +479,7 @@ fn measure(opts: &Options, cpu: Option<usize>) -> Result<Vec<Row>> {
     let hit_wrapped = per_round("wrap_hit", "wrap_hit_empty");
     let base = m("baseline");
     let results = [
-        ("new flow: TCP SYN to a VIP of 100 backends (insert)", median(&new_flow), Some(8.0)),
+        ("new flow: a connection's first ACK to a VIP of 100 backends (insert)", median(&new_flow), Some(8.0)),
         ("flow-table hit: same TCP flow again", m("hit"), Some(4.0)),
         ("UDP v4, established flow", m("udp"), None),
         ("IPv6 TCP, established flow", m("ipv6"), None),

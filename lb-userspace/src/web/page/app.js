@@ -18,8 +18,12 @@ function si(n) {
   if (!isFinite(n)) return "-";
   const units = [[1e9, "G"], [1e6, "M"], [1e3, "k"]];
   for (const [v, u] of units) if (Math.abs(n) >= v) return (n / v).toFixed(n / v >= 100 ? 0 : 1) + u;
-  return n >= 10 || n === 0 ? Math.round(n).toString() : n.toFixed(1);
+  // A count below 10 stays whole ("7", not "7.0"); a rate keeps its tenth.
+  return n >= 10 || Number.isInteger(n) ? Math.round(n).toString() : n.toFixed(1);
 }
+
+// "1 service", "2 services".
+const count = (n, what) => `${n} ${what}${n === 1 ? "" : "s"}`;
 
 function duration(s) {
   s = Math.floor(s);
@@ -78,7 +82,7 @@ function backendRow(b, sorry) {
     el("td", { class: "num" }, b.flows == null ? "-" : si(b.flows)),
     el("td", { class: "num" }, si(b.counters.packets)),
     el("td", { class: "num hide-narrow" }, si(b.counters.bytes)),
-    el("td", { class: "reason hide-narrow" }, `${last}, ${b.transitions} transitions`));
+    el("td", { class: "reason hide-narrow" }, `${last}, ${count(b.transitions, "transition")}`));
   return tr;
 }
 
@@ -115,7 +119,7 @@ function drawStatus(st) {
   $("version").textContent = a.version ? `xlb ${a.version}` : "";
   $("summary").textContent =
     `up ${duration(a.uptime_seconds || 0)} · interfaces ${st.interfaces.join(", ")} · ` +
-    `flows ${si(st.flows)} of ${si(a.flow_table_size || 0)} · ${st.services.length} services`;
+    `flows ${si(st.flows)} of ${si(a.flow_table_size || 0)} · ${count(st.services.length, "service")}`;
   $("vrrp").replaceChildren(...st.vrrp.map((v) =>
     el("span", { class: `badge ${v.state}`, "data-instance": v.name },
       `${v.name} ${v.state} (prio ${v.priority}${v.master ? `, master ${v.master}` : ""})`)));
