@@ -75,9 +75,11 @@ fn spread(tag: &str, vip: &str, service: &str) -> Result<()> {
         flows,
         flows.iter().map(|f| format!("{:.1}%", 100.0 * *f as f64 / recorded as f64)).collect::<Vec<_>>()
     );
-    ensure!(recorded as usize == total, "the nodes recorded {recorded} flows for {total} connections");
+    // A new connection that reuses the 5-tuple of one just closed finds its entry: not a new
+    // flow. Nearly every connection is one.
+    ensure!(recorded as usize <= total && recorded as usize >= total * 98 / 100, "the nodes recorded {recorded} flows for {total} connections");
     let per_node: Tally = flows.iter().enumerate().map(|(i, f)| (format!("lb{}", i + 1), *f as usize)).collect();
-    assert_even(&per_node, &["lb1", "lb2", "lb3"], total, 0.10)?;
+    assert_even(&per_node, &["lb1", "lb2", "lb3"], recorded as usize, 0.10)?;
     assert_even(&tally, &BACKEND_NAMES, total, 0.10)?;
     Ok(())
 }
