@@ -295,14 +295,10 @@ fn a_node_vanishing_and_back_breaks_no_connection_v6() -> Result<()> {
     vanish_and_return("bgp-vanish6", VIP6)
 }
 
-#[test]
-fn a_killed_agent_withdraws_and_its_successor_announces_again() -> Result<()> {
-    if !privileged("a_killed_agent_withdraws_and_its_successor_announces_again") {
-        return Ok(());
-    }
+fn kill_and_restart(tag: &str, vip: &str) -> Result<()> {
     let _one = one_lab();
-    let mut lab = Ecmp::start("bgp-kill", Options::default())?;
-    let traffic = Traffic::start(&lab, VIP4)?;
+    let mut lab = Ecmp::start(tag, Options::default())?;
+    let traffic = Traffic::start(&lab, vip)?;
     let killed = Instant::now();
     lab.stop_xlb(0, Signal::SIGKILL)?;
     let withdrawn = routed(&lab, &OTHERS, Duration::from_secs(5))?;
@@ -315,7 +311,7 @@ fn a_killed_agent_withdraws_and_its_successor_announces_again() -> Result<()> {
     let seen = traffic.finish();
     ensure!(lab.xlb_log(0).contains("adopted pinned maps"), "the new agent did not adopt the pins:\n{}", lab.xlb_log(0));
     eprintln!(
-        "lb1's agent killed with -9: both VIPs withdrawn after {} (the kernel removed its tun device and routes; the program forwarded meanwhile); \
+        "{vip}: lb1's agent killed with -9: both VIPs withdrawn after {} (the kernel removed its tun device and routes; the program forwarded meanwhile); \
          restarted agent announced again {} after its start; {}",
         ms(withdrawn - killed),
         ms(announced - restarted),
@@ -327,13 +323,25 @@ fn a_killed_agent_withdraws_and_its_successor_announces_again() -> Result<()> {
 }
 
 #[test]
-fn a_node_without_its_data_plane_stops_announcing() -> Result<()> {
-    if !privileged("a_node_without_its_data_plane_stops_announcing") {
+fn a_killed_agent_withdraws_and_its_successor_announces_again_v4() -> Result<()> {
+    if !privileged("a_killed_agent_withdraws_and_its_successor_announces_again_v4") {
         return Ok(());
     }
+    kill_and_restart("bgp-kill4", VIP4)
+}
+
+#[test]
+fn a_killed_agent_withdraws_and_its_successor_announces_again_v6() -> Result<()> {
+    if !privileged("a_killed_agent_withdraws_and_its_successor_announces_again_v6") {
+        return Ok(());
+    }
+    kill_and_restart("bgp-kill6", VIP6)
+}
+
+fn detach(tag: &str, vip: &str) -> Result<()> {
     let _one = one_lab();
-    let lab = Ecmp::start("bgp-detach", Options::default())?;
-    let traffic = Traffic::start(&lab, VIP4)?;
+    let lab = Ecmp::start(tag, Options::default())?;
+    let traffic = Traffic::start(&lab, vip)?;
     let detached = Instant::now();
     lab.detach(0)?;
     let withdrawn = routed(&lab, &OTHERS, Duration::from_secs(2))?;
@@ -346,7 +354,7 @@ fn a_node_without_its_data_plane_stops_announcing() -> Result<()> {
         "{announce:?}"
     );
     eprintln!(
-        "lb1's program detached: both VIPs withdrawn after {} (data-plane check every 100 ms, then BGP); {}; {} probe flows went dark, longest {}",
+        "{vip}: lb1's program detached: both VIPs withdrawn after {} (data-plane check every 100 ms, then BGP); {}; {} probe flows went dark, longest {}",
         ms(withdrawn - detached),
         seen.summary(),
         seen.blackouts(detached).len(),
@@ -355,6 +363,22 @@ fn a_node_without_its_data_plane_stops_announcing() -> Result<()> {
     ensure!(withdrawn - detached < Duration::from_millis(300), "withdrawn after {:?}", withdrawn - detached);
     seen.none_broken()?;
     Ok(())
+}
+
+#[test]
+fn a_node_without_its_data_plane_stops_announcing_v4() -> Result<()> {
+    if !privileged("a_node_without_its_data_plane_stops_announcing_v4") {
+        return Ok(());
+    }
+    detach("bgp-detach4", VIP4)
+}
+
+#[test]
+fn a_node_without_its_data_plane_stops_announcing_v6() -> Result<()> {
+    if !privileged("a_node_without_its_data_plane_stops_announcing_v6") {
+        return Ok(());
+    }
+    detach("bgp-detach6", VIP6)
 }
 
 /// The backend address Maglev gives the TCP flow from `client` to `vip`:80 with a table over
@@ -368,21 +392,18 @@ fn maglev_choice(backends: &[String], client: std::net::SocketAddr, vip: &str) -
     Ok(backends[table[at] as usize].clone())
 }
 
-#[test]
-fn a_backend_added_then_a_node_leaving_breaks_a_bounded_share() -> Result<()> {
-    if !privileged("a_backend_added_then_a_node_leaving_breaks_a_bounded_share") {
-        return Ok(());
-    }
+/// Test 6 over `vip` (of `service`): backends' addresses `prefix` + the backend's number + 10.
+fn added_then_leaving(tag: &str, vip: &str, service: &str, prefix: &str) -> Result<()> {
     let _one = one_lab();
-    let mut lab = Ecmp::start("bgp-added", Options::default())?;
-    let held = HeldConnections::open(&lab.client.ns, Ecmp::web(VIP4), HELD)?;
-    let address = |name: &str| format!("203.0.113.{}", 10 + name.trim_start_matches('b').parse::<u8>().expect("bN"));
+    let mut lab = Ecmp::start(tag, Options::default())?;
+    let held = HeldConnections::open(&lab.client.ns, Ecmp::web(vip), HELD)?;
+    let address = |name: &str| format!("{prefix}{}", 10 + name.trim_start_matches('b').parse::<u8>().expect("bN"));
     let flows = held.flows()?;
     let chatter = held.chatter(CHATTER);
-    // b4 joins every node's web4, one node after the other, as an operator would.
+    // b4 joins every node's service, one node after the other, as an operator would.
     lab.add_backend("b4", 14)?;
     for i in ALL {
-        lab.xlb_command(i, &["backend", "add", "web4", "203.0.113.14"])?;
+        lab.xlb_command(i, &["backend", "add", service, &address("b4")])?;
     }
     let old: Vec<String> = BACKEND_NAMES.iter().map(|b| address(b)).collect();
     let new: Vec<String> = ["b1", "b2", "b3", "b4"].iter().map(|b| address(b)).collect();
@@ -390,26 +411,26 @@ fn a_backend_added_then_a_node_leaving_breaks_a_bounded_share() -> Result<()> {
     // backend if the router moves them to a node that has no entry for them.
     let mut at_risk = 0;
     for (client, backend) in &flows {
-        let was = maglev_choice(&old, *client, VIP4)?;
+        let was = maglev_choice(&old, *client, vip)?;
         ensure!(was == address(backend), "{client} is on {backend}, but the table gives {was}");
-        if maglev_choice(&new, *client, VIP4)? != was {
+        if maglev_choice(&new, *client, vip)? != was {
             at_risk += 1;
         }
     }
     std::thread::sleep(Duration::from_secs(1));
     // New connections reach b4.
-    let fresh = xlb_tests::in_netns(&lab.client.ns, || xlb_tests::traffic::http_requests(Ecmp::web(VIP4), 60))??;
+    let fresh = xlb_tests::in_netns(&lab.client.ns, || xlb_tests::traffic::http_requests(Ecmp::web(vip), 60))??;
     ensure!(fresh.get("b4").copied().unwrap_or(0) > 0, "no new connection reached b4: {fresh:?}");
-    let before: u64 = OTHERS.iter().map(|&i| lab.flows(i, "web4")).sum::<Result<u64>>()?;
+    let before: u64 = OTHERS.iter().map(|&i| lab.flows(i, service)).sum::<Result<u64>>()?;
     lab.vanish(0)?;
     routed(&lab, &OTHERS, Duration::from_secs(5))?;
     std::thread::sleep(Duration::from_secs(3));
     let (seen, _) = chatter.finish();
-    let after: u64 = OTHERS.iter().map(|&i| lab.flows(i, "web4")).sum::<Result<u64>>()?;
+    let after: u64 = OTHERS.iter().map(|&i| lab.flows(i, service)).sum::<Result<u64>>()?;
     let moved = after - before;
     let broken = seen.broken.len() + seen.moved.len();
     eprintln!(
-        "b4 added on every node, then lb1 vanished: {moved} of {HELD} long-lived connections moved to another node (lb1's and those ECMP rehashed); \
+        "{vip}: b4 added on every node, then lb1 vanished: {moved} of {HELD} long-lived connections moved to another node (lb1's and those ECMP rehashed); \
          {at_risk} had a backend the new table changes; {broken} broke ({} reset, {} answered by another backend), {} kept; \
          expected about {at_risk} x {moved}/{HELD} = {:.0}",
         seen.broken.len(),
@@ -421,6 +442,22 @@ fn a_backend_added_then_a_node_leaving_breaks_a_bounded_share() -> Result<()> {
     ensure!(broken <= at_risk, "{broken} broke, but only {at_risk} connections had a backend the new table changes");
     ensure!(broken as u64 <= moved, "{broken} broke, but only {moved} moved");
     Ok(())
+}
+
+#[test]
+fn a_backend_added_then_a_node_leaving_breaks_a_bounded_share_v4() -> Result<()> {
+    if !privileged("a_backend_added_then_a_node_leaving_breaks_a_bounded_share_v4") {
+        return Ok(());
+    }
+    added_then_leaving("bgp-added4", VIP4, "web4", "203.0.113.")
+}
+
+#[test]
+fn a_backend_added_then_a_node_leaving_breaks_a_bounded_share_v6() -> Result<()> {
+    if !privileged("a_backend_added_then_a_node_leaving_breaks_a_bounded_share_v6") {
+        return Ok(());
+    }
+    added_then_leaving("bgp-added6", VIP6, "web6", "2001:db8:0:1::")
 }
 
 #[test]
