@@ -245,6 +245,10 @@ impl Ecmp {
     }
 
     fn spawn_xlb(&mut self, i: usize) -> Result<()> {
+        self.spawn_xlb_env(i, &[])
+    }
+
+    fn spawn_xlb_env(&mut self, i: usize, env: &[(&str, &str)]) -> Result<()> {
         ensure!(self.xlb_runs[i].is_none(), "xlb already runs on lb{}", i + 1);
         let pins = self.lab.bpffs()?.join(format!("xlb-lb{}", i + 1));
         let path = self.xlb_config(i);
@@ -253,7 +257,7 @@ impl Ecmp {
         }
         let log = self.next_log("xlb", i);
         let (ns, xlb, config) = (self.nodes[i].ns.clone(), self.xlb.clone(), path.display().to_string());
-        self.lab.spawn(&ns, &log, &xlb, &["run", "--config", &config])?;
+        self.lab.spawn_with_env(&ns, &log, &xlb, &["run", "--config", &config], env)?;
         self.xlb_runs[i] = Some(log);
         Ok(())
     }
@@ -267,6 +271,17 @@ impl Ecmp {
     pub fn start_xlb(&mut self, i: usize) -> Result<()> {
         self.spawn_xlb(i)?;
         self.wait_xlb_ready(i)
+    }
+
+    /// [`Ecmp::start_xlb`] with extra environment variables for the agent.
+    pub fn start_xlb_env(&mut self, i: usize, env: &[(&str, &str)]) -> Result<()> {
+        self.spawn_xlb_env(i, env)?;
+        self.wait_xlb_ready(i)
+    }
+
+    /// The process id of node `i`'s xlb, if it runs.
+    pub fn xlb_pid(&self, i: usize) -> Option<u32> {
+        self.lab.pid(self.xlb_runs[i].as_deref()?)
     }
 
     /// Sends `signal` to node `i`'s xlb and waits (10 s at most) for it to exit.

@@ -487,3 +487,61 @@ fn a_vip_whose_service_falls_below_quorum_is_withdrawn() -> Result<()> {
     );
     Ok(())
 }
+
+/// What systemd's watchdog sees: an agent started with `WatchdogSec=1s` pings from its loop;
+/// one that hangs (here SIGSTOP) stops pinging, and the kill systemd then sends (here by the
+/// test: SIGABRT, systemd's WatchdogSignal) withdraws its VIPs.
+#[test]
+fn a_hung_agent_stops_pinging_the_watchdog_and_its_kill_withdraws() -> Result<()> {
+    use std::os::unix::net::UnixDatagram;
+    if !privileged("a_hung_agent_stops_pinging_the_watchdog_and_its_kill_withdraws") {
+        return Ok(());
+    }
+    let _one = one_lab();
+    let mut lab = Ecmp::start("bgp-watchdog", Options::default())?;
+    // lb1's agent again, as systemd starts it: a notify socket and WATCHDOG_USEC (1 s).
+    lab.stop_xlb(0, Signal::SIGKILL)?;
+    routed(&lab, &OTHERS, Duration::from_secs(5))?;
+    let path = lab.lab.dir.join("notify.sock");
+    let socket = UnixDatagram::bind(&path)?;
+    socket.set_read_timeout(Some(Duration::from_millis(100)))?;
+    let notify = path.display().to_string();
+    lab.start_xlb_env(0, &[("NOTIFY_SOCKET", &notify), ("WATCHDOG_USEC", "1000000")])?;
+    routed(&lab, &ALL, Duration::from_secs(10))?;
+    let pid = nix::unistd::Pid::from_raw(lab.xlb_pid(0).expect("running") as i32);
+    // The pings that arrive within `window`, as times.
+    let pings = |window: Duration| -> Vec<Instant> {
+        let end = Instant::now() + window;
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 512];
+        while Instant::now() < end {
+            if let Ok(n) = socket.recv(&mut buf) {
+                if String::from_utf8_lossy(&buf[..n]).lines().any(|l| l == "WATCHDOG=1") {
+                    seen.push(Instant::now());
+                }
+            }
+        }
+        seen
+    };
+    let alive = pings(Duration::from_secs(2));
+    ensure!(alive.len() >= 3, "{} watchdog pings in 2 s from a running agent", alive.len());
+    nix::sys::signal::kill(pid, Signal::SIGSTOP)?;
+    let hung = Instant::now();
+    let silent = pings(Duration::from_millis(1500));
+    ensure!(silent.is_empty(), "a stopped agent pinged {} times", silent.len());
+    // The watchdog expired (1 s without a ping); systemd sends WatchdogSignal.
+    let expired = Instant::now();
+    nix::sys::signal::kill(pid, Signal::SIGABRT)?;
+    nix::sys::signal::kill(pid, Signal::SIGCONT)?;
+    let withdrawn = routed(&lab, &OTHERS, Duration::from_secs(5))?;
+    lab.xlb_exited(0, Duration::from_secs(5))?;
+    eprintln!(
+        "watchdog: {} pings in 2 s from a running agent (WatchdogSec 1 s), none in the {} after it hung; \
+         its kill withdrew the VIPs after {} ({} after the hang)",
+        alive.len(),
+        ms(expired - hung),
+        ms(withdrawn - expired),
+        ms(withdrawn - hung)
+    );
+    Ok(())
+}

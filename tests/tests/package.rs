@@ -176,6 +176,7 @@ fn packaged_unit_verifies_and_names_the_packaged_commands() -> Result<()> {
         ("KillSignal", "SIGTERM"),
         ("RestartKillSignal", "SIGUSR2"),
         ("Restart", "on-failure"),
+        ("WatchdogSec", "10s"),
         ("RuntimeDirectory", "xlb"),
         ("LimitMEMLOCK", "infinity"),
         ("ProtectSystem", "true"),

@@ -375,6 +375,10 @@ impl Agent {
             crate::web::start(addr, rx, &self.model.agent.pin_path)
         });
         let mut drain_tick = tokio::time::interval(announce::DRAIN_TICK);
+        // systemd's watchdog (WatchdogSec=): pinged from this loop, so that an agent whose
+        // loop hangs is killed and restarted (and, with [announce], its VIPs withdrawn by the
+        // kill) rather than left holding them without health checks.
+        let mut watchdog = sd_notify::watchdog_enabled().map(|every| tokio::time::interval(every / 2));
         // The stop signal resolves once; a drain may follow it.
         let mut signalled = false;
         tokio::pin!(shutdown);
@@ -438,6 +442,7 @@ impl Agent {
                     }
                 }
                 _ = dataplane_check.tick(), if self.vrrp.is_some() || self.announce.is_some() => self.check_dataplane().await,
+                Some(_) = async { Some(watchdog.as_mut()?.tick().await) }, if watchdog.is_some() => notify(&[NotifyState::Watchdog]),
                 Some(m) = async { vrrp_macs.as_mut()?.recv().await }, if vrrp_macs.is_some() => self.apply_local_mac(m),
                 _ = retry.tick() => {
                     if let Err(e) = self.reread_neighbours(false).await {
