@@ -93,7 +93,7 @@ fn main() -> ExitCode {
             "program" => program::run(&if quick {
                 program::Options { repeat: 100_000, runs: 3 }
             } else {
-                program::Options { repeat: 1_000_000, runs: 5 }
+                program::Options { repeat: 1_000_000, runs: 9 }
             }),
             "forwarding" => forwarding::run(&settings, &mut notes),
             "e2e" => e2e::run(&settings, &mut notes),
