@@ -171,6 +171,7 @@ fn packet_socket(cpu: usize, idle: bool) -> Result<i32> {
     let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
     ensure!(fd >= 0, "socket(AF_PACKET): {}", std::io::Error::last_os_error());
     let set = |level: i32, opt: i32, value: i32| -> Result<()> {
+        // SAFETY: a system call on a descriptor this code owns; every pointer passed points at a live local of the size given.
         let r = unsafe { libc::setsockopt(fd, level, opt, (&value as *const i32).cast(), std::mem::size_of::<i32>() as u32) };
         ensure!(r == 0, "setsockopt({level}, {opt}): {}", std::io::Error::last_os_error());
         Ok(())
@@ -182,6 +183,7 @@ fn packet_socket(cpu: usize, idle: bool) -> Result<i32> {
         let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         sll.sll_family = libc::AF_PACKET as u16;
         sll.sll_ifindex = crate::ifindex("eth0")? as i32;
+        // SAFETY: a system call on a descriptor this code owns; every pointer passed points at a live local of the size given.
         let r = unsafe {
             libc::bind(fd, (&sll as *const libc::sockaddr_ll).cast(), std::mem::size_of::<libc::sockaddr_ll>() as u32)
         };
@@ -189,6 +191,7 @@ fn packet_socket(cpu: usize, idle: bool) -> Result<i32> {
         Ok(())
     })();
     if let Err(e) = bound {
+        // SAFETY: a system call on a descriptor this code owns; every pointer passed points at a live local of the size given.
         unsafe { libc::close(fd) };
         return Err(e);
     }

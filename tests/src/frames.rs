@@ -218,16 +218,20 @@ pub fn send_raw(ifname: &str, frame: &[u8]) -> std::io::Result<()> {
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     let ifindex = nix::net::if_::if_nametoindex(ifname).map_err(std::io::Error::from)?;
     // Protocol 0: the socket sends only, it receives nothing.
+    // SAFETY: a system call on a descriptor this code owns; every pointer passed points at a live local of the size given.
     let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
     if fd < 0 {
         return Err(std::io::Error::last_os_error());
     }
+    // SAFETY: a C struct of integers and arrays, for which all zeros is a valid value.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: a C struct of integers and arrays, for which all zeros is a valid value.
     let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
     addr.sll_family = libc::AF_PACKET as u16;
     addr.sll_ifindex = ifindex as i32;
     addr.sll_halen = 6;
     addr.sll_addr[..6].copy_from_slice(&frame[..6]);
+    // SAFETY: a system call on a descriptor this code owns; every pointer passed points at a live local of the size given.
     let sent = unsafe {
         libc::sendto(
             fd.as_raw_fd(),

@@ -503,10 +503,12 @@ mod xdp_pass {
     }
 
     fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> std::io::Result<OwnedFd> {
+        // SAFETY: the attribute is a live struct of the size passed, laid out as the kernel's bpf_attr.
         let fd = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *mut T, std::mem::size_of::<T>() as u32) };
         if fd < 0 {
             return Err(std::io::Error::last_os_error());
         }
+        // SAFETY: the descriptor was just returned by the system and nothing else owns it.
         Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
     }
 

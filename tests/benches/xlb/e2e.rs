@@ -182,6 +182,7 @@ fn machine_cpu_seconds() -> Result<f64> {
     let v: Vec<u64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
     let total: u64 = v.iter().take(8).sum();
     let idle = v[3] + v[4];
+    // SAFETY: sysconf takes no pointer and only reads a system value.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     Ok((total - idle) as f64 / hz)
 }

@@ -343,14 +343,17 @@ struct AdvertWatch {
 impl AdvertWatch {
     fn open(ns: &str) -> Result<AdvertWatch> {
         let fd = xlb_tests::in_netns(ns, || -> Result<OwnedFd> {
+            // SAFETY: the descriptor was just returned by the system and nothing else owns it.
             let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 112) };
             ensure!(raw >= 0, "socket(AF_INET, SOCK_RAW, 112): {}", std::io::Error::last_os_error());
+            // SAFETY: the descriptor was just returned by the system and nothing else owns it.
             let fd = unsafe { OwnedFd::from_raw_fd(raw) };
             let mreq = libc::ip_mreqn {
                 imr_multiaddr: libc::in_addr { s_addr: u32::from(Ipv4Addr::new(224, 0, 0, 18)).to_be() },
                 imr_address: libc::in_addr { s_addr: 0 },
                 imr_ifindex: xlb_tests::ifindex("eth0")? as i32,
             };
+            // SAFETY: a system call on a descriptor this code owns; every pointer passed points at a live local of the size given.
             let r = unsafe {
                 libc::setsockopt(
                     raw,
@@ -362,11 +365,13 @@ impl AdvertWatch {
             };
             ensure!(r == 0, "IP_ADD_MEMBERSHIP 224.0.0.18: {}", std::io::Error::last_os_error());
             let tv = libc::timeval { tv_sec: 0, tv_usec: 50_000 };
+            // SAFETY: a system call on a descriptor this code owns; every pointer passed points at a live local of the size given.
             let r = unsafe {
                 libc::setsockopt(raw, libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv as *const libc::timeval as *const libc::c_void, std::mem::size_of::<libc::timeval>() as u32)
             };
             ensure!(r == 0, "SO_RCVTIMEO: {}", std::io::Error::last_os_error());
             let on: i32 = 1;
+            // SAFETY: a system call on a descriptor this code owns; every pointer passed points at a live local of the size given.
             let r = unsafe { libc::setsockopt(raw, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, &on as *const i32 as *const libc::c_void, 4) };
             ensure!(r == 0, "SO_TIMESTAMPNS: {}", std::io::Error::last_os_error());
             Ok(fd)
@@ -377,6 +382,7 @@ impl AdvertWatch {
     /// Discards what is queued.
     fn drain(&self) {
         let mut buf = [0u8; 256];
+        // SAFETY: a system call on a descriptor this code owns; every pointer passed points at a live local of the size given.
         while unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr() as *mut libc::c_void, buf.len(), libc::MSG_DONTWAIT) } > 0 {}
     }
 
@@ -387,11 +393,13 @@ impl AdvertWatch {
         let mut buf = [0u8; 256];
         let mut control = [0u64; 16];
         let mut iov = libc::iovec { iov_base: buf.as_mut_ptr() as *mut libc::c_void, iov_len: buf.len() };
+        // SAFETY: a C struct of integers and arrays, for which all zeros is a valid value.
         let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
         msg.msg_iov = &mut iov;
         msg.msg_iovlen = 1;
         msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
         msg.msg_controllen = std::mem::size_of_val(&control) as _;
+        // SAFETY: a system call on a descriptor this code owns; every pointer passed points at a live local of the size given.
         let n = unsafe { libc::recvmsg(self.fd.as_raw_fd(), &mut msg, 0) };
         if n < 20 {
             return None;
@@ -414,6 +422,7 @@ impl AdvertWatch {
     /// Discards what is queued, then waits for the next advert from `src`.
     fn wait_from(&self, src: Ipv4Addr, timeout: Duration) -> Result<()> {
         let mut buf = [0u8; 256];
+        // SAFETY: a system call on a descriptor this code owns; every pointer passed points at a live local of the size given.
         let recv = |flags: i32, buf: &mut [u8]| unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr() as *mut libc::c_void, buf.len(), flags) };
         while recv(libc::MSG_DONTWAIT, &mut buf) > 0 {}
         let deadline = Instant::now() + timeout;

@@ -88,6 +88,7 @@ impl Listener {
         if let Some(h) = self.handle.take() {
             self.stop.store(true, Ordering::Relaxed);
             // Wakes the blocked accept(2) (EINVAL); the thread then drops (closes) the socket.
+            // SAFETY: a system call on a descriptor this code owns; every pointer passed points at a live local of the size given.
             unsafe { libc::shutdown(self.fd, libc::SHUT_RDWR) };
             let _ = h.join();
         }
@@ -104,29 +105,37 @@ impl Drop for Listener {
 /// checks arriving at once).
 fn listen(addr: SocketAddr) -> Result<TcpListener> {
     let family = if addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+    // SAFETY: a system call on a descriptor this code owns; every pointer passed points at a live local of the size given.
     let fd = unsafe { libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
     ensure!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
     // Owned from here: closed on every error path.
+    // SAFETY: the descriptor was just returned by the system and nothing else owns it.
     let listener = unsafe { TcpListener::from_raw_fd(fd) };
     let one: i32 = 1;
+    // SAFETY: a system call on a descriptor this code owns; every pointer passed points at a live local of the size given.
     unsafe { libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, &one as *const i32 as *const libc::c_void, 4) };
     let r = match addr {
         SocketAddr::V4(a) => {
+            // SAFETY: a C struct of integers and arrays, for which all zeros is a valid value.
             let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
             sa.sin_family = libc::AF_INET as u16;
             sa.sin_port = a.port().to_be();
             sa.sin_addr.s_addr = u32::from(*a.ip()).to_be();
+            // SAFETY: a system call on a descriptor this code owns; every pointer passed points at a live local of the size given.
             unsafe { libc::bind(fd, &sa as *const _ as *const libc::sockaddr, std::mem::size_of_val(&sa) as u32) }
         }
         SocketAddr::V6(a) => {
+            // SAFETY: a C struct of integers and arrays, for which all zeros is a valid value.
             let mut sa: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
             sa.sin6_family = libc::AF_INET6 as u16;
             sa.sin6_port = a.port().to_be();
             sa.sin6_addr.s6_addr = a.ip().octets();
+            // SAFETY: a system call on a descriptor this code owns; every pointer passed points at a live local of the size given.
             unsafe { libc::bind(fd, &sa as *const _ as *const libc::sockaddr, std::mem::size_of_val(&sa) as u32) }
         }
     };
     ensure!(r == 0, "bind {addr}: {}", std::io::Error::last_os_error());
+    // SAFETY: a system call on a descriptor this code owns; every pointer passed points at a live local of the size given.
     ensure!(unsafe { libc::listen(fd, 4096) } == 0, "listen {addr}: {}", std::io::Error::last_os_error());
     Ok(listener)
 }
@@ -152,6 +161,7 @@ fn cpu_seconds(pid: u32) -> Result<(f64, f64)> {
     let rest = &text[text.rfind(')').context("/proc/<pid>/stat")? + 2..];
     let f: Vec<&str> = rest.split_whitespace().collect();
     // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    // SAFETY: sysconf takes no pointer and only reads a system value.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     Ok((f[11].parse::<u64>()? as f64 / hz, f[12].parse::<u64>()? as f64 / hz))
 }

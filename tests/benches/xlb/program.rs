@@ -259,6 +259,7 @@ struct Direct {
 fn pin_to_last_cpu() -> Option<usize> {
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let cpu = cpus - 1;
+    // SAFETY: a C struct of integers and arrays, for which all zeros is a valid value.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(cpu, &mut set);
