@@ -509,17 +509,25 @@ impl Dataplane {
     }
 
     pub fn flow_count(&self) -> usize {
-        self.flow_entries(FLOW_BATCH).len()
+        let mut n = 0;
+        self.each_flow(FLOW_BATCH, |_, _| n += 1);
+        n
     }
 
     /// Every entry of the flow table, each once (read `batch` entries a call at first).
     pub fn flow_entries(&self, batch: usize) -> Vec<(FlowKey, Flow)> {
-        use aya::maps::IterableMap as _;
         let mut all = Vec::new();
-        if let Err(e) = for_each_entry(self.flows.map(), batch, |k: &FlowKey, f: &Flow| all.push((*k, *f))) {
+        self.each_flow(batch, |k, f| all.push((*k, *f)));
+        all
+    }
+
+    /// Hands every entry of the flow table to `each`, once; a failed read is logged (counted
+    /// as far as it went).
+    fn each_flow(&self, batch: usize, each: impl FnMut(&FlowKey, &Flow)) {
+        use aya::maps::IterableMap as _;
+        if let Err(e) = for_each_entry(self.flows.map(), batch, each) {
             tracing::warn!("reading the flow table: {e}");
         }
-        all
     }
 
     pub fn service_counters(&self, id: u32) -> Result<Counters> {

@@ -131,6 +131,8 @@ impl Agent {
         }
         self.view_dirty = false;
         let view = Arc::new(self.view());
-        let _ = self.view_tx.as_ref().map(|tx| tx.send_replace(view));
+        if let Some(tx) = &self.view_tx {
+            tx.send_replace(view);
+        }
     }
 }

@@ -80,7 +80,7 @@ impl History {
         if let Some(last) = &self.last {
             let secs = (now.at - last.at).max(1e-3);
             let rate = |a: u64, b: u64| b.saturating_sub(a) as f64 / secs;
-            let services = now
+            let services: BTreeMap<String, Rates> = now
                 .services
                 .iter()
                 .filter_map(|(name, c)| {
@@ -93,7 +93,12 @@ impl History {
                 .collect();
             self.points.push_back(Point {
                 t: at,
-                node: Rates { packets: rate(last.forwarded, now.forwarded), bytes: 0.0, new_flows: rate(last.new_flows, now.new_flows) },
+                node: Rates {
+                    packets: rate(last.forwarded, now.forwarded),
+                    // Every forwarded packet counts for a service: the node's bytes are theirs.
+                    bytes: services.values().map(|r| r.bytes).sum(),
+                    new_flows: rate(last.new_flows, now.new_flows),
+                },
                 unrecorded: rate(last.unrecorded, now.unrecorded),
                 dropped: rate(last.dropped, now.dropped),
                 services,
@@ -159,6 +164,7 @@ mod tests {
         h.record(&status(200, 200, 10), 102.0);
         let p = h.points.back().unwrap();
         assert_eq!(p.node.packets, 100.0);
+        assert_eq!(p.node.bytes, 10_000.0);
         assert_eq!(p.services["web"], Rates { packets: 100.0, bytes: 10_000.0, new_flows: 5.0 });
         // Counters that went back (maps replaced): no negative rate.
         h.record(&status(50, 50, 1), 104.0);

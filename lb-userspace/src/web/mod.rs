@@ -59,14 +59,19 @@ pub struct Web {
 impl Web {
     /// The status now: the published view, filled.
     pub fn status(&self) -> Result<Status, DataplaneError> {
+        self.filled().map(|(_, status)| status)
+    }
+
+    /// The last published view, and the status it fills to now.
+    fn filled(&self) -> Result<(Arc<View>, Status), DataplaneError> {
         let view = self.view.borrow().clone();
-        view.fill(&self.counters)
+        let status = view.fill(&self.counters)?;
+        Ok((view, status))
     }
 
     /// The status and each service's health-check durations, for a scrape.
     fn scrape(&self) -> Result<metrics::Scrape, DataplaneError> {
-        let view = self.view.borrow().clone();
-        let status = view.fill(&self.counters)?;
+        let (view, status) = self.filled()?;
         let monitor = view.monitor.lock().map(|m| m.durations.clone()).unwrap_or_default();
         let durations = status
             .services
