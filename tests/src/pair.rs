@@ -581,9 +581,14 @@ impl Pair {
 
     /// Waits until the holders of the IPv4 VIP satisfy `ok`; polls every 5 ms.
     pub fn wait_holders(&self, timeout: Duration, ok: impl Fn(&[Node]) -> bool) -> Result<Instant> {
+        self.wait_holders_of(vip4(), timeout, ok)
+    }
+
+    /// Waits until the holders of `vip` satisfy `ok`; polls every 5 ms.
+    pub fn wait_holders_of(&self, vip: IpAddr, timeout: Duration, ok: impl Fn(&[Node]) -> bool) -> Result<Instant> {
         let deadline = Instant::now() + timeout;
         loop {
-            let holders = self.holders()?;
+            let holders = self.holders_of(vip)?;
             if ok(&holders) {
                 return Ok(Instant::now());
             }
