@@ -128,10 +128,36 @@ pub struct Backend {
     pub flags: u32,
     /// Id of the service the backend belongs to (`Service::id`). Not read by the program.
     pub service: u32,
-    /// The backend's address (16-byte form, as in [`ServiceKey::addr`]); its family is the
-    /// service's. Not read by the program: it names the slot's owner for the agent.
+    /// The backend's address (16-byte form, as in [`ServiceKey::addr`]), of family `family`.
+    /// It names the slot's owner for the agent, and is the outer destination of a tunnel.
     pub addr: [u8; 16],
+    /// How frames reach the backend: [`FORWARD_DR`], [`FORWARD_IPIP`] or [`FORWARD_GUE`].
+    pub method: u8,
+    /// Family of `addr` ([`FAMILY_V4`], [`FAMILY_V6`]): a tunnel's outer header.
+    pub family: u8,
+    /// Tunnels: the largest frame's IP packet the egress interface carries (its MTU). A packet
+    /// that no longer fits once the tunnel's header is added is answered with ICMP
+    /// fragmentation-needed / packet-too-big. 0 for direct routing (nothing is added).
+    pub mtu: u16,
+    /// GUE: the outer UDP destination port (network byte order), the backend's fou port.
+    pub gue_port: u16,
+    pub _pad: u16,
 }
+
+/// `Backend::method`: direct routing, only the Ethernet addresses change (the default).
+pub const FORWARD_DR: u8 = 0;
+/// `Backend::method`: IP in IP: an outer IPv4 header (protocol 4, IPIP; or 41 for an IPv6
+/// packet) or IPv6 header (next header 41, IP6IP6; or 4 for an IPv4 packet) to the backend.
+pub const FORWARD_IPIP: u8 = 1;
+/// `Backend::method`: GUE variant 1 (as Katran and Linux `fou ... gue` read it): outer IPv4,
+/// UDP to `Backend::gue_port` with a source port from the flow's hash, then the client's IP
+/// packet. NICs spread the received traffic over their queues by the outer ports.
+pub const FORWARD_GUE: u8 = 2;
+/// Hop limit of the outer header a tunnel adds, and of the ICMP errors the program sends.
+pub const TUNNEL_TTL: u8 = 64;
+/// ICMP fragmentation-needed / packet-too-big messages each CPU sends per second at most;
+/// past it, the too-big packets are dropped (`drop_too_big`).
+pub const TOO_BIG_PER_CPU: u64 = 1000;
 
 /// Flow table key: the 5-tuple in the client-to-VIP direction.
 #[repr(C)]
@@ -195,7 +221,15 @@ pub struct Settings {
     /// forwarded by the Maglev table without an entry (`flow_unrecorded`), so a flood of
     /// spoofed SYNs cannot evict established flows. 0: no limit.
     pub new_flows_per_cpu: u32,
-    pub _pad: u32,
+    /// Tunnels over IPv4: the outer source address (network order) ...
+    pub tunnel_src4: [u8; 4],
+    /// ... whose bits in this mask (network order) are replaced by the flow's hash, so that a
+    /// backend's receive hashing (RSS) spreads the flows; 0: the address as is.
+    pub tunnel_src4_hash_mask: [u8; 4],
+    /// Tunnels over IPv6: the outer source address, and the mask of its last 4 bytes that the
+    /// flow's hash fills in.
+    pub tunnel_src6: [u8; 16],
+    pub tunnel_src6_hash_mask: [u8; 4],
 }
 
 /// A CPU's count of the flows it recorded in the current one-second window (`NEW_FLOW_RATE`).
@@ -358,25 +392,37 @@ pub mod stat {
     /// Passed: an 802.1Q / 802.1ad tagged frame. Not balanced: attach xlb where frames arrive
     /// untagged (the kernel gives it a VLAN device's traffic in generic mode only).
     pub const PASS_VLAN: u32 = 10;
-    /// Event: established flow found in the flow table.
-    pub const EVENT_FLOW_HIT: u32 = 11;
+    /// Sent back (XDP_TX): an ICMP fragmentation-needed / ICMPv6 packet-too-big from the node,
+    /// for a packet to a tunnelled backend that no longer fits once the tunnel's header is added.
+    pub const TOO_BIG_SENT: u32 = 11;
+    /// Dropped: too big for the tunnel to its backend and not answered (IPv4 without DF, a
+    /// fragment or an ICMP error, or past `TOO_BIG_PER_CPU`).
+    pub const DROP_TOO_BIG: u32 = 12;
+    /// Dropped: the frame could not be grown for a tunnel's header (the driver left no
+    /// headroom) or cut to an ICMP answer.
+    pub const DROP_TUNNEL: u32 = 13;
+    /// Event: established flow found in the flow table. Every index from here on is an event;
+    /// the ones below are verdicts (each frame is counted under exactly one).
+    pub const EVENT_FLOW_HIT: u32 = 14;
     /// Event: new flow, backend chosen from the Maglev table and recorded.
-    pub const EVENT_FLOW_NEW: u32 = 12;
+    pub const EVENT_FLOW_NEW: u32 = 15;
     /// Event: a flow whose backend became unusable was moved to a new one.
-    pub const EVENT_FLOW_REBALANCED: u32 = 13;
+    pub const EVENT_FLOW_REBALANCED: u32 = 16;
     /// Event: IP fragment steered by the 3-tuple (no ports; no flow entry).
-    pub const EVENT_FRAGMENT: u32 = 14;
+    pub const EVENT_FRAGMENT: u32 = 17;
     /// Event: ICMP frag-needed / ICMPv6 packet-too-big sent to the backend of the flow it is about.
-    pub const EVENT_ICMP_TOO_BIG: u32 = 15;
+    pub const EVENT_ICMP_TOO_BIG: u32 = 18;
     /// Event: IPv4 packet with options forwarded (options are carried unchanged).
-    pub const EVENT_IPV4_OPTIONS: u32 = 16;
+    pub const EVENT_IPV4_OPTIONS: u32 = 19;
     /// Event: a new flow forwarded by the Maglev table without a flow entry, because this CPU
     /// recorded its `Settings::new_flows_per_cpu` this second (a SYN flood, most likely).
-    pub const EVENT_FLOW_UNRECORDED: u32 = 17;
+    pub const EVENT_FLOW_UNRECORDED: u32 = 20;
     /// Event: a flow entry removed because the client reset the connection (TCP RST).
-    pub const EVENT_FLOW_RESET: u32 = 18;
+    pub const EVENT_FLOW_RESET: u32 = 21;
+    /// Event: a packet sent to its backend through a tunnel (IPIP, IP6IP6, 4-in-6, GUE).
+    pub const EVENT_ENCAPSULATED: u32 = 22;
     /// Number of counters.
-    pub const COUNT: u32 = 19;
+    pub const COUNT: u32 = 23;
 
     /// Names as the agent prints them, in index order.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -391,6 +437,9 @@ pub mod stat {
         "drop_no_backend",
         "drop_redirect_failed",
         "pass_vlan",
+        "too_big_sent",
+        "drop_too_big",
+        "drop_tunnel",
         "flow_hit",
         "flow_new",
         "flow_rebalanced",
@@ -399,6 +448,7 @@ pub mod stat {
         "ipv4_options",
         "flow_unrecorded",
         "flow_reset",
+        "encapsulated",
     ];
 }
 
@@ -416,6 +466,7 @@ pub mod maps {
     pub const VIP_FILTER: &str = "VIP_FILTER";
     pub const SETTINGS: &str = "SETTINGS";
     pub const NEW_FLOW_RATE: &str = "NEW_FLOW_RATE";
+    pub const TOO_BIG_RATE: &str = "TOO_BIG_RATE";
 }
 
 /// Name of the XDP program in the object.

@@ -3,16 +3,19 @@
 //! For each frame: parse (Ethernet, IP, TCP/UDP or a quoted ICMP error), rule out non-VIP
 //! destinations with one bitmap read, find the service, check the frame was addressed to one
 //! of the ingress interface's MACs,
-//! find the backend (flow table, else Maglev; `track` keeps the table), rewrite the Ethernet addresses, send with
-//! XDP_TX or XDP_REDIRECT. Anything that is not for a service goes to the kernel untouched.
+//! find the backend (flow table, else Maglev; `track` keeps the table), rewrite the Ethernet
+//! addresses (direct routing) or wrap the packet in a tunnel to the backend (`encap`), send
+//! with XDP_TX or XDP_REDIRECT. Anything that is not for a service goes to the kernel untouched.
 //! Every frame is counted under exactly one verdict counter.
 #![no_std]
 #![no_main]
 
 mod bench;
+mod encap;
 mod forward;
 mod maps;
 mod parse;
+mod rate;
 mod select;
 mod stats;
 mod track;
@@ -75,7 +78,7 @@ fn balance(ctx: &XdpContext) -> Verdict {
 /// (`recorded`: a new flow was recorded with it).
 #[inline(always)]
 fn send(ctx: &XdpContext, packet: &parse::Packet, service: u32, index: u32, backend: &Backend, recorded: bool) -> Verdict {
-    let verdict = forward(ctx, backend);
+    let verdict = forward(ctx, packet, backend);
     if verdict.stat == stat::VERDICT_TX || verdict.stat == stat::VERDICT_REDIRECT {
         stats::count_forwarded(service, index, packet.ip_len, recorded);
         if packet.ipv4_options {

@@ -56,3 +56,6 @@ pub static SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
 /// Each CPU's count of the flows it recorded this second (the new-flow limit).
 #[map]
 pub static NEW_FLOW_RATE: PerCpuArray<RateWindow> = PerCpuArray::with_max_entries(1, 0);
+/// Each CPU's count of the ICMP too-big answers it sent this second.
+#[map]
+pub static TOO_BIG_RATE: PerCpuArray<RateWindow> = PerCpuArray::with_max_entries(1, 0);

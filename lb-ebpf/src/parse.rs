@@ -13,28 +13,30 @@ use network_types::{
     ip::{Ipv4Hdr, Ipv6Hdr},
 };
 
-const ETH_LEN: usize = size_of::<EthHdr>();
-const IPV4_MIN_LEN: usize = 20;
-const IPV6_LEN: usize = size_of::<Ipv6Hdr>();
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86dd;
+pub const ETH_LEN: usize = size_of::<EthHdr>();
+pub const IPV4_MIN_LEN: usize = 20;
+pub const IPV6_LEN: usize = size_of::<Ipv6Hdr>();
+pub const ETH_P_IP: u16 = 0x0800;
+pub const ETH_P_IPV6: u16 = 0x86dd;
 /// 802.1Q and 802.1ad (QinQ) tags.
 const ETH_P_8021Q: u16 = 0x8100;
 const ETH_P_8021AD: u16 = 0x88a8;
 const TCP_MIN_LEN: usize = 20;
 /// Offset of the flags byte in the TCP header.
 const TCP_FLAGS_AT: usize = 13;
-const UDP_LEN: usize = 8;
+pub const UDP_LEN: usize = 8;
 /// ICMP and ICMPv6 headers are 8 bytes before the quoted packet.
-const ICMP_LEN: usize = 8;
+pub const ICMP_LEN: usize = 8;
 
-const PROTO_ICMP: u8 = 1;
-const PROTO_ICMPV6: u8 = 58;
-const ICMP_DEST_UNREACH: u8 = 3;
-const ICMP_FRAG_NEEDED: u8 = 4;
-const ICMPV6_PACKET_TOO_BIG: u8 = 2;
+pub const PROTO_ICMP: u8 = 1;
+pub const PROTO_ICMPV6: u8 = 58;
+pub const ICMP_DEST_UNREACH: u8 = 3;
+pub const ICMP_FRAG_NEEDED: u8 = 4;
+pub const ICMPV6_PACKET_TOO_BIG: u8 = 2;
 /// IPv4 flags/offset: "more fragments" and the offset bits.
 const IPV4_FRAG_MASK: u16 = 0x3fff;
+/// IPv4 flags/offset: "don't fragment".
+const IPV4_DONT_FRAGMENT: u16 = 0x4000;
 const IPV6_NEXT_FRAGMENT: u8 = 44;
 
 /// How the packet is steered.
@@ -59,6 +61,8 @@ pub struct Packet {
     pub ipv4_options: bool,
     /// The TCP header's flags byte (FIN, SYN, RST, ACK, ...); 0 for anything else.
     pub tcp_flags: u8,
+    /// The sender forbids fragmentation: IPv4 with DF set, and every IPv6 packet.
+    pub dont_fragment: bool,
 }
 
 /// The bounds check every header access goes through: a pointer to a `T` at `offset` bytes into
@@ -151,8 +155,16 @@ fn parse_ipv4(ctx: &XdpContext) -> Result<Packet, u32> {
     copy_v4(&mut key.dst, &ip.dst_addr);
     let l4 = ETH_LEN + ihl;
     let ip_end = ETH_LEN + tot_len;
-    let fragment = u16::from_be_bytes(ip.frags) & IPV4_FRAG_MASK != 0;
-    let mut packet = Packet { key, kind: Kind::Flow, ip_len: tot_len as u32, ipv4_options: ihl > IPV4_MIN_LEN, tcp_flags: 0 };
+    let frags = u16::from_be_bytes(ip.frags);
+    let fragment = frags & IPV4_FRAG_MASK != 0;
+    let mut packet = Packet {
+        key,
+        kind: Kind::Flow,
+        ip_len: tot_len as u32,
+        ipv4_options: ihl > IPV4_MIN_LEN,
+        tcp_flags: 0,
+        dont_fragment: frags & IPV4_DONT_FRAGMENT != 0,
+    };
     if is_balanced(ip.proto) {
         if fragment {
             packet.kind = Kind::Fragment;
@@ -229,7 +241,8 @@ fn parse_ipv6(ctx: &XdpContext) -> Result<Packet, u32> {
     };
     let l4 = ETH_LEN + IPV6_LEN;
     let ip_end = l4 + payload;
-    let mut packet = Packet { key, kind: Kind::Flow, ip_len: (IPV6_LEN + payload) as u32, ipv4_options: false, tcp_flags: 0 };
+    let mut packet =
+        Packet { key, kind: Kind::Flow, ip_len: (IPV6_LEN + payload) as u32, ipv4_options: false, tcp_flags: 0, dont_fragment: true };
     let next = ip.next_hdr;
     if is_balanced(next) {
         let ([sport, dport], flags) = read_ports(ctx, l4, ip_end, next)?;

@@ -12,10 +12,11 @@
 
 use aya_ebpf::{helpers::generated::bpf_ktime_get_coarse_ns, programs::XdpContext};
 use aya_log_ebpf::warn;
-use lb_common::{stat, Flow, FlowKey, FLOW_F_FIN, FLOW_SEEN_GRANULARITY_NS, RATE_WINDOW_NS};
+use lb_common::{stat, Flow, FlowKey, FLOW_F_FIN, FLOW_SEEN_GRANULARITY_NS};
 
 use crate::{
     maps::{FLOWS, NEW_FLOW_RATE, SETTINGS},
+    rate::{self, Spent},
     stats::count,
 };
 
@@ -123,21 +124,12 @@ fn within_rate(ctx: &XdpContext, now: u64) -> bool {
     let Some(window) = NEW_FLOW_RATE.get_ptr_mut(0) else {
         return true;
     };
-    // SAFETY: a per-CPU slot the map returned; nothing else on this CPU runs meanwhile.
-    unsafe {
-        if now.wrapping_sub((*window).start) >= RATE_WINDOW_NS {
-            (*window).start = now;
-            (*window).recorded = 0;
+    match rate::spend(window, limit, now) {
+        Spent::Yes => true,
+        Spent::FirstRefusal => {
+            warn!(ctx, "new-flow limit of {} a second reached on this CPU: new flows are forwarded unrecorded until the second ends", limit);
+            false
         }
-        if (*window).recorded >= limit {
-            if (*window).recorded == limit {
-                // Past the limit from now on: marked, so that this window logs once.
-                (*window).recorded += 1;
-                warn!(ctx, "new-flow limit of {} a second reached on this CPU: new flows are forwarded unrecorded until the second ends", limit);
-            }
-            return false;
-        }
-        (*window).recorded += 1;
+        Spent::No => false,
     }
-    true
 }

@@ -76,7 +76,7 @@ pub struct Sizes {
 impl Sizes {
     /// (map, max_entries, key size, value size) of every map whose shape depends on the sizes or
     /// on the layout of lb-common: what a pinned map must match to be adopted.
-    fn shapes(&self) -> [(&'static str, u32, usize, usize); 12] {
+    fn shapes(&self) -> [(&'static str, u32, usize, usize); 13] {
         use std::mem::size_of;
         [
             (maps::SERVICES, self.max_services * 2, size_of::<ServiceKey>(), size_of::<Service>()),
@@ -91,6 +91,7 @@ impl Sizes {
             (maps::VIP_FILTER, 1, 4, size_of::<VipFilter>()),
             (maps::SETTINGS, 1, 4, size_of::<Settings>()),
             (maps::NEW_FLOW_RATE, 1, 4, size_of::<RateWindow>()),
+            (maps::TOO_BIG_RATE, 1, 4, size_of::<RateWindow>()),
         ]
     }
 }

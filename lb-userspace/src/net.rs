@@ -71,10 +71,11 @@ impl Net {
         let mut links = self.handle.link().get().execute();
         let mut out = Vec::new();
         while let Some(msg) = links.try_next().await.map_err(nl("listing interfaces"))? {
-            let mut info = InterfaceInfo { name: String::new(), ifindex: msg.header.index, mac: [0; 6], addrs: Vec::new() };
+            let mut info = InterfaceInfo { name: String::new(), ifindex: msg.header.index, mac: [0; 6], mtu: 0, addrs: Vec::new() };
             for attr in &msg.attributes {
                 match attr {
                     LinkAttribute::IfName(name) => info.name = name.clone(),
+                    LinkAttribute::Mtu(mtu) => info.mtu = *mtu,
                     LinkAttribute::Address(bytes) if bytes.len() == 6 => info.mac.copy_from_slice(bytes),
                     _ => {}
                 }
@@ -207,6 +208,49 @@ impl Net {
         }
     }
 
+    /// The kernel's path to `address`, as `ip route get ADDRESS` answers it: `None` when no
+    /// route leads there (or only a blackhole, prohibit or local one).
+    pub async fn route_to(&self, address: IpAddr) -> Result<Option<Path>> {
+        use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMetric, RouteType, RouteVia};
+        let query = rtnetlink::RouteMessageBuilder::<IpAddr>::new()
+            .destination_prefix(address, if address.is_ipv4() { 32 } else { 128 })
+            .expect("a host prefix of the address's own family")
+            .build();
+        let mut answers = self.handle.route().get(query).execute();
+        let what = || format!("looking up the route to {address}");
+        let msg = match answers.try_next().await {
+            Ok(Some(msg)) => msg,
+            Ok(None) => return Ok(None),
+            // ENETUNREACH, EHOSTUNREACH, EINVAL: no route.
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() != -libc::ENOBUFS && e.raw_code() != -libc::EINTR => {
+                return Ok(None)
+            }
+            Err(e) => return Err(nl(what())(e)),
+        };
+        if msg.header.kind != RouteType::Unicast {
+            return Ok(None);
+        }
+        let mut path = Path { ifindex: 0, next_hop: address, mtu: None };
+        for attr in &msg.attributes {
+            match attr {
+                RouteAttribute::Oif(i) => path.ifindex = *i,
+                RouteAttribute::Gateway(RouteAddress::Inet(a)) => path.next_hop = IpAddr::V4(*a),
+                RouteAttribute::Gateway(RouteAddress::Inet6(a)) => path.next_hop = IpAddr::V6(*a),
+                RouteAttribute::Via(RouteVia::Inet6(a)) => path.next_hop = IpAddr::V6(*a),
+                RouteAttribute::Via(RouteVia::Inet(a)) => path.next_hop = IpAddr::V4(*a),
+                RouteAttribute::Metrics(metrics) => {
+                    for m in metrics {
+                        if let RouteMetric::Mtu(mtu) = m {
+                            path.mtu = Some(*mtu);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok((path.ifindex != 0).then_some(path))
+    }
+
     /// Removes `address` from `ifindex` (no error if it is not there).
     pub async fn del_address(&self, ifindex: u32, address: IpAddr) -> Result<()> {
         let mut found = self.handle.address().get().set_link_index_filter(ifindex).set_address_filter(address).execute();
@@ -226,6 +270,16 @@ fn host_route(table: u32, ifindex: u32, address: IpAddr) -> netlink_packet_route
         .expect("a host prefix of the address's own family");
     let scope = if address.is_ipv4() { RouteScope::Link } else { RouteScope::Universe };
     builder.output_interface(ifindex).table_id(table).protocol(RouteProtocol::Static).scope(scope).build()
+}
+
+/// Where the kernel sends packets for an address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Path {
+    pub ifindex: u32,
+    /// The gateway, or the address itself when it is on the link.
+    pub next_hop: IpAddr,
+    /// The route's own MTU, when it sets one (`ip route ... mtu N`).
+    pub mtu: Option<u32>,
 }
 
 /// A MAC as `ip link` writes it: `02:00:5e:10:00:02`.

@@ -427,7 +427,7 @@ fn past_the_new_flow_limit_flows_are_forwarded_by_the_table_unrecorded() {
         let established = flow_key(PROTO_TCP, CLIENT4.into(), 46999, VIP4.into(), 80);
         let first = expected_flow_backend(fx, S_TCP4, PROTO_TCP, CLIENT4.into(), 46999, VIP4.into(), 80);
         fx.expect_forwarded(&tcp4_flags(46999, TCP_ACK), first, XDP_TX);
-        fx.dp.set_settings(Settings { new_flows_per_cpu: 10, _pad: 0 }).unwrap();
+        fx.dp.set_settings(Settings { new_flows_per_cpu: 10, ..Default::default() }).unwrap();
         let started = std::time::Instant::now();
         for sport in 47000..48000 {
             let b = expected_flow_backend(fx, S_TCP4, PROTO_TCP, CLIENT4.into(), sport, VIP4.into(), 80);
@@ -453,7 +453,7 @@ fn past_the_new_flow_limit_flows_are_forwarded_by_the_table_unrecorded() {
         let said: Vec<&String> = records.iter().filter(|r| r.contains("new-flow limit of 10 a second reached")).collect();
         assert!(!said.is_empty() && said.len() as u64 <= windows, "log records: {records:?}");
         // No limit: every new flow is recorded again.
-        fx.dp.set_settings(Settings { new_flows_per_cpu: 0, _pad: 0 }).unwrap();
+        fx.dp.set_settings(Settings { new_flows_per_cpu: 0, ..Default::default() }).unwrap();
         let before = fx.stat(stat::EVENT_FLOW_NEW);
         for sport in 48000..48100 {
             fx.expect_forwarded(&tcp4_flags(sport, TCP_ACK), other, XDP_TX);

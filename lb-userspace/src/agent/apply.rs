@@ -2,17 +2,31 @@
 //! new one, and keeps each backend's entry and each service's table in step with what it
 //! learns (MACs, health, weights).
 
-use lb_common::{addr16, Backend, Settings, BACKEND_F_ASSIGNED, BACKEND_F_SORRY, BACKEND_F_USABLE};
+use lb_common::{
+    addr16, family, Backend, Settings, BACKEND_F_ASSIGNED, BACKEND_F_SORRY, BACKEND_F_USABLE, FORWARD_DR, FORWARD_GUE, FORWARD_IPIP,
+};
 use tracing::{info, warn};
 
-use super::{Agent, BackendState, Result};
+use super::{Agent, BackendState, Placement, Result};
 use crate::{
-    config::{self, InterfaceInfo},
+    config::{self, Forward, InterfaceInfo},
     flowscan::Doomed,
     health::Health,
     model::{Diff, Model, TableMode},
-    net::{format_mac, Neighbour},
+    net::{format_mac, Neighbour, Path},
 };
+
+/// The kernel's routes to the tunnelled backends, by address (see `Agent::tunnel_paths`).
+pub(super) type Paths = std::collections::HashMap<std::net::IpAddr, Path>;
+
+/// The data plane's `Backend::method` of a method, and its GUE port (host order; 0 if none).
+fn forward_method(forward: Forward) -> (u8, u16) {
+    match forward {
+        Forward::Dr => (FORWARD_DR, 0),
+        Forward::Ipip => (FORWARD_IPIP, 0),
+        Forward::Gue { port } => (FORWARD_GUE, port),
+    }
+}
 
 impl Agent {
     /// Makes `new` the model the agent runs and brings the maps to it, touching only what the
@@ -22,7 +36,7 @@ impl Agent {
     /// Order, so that no packet meets a half-made state: entries of new backends are complete
     /// before a table names them; tables stop naming a backend before its entry goes; flows of
     /// what left are removed last.
-    pub(super) fn apply(&mut self, new: Model, interfaces: &[InterfaceInfo], neighbours: &[Neighbour]) -> Result<Diff> {
+    pub(super) fn apply(&mut self, new: Model, interfaces: &[InterfaceInfo], neighbours: &[Neighbour], paths: &Paths) -> Result<Diff> {
         let diff = Diff::between(&self.model, &new);
         self.view_dirty = true;
         let timeouts_changed = self.model.agent.flow_timeouts != new.agent.flow_timeouts;
@@ -35,15 +49,23 @@ impl Agent {
             self.backends.remove(slot);
         }
         let fresh: Vec<u32> = self.model.backends.keys().filter(|s| !self.backends.contains_key(s)).copied().collect();
+        // A backend that changed its method, or whose tunnel takes another path, is placed
+        // again (its MAC learnt again if its next hop changed).
+        for slot in &diff.backends_changed {
+            let placement = self.placement(*slot, interfaces, paths);
+            if let Some(state) = self.backends.get_mut(slot).filter(|s| s.placement() != placement) {
+                state.place(placement);
+            }
+        }
         for &slot in &fresh {
             let b = &self.model.backends[&slot];
-            let iface = config::egress_interface(b.address(), interfaces, &self.model.agent.interfaces)
-                .expect("checked by check_environment");
-            let mut state = BackendState::new(iface, b.check.as_ref().is_none_or(|c| c.initial == Health::Up));
+            let mut state = BackendState::new(self.placement(slot, interfaces, paths), b.check.as_ref().is_none_or(|c| c.initial == Health::Up));
+            let method = forward_method(b.forward).0;
             // A backend an earlier agent knew goes on as it was (its MAC, its health) until
             // this agent learns otherwise: its flows must not move, nor its health flap, on a
             // restart. Its entry was usable when its MAC was known and it was healthy.
-            if let Some(old) = self.inherited.remove(&slot).filter(|e| e.ifindex == state.ifindex && e.dst_mac != [0; 6]) {
+            let inherited = self.inherited.remove(&slot);
+            if let Some(old) = inherited.filter(|e| e.ifindex == state.ifindex && e.method == method && e.dst_mac != [0; 6]) {
                 state.mac = Some(old.dst_mac);
                 state.healthy = old.flags & BACKEND_F_USABLE != 0 || b.check.is_none();
                 self.carried.insert(slot);
@@ -112,7 +134,17 @@ impl Agent {
 
     /// The program's settings from `[agent]` (one small entry, written whole).
     fn write_settings(&mut self) -> Result<()> {
-        self.dp.set_settings(Settings { new_flows_per_cpu: self.model.agent.new_flow_rate, _pad: 0 })?;
+        let agent = &self.model.agent;
+        let mut settings = Settings { new_flows_per_cpu: agent.new_flow_rate, ..Default::default() };
+        if let Some(source) = agent.tunnel_source {
+            settings.tunnel_src4.copy_from_slice(&addr16(source.address)[..4]);
+            settings.tunnel_src4_hash_mask = source.hash_mask();
+        }
+        if let Some(source) = agent.tunnel_source6 {
+            settings.tunnel_src6 = addr16(source.address);
+            settings.tunnel_src6_hash_mask = source.hash_mask();
+        }
+        self.dp.set_settings(settings)?;
         Ok(())
     }
 
@@ -150,6 +182,31 @@ impl Agent {
         }
     }
 
+    /// Where backend `slot`'s frames go by its method: direct routing to its address on the
+    /// attached subnet it is on; a tunnel to the next hop of its route in `paths`, if that
+    /// leaves through an attached interface. `None` (logged): nowhere, the backend is unusable.
+    pub(super) fn placement(&self, slot: u32, interfaces: &[InterfaceInfo], paths: &Paths) -> Option<Placement> {
+        let b = self.model.backend(slot)?;
+        let attached = &self.model.agent.interfaces;
+        if b.forward == Forward::Dr {
+            let iface = config::egress_interface(b.address(), interfaces, attached).expect("checked by check_environment");
+            return Some(Placement::new(iface, b.address(), 0));
+        }
+        let Some(path) = paths.get(&b.address()) else {
+            warn!("backend {} (a tunnel): the kernel has no route to it; unusable until it has", b.address());
+            return None;
+        };
+        let Some(iface) = interfaces.iter().find(|i| i.ifindex == path.ifindex && attached.contains(&i.name)) else {
+            warn!(
+                "backend {} (a tunnel): its route leaves through interface {}, which xlb is not attached to; unusable",
+                b.address(),
+                path.ifindex
+            );
+            return None;
+        };
+        Some(Placement::new(iface, path.next_hop, path.mtu.unwrap_or(iface.mtu)))
+    }
+
     /// Whether a backend may receive packets: its MAC is known and it is healthy.
     pub(super) fn usable(&self, slot: u32) -> bool {
         self.backends.get(&slot).is_some_and(|b| b.mac.is_some() && b.healthy)
@@ -165,6 +222,7 @@ impl Agent {
         if model.is_sorry() {
             flags |= BACKEND_F_SORRY;
         }
+        let (method, gue_port) = forward_method(model.forward);
         let entry = Backend {
             dst_mac: b.mac.unwrap_or([0; 6]),
             src_mac: b.src_mac,
@@ -172,6 +230,11 @@ impl Agent {
             flags,
             service: model.service,
             addr: addr16(model.address()),
+            method,
+            family: family(model.address()),
+            mtu: if method == FORWARD_DR { 0 } else { b.mtu.min(u32::from(u16::MAX)) as u16 },
+            gue_port: gue_port.to_be(),
+            _pad: 0,
         };
         Ok(self.dp.set_backend(slot, &entry)?)
     }
@@ -236,7 +299,7 @@ impl Agent {
         let mut changed = Vec::new();
         for (slot, b) in &self.model.backends {
             let Some(state) = self.backends.get_mut(slot) else { continue };
-            if b.address() != n.address || state.ifindex != n.ifindex {
+            if state.next_hop != Some(n.address) || state.ifindex != n.ifindex {
                 continue;
             }
             state.confirmed = n.confirmed();
@@ -245,8 +308,9 @@ impl Agent {
             if let Some(mac) = n.mac {
                 if state.mac != Some(mac) {
                     info!(
-                        "backend {} is at {} on {} (was {})",
+                        "backend {}{} is at {} on {} (was {})",
                         b.address(),
+                        if n.address == b.address() { String::new() } else { format!(" (next hop {})", n.address) },
                         format_mac(&mac),
                         state.ifname,
                         state.mac.as_ref().map(format_mac).unwrap_or_else(|| "unknown".into())

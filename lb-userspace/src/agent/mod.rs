@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::{
-    config::InterfaceInfo,
+    config::{Forward, InterfaceInfo},
     control::{self, Pending, Request, Response},
     dataplane::{Dataplane, DataplaneError},
     flowscan::{Doomed, Done, FlowScanner},
@@ -91,9 +91,16 @@ pub enum Stop {
 /// What the agent knows of one backend beyond the model.
 #[derive(Clone, Debug)]
 struct BackendState {
+    /// Where its frames leave (0: a tunnelled backend the kernel has no usable route to).
     ifindex: u32,
     ifname: String,
     src_mac: [u8; 6],
+    /// The neighbour whose MAC its frames go to: the backend itself (direct routing), or the
+    /// next hop of its route (a tunnel). `None`: no route.
+    next_hop: Option<IpAddr>,
+    /// The path's MTU (a tunnel's packets must fit it with the outer header); 0 for direct
+    /// routing.
+    mtu: u32,
     mac: Option<[u8; 6]>,
     /// The kernel's neighbour entry is confirmed (REACHABLE, PERMANENT, NOARP): the periodic
     /// re-confirmation can skip it.
@@ -109,13 +116,32 @@ struct BackendState {
     check: Option<usize>,
 }
 
+/// Where a backend's frames go: out of an attached interface, to a neighbour's MAC.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Placement {
+    ifindex: u32,
+    ifname: String,
+    src_mac: [u8; 6],
+    next_hop: IpAddr,
+    mtu: u32,
+}
+
+impl Placement {
+    /// `next_hop` through `iface`.
+    fn new(iface: &InterfaceInfo, next_hop: IpAddr, mtu: u32) -> Self {
+        Placement { ifindex: iface.ifindex, ifname: iface.name.clone(), src_mac: iface.mac, next_hop, mtu }
+    }
+}
+
 impl BackendState {
-    /// A backend reached through `iface`, its MAC not known yet.
-    fn new(iface: &InterfaceInfo, healthy: bool) -> Self {
-        BackendState {
-            ifindex: iface.ifindex,
-            ifname: iface.name.clone(),
-            src_mac: iface.mac,
+    /// A backend placed so (or nowhere yet), its MAC not known yet.
+    fn new(placement: Option<Placement>, healthy: bool) -> Self {
+        let mut state = BackendState {
+            ifindex: 0,
+            ifname: String::new(),
+            src_mac: [0; 6],
+            next_hop: None,
+            mtu: 0,
             mac: None,
             confirmed: false,
             healthy,
@@ -123,6 +149,29 @@ impl BackendState {
             transitions: 0,
             transitions_by: Default::default(),
             check: None,
+        };
+        state.place(placement);
+        state
+    }
+
+    /// Where the backend is now, as a placement.
+    fn placement(&self) -> Option<Placement> {
+        let next_hop = self.next_hop?;
+        Some(Placement { ifindex: self.ifindex, ifname: self.ifname.clone(), src_mac: self.src_mac, next_hop, mtu: self.mtu })
+    }
+
+    /// Moves the backend: its MAC is to be learnt again unless the neighbour stays.
+    fn place(&mut self, placement: Option<Placement>) {
+        let same_neighbour = placement.as_ref().is_some_and(|p| Some(p.next_hop) == self.next_hop && p.ifindex == self.ifindex);
+        if !same_neighbour {
+            self.mac = None;
+            self.confirmed = false;
+        }
+        match placement {
+            Some(p) => {
+                (self.ifindex, self.ifname, self.src_mac, self.next_hop, self.mtu) = (p.ifindex, p.ifname, p.src_mac, Some(p.next_hop), p.mtu)
+            }
+            None => (self.ifindex, self.ifname, self.src_mac, self.next_hop, self.mtu) = (0, String::new(), [0; 6], None, 0),
         }
     }
 }
@@ -290,6 +339,53 @@ impl Agent {
         Ok(())
     }
 
+    /// The kernel's routes to `model`'s tunnelled backends. A failed lookup leaves the
+    /// backend out (unusable until a later lookup finds its route).
+    async fn tunnel_paths(&self, model: &Model) -> apply::Paths {
+        let mut paths = apply::Paths::new();
+        for b in model.backends.values().filter(|b| b.forward != Forward::Dr) {
+            match self.net.route_to(b.address()).await {
+                Ok(Some(path)) => {
+                    paths.insert(b.address(), path);
+                }
+                Ok(None) => {}
+                Err(e) => warn!("{e}"),
+            }
+        }
+        paths
+    }
+
+    /// Follows the routes to the tunnelled backends: a backend whose next hop, interface or
+    /// MTU changed is placed again, its entry rewritten (and its MAC learnt again when the
+    /// next hop changed: until then it is unusable and its service's table goes without it).
+    async fn follow_paths(&mut self) -> Result<()> {
+        if self.model.backends.values().all(|b| b.forward == Forward::Dr) {
+            return Ok(());
+        }
+        let interfaces = self.net.interfaces().await?;
+        let paths = self.tunnel_paths(&self.model).await;
+        let neighbours = self.net.neighbours().await?;
+        let slots: Vec<u32> = self.model.backends.values().filter(|b| b.forward != Forward::Dr).map(|b| b.slot).collect();
+        for slot in slots {
+            let placement = self.placement(slot, &interfaces, &paths);
+            let Some(state) = self.backends.get_mut(&slot).filter(|s| s.placement() != placement) else { continue };
+            let address = self.model.backends[&slot].address();
+            match &placement {
+                Some(p) => info!("backend {address} (a tunnel): now through {} on {}, MTU {}", p.next_hop, p.ifname, p.mtu),
+                None => warn!("backend {address} (a tunnel): no usable route any more"),
+            }
+            state.place(placement);
+            for n in &neighbours {
+                self.learn(n);
+            }
+            self.write_backend(slot)?;
+            if let Some(service) = self.model.backend(slot).map(|b| b.service) {
+                self.publish(service)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Asks the kernel to resolve backends (all, or only those without a MAC), once per
     /// address and interface however many services share the backend.
     async fn resolve_backends(&self, all: bool) {
@@ -301,7 +397,7 @@ impl Agent {
             // A confirmed entry needs nothing: the kernel marks it STALE when its timer runs
             // out, which comes as an event, and then it is asked again.
             .filter(|(_, state)| if all { !state.confirmed } else { state.mac.is_none() })
-            .map(|(b, state)| (state.ifindex, b.address()))
+            .filter_map(|(_, state)| Some((state.ifindex, state.next_hop?)))
             .collect();
         wanted.sort();
         wanted.dedup();
@@ -436,6 +532,9 @@ impl Agent {
                 _ = publish.tick(), if self.view_tx.is_some() => self.publish_view(),
                 Some(done) = scans.recv() => self.scanned(done),
                 _ = refresh.tick() => {
+                    if let Err(e) = self.follow_paths().await {
+                        self.out_of_sync("following the routes to tunnelled backends", &e);
+                    }
                     self.resolve_backends(true).await;
                     if let Err(e) = self.refresh_interface_macs().await {
                         warn!("{e}");

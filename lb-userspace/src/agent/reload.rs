@@ -79,7 +79,8 @@ impl Agent {
         self.take_announce(cfg.announce.clone());
         let neighbours = self.net.neighbours().await.map_err(|e| format!("reading the neighbour table: {e}"))?;
         let old_vips = self.model.vips();
-        let diff = match self.apply(new, &interfaces, &neighbours) {
+        let paths = self.tunnel_paths(&new).await;
+        let diff = match self.apply(new, &interfaces, &neighbours, &paths) {
             Ok(diff) => diff,
             Err(e) => {
                 // The new model stands; the maps get there by the retries.

@@ -172,7 +172,8 @@ impl Agent {
         let model = Model::new(&running, held)?;
         raise_descriptor_limit(model.checks().len());
         let neighbours = self.net.neighbours().await?;
-        self.apply(model, interfaces, &neighbours)?;
+        let paths = self.tunnel_paths(&model).await;
+        self.apply(model, interfaces, &neighbours, &paths)?;
         // Flows an earlier agent left for what this configuration does not have would be
         // forwarded as they are: the program takes a known flow's backend directly.
         self.sweep_flows(&[])?;

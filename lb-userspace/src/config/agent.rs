@@ -1,6 +1,7 @@
 //! `[agent]`: how the agent runs on this host, read into an [`AgentDraft`].
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -9,7 +10,7 @@ use toml::de::{DeTable, DeValue};
 
 use super::reader::{Located, Report, TableReader};
 use super::{
-    AgentConfig, XdpMode, DEFAULT_CONTROL_SOCKET, DEFAULT_FLOW_TABLE_SIZE, DEFAULT_NEW_FLOW_RATE, DEFAULT_RUNTIME_FILE,
+    AgentConfig, TunnelSource, XdpMode, DEFAULT_CONTROL_SOCKET, DEFAULT_FLOW_TABLE_SIZE, DEFAULT_NEW_FLOW_RATE, DEFAULT_RUNTIME_FILE,
     DEFAULT_MAX_SERVICES, DEFAULT_PIN_PATH, FLOW_TABLE_SIZE_RANGE, FLOW_TIMEOUT_RANGE, MAX_INTERFACE_NAME_LEN,
 };
 use crate::flowscan::FlowTimeouts;
@@ -36,6 +37,8 @@ pub(super) struct AgentDraft {
     pub(super) assign_vips: Option<Located<Option<bool>>>,
     script_user: Option<Located<Option<String>>>,
     http: Option<Located<Option<std::net::SocketAddr>>>,
+    pub(super) tunnel_source: Option<Located<Option<TunnelSource>>>,
+    pub(super) tunnel_source6: Option<Located<Option<TunnelSource>>>,
 }
 
 pub(super) fn read_agent(report: &mut Report, table: Located<&DeTable<'_>>) -> AgentDraft {
@@ -68,6 +71,8 @@ pub(super) fn read_agent(report: &mut Report, table: Located<&DeTable<'_>>) -> A
                 }
             }
         }),
+        tunnel_source: t.optional("tunnel_source", |r, key, v, line| tunnel_source(r, key, v, line, false)),
+        tunnel_source6: t.optional("tunnel_source6", |r, key, v, line| tunnel_source(r, key, v, line, true)),
     };
 
     if let Some(interfaces) = &agent.interfaces {
@@ -135,7 +140,40 @@ impl AgentDraft {
             script_user: self.script_user.as_ref()?.value.clone(),
             script_user_line: self.script_user?.line,
             http: self.http?.value,
+            tunnel_source: self.tunnel_source?.value,
+            tunnel_source6: self.tunnel_source6?.value,
         })
+    }
+}
+
+/// `tunnel_source = "192.0.2.1"` or `"192.0.2.0/24"` (`tunnel_source6`: IPv6, /96 ..= /128).
+fn tunnel_source<'t>(
+    r: &mut TableReader<'_, 't>,
+    key: &str,
+    v: &'t toml::Spanned<DeValue<'t>>,
+    line: usize,
+    v6: bool,
+) -> Option<TunnelSource> {
+    let s = r.string_value(key, v, line)?;
+    let (family, example, shortest, full) = if v6 { ("IPv6", "2001:db8::1", 96, 128) } else { ("IPv4", "192.0.2.1", 0, 32) };
+    let parsed = match s.split_once('/') {
+        Some((a, p)) => a.parse::<IpAddr>().ok().zip(p.parse::<u8>().ok()),
+        None => s.parse::<IpAddr>().ok().map(|a| (a, full)),
+    };
+    match parsed {
+        Some((address, prefix)) if address.is_ipv6() == v6 && (shortest..=full).contains(&prefix) => {
+            Some(TunnelSource { address, prefix })
+        }
+        _ => {
+            r.error(
+                line,
+                format!(
+                    "invalid {key} = \"{s}\": an {family} address such as \"{example}\", or a prefix /{shortest} ..= /{full} \
+                     whose host bits each flow's hash fills in"
+                ),
+            );
+            None
+        }
     }
 }
 

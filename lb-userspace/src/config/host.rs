@@ -49,7 +49,8 @@ pub fn check_environment(cfg: &Config, ifaces: &[InterfaceInfo]) -> Vec<Diagnost
         }
     }
     for svc in &cfg.services {
-        let backends = svc.backends.iter().map(|b| ("backend", b.address, b.line));
+        // A tunnelled backend is wherever the routes lead; the agent follows them.
+        let backends = svc.backends.iter().filter(|b| b.forward == super::Forward::Dr).map(|b| ("backend", b.address, b.line));
         for (what, address, line) in backends.chain(svc.sorry.map(|a| ("sorry backend", a, svc.line))) {
             if egress_interface(address, ifaces, &cfg.agent.interfaces).is_none() {
                 out.push(error(

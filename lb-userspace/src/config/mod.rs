@@ -190,6 +190,55 @@ pub struct AgentConfig {
     /// status page) and `/status.json`. Default: none (off). Nothing there changes anything;
     /// bind it to loopback or a management network.
     pub http: Option<std::net::SocketAddr>,
+    /// `tunnel_source`, `tunnel_source6`: the outer source of tunnels over IPv4 and IPv6;
+    /// required when a backend is reached by a tunnel of that family.
+    pub tunnel_source: Option<TunnelSource>,
+    pub tunnel_source6: Option<TunnelSource>,
+}
+
+/// `[agent] tunnel_source` (IPv4) or `tunnel_source6`: the outer source address of tunnels.
+/// With a prefix shorter than the address (`"192.0.2.0/24"`), the host bits come from each
+/// flow's hash, so that a backend's receive hashing (RSS) spreads the flows over its queues;
+/// for IPv6 the prefix is at least /96 (the hash fills the last 32 bits at most).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TunnelSource {
+    pub address: IpAddr,
+    pub prefix: u8,
+}
+
+impl TunnelSource {
+    /// The mask (network order) of the address's last 4 bytes that the flow's hash fills in.
+    pub fn hash_mask(&self) -> [u8; 4] {
+        let bits = u32::from(if self.address.is_ipv4() { 32 } else { 128 } - self.prefix);
+        (u32::MAX.checked_shr(32 - bits.min(32)).filter(|_| bits > 0).unwrap_or(0)).to_be_bytes()
+    }
+}
+
+impl std::fmt::Display for TunnelSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let full = if self.address.is_ipv4() { 32 } else { 128 };
+        if self.prefix == full {
+            write!(f, "{}", self.address)
+        } else {
+            write!(f, "{}/{}", self.address, self.prefix)
+        }
+    }
+}
+
+/// `forward`, of a `[[service]]` (its backends' default) or a `[[service.backend]]`: how
+/// frames reach the backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Forward {
+    /// `"dr"`: direct routing; the backend is on an attached subnet and only the Ethernet
+    /// addresses change (the default).
+    #[default]
+    Dr,
+    /// `"ipip"`: an IPIP, IP6IP6 or (an IPv4 VIP to an IPv6 backend) 4-in-6 tunnel to the
+    /// backend's address, through the next hop the kernel's routes name.
+    Ipip,
+    /// `"gue"`: GUE (variant 1) over IPv4 UDP to the backend's fou port `gue_port` (default
+    /// 6080).
+    Gue { port: u16 },
 }
 
 /// `[agent] xdp_mode`.
@@ -248,17 +297,22 @@ pub enum Scheduler {
     SourceHash,
 }
 
-/// A `[[service.backend]]` table: a real server reached by direct routing.
+/// A `[[service.backend]]` table: a real server, reached by direct routing or a tunnel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackendConfig {
-    /// `address` (required): of the VIP's family, not the VIP, unique within its service, and
-    /// (see [`check_environment`]) on the subnet of an attached interface.
+    /// `address` (required): not the VIP, unique within its service. Direct routing: of the
+    /// VIP's family and (see [`check_environment`]) on the subnet of an attached interface.
+    /// A tunnel: anywhere the kernel has a route to through an attached interface; IPv6 for
+    /// an IPv6 VIP, either family for an IPv4 VIP (4-in-6), IPv4 for GUE.
     pub address: IpAddr,
     /// `weight`: 0 ..= 1000, default 1. 0 drains the backend: no new flows, flows stay.
     pub weight: u32,
     /// Its health check: `[service.check]` with `[service.backend.check]` over it; `None`
     /// when neither exists (the backend is taken as healthy).
     pub check: Option<CheckConfig>,
+    /// `forward`: how frames reach it; default the service's `forward` (itself default
+    /// `"dr"`), and `gue_port` likewise.
+    pub forward: Forward,
     /// Line of the `[[service.backend]]` header.
     pub line: usize,
 }
@@ -292,6 +346,7 @@ pub struct InterfaceInfo {
     pub name: String,
     pub ifindex: u32,
     pub mac: [u8; 6],
+    pub mtu: u32,
     /// Addresses with their prefix lengths.
     pub addrs: Vec<(IpAddr, u8)>,
 }

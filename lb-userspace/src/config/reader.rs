@@ -173,15 +173,22 @@ impl<'r, 't> TableReader<'r, 't> {
 
     /// A string that must be one of `options` (names and the values they stand for).
     pub(super) fn choice_or<T: Copy>(&mut self, key: &str, options: &[(&str, T)], default: T) -> Option<Located<T>> {
-        self.take(key, Some(default), |r, key, v, line| {
-            let s = r.string_value(key, v, line)?;
-            if let Some(&(_, value)) = options.iter().find(|(name, _)| *name == s) {
-                return Some(value);
-            }
-            let names: Vec<String> = options.iter().map(|(name, _)| format!("\"{name}\"")).collect();
-            r.error(line, format!("invalid {key} \"{s}\": expected {}", names.join(" or ")));
-            None
-        })
+        self.take(key, Some(default), |r, key, v, line| r.choice_value(key, v, line, options))
+    }
+
+    /// One of `options` by name, or absent.
+    pub(super) fn optional_choice<T: Copy>(&mut self, key: &str, options: &[(&str, T)]) -> Option<Located<Option<T>>> {
+        self.optional(key, |r, key, v, line| r.choice_value(key, v, line, options))
+    }
+
+    fn choice_value<T: Copy>(&mut self, key: &str, v: &'t Spanned<DeValue<'t>>, line: usize, options: &[(&str, T)]) -> Option<T> {
+        let s = self.string_value(key, v, line)?;
+        if let Some(&(_, value)) = options.iter().find(|(name, _)| *name == s) {
+            return Some(value);
+        }
+        let names: Vec<String> = options.iter().map(|(name, _)| format!("\"{name}\"")).collect();
+        self.error(line, format!("invalid {key} \"{s}\": expected {}", names.join(" or ")));
+        None
     }
 
     pub(super) fn required_ip(&mut self, key: &str) -> Option<Located<IpAddr>> {

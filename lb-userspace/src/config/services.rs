@@ -12,7 +12,7 @@ use super::agent::AgentDraft;
 use super::check;
 use super::reader::{Located, Report, TableReader};
 use super::{
-    BackendConfig, CheckConfig, Protocol, Scheduler, ServiceConfig, DEFAULT_WEIGHT, MAX_SERVICE_NAME_LEN, MAX_WEIGHT,
+    BackendConfig, CheckConfig, Forward, Protocol, Scheduler, ServiceConfig, DEFAULT_WEIGHT, MAX_SERVICE_NAME_LEN, MAX_WEIGHT,
     MIN_TABLE_SIZE,
 };
 use crate::maglev::{self, MaglevError};
@@ -20,6 +20,18 @@ use crate::maglev::{self, MaglevError};
 /// Names of the values of `protocol` and `scheduler`.
 const PROTOCOLS: &[(&str, Protocol)] = &[("tcp", Protocol::Tcp), ("udp", Protocol::Udp)];
 const SCHEDULERS: &[(&str, Scheduler)] = &[("maglev", Scheduler::Maglev), ("sh", Scheduler::SourceHash)];
+/// Names of the values of `forward`; GUE's port comes from `gue_port`.
+const FORWARDS: &[(&str, Method)] = &[("dr", Method::Dr), ("ipip", Method::Ipip), ("gue", Method::Gue)];
+/// `gue_port` when not given: Katran's GUE port.
+pub const DEFAULT_GUE_PORT: u16 = 6080;
+
+/// `forward` as written, before `gue_port` joins it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Method {
+    Dr,
+    Ipip,
+    Gue,
+}
 
 /// A `[[service]]` as read: `None` for a value that was missing or wrong (and reported).
 pub(super) struct ServiceDraft {
@@ -49,6 +61,8 @@ pub(super) fn read_service(report: &mut Report, table: Located<&DeTable<'_>>) ->
     let quorum = t.integer_or("quorum", 1..=MAX_BACKENDS, 1);
     let sorry = t.optional_ip("sorry");
     let sorry = sorry.and_then(|s| t.check(s, |a| a.as_ref().map_or(Ok(()), |a| usable_unicast("sorry", a))));
+    let forward = t.choice_or("forward", FORWARDS, Method::Dr);
+    let gue_port = t.integer_or("gue_port", 1..=u16::MAX, DEFAULT_GUE_PORT);
     let check_table = t.optional_table("check");
     let backend_tables = t.table_array("backend");
     t.finish();
@@ -64,7 +78,13 @@ pub(super) fn read_service(report: &mut Report, table: Located<&DeTable<'_>>) ->
         b.resolved_check =
             check::resolve(report, service_check.as_ref(), b.check.as_ref(), port.as_ref().map(|p| p.value), &what);
     }
-    let svc = ServiceDraft { line: table.line, name, vip, port, protocol, scheduler, table_size, quorum, sorry, backends };
+    for b in &mut backends {
+        if let (Some(method), Some(port)) = (&forward, &gue_port) {
+            b.inherit(method.value, port.value);
+        }
+    }
+    let svc =
+        ServiceDraft { line: table.line, name, vip, port, protocol, scheduler, table_size, quorum, sorry, backends };
     check_backends(report, &svc);
     svc
 }
@@ -84,20 +104,11 @@ fn check_backends(report: &mut Report, svc: &ServiceDraft) {
             seen.insert(address.value, address.line);
         }
         let Some(vip) = &svc.vip else { continue };
+        let forward = svc.backends.iter().find(|b| b.address.as_ref() == Some(address)).and_then(|b| b.forward);
         if address.value == vip.value {
             report.error(address.line, format!("backend address {} is the vip of {called}", address.value));
-        } else if address.value.is_ipv4() != vip.value.is_ipv4() {
-            report.error(
-                address.line,
-                format!(
-                    "backend address {} is {} but the vip {} of {called} is {}: \
-                     a backend must be of the vip's address family",
-                    address.value,
-                    family(address.value),
-                    vip.value,
-                    family(vip.value)
-                ),
-            );
+        } else if let Some(problem) = forward.and_then(|f| family_problem(f, address.value, vip.value)) {
+            report.error(address.line, format!("backend address {} of {called}: {problem}", address.value));
         }
     }
 
@@ -174,12 +185,59 @@ pub(super) fn check_services(report: &mut Report, agent: Option<&AgentDraft>, se
         }
     }
 
+    if let Some(agent) = agent {
+        check_tunnel_sources(report, agent, services);
+    }
+
     let total: usize = services.iter().map(|s| s.backends.len()).sum();
     if let Some(first_over) = services.iter().flat_map(|s| &s.backends).nth(MAX_BACKENDS as usize) {
         report.error(
             first_over.line,
             format!("too many backends: {total} over all services, at most {MAX_BACKENDS}"),
         );
+    }
+}
+
+/// A tunnel over IPv4 needs `tunnel_source`, over IPv6 `tunnel_source6`: reported once
+/// each, at the first backend that needs it.
+fn check_tunnel_sources(report: &mut Report, agent: &AgentDraft, services: &[ServiceDraft]) {
+    let tunnelled = services.iter().flat_map(|s| &s.backends).filter(|b| b.forward.is_some_and(|f| f != Forward::Dr));
+    let mut reported = [false, false];
+    for b in tunnelled {
+        let Some(address) = &b.address else { continue };
+        let (v6, source, key) = match address.value {
+            IpAddr::V4(_) => (0, &agent.tunnel_source, "tunnel_source"),
+            IpAddr::V6(_) => (1, &agent.tunnel_source6, "tunnel_source6"),
+        };
+        if !reported[v6] && source.as_ref().is_some_and(|s| s.value.is_none()) {
+            reported[v6] = true;
+            report.error(
+                address.line,
+                format!(
+                    "backend {} is reached by a tunnel over {}: set [agent] {key}, the tunnel's outer source address",
+                    address.value,
+                    family(address.value)
+                ),
+            );
+        }
+    }
+}
+
+/// Why a backend at `address` cannot be reached by `forward` for `vip`, if it cannot.
+fn family_problem(forward: Forward, address: IpAddr, vip: IpAddr) -> Option<String> {
+    let (a, v) = (family(address), family(vip));
+    match forward {
+        Forward::Dr if address.is_ipv4() != vip.is_ipv4() => Some(format!(
+            "it is {a} but the vip {vip} is {v}: a direct-routing backend must be of the vip's address family \
+             (a tunnel, forward = \"ipip\", carries an IPv4 vip to an IPv6 backend)"
+        )),
+        Forward::Ipip if vip.is_ipv6() && address.is_ipv4() => {
+            Some(format!("an IPv6 vip ({vip}) is not carried over IPv4: give the backend an IPv6 address"))
+        }
+        Forward::Gue { .. } if address.is_ipv6() => {
+            Some("GUE runs over IPv4 only: use forward = \"ipip\" (IP6IP6 or 4-in-6) for an IPv6 backend".to_string())
+        }
+        _ => None,
     }
 }
 
@@ -218,6 +276,24 @@ struct BackendDraft {
     check: Option<check::CheckDraft>,
     /// The check resolved against the service's.
     resolved_check: Option<CheckConfig>,
+    /// Its own `forward` and `gue_port`, if given ...
+    own_method: Option<Located<Option<Method>>>,
+    own_gue_port: Option<Located<Option<u16>>>,
+    /// ... and over the service's (`None` until resolved, or after an error).
+    forward: Option<Forward>,
+}
+
+impl BackendDraft {
+    /// Resolves `forward` over the service's method and GUE port.
+    fn inherit(&mut self, method: Method, port: u16) {
+        let (Some(own), Some(own_port)) = (&self.own_method, &self.own_gue_port) else { return };
+        let port = own_port.value.unwrap_or(port);
+        self.forward = Some(match own.value.unwrap_or(method) {
+            Method::Dr => Forward::Dr,
+            Method::Ipip => Forward::Ipip,
+            Method::Gue => Forward::Gue { port },
+        });
+    }
 }
 
 fn read_backend(report: &mut Report, table: Located<&DeTable<'_>>) -> BackendDraft {
@@ -225,11 +301,13 @@ fn read_backend(report: &mut Report, table: Located<&DeTable<'_>>) -> BackendDra
     let address = t.required_ip("address");
     let address = address.and_then(|a| t.check(a, |a| usable_unicast("backend address", a)));
     let weight = t.integer_or("weight", 0..=MAX_WEIGHT, DEFAULT_WEIGHT);
+    let own_method = t.optional_choice("forward", FORWARDS);
+    let own_gue_port = t.optional_integer("gue_port", 1..=u16::MAX);
     let check_table = t.optional_table("check");
     t.finish();
     let check = check_table
         .and_then(|c| c.value.map(|value| check::read_check(report, Located { value, line: c.line }, "[service.backend.check]")));
-    BackendDraft { line: table.line, address, weight, check, resolved_check: None }
+    BackendDraft { line: table.line, address, weight, check, resolved_check: None, own_method, own_gue_port, forward: None }
 }
 
 impl BackendDraft {
@@ -238,6 +316,7 @@ impl BackendDraft {
             address: self.address?.value,
             weight: self.weight?.value,
             check: self.resolved_check,
+            forward: self.forward?,
             line: self.line,
         })
     }

@@ -130,6 +130,8 @@ fn full_config_parses_to_expected_values() {
             script_user: None,
             script_user_line: 2,
             http: None,
+            tunnel_source: None,
+            tunnel_source6: None,
         },
         vrrp: vec![],
         announce: None,
@@ -143,8 +145,8 @@ fn full_config_parses_to_expected_values() {
                 scheduler: Scheduler::SourceHash,
                 table_size: 251,
                 backends: vec![
-                    BackendConfig { address: ip("203.0.113.11"), weight: 0, check: None, line: 23 },
-                    BackendConfig { address: ip("203.0.113.12"), weight: 1000, check: None, line: 27 },
+                    BackendConfig { address: ip("203.0.113.11"), weight: 0, check: None, forward: Forward::Dr, line: 23 },
+                    BackendConfig { address: ip("203.0.113.12"), weight: 1000, check: None, forward: Forward::Dr, line: 27 },
                 ],
                 quorum: 1,
                 sorry: None,
@@ -157,7 +159,7 @@ fn full_config_parses_to_expected_values() {
                 protocol: Protocol::Udp,
                 scheduler: Scheduler::Maglev,
                 table_size: 65537,
-                backends: vec![BackendConfig { address: ip("2001:db8::11"), weight: 1, check: None, line: 39 }],
+                backends: vec![BackendConfig { address: ip("2001:db8::11"), weight: 1, check: None, forward: Forward::Dr, line: 39 }],
                 quorum: 1,
                 sorry: None,
                 line: 31,
@@ -326,7 +328,7 @@ fn backend_of_the_other_family_or_equal_to_the_vip() {
         "{AGENT}[[service]]\nname = \"web\"\nvip = \"203.0.113.100\"\nport = 80\n[[service.backend]]\naddress = \"2001:db8::11\"\n[[service.backend]]\naddress = \"203.0.113.100\"\n[[service.backend]]\naddress = \"203.0.113.12\"\n"
     );
     let errs = errors(&text);
-    assert_has(&errs, 8, "backend address 2001:db8::11 is IPv6 but the vip 203.0.113.100 of service \"web\" is IPv4");
+    assert_has(&errs, 8, "backend address 2001:db8::11 of service \"web\": it is IPv6 but the vip 203.0.113.100 is IPv4");
     assert_has(&errs, 10, "backend address 203.0.113.100 is the vip of service \"web\"");
     assert_eq!(errs.len(), 2, "{}", one_per_line(&errs));
 }
@@ -627,6 +629,7 @@ fn iface(name: &str, ifindex: u32, addrs: &[(&str, u8)]) -> InterfaceInfo {
         name: name.to_string(),
         ifindex,
         mac: [2, 0, 0, 0, 0, ifindex as u8],
+        mtu: 1500,
         addrs: addrs.iter().map(|&(a, p)| (ip(a), p)).collect(),
     }
 }
@@ -735,4 +738,88 @@ fn flow_timeouts_are_checked_against_their_range_and_each_other() {
     let (cfg, _) = ok("[agent]\ninterfaces = [\"eth0\"]\n");
     assert_eq!(cfg.agent.flow_timeouts, FlowTimeouts::DEFAULT);
     assert_eq!(cfg.agent.new_flow_rate, crate::config::DEFAULT_NEW_FLOW_RATE);
+}
+
+const TUNNELS: &str = r#"
+[agent]
+interfaces = ["eth0"]
+tunnel_source = "198.51.100.0/24"
+tunnel_source6 = "2001:db8:0:1::2"
+
+[[service]]
+name = "web"
+vip = "203.0.113.100"
+port = 80
+forward = "ipip"
+
+  [[service.backend]]
+  address = "198.51.100.11"
+
+  [[service.backend]]
+  address = "2001:db8:0:2::12"
+
+  [[service.backend]]
+  address = "198.51.100.13"
+  forward = "gue"
+  gue_port = 5555
+
+  [[service.backend]]
+  address = "203.0.113.11"
+  forward = "dr"
+
+[[service]]
+name = "dns"
+vip = "203.0.113.100"
+port = 53
+protocol = "udp"
+forward = "gue"
+
+  [[service.backend]]
+  address = "198.51.100.11"
+"#;
+
+#[test]
+fn forward_methods_resolve_over_the_service() {
+    let (cfg, warnings) = ok(TUNNELS);
+    assert_eq!(warnings, []);
+    let forwards: Vec<Forward> = cfg.services[0].backends.iter().map(|b| b.forward).collect();
+    assert_eq!(forwards, [Forward::Ipip, Forward::Ipip, Forward::Gue { port: 5555 }, Forward::Dr]);
+    assert_eq!(cfg.services[1].backends[0].forward, Forward::Gue { port: 6080 }, "the default GUE port");
+    let v4 = cfg.agent.tunnel_source.unwrap();
+    assert_eq!((v4.address, v4.prefix, v4.hash_mask()), (ip("198.51.100.0"), 24, [0, 0, 0, 0xff]));
+    let v6 = cfg.agent.tunnel_source6.unwrap();
+    assert_eq!((v6.prefix, v6.hash_mask()), (128, [0; 4]));
+    assert_eq!(TunnelSource { address: ip("2001:db8::"), prefix: 96 }.hash_mask(), [0xff; 4]);
+    assert_eq!(TunnelSource { address: ip("0.0.0.0"), prefix: 0 }.hash_mask(), [0xff; 4]);
+    assert_eq!(v4.to_string(), "198.51.100.0/24");
+}
+
+#[test]
+fn tunnels_need_their_family_s_source_and_a_family_they_can_carry() {
+    let without_v6 = TUNNELS.replace("tunnel_source6 = \"2001:db8:0:1::2\"\n", "");
+    let e = errors(&without_v6);
+    assert_has(&e, 16, "set [agent] tunnel_source6");
+    assert_eq!(e.len(), 1, "{e:?}");
+    let e = errors(&TUNNELS.replace("address = \"203.0.113.11\"\n  forward = \"dr\"", "address = \"2001:db8:0:1::11\"\n  forward = \"dr\""));
+    assert_has(&e, 25, "a direct-routing backend must be of the vip's address family");
+    let e = errors(&TUNNELS.replace("address = \"198.51.100.13\"", "address = \"2001:db8::13\""));
+    assert_has(&e, 20, "GUE runs over IPv4 only");
+    let v6_vip = TUNNELS.replace("vip = \"203.0.113.100\"\nport = 80", "vip = \"2001:db8:0:1::100\"\nport = 80");
+    let e = errors(&v6_vip);
+    assert_has(&e, 14, "an IPv6 vip (2001:db8:0:1::100) is not carried over IPv4");
+    for bad in ["\"198.51.100.0/33\"", "\"2001:db8::1\"", "\"x\"", "1"] {
+        let e = errors(&TUNNELS.replace("tunnel_source = \"198.51.100.0/24\"", &format!("tunnel_source = {bad}")));
+        assert!(e.iter().any(|d| d.line == 4 && d.message.contains("tunnel_source")), "{bad}: {e:?}");
+    }
+    let e = errors(&TUNNELS.replace("tunnel_source6 = \"2001:db8:0:1::2\"", "tunnel_source6 = \"2001:db8::/64\""));
+    assert_has(&e, 5, "a prefix /96 ..= /128");
+    let e = errors(&TUNNELS.replace("forward = \"ipip\"", "forward = \"tun\""));
+    assert_has(&e, 11, "invalid forward \"tun\": expected \"dr\" or \"ipip\" or \"gue\"");
+}
+
+#[test]
+fn tunnelled_backends_need_no_attached_subnet() {
+    let (cfg, _) = ok(TUNNELS);
+    let diags = check_environment(&cfg, &[iface("eth0", 2, &[("203.0.113.2", 24)])]);
+    assert_eq!(diags, [], "only the direct-routing backend must be on a subnet, and it is");
 }

@@ -49,7 +49,11 @@ impl Diff {
         for (slot, b) in &new.backends {
             match old.backends.get(slot) {
                 None => diff.backends_added.push(*slot),
-                Some(before) if before.weight != b.weight || !same_check(before.check.as_ref(), b.check.as_ref()) => {
+                Some(before)
+                    if before.weight != b.weight
+                        || before.forward != b.forward
+                        || !same_check(before.check.as_ref(), b.check.as_ref()) =>
+                {
                     diff.backends_changed.push(*slot)
                 }
                 Some(_) => {}

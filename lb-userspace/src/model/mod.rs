@@ -26,7 +26,7 @@ pub use diff::Diff;
 pub use slots::{BackendId, Slots};
 
 use crate::{
-    config::{AgentConfig, CheckConfig, Config, Protocol, Scheduler, VrrpConfig},
+    config::{AgentConfig, CheckConfig, Config, Forward, Protocol, Scheduler, VrrpConfig},
     flowscan::FlowFilter,
     maglev,
 };
@@ -79,6 +79,8 @@ pub struct BackendModel {
     pub weight: u32,
     /// Its health check (a sorry backend has none).
     pub check: Option<CheckConfig>,
+    /// How frames reach it (a sorry backend: direct routing).
+    pub forward: Forward,
 }
 
 impl BackendModel {
@@ -143,15 +145,15 @@ impl Model {
         for svc in &cfg.services {
             let key = ServiceKey::new(svc.vip, svc.port, svc.protocol.number());
             let id = next.service(key)?;
-            let mut add = |address: IpAddr, sorry: bool, weight: u32, check: Option<CheckConfig>| {
+            let mut add = |address: IpAddr, sorry: bool, weight: u32, check: Option<CheckConfig>, forward: Forward| {
                 let bid = BackendId { service: key, address, sorry };
                 let slot = next.backend(bid)?;
-                model.backends.insert(slot, BackendModel { slot, id: bid, service: id, weight, check });
+                model.backends.insert(slot, BackendModel { slot, id: bid, service: id, weight, check, forward });
                 Ok::<u32, ModelError>(slot)
             };
             let members =
-                svc.backends.iter().map(|b| add(b.address, false, b.weight, b.check.clone())).collect::<Result<_, _>>()?;
-            let sorry = svc.sorry.map(|address| add(address, true, 1, None)).transpose()?;
+                svc.backends.iter().map(|b| add(b.address, false, b.weight, b.check.clone(), b.forward)).collect::<Result<_, _>>()?;
+            let sorry = svc.sorry.map(|address| add(address, true, 1, None, Forward::Dr)).transpose()?;
             model.services.push(ServiceModel {
                 id,
                 name: svc.name.clone(),
@@ -199,7 +201,7 @@ impl Model {
             } else {
                 svc.members.push(slot);
             }
-            backends.insert(slot, BackendModel { slot, id, service: svc.id, weight: 0, check: None });
+            backends.insert(slot, BackendModel { slot, id, service: svc.id, weight: 0, check: None, forward: Forward::Dr });
         }
         Model { agent: agent.clone(), services, backends, fragments: Vec::new(), vrrp: Vec::new() }
     }

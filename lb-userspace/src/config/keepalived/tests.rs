@@ -435,7 +435,7 @@ fn assert_has_file(diagnostics: &[Diagnostic], file: &str, line: usize, fragment
 fn host_checks_name_the_keepalived_lines() {
     let text = format!("{INSTANCE}virtual_server 192.0.2.100 80 {{\n    lb_kind DR\n    real_server 198.51.100.11 80 {{\n    }}\n}}\n");
     let cfg = read_text(&text).unwrap().config;
-    let eth0 = InterfaceInfo { name: "eth0".into(), ifindex: 2, mac: [2, 0, 0, 0, 0, 1], addrs: vec![(ip("192.0.2.2"), 24)] };
+    let eth0 = InterfaceInfo { name: "eth0".into(), ifindex: 2, mac: [2, 0, 0, 0, 0, 1], mtu: 1500, addrs: vec![(ip("192.0.2.2"), 24)] };
     let problems = crate::config::check_environment(&cfg, &[eth0]);
     assert!(problems.iter().any(|d| d.file == MAIN && d.line == 10 && d.message.contains("198.51.100.11")), "{problems:?}");
     let problems = crate::config::check_environment(&cfg, &[]);
