@@ -1007,3 +1007,267 @@ fn client_mac_constant_is_what_frames_carry() {
     assert_eq!(&f[..6], &NODE_MAC);
     assert_eq!(&f[6..12], &CLIENT_MAC);
 }
+
+// ---- tunnels ----------------------------------------------------------------------------
+
+/// The next hop toward the tunnelled backends (a router), and the node's tunnel sources.
+const ROUTER_MAC: [u8; 6] = [0x02, 0, 0, 0, 7, 7];
+const TUNNEL_SRC4: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 2);
+const TUNNEL_SRC6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, 0, 2);
+const TB4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 11);
+const TB6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 2, 0, 0, 0, 0x11);
+const GUE_PORT: u16 = 6080;
+const TUNNEL_MTU: u16 = 1500;
+
+/// Makes backends 0-2 one tunnelled backend at `addr` by `method` (every flow of the fixture's
+/// services goes to it), behind the router, and sets the tunnel sources (`mask4`: the bits of
+/// the IPv4 source the flow's hash fills).
+fn tunnel_to(fx: &mut Fixture, addr: IpAddr, method: u8, mask4: [u8; 4]) {
+    for slot in 0..3 {
+        let b = Backend {
+            dst_mac: ROUTER_MAC,
+            src_mac: NODE_MAC,
+            ifindex: 1,
+            flags: BACKEND_F_USABLE,
+            addr: lb_common::addr16(addr),
+            method,
+            family: lb_common::family(addr),
+            mtu: TUNNEL_MTU,
+            gue_port: GUE_PORT.to_be(),
+            ..Default::default()
+        };
+        fx.dp.set_backend(slot, &b).unwrap();
+    }
+    let settings = Settings {
+        tunnel_src4: TUNNEL_SRC4.octets(),
+        tunnel_src4_hash_mask: mask4,
+        tunnel_src6: TUNNEL_SRC6.octets(),
+        ..Default::default()
+    };
+    fx.dp.set_settings(settings).unwrap();
+}
+
+/// `frame` (IPv4 or IPv6) with DSCP EF and ECN ECT(1) in its IP header (checksum fixed).
+fn with_tos(mut frame: Vec<u8>) -> Vec<u8> {
+    const TOS: u8 = 0xb9;
+    if frame[12..14] == [0x08, 0x00] {
+        frame[15] = TOS;
+        frame[24..26].fill(0);
+        let sum = pnet_packet::util::checksum(&frame[14..34], 5);
+        frame[24..26].copy_from_slice(&sum.to_be_bytes());
+    } else {
+        frame[14] = 0x60 | (TOS >> 4);
+        frame[15] = (TOS << 4) | (frame[15] & 0x0f);
+    }
+    frame
+}
+
+/// The outer IPv4 header the program must write, built here independently.
+fn outer_v4(tos: u8, proto: u8, src: Ipv4Addr, dst: Ipv4Addr, df: bool, payload_len: usize) -> Vec<u8> {
+    let mut h = vec![0x45, tos];
+    h.extend_from_slice(&((20 + payload_len) as u16).to_be_bytes());
+    h.extend_from_slice(&[0, 0, if df { 0x40 } else { 0 }, 0, 64, proto, 0, 0]);
+    h.extend_from_slice(&src.octets());
+    h.extend_from_slice(&dst.octets());
+    let sum = pnet_packet::util::checksum(&h, 5);
+    h[10..12].copy_from_slice(&sum.to_be_bytes());
+    h
+}
+
+fn outer_v6(tc: u8, flow_label: u32, next: u8, src: Ipv6Addr, dst: Ipv6Addr, payload_len: usize) -> Vec<u8> {
+    let mut h = ((6u32 << 28) | ((tc as u32) << 20) | (flow_label & 0xf_ffff)).to_be_bytes().to_vec();
+    h.extend_from_slice(&(payload_len as u16).to_be_bytes());
+    h.extend_from_slice(&[next, 64]);
+    h.extend_from_slice(&src.octets());
+    h.extend_from_slice(&dst.octets());
+    h
+}
+
+fn eth_to_router(ethertype: u16) -> Vec<u8> {
+    let mut e = ROUTER_MAC.to_vec();
+    e.extend_from_slice(&NODE_MAC);
+    e.extend_from_slice(&ethertype.to_be_bytes());
+    e
+}
+
+/// Runs `frame`, expects XDP_TX of exactly `expected`, counted as encapsulated.
+fn expect_tunnelled(fx: &mut Fixture, frame: &[u8], expected: &[u8]) {
+    let before = fx.stat(stat::EVENT_ENCAPSULATED);
+    let (verdict, out) = fx.run(frame);
+    assert_eq!(verdict, XDP_TX, "verdict");
+    assert_eq!(out.len(), expected.len(), "frame length");
+    assert_eq!(out, expected, "frame out");
+    assert_eq!(fx.stat(stat::EVENT_ENCAPSULATED), before + 1);
+}
+
+fn key_of(proto: u8, src: IpAddr, sport: u16, dst: IpAddr, dport: u16) -> FlowKey {
+    flow_key(proto, src, sport, dst, dport)
+}
+
+#[test]
+fn ipip_wraps_the_packet_for_the_backend_through_the_router() {
+    with_fixture("ipip_wraps_the_packet_for_the_backend_through_the_router", |fx| {
+        tunnel_to(fx, TB4.into(), lb_common::FORWARD_IPIP, [0; 4]);
+        let frame = with_tos(flow_frame(PROTO_TCP, CLIENT4.into(), 40000, VIP4.into(), 80, b"GET / HTTP/1.0\r\n\r\n"));
+        let inner = &frame[14..];
+        let mut expected = eth_to_router(0x0800);
+        expected.extend(outer_v4(0xb9, 4, TUNNEL_SRC4, TB4, true, inner.len()));
+        expected.extend_from_slice(inner);
+        expect_tunnelled(fx, &frame, &expected);
+        assert_eq!((fx.stat(stat::VERDICT_TX), fx.stat(stat::EVENT_FLOW_NEW)), (1, 1));
+        // A packet without DF: the outer header leaves it fragmentable too.
+        let mut v4 = V4::new(CLIENT4, VIP4, PROTO_UDP);
+        v4.frag = 0;
+        let frame = v4.frame(&frames::transport(PROTO_UDP, 5353, 53, b"query"));
+        let mut expected = eth_to_router(0x0800);
+        expected.extend(outer_v4(0, 4, TUNNEL_SRC4, TB4, false, frame.len() - 14));
+        expected.extend_from_slice(&frame[14..]);
+        expect_tunnelled(fx, &frame, &expected);
+    });
+}
+
+#[test]
+fn ip6ip6_and_4in6_wrap_in_ipv6_with_the_flow_label_from_the_hash() {
+    with_fixture("ip6ip6_and_4in6_wrap_in_ipv6_with_the_flow_label_from_the_hash", |fx| {
+        tunnel_to(fx, TB6.into(), lb_common::FORWARD_IPIP, [0; 4]);
+        let frame = with_tos(flow_frame(PROTO_UDP, CLIENT6.into(), 5353, VIP6.into(), 53, b"query"));
+        let hash = flow_hash(&key_of(PROTO_UDP, CLIENT6.into(), 5353, VIP6.into(), 53));
+        let mut expected = eth_to_router(0x86dd);
+        expected.extend(outer_v6(0xb9, hash, 41, TUNNEL_SRC6, TB6, frame.len() - 14));
+        expected.extend_from_slice(&frame[14..]);
+        expect_tunnelled(fx, &frame, &expected);
+        // An IPv4 VIP's packet to the IPv6 backend: 4-in-6 (next header 4).
+        let frame = with_tos(flow_frame(PROTO_TCP, CLIENT4.into(), 40001, VIP4.into(), 80, b"x"));
+        let hash = flow_hash(&key_of(PROTO_TCP, CLIENT4.into(), 40001, VIP4.into(), 80));
+        let mut expected = eth_to_router(0x86dd);
+        expected.extend(outer_v6(0xb9, hash, 4, TUNNEL_SRC6, TB6, frame.len() - 14));
+        expected.extend_from_slice(&frame[14..]);
+        expect_tunnelled(fx, &frame, &expected);
+    });
+}
+
+#[test]
+fn gue_wraps_in_udp_to_the_fou_port_with_the_source_port_and_address_from_the_hash() {
+    with_fixture("gue_wraps_in_udp_to_the_fou_port_with_the_source_port_and_address_from_the_hash", |fx| {
+        tunnel_to(fx, TB4.into(), lb_common::FORWARD_GUE, [0, 0, 0, 0xff]);
+        let frame = flow_frame(PROTO_TCP, CLIENT4.into(), 40002, VIP4.into(), 80, b"GET / HTTP/1.0\r\n\r\n");
+        let hash = flow_hash(&key_of(PROTO_TCP, CLIENT4.into(), 40002, VIP4.into(), 80));
+        let inner = &frame[14..];
+        let src = Ipv4Addr::new(203, 0, 113, hash.to_be_bytes()[3]);
+        let mut expected = eth_to_router(0x0800);
+        expected.extend(outer_v4(0, 17, src, TB4, true, 8 + inner.len()));
+        expected.extend_from_slice(&(0xc000 | (hash & 0x3fff) as u16).to_be_bytes());
+        expected.extend_from_slice(&GUE_PORT.to_be_bytes());
+        expected.extend_from_slice(&((8 + inner.len()) as u16).to_be_bytes());
+        expected.extend_from_slice(&[0, 0]);
+        expected.extend_from_slice(inner);
+        expect_tunnelled(fx, &frame, &expected);
+    });
+}
+
+/// A TCP segment from the client whose IP packet is `ip_len` bytes.
+fn sized_tcp(src: IpAddr, dst: IpAddr, ip_len: usize) -> Vec<u8> {
+    let headers = if src.is_ipv4() { 20 + 20 } else { 40 + 20 };
+    frames::tcp_frame(TCP_ACK, src, 41000, dst, 80, &vec![0x5a; ip_len - headers])
+}
+
+/// The ICMP answer the program must send for `frame` (checked field by field, then its
+/// checksum over the whole message).
+fn check_too_big_answer(frame: &[u8], out: &[u8], mtu: u32) {
+    assert_eq!(out[..6], frame[6..12], "back to the client's MAC");
+    assert_eq!(out[6..12], frame[..6], "from the MAC it was sent to");
+    if frame[12..14] == [0x08, 0x00] {
+        assert_eq!(out.len(), 14 + 20 + 8 + 128);
+        let ip = &out[14..34];
+        assert_eq!((ip[0], ip[9], ip[8]), (0x45, 1, 64), "IPv4, ICMP, TTL");
+        assert_eq!(u16::from_be_bytes([ip[2], ip[3]]), 20 + 8 + 128);
+        assert_eq!((&ip[12..16], &ip[16..20]), (&frame[30..34], &frame[26..30]), "from the VIP to the client");
+        assert_eq!(pnet_packet::util::checksum(ip, 5), u16::from_be_bytes([ip[10], ip[11]]));
+        let icmp = &out[34..];
+        assert_eq!((icmp[0], icmp[1]), (3, 4), "fragmentation needed");
+        assert_eq!(u16::from_be_bytes([icmp[6], icmp[7]]) as u32, mtu);
+        assert_eq!(&icmp[8..], &frame[14..14 + 128], "quotes the packet's start");
+        assert_eq!(pnet_packet::util::checksum(icmp, 1), u16::from_be_bytes([icmp[2], icmp[3]]));
+    } else {
+        assert_eq!(out.len(), 14 + 40 + 8 + 128);
+        let ip = &out[14..54];
+        assert_eq!((ip[0] >> 4, ip[6], u16::from_be_bytes([ip[4], ip[5]])), (6, 58, 8 + 128));
+        assert_eq!((&ip[8..24], &ip[24..40]), (&frame[38..54], &frame[22..38]), "from the VIP to the client");
+        let icmp = &out[54..];
+        assert_eq!((icmp[0], icmp[1]), (2, 0), "packet too big");
+        assert_eq!(u32::from_be_bytes([icmp[4], icmp[5], icmp[6], icmp[7]]), mtu);
+        assert_eq!(&icmp[8..], &frame[14..14 + 128]);
+        let (src, dst): (Ipv6Addr, Ipv6Addr) = (<[u8; 16]>::try_from(&ip[8..24]).unwrap().into(), <[u8; 16]>::try_from(&ip[24..40]).unwrap().into());
+        let mut zeroed = icmp.to_vec();
+        zeroed[2..4].fill(0);
+        let sum = pnet_packet::util::ipv6_checksum(&zeroed, 1, &[], &src, &dst, pnet_packet::ip::IpNextHeaderProtocols::Icmpv6);
+        assert_eq!(sum, u16::from_be_bytes([icmp[2], icmp[3]]), "ICMPv6 checksum");
+    }
+}
+
+#[test]
+fn at_the_mtu_boundary_the_packet_is_wrapped_and_one_byte_more_is_answered_too_big() {
+    with_fixture("at_the_mtu_boundary_the_packet_is_wrapped_and_one_byte_more_is_answered_too_big", |fx| {
+        for (client, vip, backend, room) in [
+            (IpAddr::V4(CLIENT4), IpAddr::V4(VIP4), IpAddr::V4(TB4), TUNNEL_MTU as usize - 20),
+            (IpAddr::V6(CLIENT6), IpAddr::V6(VIP6), IpAddr::V6(TB6), TUNNEL_MTU as usize - 40),
+        ] {
+            tunnel_to(fx, backend, lb_common::FORWARD_IPIP, [0; 4]);
+            let fits = sized_tcp(client, vip, room);
+            let (verdict, out) = fx.run(&fits);
+            assert_eq!((verdict, out.len()), (XDP_TX, fits.len() + TUNNEL_MTU as usize - room), "{client}: {room} bytes fit");
+            assert_eq!(u16::from_be_bytes([out[12], out[13]]), if backend.is_ipv4() { 0x0800 } else { 0x86dd });
+            let sent = fx.stat(stat::TOO_BIG_SENT);
+            let too_big = sized_tcp(client, vip, room + 1);
+            let (verdict, out) = fx.run(&too_big);
+            assert_eq!(verdict, XDP_TX, "{client}: the answer goes back");
+            check_too_big_answer(&too_big, &out, room as u32);
+            assert_eq!(fx.stat(stat::TOO_BIG_SENT), sent + 1);
+        }
+        // GUE takes 8 bytes more.
+        tunnel_to(fx, TB4.into(), lb_common::FORWARD_GUE, [0; 4]);
+        let (verdict, _) = fx.run(&sized_tcp(CLIENT4.into(), VIP4.into(), TUNNEL_MTU as usize - 28));
+        assert_eq!(verdict, XDP_TX);
+        let too_big = sized_tcp(CLIENT4.into(), VIP4.into(), TUNNEL_MTU as usize - 27);
+        let (_, out) = fx.run(&too_big);
+        check_too_big_answer(&too_big, &out, TUNNEL_MTU as u32 - 28);
+        // Without DF, nothing can be answered: dropped and counted.
+        let mut v4 = V4::new(CLIENT4, VIP4, PROTO_UDP);
+        v4.frag = 0;
+        let frame = v4.frame(&frames::transport(PROTO_UDP, 5353, 53, &[0u8; 1480]));
+        let (verdict, _) = fx.run(&frame);
+        assert_eq!((verdict, fx.stat(stat::DROP_TOO_BIG)), (XDP_DROP, 1));
+    });
+}
+
+#[test]
+fn too_big_answers_are_rate_limited_per_cpu() {
+    with_fixture("too_big_answers_are_rate_limited_per_cpu", |fx| {
+        tunnel_to(fx, TB4.into(), lb_common::FORWARD_IPIP, [0; 4]);
+        let too_big = sized_tcp(CLIENT4.into(), VIP4.into(), TUNNEL_MTU as usize);
+        let limit = lb_common::TOO_BIG_PER_CPU;
+        // BPF_PROG_TEST_RUN runs on one CPU; well within the second.
+        let started = std::time::Instant::now();
+        let verdicts: Vec<u32> = (0..limit + 5).map(|_| fx.run(&too_big).0).collect();
+        assert!(started.elapsed() < std::time::Duration::from_millis(900), "too slow to stay in one window");
+        assert!(verdicts[..limit as usize].iter().all(|&v| v == XDP_TX));
+        assert!(verdicts[limit as usize..].iter().all(|&v| v == XDP_DROP));
+        assert_eq!((fx.stat(stat::TOO_BIG_SENT), fx.stat(stat::DROP_TOO_BIG)), (limit, 5));
+    });
+}
+
+#[test]
+fn icmp_too_big_about_a_tunnelled_flow_reaches_its_backend_through_the_tunnel() {
+    with_fixture("icmp_too_big_about_a_tunnelled_flow_reaches_its_backend_through_the_tunnel", |fx| {
+        let b = pinned_flow(fx, S_TCP4, CLIENT4.into(), 52000, VIP4.into());
+        tunnel_to(fx, TB4.into(), lb_common::FORWARD_IPIP, [0; 4]);
+        let reply = V4::new(VIP4, CLIENT4, PROTO_TCP).packet(&frames::transport(PROTO_TCP, 80, 52000, &[0u8; 1400]));
+        let icmp = frames::icmp4_frag_needed(ROUTER4, VIP4, &reply, 1280);
+        let mut expected = eth_to_router(0x0800);
+        expected.extend(outer_v4(0, 4, TUNNEL_SRC4, TB4, true, icmp.len() - 14));
+        expected.extend_from_slice(&icmp[14..]);
+        expect_tunnelled(fx, &icmp, &expected);
+        assert_eq!(fx.stat(stat::EVENT_ICMP_TOO_BIG), 1);
+        assert!(b < 3);
+    });
+}
