@@ -161,10 +161,17 @@ pub struct BackendStatus {
     #[serde(default)]
     pub slot: u32,
     pub weight: u32,
-    /// The backend's MAC, once learnt from the neighbour table.
+    /// The MAC its frames go to (its own, or a tunnel's next hop's), once learnt from the
+    /// neighbour table.
     pub mac: Option<String>,
     pub interface: String,
-    /// "up", or why it receives no new flows ("no-mac", "down", "drained").
+    /// How frames reach it: "dr", "ipip" or "gue:PORT".
+    #[serde(default)]
+    pub forward: String,
+    /// A tunnelled backend: the next hop of its route (none without a route).
+    #[serde(default)]
+    pub next_hop: Option<String>,
+    /// "up", or why it receives no new flows ("no-route", "no-mac", "down", "drained").
     pub state: String,
     /// "up", "down", or "unchecked" (no health check configured).
     pub health: String,

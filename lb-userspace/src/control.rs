@@ -193,6 +193,10 @@ impl Render for Status {
                 if let Some(runtime) = &b.runtime {
                     reason += &format!("  [{runtime}]");
                 }
+                // ipvsadm's Forward column, for the tunnels.
+                if !b.forward.is_empty() && b.forward != "dr" {
+                    reason += &format!("  {} via {}", b.forward, b.next_hop.as_deref().unwrap_or("(no route)"));
+                }
                 let _ = writeln!(
                     out,
                     "  -> {:<31} {:<6} {:<8} {:>8} {:>12} {:>14}{reason}",

@@ -8,6 +8,7 @@ use lb_common::status::{AgentInfo, TransitionCount};
 
 use super::{Agent, Result};
 use crate::{
+    config::Forward,
     control::{BackendStatus, CheckerStatus, ServiceStatus, Status},
     health::Health,
     model::TableMode,
@@ -28,7 +29,15 @@ impl Agent {
             weight: b.weight,
             mac: state.mac.as_ref().map(format_mac),
             interface: state.ifname.clone(),
-            state: if state.mac.is_none() {
+            forward: match b.forward {
+                Forward::Dr => "dr".into(),
+                Forward::Ipip => "ipip".into(),
+                Forward::Gue { port } => format!("gue:{port}"),
+            },
+            next_hop: state.next_hop.filter(|_| b.forward != Forward::Dr).map(|h| h.to_string()),
+            state: if state.next_hop.is_none() {
+                "no-route"
+            } else if state.mac.is_none() {
                 "no-mac"
             } else if !state.healthy {
                 "down"
