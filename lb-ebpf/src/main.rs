@@ -10,6 +10,7 @@
 #![no_main]
 
 mod bench;
+mod decap;
 mod forward;
 mod maps;
 mod parse;
