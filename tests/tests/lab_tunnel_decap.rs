@@ -13,11 +13,13 @@ use std::{
 };
 
 use anyhow::{bail, ensure, Context as _, Result};
-use lb_userspace::dataplane::OBJECT;
+use lb_userspace::{config::Severity, dataplane::OBJECT};
 use xlb_tests::{
     frames::{self, encapsulate, ethernet_frame, send_raw, Tunnel, V4, PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_SYN},
     in_netns, ip, link_mac, plan, privileged,
-    routed::{backend_v4, ip_of, Options, Routed, Sniffer, DEFAULT_GUE_PORT},
+    routed::{backend_v4, ip_of, routed_config, Options, Routed, Sniffer, DEFAULT_GUE_PORT},
+    scenario::{web4_config, Serve},
+    traffic::tcp_connections,
     NS_PREFIX,
 };
 
@@ -220,6 +222,44 @@ fn other_traffic_passes_untouched() -> Result<()> {
         }
     }
     ensure!(got.as_deref() == Some(&payload[..]), "t1's socket on the GUE port got {got:?}");
+    Ok(())
+}
+
+/// The hook for the agent: xlb starts on lb1 of the routed lab with a configuration and
+/// serves the client (here through b1 alone, by direct routing; the tunnel backends' programs
+/// change nothing for it).
+#[test]
+fn xlb_runs_on_the_routed_lab() -> Result<()> {
+    if !privileged("xlb_runs_on_the_routed_lab") {
+        return Ok(());
+    }
+    let r = Routed::start_with("tunxlb", OBJECT, &web4_config(&[(11, 1)]), Serve::Name)?;
+    let target = std::net::SocketAddr::new(plan::VIP4.parse()?, 80);
+    let tally = in_netns(&r.node.client.ns, move || tcp_connections(target, 20))??;
+    ensure!(tally.get("b1") == Some(&20) && tally.len() == 1, "answers {tally:?}");
+    r.node.no_agent_errors()
+}
+
+/// routed_config is config/lab.toml's agent with four services over b1 and t1..t3. Until the
+/// agent tunnels, it may refuse the backends' `forward` key and, for 4-in-6, an IPv6 backend
+/// of an IPv4 VIP; nothing else.
+#[test]
+fn routed_config_is_a_configuration_but_for_the_forward_key() -> Result<()> {
+    for (forward, four_in_six) in [("ipip", false), ("ipip", true), ("gue", false)] {
+        let text = routed_config(forward, four_in_six);
+        ensure!(text.matches("[[service]]").count() == 4 && text.matches(&format!("forward = \"{forward}\"")).count() == 12, "{text}");
+        if let Err(e) = lb_userspace::config::parse("routed.toml", &text) {
+            let others: Vec<_> = e
+                .diagnostics
+                .iter()
+                .filter(|d| {
+                    let tunnel_only = d.message.contains("\"forward\"") || (four_in_six && d.message.contains("address family"));
+                    d.severity == Severity::Error && !tunnel_only
+                })
+                .collect();
+            ensure!(others.is_empty(), "{others:?}\n{text}");
+        }
+    }
     Ok(())
 }
 
