@@ -11,6 +11,7 @@
 #![no_main]
 
 mod bench;
+mod decap;
 mod encap;
 mod forward;
 mod maps;

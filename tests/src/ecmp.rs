@@ -107,14 +107,10 @@ impl Ecmp {
         let router = lab.host("router", ROUTER)?;
         lab.add_bridge("br1")?;
         lab.leg(&router.ns, "p-router1", "br1", "eth1", &["198.51.100.1/24".into(), "2001:db8:0:2::1/64".into()])?;
+        // Replies come from the backends with the VIP as source, which the router routes to
+        // the nodes.
+        lab.make_router(&router.ns, &["eth0"])?;
         for (key, value) in [
-            ("net.ipv4.ip_forward", "1"),
-            ("net.ipv6.conf.all.forwarding", "1"),
-            // Replies come from the backends with the VIP as source, which the router routes
-            // to the nodes.
-            ("net.ipv4.conf.all.rp_filter", "0"),
-            ("net.ipv4.conf.default.rp_filter", "0"),
-            ("net.ipv4.conf.eth0.rp_filter", "0"),
             // ECMP by the 5-tuple, read from the headers (see the README's lab notes: policy 1
             // would take a veth sender's socket hash, which TCP changes on retransmission).
             ("net.ipv4.fib_multipath_hash_policy", "3"),

@@ -183,6 +183,52 @@ pub fn icmp6_packet_too_big(router: Ipv6Addr, vip: Ipv6Addr, quoted: &[u8], mtu:
     ipv6_frame(router, vip, PROTO_ICMPV6, &icmp)
 }
 
+/// IP protocol numbers of the tunnels: IPv4 inside (IPIP, 4-in-6) and IPv6 inside (IP6IP6, 6-in-4).
+pub const PROTO_IPIP: u8 = 4;
+pub const PROTO_IPV6: u8 = 41;
+
+/// How a packet is wrapped for a backend beyond the segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tunnel {
+    /// The inner packet right after the outer IP header: IPIP, IP6IP6, 4-in-6 or 6-in-4,
+    /// by the families of the outer and inner headers.
+    Ip,
+    /// GUE variant 1: outer IP, a UDP header (checksum 0), then the inner packet.
+    Gue { sport: u16, dport: u16 },
+}
+
+/// The IP packet carrying `inner` (an IP packet) from `src` to `dst` through `tunnel`.
+pub fn encapsulate(src: IpAddr, dst: IpAddr, tunnel: Tunnel, inner: &[u8]) -> Vec<u8> {
+    let (proto, payload) = match tunnel {
+        Tunnel::Ip => (if inner[0] >> 4 == 6 { PROTO_IPV6 } else { PROTO_IPIP }, inner.to_vec()),
+        Tunnel::Gue { sport, dport } => {
+            let mut udp = Vec::with_capacity(8 + inner.len());
+            udp.extend_from_slice(&sport.to_be_bytes());
+            udp.extend_from_slice(&dport.to_be_bytes());
+            udp.extend_from_slice(&((8 + inner.len()) as u16).to_be_bytes());
+            udp.extend_from_slice(&[0, 0]);
+            udp.extend_from_slice(inner);
+            (PROTO_UDP, udp)
+        }
+    };
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => V4::new(s, d, proto).packet(&payload),
+        (IpAddr::V6(s), IpAddr::V6(d)) => ipv6_packet(s, d, proto, &payload),
+        _ => panic!("mixed address families"),
+    }
+}
+
+/// An Ethernet frame from `src` to `dst` carrying the IP packet `packet` (its type from the
+/// packet's version).
+pub fn ethernet_frame(dst: [u8; 6], src: [u8; 6], packet: &[u8]) -> Vec<u8> {
+    let mut f = Vec::with_capacity(ETH_LEN + packet.len());
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&(if packet[0] >> 4 == 6 { 0x86ddu16 } else { 0x0800 }).to_be_bytes());
+    f.extend_from_slice(packet);
+    f
+}
+
 /// An ARP request for `target` from `sender`.
 pub fn arp_request(sender: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
     let mut f = ethernet(0x0806);

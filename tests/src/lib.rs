@@ -26,6 +26,7 @@ pub mod flood;
 pub mod frames;
 pub mod pair;
 pub mod reference;
+pub mod routed;
 pub mod scenario;
 pub mod traffic;
 pub mod unit;
@@ -231,6 +232,19 @@ impl Lab {
 
     pub fn sysctl(&self, ns: &str, key: &str, value: &str) -> Result<()> {
         run(Command::new("ip").args(["netns", "exec", ns, "sysctl", "-qw", &format!("{key}={value}")]))?;
+        Ok(())
+    }
+
+    /// Makes namespace `ns` a router: forwarding on for both families, and `rp_filter` 0 (all,
+    /// default and each of `interfaces`). Replies from direct-routing or tunnel backends come
+    /// with the VIP as source from a network the router does not route the VIP to; a real
+    /// router needs the same.
+    pub fn make_router(&self, ns: &str, interfaces: &[&str]) -> Result<()> {
+        self.sysctl(ns, "net.ipv4.ip_forward", "1")?;
+        self.sysctl(ns, "net.ipv6.conf.all.forwarding", "1")?;
+        for key in ["all", "default"].iter().chain(interfaces) {
+            self.sysctl(ns, &format!("net.ipv4.conf.{key}.rp_filter"), "0")?;
+        }
         Ok(())
     }
 

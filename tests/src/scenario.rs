@@ -37,7 +37,7 @@ pub fn web4_config(backends: &[(u8, u32)]) -> String {
 }
 
 /// What the backends run on TCP port 80.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Serve {
     /// A server that writes its name and closes.
     Name,
