@@ -252,17 +252,25 @@ pub fn service_toml(name: &str, vip: &str, port: u16, protocol: &str, backends: 
     text
 }
 
-/// config/lab.toml's `[agent]` with its four services (`web4`, `web6` on TCP port 80, `dns4`,
-/// `dns6` on UDP port 53) over `b1` (direct routing, on the segment) and `t1`..`t3` with
-/// `forward` (`"ipip"` or `"gue"`, the backend key the tunnel issue names). The IPv4 VIP's
-/// tunnel backends are their IPv4 addresses, or with `four_in_six` their IPv6 ones.
+/// The node's tunnel sources: its own addresses on the client segment.
+pub fn tunnel_sources() -> String {
+    format!("tunnel_source = \"{}\"\ntunnel_source6 = \"{}\"\n", plan::v4(2), plan::v6(2))
+}
+
+/// config/lab.toml's `[agent]` (with [`tunnel_sources`]) and its four services (`web4`,
+/// `web6` on TCP port 80, `dns4`, `dns6` on UDP port 53) over `b1` (direct routing, on the
+/// segment) and `t1`..`t3`. The IPv4 VIP's tunnel backends take `forward` (`"ipip"` or
+/// `"gue"`), at their IPv4 addresses, or with `four_in_six` their IPv6 ones (4-in-6); the
+/// IPv6 VIP's take `"ipip"` (IP6IP6: GUE runs over IPv4 only).
 pub fn routed_config(forward: &str, four_in_six: bool) -> String {
-    let backends = |dr: String, tunnel: fn(u8) -> String| -> Vec<(String, &str)> {
+    let backends = |dr: String, tunnel: fn(u8) -> String, forward: &'static str| -> Vec<(String, &'static str)> {
         std::iter::once((dr, "dr")).chain((11..=13).map(|h| (tunnel(h), forward))).collect()
     };
-    let b4 = backends(plan::v4(11), if four_in_six { backend_v6 } else { backend_v4 });
-    let b6 = backends(plan::v6(11), backend_v6);
+    let forward: &'static str = if forward == "gue" { "gue" } else { "ipip" };
+    let b4 = backends(plan::v4(11), if four_in_six { backend_v6 } else { backend_v4 }, forward);
+    let b6 = backends(plan::v6(11), backend_v6, "ipip");
     let mut text = lab_agent_section().to_owned();
+    text += &tunnel_sources();
     text += &service_toml("web4", plan::VIP4, 80, "tcp", &b4);
     text += &service_toml("web6", plan::VIP6, 80, "tcp", &b6);
     text += &service_toml("dns4", plan::VIP4, 53, "udp", &b4);

@@ -209,6 +209,11 @@ impl HttpServer {
         Ok(s)
     }
 
+    /// The name it answers with (its backend's).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// Answers every following request with `status`.
     pub fn set_status(&self, status: u16) {
         self.status.store(status, Ordering::Relaxed);
