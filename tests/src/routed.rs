@@ -160,7 +160,7 @@ impl Routed {
     }
 
     /// [`Routed::start`] with xlb running `config` on `lb1` (its pin path and control socket,
-    /// those of config/lab.toml, made the lab's; see [`routed_config`]) and backends serving
+    /// those of config/lab.toml, made the lab's; see [`mixed_config`]) and backends serving
     /// `serve`; returns once the agent reports every backend up.
     pub fn start_with(tag: &str, object: &[u8], config: &str, serve: Serve) -> Result<Routed> {
         Self::start(tag, object, Options { serve, config: Some(config.to_owned()), ..Options::default() })
@@ -257,24 +257,19 @@ pub fn tunnel_sources() -> String {
     format!("tunnel_source = \"{}\"\ntunnel_source6 = \"{}\"\n", plan::v4(2), plan::v6(2))
 }
 
-/// config/lab.toml's `[agent]` (with [`tunnel_sources`]) and its four services (`web4`,
-/// `web6` on TCP port 80, `dns4`, `dns6` on UDP port 53) over `b1` (direct routing, on the
-/// segment) and `t1`..`t3`. The IPv4 VIP's tunnel backends take `forward` (`"ipip"` or
-/// `"gue"`), at their IPv4 addresses, or with `four_in_six` their IPv6 ones (4-in-6); the
-/// IPv6 VIP's take `"ipip"` (IP6IP6: GUE runs over IPv4 only).
-pub fn routed_config(forward: &str, four_in_six: bool) -> String {
-    let backends = |dr: String, tunnel: fn(u8) -> String, forward: &'static str| -> Vec<(String, &'static str)> {
-        std::iter::once((dr, "dr")).chain((11..=13).map(|h| (tunnel(h), forward))).collect()
+/// config/lab.toml's `[agent]` (with [`tunnel_sources`]) and its four services, each method
+/// at work: web4 (TCP 80): t1 by IPIP, t2 by 4-in-6 (its IPv6 address), t3 by GUE; dns4 (UDP
+/// 53), web6 (TCP 80) and dns6 (UDP 53): b1 by direct routing and t1..t3 by IPIP / IP6IP6.
+pub fn mixed_config() -> String {
+    let mut text = lab_agent_section().to_owned() + &tunnel_sources();
+    let web4 = [(backend_v4(11), "ipip"), (backend_v6(12), "ipip"), (backend_v4(13), "gue")];
+    text += &service_toml("web4", plan::VIP4, 80, "tcp", &web4);
+    let mixed = |dr: String, tunnel: fn(u8) -> String| -> Vec<(String, &str)> {
+        std::iter::once((dr, "dr")).chain((11..=13).map(|h| (tunnel(h), "ipip"))).collect()
     };
-    let forward: &'static str = if forward == "gue" { "gue" } else { "ipip" };
-    let b4 = backends(plan::v4(11), if four_in_six { backend_v6 } else { backend_v4 }, forward);
-    let b6 = backends(plan::v6(11), backend_v6, "ipip");
-    let mut text = lab_agent_section().to_owned();
-    text += &tunnel_sources();
-    text += &service_toml("web4", plan::VIP4, 80, "tcp", &b4);
-    text += &service_toml("web6", plan::VIP6, 80, "tcp", &b6);
-    text += &service_toml("dns4", plan::VIP4, 53, "udp", &b4);
-    text += &service_toml("dns6", plan::VIP6, 53, "udp", &b6);
+    text += &service_toml("dns4", plan::VIP4, 53, "udp", &mixed(plan::v4(11), backend_v4));
+    text += &service_toml("web6", plan::VIP6, 80, "tcp", &mixed(plan::v6(11), backend_v6));
+    text += &service_toml("dns6", plan::VIP6, 53, "udp", &mixed(plan::v6(11), backend_v6));
     text
 }
 
@@ -335,6 +330,18 @@ impl Sniffer {
             buf.truncate(n as usize);
             buf
         })
+    }
+
+    /// How many TCP and UDP frames come (until 20 ms pass without one) whose IP source is one
+    /// of `sources` (a host's own neighbour discovery from such an address does not count).
+    pub fn count_from(&self, sources: &[IpAddr]) -> usize {
+        let mut n = 0;
+        while let Some(frame) = self.next() {
+            if ip_of(&frame).is_some_and(|(src, _, proto, _)| sources.contains(&src) && (proto == 6 || proto == 17)) {
+                n += 1;
+            }
+        }
+        n
     }
 
     /// Waits up to `timeout` for a frame `wanted` accepts (frames before it are dropped).

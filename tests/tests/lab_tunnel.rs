@@ -14,28 +14,13 @@ use lb_common::status::{BackendStatus, Status};
 use lb_userspace::dataplane::OBJECT;
 use xlb_tests::{
     in_netns, plan, privileged,
-    routed::{backend_v4, backend_v6, ip_of, service_toml, tunnel_sources, Routed, Sniffer},
+    routed::{backend_v4, backend_v6, mixed_config, service_toml, tunnel_sources, Routed, Sniffer},
     scenario::{lab_agent_section, Serve},
     traffic::{assert_even, http_requests, tcp_connections, udp_exchanges, HeldConnections, Tally},
 };
 
 fn target(vip: &str, port: u16) -> SocketAddr {
     SocketAddr::new(vip.parse().expect("a VIP"), port)
-}
-
-/// web4: t1 by IPIP, t2 by 4-in-6 (its IPv6 address), t3 by GUE; dns4, web6 and dns6: b1 by
-/// direct routing and t1..t3 by IPIP / IP6IP6.
-fn mixed_config() -> String {
-    let mut text = lab_agent_section().to_owned() + &tunnel_sources();
-    let web4 = [(backend_v4(11), "ipip"), (backend_v6(12), "ipip"), (backend_v4(13), "gue")];
-    text += &service_toml("web4", plan::VIP4, 80, "tcp", &web4);
-    let mixed = |dr: String, tunnel: fn(u8) -> String| -> Vec<(String, &str)> {
-        std::iter::once((dr, "dr")).chain((11..=13).map(|h| (tunnel(h), "ipip"))).collect()
-    };
-    text += &service_toml("dns4", plan::VIP4, 53, "udp", &mixed(plan::v4(11), backend_v4));
-    text += &service_toml("web6", plan::VIP6, 80, "tcp", &mixed(plan::v6(11), backend_v6));
-    text += &service_toml("dns6", plan::VIP6, 53, "udp", &mixed(plan::v6(11), backend_v6));
-    text
 }
 
 fn client<T: Send>(r: &Routed, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
@@ -52,17 +37,6 @@ fn connections(r: &Routed, target: SocketAddr, count: usize) -> Result<Tally> {
         }
     }
     Ok(tally)
-}
-
-/// Frames seen by `sniffer` (until 20 ms pass without one) whose IP source is one of `vips`.
-fn frames_from(sniffer: &Sniffer, vips: &[IpAddr]) -> usize {
-    let mut n = 0;
-    while let Some(frame) = sniffer.next() {
-        if ip_of(&frame).is_some_and(|(src, ..)| vips.contains(&src)) {
-            n += 1;
-        }
-    }
-    n
 }
 
 #[test]
@@ -104,7 +78,7 @@ fn tcp_and_udp_over_ipv4_and_ipv6_reach_every_backend_and_the_replies_bypass_the
     let at_router = Sniffer::open(&r.router.ns, "eth0")?;
     let t4 = client(&r, || tcp_connections(target(plan::VIP4, 80), 20))?;
     let u6 = client(&r, || udp_exchanges(target(plan::VIP6, 53), 20))?;
-    let (lb1_saw, router_saw) = (frames_from(&at_lb1, &vips), frames_from(&at_router, &vips));
+    let (lb1_saw, router_saw) = (at_lb1.count_from(&vips), at_router.count_from(&vips));
     eprintln!("replies seen: lb1 {lb1_saw}, router {router_saw} ({t4:?} {u6:?})");
     ensure!(lb1_saw == 0, "lb1 saw {lb1_saw} frames from a VIP");
     ensure!(router_saw >= 40, "the router carried {router_saw} frames from a VIP");

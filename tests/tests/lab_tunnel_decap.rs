@@ -17,7 +17,7 @@ use lb_userspace::dataplane::OBJECT;
 use xlb_tests::{
     frames::{self, encapsulate, ethernet_frame, send_raw, Tunnel, V4, PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_SYN},
     in_netns, ip, link_mac, plan, privileged,
-    routed::{backend_v4, ip_of, routed_config, Options, Routed, Sniffer, DEFAULT_GUE_PORT},
+    routed::{backend_v4, ip_of, Options, Routed, Sniffer, DEFAULT_GUE_PORT},
     scenario::{web4_config, Serve},
     traffic::tcp_connections,
     NS_PREFIX,
@@ -238,20 +238,6 @@ fn xlb_runs_on_the_routed_lab() -> Result<()> {
     let tally = in_netns(&r.node.client.ns, move || tcp_connections(target, 20))??;
     ensure!(tally.get("b1") == Some(&20) && tally.len() == 1, "answers {tally:?}");
     r.node.no_agent_errors()
-}
-
-/// routed_config is a configuration the agent takes: config/lab.toml's agent with four
-/// services over b1 and t1..t3.
-#[test]
-fn routed_config_is_a_configuration() -> Result<()> {
-    for (forward, four_in_six) in [("ipip", false), ("ipip", true), ("gue", false)] {
-        let text = routed_config(forward, four_in_six);
-        ensure!(text.matches("[[service]]").count() == 4 && text.matches(&format!("forward = \"{forward}\"")).count() >= 6, "{text}");
-        if let Err(e) = lb_userspace::config::parse("routed.toml", &text) {
-            bail!("{e}\n{text}");
-        }
-    }
-    Ok(())
 }
 
 fn lab_namespaces(prefix: &str) -> Result<Vec<String>> {

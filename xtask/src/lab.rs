@@ -35,6 +35,19 @@ pub fn demo() -> Result<()> {
     println!("lab: client 203.0.113.10, xlb on lb1 203.0.113.2, backends b1-b3 203.0.113.11-13 (and 2001:db8:0:1::/64)");
     println!("lab: starting xlb with config/lab.toml; VIPs {} and {}", plan::VIP4, plan::VIP6);
     let node = SingleNode::start("lab").context("bringing up the lab")?;
+    spread(&node.client.ns, &BACKEND_NAMES)?;
+    println!();
+    println!("xlb stats (as `ipvsadm -ln --stats` shows it):");
+    let out = Command::new(&node.xlb).arg("stats").arg("--socket").arg(&node.socket).output()?;
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+    drop(node);
+    println!("lab: removed every namespace, link and program it created");
+    Ok(())
+}
+
+/// TCP connections and UDP exchanges to both VIPs from the client (namespace `client`), and
+/// which of `backends` answered how many.
+fn spread(client: &str, backends: &[&str]) -> Result<()> {
     let runs: [(&str, SocketAddr, bool); 4] = [
         ("TCP  IPv4", format!("{}:80", plan::VIP4).parse()?, true),
         ("TCP  IPv6", format!("[{}]:80", plan::VIP6).parse()?, true),
@@ -42,16 +55,16 @@ pub fn demo() -> Result<()> {
         ("UDP  IPv6", format!("[{}]:53", plan::VIP6).parse()?, false),
     ];
     println!();
-    println!("{:<10} {:>6}   {}", "traffic", "total", BACKEND_NAMES.map(|b| format!("{b:>12}")).join(""));
+    println!("{:<10} {:>6}   {}", "traffic", "total", backends.iter().map(|b| format!("{b:>12}")).collect::<String>());
     for (label, target, tcp) in runs {
-        let tally: Tally = in_netns(&node.client.ns, || {
+        let tally: Tally = in_netns(client, || {
             if tcp {
                 traffic::tcp_connections(target, CONNECTIONS)
             } else {
                 traffic::udp_exchanges(target, CONNECTIONS)
             }
         })??;
-        let cells: String = BACKEND_NAMES
+        let cells: String = backends
             .iter()
             .map(|b| {
                 let n = tally.get(*b).copied().unwrap_or(0);
@@ -60,13 +73,53 @@ pub fn demo() -> Result<()> {
             .collect();
         println!("{label:<10} {CONNECTIONS:>6}   {cells}");
     }
+    Ok(())
+}
+
+/// `cargo xtask lab --tunnel`: backends beyond the segment. xlb on lb1 reaches t1..t3 behind a
+/// router by IPIP, 4-in-6, IP6IP6 and GUE, beside b1 on the segment by direct routing; the
+/// replies go from the backends through the router, never through lb1.
+pub fn tunnel_demo() -> Result<()> {
+    use xlb_tests::routed::{mixed_config, Routed, Sniffer, TUNNEL_NAMES};
+
+    prepare(&[setup::LAB_PACKAGES])?;
+    println!("lab --tunnel: client 203.0.113.10, xlb on lb1 203.0.113.2, b1 203.0.113.11 on the segment (direct routing)");
+    println!("              router 203.0.113.1 -> 198.51.100.0/24: t1-t3 198.51.100.11-13 (and 2001:db8:0:1::/64, 2001:db8:0:2::/64)");
+    println!("lab --tunnel: web4 (TCP 80): t1 by IPIP, t2 by 4-in-6, t3 by GUE; web6, dns4, dns6: b1 by DR and t1-t3 by IPIP/IP6IP6");
+    println!("              (the lab kernel has no ipip/ip6tnl/fou: t1-t3 unwrap with the lab_decap tc program)");
+    let object = built_object()?;
+    let r = Routed::start_with("tunnel", &object, &mixed_config(), xlb_tests::scenario::Serve::Name).context("bringing up the lab")?;
+    let vips = [plan::VIP4.parse()?, plan::VIP6.parse()?];
+    let (at_lb1, at_router) = (Sniffer::open(&r.node.lb.ns, "eth0")?, Sniffer::open(&r.router.ns, "eth0")?);
+    let names: Vec<&str> = std::iter::once("b1").chain(TUNNEL_NAMES).collect();
+    spread(&r.node.client.ns, &names)?;
+    println!();
+    println!(
+        "TCP and UDP frames from a VIP (the replies): through the router {}, through lb1 {} (the capture holds the last few hundred)",
+        at_router.count_from(&vips),
+        at_lb1.count_from(&vips)
+    );
     println!();
     println!("xlb stats (as `ipvsadm -ln --stats` shows it):");
-    let out = Command::new(&node.xlb).arg("stats").arg("--socket").arg(&node.socket).output()?;
+    let out = Command::new(&r.node.xlb).arg("stats").arg("--socket").arg(&r.node.socket).output()?;
     print!("{}", String::from_utf8_lossy(&out.stdout));
-    drop(node);
-    println!("lab: removed every namespace, link and program it created");
+    drop(r);
+    println!("lab --tunnel: removed every namespace, link and program it created");
     Ok(())
+}
+
+/// The eBPF object the release build of the agent embeds (what `Routed` loads `lab_decap`
+/// from): the newest one cargo's build script wrote.
+fn built_object() -> Result<Vec<u8>> {
+    let build = crate::root().join("target/release/build");
+    let newest = std::fs::read_dir(&build)?
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("lb-userspace-"))
+        .map(|e| e.path().join("out/xlb-ebpf"))
+        .filter_map(|p| Some((p.metadata().ok()?.modified().ok()?, p)))
+        .max()
+        .with_context(|| format!("no eBPF object under {}", build.display()))?;
+    Ok(std::fs::read(&newest.1)?)
 }
 
 /// Long-lived connections of the ECMP demo.

@@ -43,8 +43,12 @@ enum Cmd {
         /// Active-active instead: a router running BIRD spreads the flows over three xlb
         /// nodes by ECMP, each announcing the VIPs through its own BIRD; one node then fails
         /// and the flows carry on.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "tunnel")]
         ecmp: bool,
+        /// Backends beyond the segment instead: three backends behind a router reached by
+        /// IPIP, 4-in-6, IP6IP6 and GUE, beside one by direct routing.
+        #[arg(long)]
+        tunnel: bool,
     },
     /// Build the Debian package (target/debian/xlb_*.deb): the agent, its systemd unit, an
     /// example /etc/xlb/xlb.toml, man pages and shell completions.
@@ -184,8 +188,9 @@ fn main() -> ExitCode {
             .and_then(|()| setup::packages(setup::BENCH_PACKAGES)),
         Cmd::Build { release } => build(release).map(|p| println!("built {}", p.display())),
         Cmd::Run { args } => build(true).and_then(|bin| cmd(Command::new(bin).args(&args))),
-        Cmd::Lab { ecmp: false } => lab::demo(),
-        Cmd::Lab { ecmp: true } => lab::ecmp_demo(),
+        Cmd::Lab { ecmp: true, .. } => lab::ecmp_demo(),
+        Cmd::Lab { tunnel: true, .. } => lab::tunnel_demo(),
+        Cmd::Lab { .. } => lab::demo(),
         Cmd::Package { debug } => package::package(!debug).map(drop),
         Cmd::Test { args } => test(&args),
         Cmd::Fuzz { seconds, target } => fuzz::command(seconds, target.as_deref()),
