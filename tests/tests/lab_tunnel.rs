@@ -189,3 +189,53 @@ fn path_mtu_discovery_works_end_to_end_through_the_tunnel() -> Result<()> {
     ensure!(r.node.counter("drop_too_big")? == 0, "nothing dropped");
     r.node.no_agent_errors()
 }
+
+/// Waits until backend `address` of `service` is in `state`; returns its status.
+fn wait_state(r: &Routed, service: &str, address: &str, state: &str, timeout: Duration) -> Result<BackendStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let status = r.node.status()?;
+        let b = backend(&status, service, address)?;
+        if b.state == state {
+            return Ok(b.clone());
+        }
+        if Instant::now() > deadline {
+            bail!("{address} still {} after {timeout:?}", b.state);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_tunnelled_backend_follows_its_route_and_the_route_s_mtu() -> Result<()> {
+    if !privileged("a_tunnelled_backend_follows_its_route_and_the_route_s_mtu") {
+        return Ok(());
+    }
+    let config = lab_agent_section().to_owned()
+        + &tunnel_sources()
+        + &service_toml("bulk4", plan::VIP4, 9000, "tcp", &[(backend_v4(11), "ipip")]);
+    let r = Routed::start_with("tunroute", OBJECT, &config, Serve::Name)?;
+    counting_server(&r.tunnel("t1")?.ns, &[target(plan::VIP4, 9000)])?;
+    let t1 = backend_v4(11);
+    let lb = r.node.lb.ns.clone();
+    // The route goes: the backend is unusable (its service has nothing left: dropped, counted).
+    xlb_tests::ip(&["-n", &lb, "route", "del", xlb_tests::routed::BACKEND_NET4])?;
+    let gone = Instant::now();
+    let b = wait_state(&r, "bulk4", &t1, "no-route", Duration::from_secs(8))?;
+    eprintln!("route removed: {t1} {} after {:?}", b.state, gone.elapsed());
+    ensure!(client(&r, || upload(target(plan::VIP4, 9000), 1000)).is_err(), "served without a route");
+    ensure!(r.node.counter("drop_no_backend")? > 0, "the service's packets are dropped");
+    // It comes back with an MTU of its own: the tunnel's packets must fit 1400 bytes.
+    xlb_tests::ip(&["-n", &lb, "route", "add", xlb_tests::routed::BACKEND_NET4, "via", &plan::v4(1), "mtu", "1400"])?;
+    let back = Instant::now();
+    let b = wait_state(&r, "bulk4", &t1, "up", Duration::from_secs(8))?;
+    eprintln!("route back: {t1} {} after {:?}, next hop {:?}", b.state, back.elapsed(), b.next_hop);
+    const MIB: usize = 1 << 20;
+    let reply = client(&r, || upload(target(plan::VIP4, 9000), MIB))?;
+    ensure!(reply == MIB.to_string(), "the backend read {reply} bytes");
+    // The client learnt the path MTU the node told it: 1400 less IPIP's 20 bytes.
+    let out = xlb_tests::ip(&["-n", &r.node.client.ns, "route", "get", plan::VIP4])?;
+    let route = String::from_utf8_lossy(&out.stdout).into_owned();
+    ensure!(route.contains("mtu 1380"), "the client's route to the VIP: {route}");
+    r.node.no_agent_errors()
+}
