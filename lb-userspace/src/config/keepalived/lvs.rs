@@ -10,6 +10,7 @@ use super::convert::{Block, Cx, Service, Table, Value};
 use super::keywords::{CHECKER_IGNORED, RS_IGNORED, RS_REFUSED, VS_IGNORED};
 use super::parse::Node;
 use super::Pos;
+use crate::config::Forward;
 
 /// keepalived's defaults for checkers.
 const DELAY_LOOP: Duration = Duration::from_secs(60);
@@ -213,6 +214,7 @@ pub(super) fn virtual_server(cx: &mut Cx, n: &Node, groups: &HashMap<String, Gro
     let mut algo: Option<(String, Pos)> = None;
     let (mut mh_port, mut sh_port) = (false, false);
     let mut method: Option<(String, Pos)> = None;
+    let mut tunnel = TunnelKeys::default();
     let mut persistence: Option<(Duration, Pos)> = None;
     let mut udp = false;
     let mut quorum: Option<(u32, Pos)> = None;
@@ -232,6 +234,7 @@ pub(super) fn virtual_server(cx: &mut Cx, n: &Node, groups: &HashMap<String, Gro
             "mh-port" => mh_port = true,
             "sh-port" => sh_port = true,
             "lb_kind" | "lvs_method" => method = cx.arg(c, 0).map(|m| (m.to_string(), c.at)),
+            "tun_type" | "tun_port" | "tun_flags" => tunnel.read(cx, c),
             "persistence_timeout" => {
                 persistence = match c.args().first() {
                     None => Some((Duration::from_secs(360), c.at)),
@@ -268,37 +271,49 @@ pub(super) fn virtual_server(cx: &mut Cx, n: &Node, groups: &HashMap<String, Gro
         }
     }
 
-    // Forwarding: direct routing alone. keepalived's default is NAT.
-    let dr = |cx: &mut Cx, method: &Option<(String, Pos)>, what: &str, at: Pos| -> bool {
+    // Forwarding: direct routing, or a tunnel (IPIP, or GUE with tun_type gue). keepalived's
+    // default is NAT, which xlb does not do.
+    let forward = |cx: &mut Cx, method: &Option<(String, Pos)>, tunnel: &TunnelKeys, what: &str, at: Pos| -> Option<Forward> {
         match method {
-            Some((m, _)) if m == "DR" => true,
+            Some((m, _)) if m == "DR" => Some(Forward::Dr),
+            Some((m, _)) if m == "TUN" => tunnel.forward(cx, what),
             Some((m, mat)) => {
                 cx.diags.error(
                     *mat,
-                    format!("lb_kind {m} ({what}) is not supported: xlb forwards by direct routing alone (lb_kind DR): the backends hold the VIP on lo and answer the clients themselves"),
+                    format!("lb_kind {m} ({what}) is not supported: xlb forwards by direct routing (lb_kind DR: the backends hold the VIP on lo and answer the clients themselves) or a tunnel (lb_kind TUN)"),
                 );
-                false
+                None
             }
             None => {
                 cx.diags.error(
                     at,
-                    format!("{what} has no lb_kind, and keepalived's default is NAT, which xlb does not do: write lb_kind DR if the real servers are set up for direct routing (the VIP on lo, arp_ignore)"),
+                    format!("{what} has no lb_kind, and keepalived's default is NAT, which xlb does not do: write lb_kind DR if the real servers are set up for direct routing (the VIP on lo, arp_ignore), or TUN for a tunnel"),
                 );
-                false
+                None
             }
         }
     };
     let mut forwarding_ok = true;
+    let mut forwards = Vec::new();
     for r in &reals {
         let m = r.method.clone().or(method.clone());
-        forwarding_ok &= dr(cx, &m, &format!("real_server {}", r.addr), if r.method.is_some() { r.at } else { n.at });
+        let f = forward(cx, &m, &r.tunnel.under(&tunnel), &format!("real_server {}", r.addr), if r.method.is_some() { r.at } else { n.at });
+        forwarding_ok &= f.is_some();
+        forwards.push(f.unwrap_or(Forward::Dr));
     }
     if let Some((_, at)) = &sorry {
-        forwarding_ok &= dr(cx, &sorry_method.clone().or(method.clone()), "sorry_server", *at);
+        match forward(cx, &sorry_method.clone().or(method.clone()), &tunnel, "sorry_server", *at) {
+            Some(Forward::Dr) => {}
+            Some(_) => {
+                cx.diags.error(*at, "sorry_server by a tunnel is not supported: xlb reaches the sorry server by direct routing (sorry_server_lvs_method DR)");
+                forwarding_ok = false;
+            }
+            None => forwarding_ok = false,
+        }
     }
     if reals.is_empty() && sorry.is_none() {
         if let Some((m, _)) = &method {
-            forwarding_ok &= m == "DR" || dr(cx, &method, "virtual_server", n.at);
+            forwarding_ok &= m == "DR" || forward(cx, &method, &tunnel, "virtual_server", n.at).is_some();
         }
     }
     if !forwarding_ok {
@@ -327,17 +342,28 @@ pub(super) fn virtual_server(cx: &mut Cx, n: &Node, groups: &HashMap<String, Gro
             t.set("sorry", Value::string(&addr.to_string()), sat);
         }
         let mut backends: Vec<(Block, Option<Block>)> = Vec::new();
-        for r in &reals {
+        for (r, f) in reals.iter().zip(&forwards) {
             let mut b = Block::new(r.at, format!("real_server {}{}", r.addr, r.port.map(|p| format!(" {p}")).unwrap_or_default()));
             b.notes.extend(r.notes.iter().cloned());
             b.table.set("address", Value::string(&r.addr.to_string()), r.at);
+            let mat = r.method.as_ref().or(method.as_ref()).map_or(r.at, |(_, at)| *at);
+            match f {
+                Forward::Dr => {}
+                Forward::Ipip => {
+                    b.table.set("forward", Value::string("ipip"), mat);
+                }
+                Forward::Gue { port } => {
+                    b.table.set("forward", Value::string("gue"), mat);
+                    b.table.set("gue_port", Value::number(*port), mat);
+                }
+            }
             if let Some((w, wat)) = r.weight {
                 b.table.set("weight", Value::number(w), wat);
             }
             let check = r.checker.as_ref().map(|c| check_block(c, &defaults.under(&r.defaults).under(&c.defaults), r, port));
             if let (Some(p), true) = (r.port, port != 0) {
                 if p != port && r.checker.is_none() {
-                    b.notes.push(format!("port {p}: direct routing keeps the VIP's port {port} (as LVS-DR does)"));
+                    b.notes.push(format!("port {p}: direct routing and tunnels keep the VIP's port {port} (as LVS-DR and LVS-TUN do)"));
                 }
             }
             let inhibit = defaults.under(&r.defaults).inhibit;
@@ -447,9 +473,57 @@ struct Real {
     port: Option<u16>,
     weight: Option<(u32, Pos)>,
     method: Option<(String, Pos)>,
+    tunnel: TunnelKeys,
     defaults: Defaults,
     checker: Option<Checker>,
     notes: Vec<String>,
+}
+
+/// `tun_type` and `tun_port` of a virtual_server or real_server (keepalived's LVS-TUN
+/// encapsulations).
+#[derive(Clone, Default)]
+struct TunnelKeys {
+    kind: Option<(String, Pos)>,
+    port: Option<(u32, Pos)>,
+}
+
+impl TunnelKeys {
+    fn read(&mut self, cx: &mut Cx, c: &Node) {
+        match c.keyword() {
+            "tun_type" => self.kind = cx.arg(c, 0).map(|k| (k.to_string(), c.at)),
+            "tun_port" => self.port = cx.located_number(c),
+            _ => {
+                cx.approx(c, "xlb sends GUE without a checksum (allowed over IPv4) and without remote checksum offload");
+            }
+        }
+    }
+
+    /// A real server's keys over its virtual server's.
+    fn under(&self, outer: &TunnelKeys) -> TunnelKeys {
+        TunnelKeys { kind: self.kind.clone().or(outer.kind.clone()), port: self.port.or(outer.port) }
+    }
+
+    /// The tunnel they name: IPIP (the default), or GUE to `tun_port`.
+    fn forward(&self, cx: &mut Cx, what: &str) -> Option<Forward> {
+        match self.kind.as_ref().map(|(k, at)| (k.as_str(), *at)) {
+            None | Some(("ipip", _)) => Some(Forward::Ipip),
+            Some(("gue", kat)) => match self.port {
+                Some((p, _)) if (1..=u32::from(u16::MAX)).contains(&p) => Some(Forward::Gue { port: p as u16 }),
+                Some((p, pat)) => {
+                    cx.diags.error(pat, format!("tun_port {p} ({what}) is not a port"));
+                    None
+                }
+                None => {
+                    cx.diags.error(kat, format!("tun_type gue ({what}) needs a tun_port, the real server's fou port"));
+                    None
+                }
+            },
+            Some((other, kat)) => {
+                cx.diags.error(kat, format!("tun_type {other} ({what}) is not supported: xlb tunnels by IPIP (IP6IP6, 4-in-6) or GUE"));
+                None
+            }
+        }
+    }
 }
 
 fn real_server(cx: &mut Cx, n: &Node) -> Option<Real> {
@@ -466,7 +540,17 @@ fn real_server(cx: &mut Cx, n: &Node) -> Option<Real> {
         },
     };
     cx.rest_ignored(n, 2);
-    let mut r = Real { at: n.at, addr, port, weight: None, method: None, defaults: Defaults::default(), checker: None, notes: Vec::new() };
+    let mut r = Real {
+        at: n.at,
+        addr,
+        port,
+        weight: None,
+        method: None,
+        tunnel: TunnelKeys::default(),
+        defaults: Defaults::default(),
+        checker: None,
+        notes: Vec::new(),
+    };
     for c in n.children() {
         if r.defaults.read(cx, c) {
             continue;
@@ -474,6 +558,7 @@ fn real_server(cx: &mut Cx, n: &Node) -> Option<Real> {
         match c.keyword() {
             "weight" => r.weight = cx.located_number(c),
             "lb_kind" | "lvs_method" => r.method = cx.arg(c, 0).map(|m| (m.to_string(), c.at)),
+            "tun_type" | "tun_port" | "tun_flags" => r.tunnel.read(cx, c),
             "notify_up" | "notify_down" => {
                 let note = cx.approx(c, "xlb runs no script when a backend changes state: it logs every change with its reason");
                 r.notes.push(note);

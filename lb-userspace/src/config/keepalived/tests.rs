@@ -9,7 +9,7 @@ use std::{
 };
 
 use super::*;
-use crate::config::{parse, CheckConfig, Config, InterfaceInfo, Scheduler};
+use crate::config::{parse, CheckConfig, Config, Forward, InterfaceInfo, Scheduler};
 use crate::health::{CheckKind, Health};
 
 const MAIN: &str = "/etc/keepalived/keepalived.conf";
@@ -267,16 +267,36 @@ fn ipv6_instances_are_version_3_and_mh_hashes_the_client_address() {
 // ---------------------------------------------------------------------------------------------
 
 #[test]
-fn nat_and_tun_are_refused_at_their_lines() {
+fn nat_and_other_tunnels_are_refused_at_their_lines() {
     let text = format!(
         "{INSTANCE}virtual_server 192.0.2.100 80 {{\n    lb_kind NAT\n    real_server 192.0.2.11 80 {{\n    }}\n}}\n\
-         virtual_server 192.0.2.100 443 {{\n    lb_kind DR\n    real_server 192.0.2.11 443 {{\n        lvs_method TUN\n    }}\n}}\n\
-         virtual_server 192.0.2.100 53 {{\n    real_server 192.0.2.11 53 {{\n    }}\n}}\n"
+         virtual_server 192.0.2.100 443 {{\n    lb_kind DR\n    real_server 192.0.2.11 443 {{\n        lvs_method TUN\n        tun_type gre\n    }}\n}}\n\
+         virtual_server 192.0.2.100 53 {{\n    real_server 192.0.2.11 53 {{\n    }}\n}}\n\
+         virtual_server 192.0.2.100 25 {{\n    lb_kind TUN\n    tun_type gue\n    real_server 192.0.2.11 25 {{\n    }}\n}}\n"
     );
     let e = errors_of(&text);
     assert_has(&e, Severity::Error, 9, "lb_kind NAT (real_server 192.0.2.11) is not supported: xlb forwards by direct routing");
-    assert_has(&e, Severity::Error, 16, "lb_kind TUN (real_server 192.0.2.11) is not supported");
-    assert_has(&e, Severity::Error, 19, "has no lb_kind, and keepalived's default is NAT");
+    assert_has(&e, Severity::Error, 17, "tun_type gre (real_server 192.0.2.11) is not supported");
+    assert_has(&e, Severity::Error, 20, "has no lb_kind, and keepalived's default is NAT");
+    assert_has(&e, Severity::Error, 26, "tun_type gue (real_server 192.0.2.11) needs a tun_port");
+}
+
+#[test]
+fn lb_kind_tun_is_an_ipip_or_gue_tunnel() {
+    let agent = "[agent]\ntunnel_source = \"192.0.2.2\"\n";
+    let text = format!(
+        "{INSTANCE}virtual_server 192.0.2.100 80 {{\n    lb_kind TUN\n    real_server 198.51.100.11 80 {{\n    }}\n\
+         real_server 198.51.100.12 80 {{\n        tun_type gue\n        tun_port 5555\n        tun_flags csum\n    }}\n\
+         real_server 192.0.2.13 80 {{\n        lb_kind DR\n    }}\n}}\n"
+    );
+    let f = files(&text, &[("/etc/xlb/agent.toml", agent)]);
+    let loaded = read(&f, Path::new(MAIN), &text, Some(Path::new("/etc/xlb/agent.toml"))).unwrap_or_else(|e| panic!("{e}"));
+    let forwards: Vec<Forward> = loaded.config.services[0].backends.iter().map(|b| b.forward).collect();
+    assert_eq!(forwards, [Forward::Ipip, Forward::Gue { port: 5555 }, Forward::Dr]);
+    assert_has(&loaded.warnings, Severity::Warning, 15, "tun_flags csum: xlb sends GUE without a checksum");
+    // Without the node's tunnel source, check-config says what to add.
+    let e = errors_of(&text);
+    assert!(e.iter().any(|d| d.message.contains("set [agent] tunnel_source")), "{e:?}");
 }
 
 #[test]
