@@ -141,6 +141,9 @@ fn copy_v4(dst: &mut [u8; 16], src: &[u8; 4]) {
     dst[3] = src[3];
 }
 
+// Always inlined: with more than one caller (the bench programs call `parse` too) LLVM would
+// make it a BPF subprogram taking `data_end` as an argument, which the verifier refuses.
+#[inline(always)]
 fn parse_ipv4(ctx: &XdpContext) -> Result<Packet, u32> {
     let ip: *const Ipv4Hdr = ptr_at(ctx, ETH_LEN)?;
     // SAFETY: the pointer came from ptr_at, which checked it lies inside the frame.
@@ -224,6 +227,7 @@ fn icmpv4_quoted_flow(ctx: &XdpContext, l4: usize, ip_end: usize) -> Result<Flow
     Ok(key)
 }
 
+#[inline(always)]
 fn parse_ipv6(ctx: &XdpContext) -> Result<Packet, u32> {
     let ip: *const Ipv6Hdr = ptr_at(ctx, ETH_LEN)?;
     // SAFETY: the pointer came from ptr_at, which checked it lies inside the frame.

@@ -10,7 +10,12 @@
 //! timeout (the client still ACKs the backend's FIN, and a half-closed connection may go on);
 //! idle entries go after the idle timeouts (agent side too, from `Flow::seen`).
 
-use aya_ebpf::{helpers::generated::bpf_ktime_get_coarse_ns, programs::XdpContext};
+use aya_ebpf::{
+    helpers::generated::{bpf_jiffies64, bpf_ktime_get_coarse_ns},
+    macros::map,
+    maps::PerCpuArray,
+    programs::XdpContext,
+};
 use aya_log_ebpf::warn;
 use lb_common::{stat, Flow, FlowKey, FLOW_F_FIN, FLOW_SEEN_GRANULARITY_NS};
 
@@ -32,6 +37,42 @@ pub fn now() -> u64 {
     unsafe { bpf_ktime_get_coarse_ns() }
 }
 
+/// A CPU's latest reading of [`now`], and the jiffy it was taken in.
+#[repr(C)]
+pub struct ClockReading {
+    jiffies: u64,
+    ns: u64,
+}
+
+/// Each CPU's [`ClockReading`]: a hit reads the coarse clock once per jiffy (a timer tick),
+/// not once per packet (the helper call was about a sixth of a hit's cost). Not read by the agent.
+#[map]
+static HIT_CLOCK: PerCpuArray<ClockReading> = PerCpuArray::with_max_entries(1, 0);
+
+/// How far the reading of this jiffy may trail the coarse clock: the coarse clock moves when
+/// jiffies do, but a reading taken between the two updates keeps the previous tick's time for
+/// the rest of the jiffy, a tick (10 ms at HZ 100) late. Generously more than a tick.
+const READING_LAG_NS: u64 = 50_000_000;
+
+/// [`now`] as of this jiffy: the CPU's reading, taken again when jiffies moved. May trail
+/// [`now`] by up to [`READING_LAG_NS`]. `bpf_jiffies64` is a load (the verifier inlines it).
+#[inline(always)]
+fn reading() -> u64 {
+    // SAFETY: a helper without arguments that only reads jiffies.
+    let jiffies = unsafe { bpf_jiffies64() };
+    let Some(r) = HIT_CLOCK.get_ptr_mut(0) else {
+        return now();
+    };
+    // SAFETY: a per-CPU slot the map returned; nothing else on this CPU runs meanwhile.
+    unsafe {
+        if (*r).jiffies != jiffies {
+            (*r).jiffies = jiffies;
+            (*r).ns = now();
+        }
+        (*r).ns
+    }
+}
+
 /// The flow table's entry for a flow, if any: a copy, and where it lies (for [`refresh`]).
 #[inline(always)]
 pub fn lookup(key: &FlowKey) -> Option<(Flow, *mut Flow)> {
@@ -51,6 +92,11 @@ pub fn known(key: &FlowKey) -> Option<Flow> {
 /// the FIN mark and `seen` are brought up to date (a write only when they change, or `seen`
 /// is a second old). A SYN without ACK on a FIN-marked entry is a new connection on the
 /// same 5-tuple: the mark goes.
+///
+/// Most packets of a busy flow change nothing; this CPU's clock reading of the jiffy (a load,
+/// no helper call) tells them so. Only when that reading says `seen` may be within
+/// [`READING_LAG_NS`] of a second old is the clock read, and the write decided on it, exactly
+/// as if every packet read it.
 #[inline(always)]
 pub fn refresh(key: &FlowKey, entry: *mut Flow, tcp_flags: u8) {
     if tcp_flags & TCP_RST != 0 {
@@ -59,13 +105,18 @@ pub fn refresh(key: &FlowKey, entry: *mut Flow, tcp_flags: u8) {
         }
         return;
     }
-    let now = now();
     // SAFETY: the pointer came from the map lookup of this packet; a concurrent removal
     // leaves it pointing at a freed-for-reuse entry, which a stale write cannot harm.
     unsafe {
-        let flags = marked(tcp_flags, (*entry).flags);
-        if flags != (*entry).flags || now.wrapping_sub((*entry).seen) >= FLOW_SEEN_GRANULARITY_NS {
-            (*entry).flags = flags;
+        let (flags, seen) = ((*entry).flags, (*entry).seen);
+        let marks = marked(tcp_flags, flags);
+        // Signed: a `seen` written from the clock may lie ahead of this jiffy's reading.
+        if marks == flags && (reading().wrapping_sub(seen) as i64) < (FLOW_SEEN_GRANULARITY_NS - READING_LAG_NS) as i64 {
+            return;
+        }
+        let now = now();
+        if marks != flags || now.wrapping_sub(seen) >= FLOW_SEEN_GRANULARITY_NS {
+            (*entry).flags = marks;
             (*entry).seen = now;
         }
     }

@@ -421,6 +421,42 @@ fn a_client_fin_marks_the_flow_and_a_new_syn_unmarks_it() {
 }
 
 #[test]
+fn a_hit_rewrites_seen_once_it_is_a_second_old_and_not_before() {
+    with_fixture("a_hit_rewrites_seen_once_it_is_a_second_old_and_not_before", |fx| {
+        let key = flow_key(PROTO_TCP, CLIENT4.into(), 45200, VIP4.into(), 80);
+        let b = expected_flow_backend(fx, S_TCP4, PROTO_TCP, CLIENT4.into(), 45200, VIP4.into(), 80);
+        fx.expect_forwarded(&tcp4_flags(45200, TCP_ACK), b, XDP_TX);
+        let flow = fx.dp.flow(&key).unwrap();
+        // Seen 0.9 s ago (inside the granularity, and nearer a second than the program's
+        // clock reading may trail): a hit leaves the entry alone.
+        let recent = lb_userspace::flowscan::coarse_now() - 900_000_000;
+        fx.dp.insert_flow(&key, Flow { seen: recent, ..flow }).unwrap();
+        fx.expect_forwarded(&tcp4_flags(45200, TCP_ACK), b, XDP_TX);
+        assert_eq!(fx.dp.flow(&key).unwrap().seen, recent, "seen rewritten before a second passed");
+        // Seen in the future of this CPU's reading (written from the clock itself): untouched.
+        let ahead = lb_userspace::flowscan::coarse_now() + 20_000_000;
+        fx.dp.insert_flow(&key, Flow { seen: ahead, ..flow }).unwrap();
+        fx.expect_forwarded(&tcp4_flags(45200, TCP_ACK), b, XDP_TX);
+        assert_eq!(fx.dp.flow(&key).unwrap().seen, ahead);
+        // Seen 1.01 s and 5 s ago: the next hit writes the coarse clock.
+        for ago in [1_010_000_000, 5_000_000_000] {
+            let old = lb_userspace::flowscan::coarse_now() - ago;
+            fx.dp.insert_flow(&key, Flow { seen: old, ..flow }).unwrap();
+            let before = lb_userspace::flowscan::coarse_now();
+            fx.expect_forwarded(&tcp4_flags(45200, TCP_ACK), b, XDP_TX);
+            let seen = fx.dp.flow(&key).unwrap().seen;
+            assert!(seen >= before && seen <= lb_userspace::flowscan::coarse_now(), "seen {ago} ns old is not refreshed to the clock: {seen} (now {before})");
+        }
+        // A FIN writes at once, whatever the age.
+        fx.dp.insert_flow(&key, Flow { seen: recent, ..flow }).unwrap();
+        fx.expect_forwarded(&tcp4_flags(45200, FIN_ACK), b, XDP_TX);
+        let marked = fx.dp.flow(&key).unwrap();
+        assert_eq!(marked.flags, FLOW_F_FIN);
+        assert!(marked.seen > recent, "a FIN refreshes seen");
+    });
+}
+
+#[test]
 fn past_the_new_flow_limit_flows_are_forwarded_by_the_table_unrecorded() {
     with_fixture("past_the_new_flow_limit_flows_are_forwarded_by_the_table_unrecorded", |fx| {
         // An established flow, recorded before the limit.

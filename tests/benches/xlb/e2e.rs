@@ -5,10 +5,15 @@
 //! - HAProxy 2.6 in TCP mode on lb1 (`mode tcp`, round robin, 2 threads);
 //! - nginx `stream` proxy on lb1 (2 workers);
 //! - the limit: the client straight to the backends' own addresses, one wrk per backend at the
-//!   same time, summed.
+//!   same time, summed;
+//! - the forwarding-path limit: `bench_minimal` (lb-ebpf/src/bench.rs), a minimal XDP forwarder
+//!   (a hash of the 5-tuple mod 3 picks one of the three backends' MACs, XDP_TX, no other map),
+//!   on lb1's eth0 in xlb's place, with the agent stopped and the VIP put on eth0 as the agent
+//!   puts it: the same veth and XDP path as xlb, with nothing of xlb's own work.
 //!
 //! Same backends, same client, one invocation; the runs are interleaved (each round runs every
-//! target once per mode), with keep-alive and with `Connection: close`. The proxies listen on
+//! target once per mode), with keep-alive and with `Connection: close`; each round starts with
+//! the minimal forwarder in both modes, then restarts the agent for the others. The proxies listen on
 //! lb1's own address while the agent keeps running, so their packets cross xlb's XDP program
 //! as non-VIP traffic (XDP_PASS; part 1 gives its cost).
 //!
@@ -80,17 +85,22 @@ impl Mode {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Target {
     Limit,
+    Minimal,
     Xlb,
     Haproxy,
     Nginx,
 }
 
+/// The targets measured with the agent running; [`Target::Minimal`] runs with it stopped.
 const TARGETS: [Target; 4] = [Target::Limit, Target::Xlb, Target::Haproxy, Target::Nginx];
+/// In the order of the table.
+const ALL_TARGETS: [Target; 5] = [Target::Limit, Target::Minimal, Target::Xlb, Target::Haproxy, Target::Nginx];
 
 impl Target {
     fn label(self) -> &'static str {
         match self {
             Target::Limit => "limit (client -> backends, 3 wrk)",
+            Target::Minimal => "minimal XDP forwarder (hash mod 3, XDP_TX)",
             Target::Xlb => "xlb (direct routing)",
             Target::Haproxy => "HAProxy 2.6 tcp mode",
             Target::Nginx => "nginx stream proxy",
@@ -99,6 +109,7 @@ impl Target {
     fn key(self) -> &'static str {
         match self {
             Target::Limit => "limit",
+            Target::Minimal => "minimal_xdp",
             Target::Xlb => "xlb",
             Target::Haproxy => "haproxy",
             Target::Nginx => "nginx_stream",
@@ -300,7 +311,7 @@ fn run_once(bl: &BenchLab, svc: &Services, target: Target, mode: Mode, seconds: 
             .iter()
             .map(|b| (format!("http://{}/{FILE}", b.v4), 1, CONNECTIONS / bl.backends.len()))
             .collect(),
-        Target::Xlb => vec![(format!("http://{}/{FILE}", plan::VIP4), THREADS, CONNECTIONS)],
+        Target::Xlb | Target::Minimal => vec![(format!("http://{}/{FILE}", plan::VIP4), THREADS, CONNECTIONS)],
         Target::Haproxy => vec![(format!("http://{}:{HAPROXY_PORT}/{FILE}", plan::v4(2)), THREADS, CONNECTIONS)],
         Target::Nginx => vec![(format!("http://{}:{NGINX_PORT}/{FILE}", plan::v4(2)), THREADS, CONNECTIONS)],
     };
@@ -400,22 +411,33 @@ pub fn run(s: &Settings, notes: &mut Vec<String>) -> Result<Vec<Row>> {
     wait_listening(&client_ns, format!("{}:80", plan::VIP4).parse()?, "xlb's VIP", &bl.lab, "xlb")?;
 
     let modes = [Mode::KeepAlive, Mode::Close];
+    // One round: the minimal forwarder in xlb's place (agent stopped), then the agent again
+    // and the other targets, each in both modes. `seconds` 1 is the warm-up.
+    let round = |bl: &mut BenchLab, seconds: u64, runs: &mut Vec<Run>| -> Result<()> {
+        bl.stop_agent()?;
+        bl.attach_minimal()?;
+        wait_listening(&client_ns, format!("{}:80", plan::VIP4).parse()?, "the VIP through the minimal forwarder", &bl.lab, "xlb")?;
+        for mode in modes {
+            runs.push(run_once(bl, &svc, Target::Minimal, mode, seconds)?);
+        }
+        bl.detach_minimal()?;
+        bl.start_agent()?;
+        wait_listening(&client_ns, format!("{}:80", plan::VIP4).parse()?, "xlb's VIP", &bl.lab, "xlb")?;
+        for mode in modes {
+            for target in TARGETS {
+                runs.push(run_once(bl, &svc, target, mode, seconds)?);
+            }
+        }
+        Ok(())
+    };
+    let mut runs: Vec<Run> = Vec::new();
     if warmup {
         say!("e2e: warm-up, 1 s per target and mode");
-        for mode in modes {
-            for target in TARGETS {
-                run_once(&bl, &svc, target, mode, 1)?;
-            }
-        }
+        round(&mut bl, 1, &mut Vec::new())?;
     }
-    let mut runs: Vec<Run> = Vec::new();
-    for round in 0..rounds {
-        say!("e2e: round {}/{rounds} ({seconds} s per run)", round + 1);
-        for mode in modes {
-            for target in TARGETS {
-                runs.push(run_once(&bl, &svc, target, mode, seconds)?);
-            }
-        }
+    for r in 0..rounds {
+        say!("e2e: round {}/{rounds} ({seconds} s per run)", r + 1);
+        round(&mut bl, seconds, &mut runs)?;
     }
     // The agent must have forwarded the xlb runs itself (and seen the proxies' packets pass).
     let status = bl.status()?;
@@ -428,8 +450,9 @@ pub fn run(s: &Settings, notes: &mut Vec<String>) -> Result<Vec<Row>> {
     let mut results = serde_json::Map::new();
     for mode in modes {
         let limit = summarize(&runs, Target::Limit, mode);
+        let minimal = summarize(&runs, Target::Minimal, mode);
         let mut mode_json = serde_json::Map::new();
-        for target in TARGETS {
+        for target in ALL_TARGETS {
             let sm = summarize(&runs, target, mode);
             let ratio = sm.rps / limit.rps;
             let measured = format!(
@@ -443,12 +466,21 @@ pub fn run(s: &Settings, notes: &mut Vec<String>) -> Result<Vec<Row>> {
             let kind = format!("{}: {}", mode.label(), target.label());
             let row = match target {
                 Target::Limit => Row::new(PART, kind, measured),
+                Target::Minimal => Row::new(PART, kind, measured)
+                    .reference(format!("{:.0} req/s, p99 {}", limit.rps, ms(limit.p99_us)), Some(ratio))
+                    .target(format!("(path limit; p99 {:.2}x limit)", sm.p99_us / limit.p99_us), None),
                 Target::Xlb => {
                     let p99_ratio = sm.p99_us / limit.p99_us;
                     let ok = ratio >= 0.9 && p99_ratio <= 1.1;
-                    Row::new(PART, kind, measured)
-                        .reference(format!("{:.0} req/s, p99 {}", limit.rps, ms(limit.p99_us)), Some(ratio))
-                        .target(format!(">= 0.9x, p99 <= 1.1x limit (p99 {p99_ratio:.2}x)"), Some(ok))
+                    rows.push(
+                        Row::new(PART, kind.clone(), measured.clone())
+                            .reference(format!("{:.0} req/s, p99 {}", limit.rps, ms(limit.p99_us)), Some(ratio))
+                            .target(format!(">= 0.9x, p99 <= 1.1x limit (p99 {p99_ratio:.2}x)"), Some(ok)),
+                    );
+                    let to_minimal = sm.rps / minimal.rps;
+                    Row::new(PART, format!("{}: xlb against the minimal XDP forwarder", mode.label()), format!("{:.0} req/s, p99 {}", sm.rps, ms(sm.p99_us)))
+                        .reference(format!("{:.0} req/s, p99 {}", minimal.rps, ms(minimal.p99_us)), Some(to_minimal))
+                        .target(format!(">= 0.97x (p99 {:.2}x)", sm.p99_us / minimal.p99_us), Some(to_minimal >= 0.97))
                 }
                 _ => Row::new(PART, kind, measured)
                     .reference(format!("{:.0} req/s", limit.rps), Some(ratio))
@@ -461,6 +493,7 @@ pub fn run(s: &Settings, notes: &mut Vec<String>) -> Result<Vec<Row>> {
                     "rps": sm.rps, "ratio_to_limit": ratio, "p50_ms": sm.p50_us / 1000.0, "p99_ms": sm.p99_us / 1000.0,
                     "p99_ratio_to_limit": sm.p99_us / limit.p99_us, "cpu_seconds_per_100k_requests": sm.cpu_per_100k,
                     "requests": sm.requests, "errors": sm.errors, "anchor_ratio": target.anchor(mode),
+                    "ratio_to_minimal_xdp": sm.rps / minimal.rps, "p99_ratio_to_minimal_xdp": sm.p99_us / minimal.p99_us,
                 }),
             );
         }
@@ -468,7 +501,7 @@ pub fn run(s: &Settings, notes: &mut Vec<String>) -> Result<Vec<Row>> {
     }
     notes.push(format!(
         "end-to-end: wrk, {CONNECTIONS} connections and {THREADS} threads per target (the limit: 3 wrk x 1 thread x {} connections, one per backend, summed), \
-         {seconds} s runs, {rounds} round(s) interleaved limit/xlb/HAProxy/nginx per mode; nginx backends 1 worker each, HAProxy 2 threads, nginx stream 2 workers; \
+         {seconds} s runs, {rounds} round(s), each the minimal XDP forwarder in xlb's place (agent stopped) then limit/xlb/HAProxy/nginx per mode; nginx backends 1 worker each, HAProxy 2 threads, nginx stream 2 workers; \
          client, proxies, backends and wrk share the machine's 2 CPUs; CPU-s/100k is the whole machine's busy time",
         CONNECTIONS / 3
     ));

@@ -18,9 +18,9 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 use aya::{
-    maps::PerCpuArray,
+    maps::{Array, PerCpuArray},
     programs::{xdp::XdpLinkId, Xdp, XdpMode},
-    Ebpf, EbpfLoader,
+    Ebpf, EbpfLoader, Pod,
 };
 use lb_common::{maps, status::Status};
 use lb_userspace::dataplane::OBJECT;
@@ -35,6 +35,7 @@ pub struct BenchLab {
     ebpf: Ebpf,
     sink: Option<XdpLinkId>,
     macswap: Option<XdpLinkId>,
+    minimal: Option<XdpLinkId>,
     pub agent_running: bool,
     pub lab: Lab,
     pub client: Host,
@@ -61,13 +62,24 @@ fn agent_config(pins: &Path, socket: &Path, backends: &[Host]) -> String {
     s
 }
 
-/// The bench programs (`bench_sink`, `bench_macswap`) loaded from xlb's object, not attached.
+/// Mirror of `lb-ebpf/src/bench.rs::MinimalMacs`: what `bench_minimal` writes into the frames
+/// it forwards.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct MinimalMacs {
+    src: [u8; 6],
+    backends: [[u8; 6]; 3],
+}
+// SAFETY: repr(C), bytes only, no padding.
+unsafe impl Pod for MinimalMacs {}
+
+/// The bench programs (`bench_sink`, `bench_macswap`, `bench_minimal`) loaded from xlb's object, not attached.
 pub fn bench_programs() -> Result<Ebpf> {
     let mut loader = EbpfLoader::new();
     // Only the bench programs are loaded from this instance; keep the unused maps small.
     loader.map_max_entries(maps::FLOWS, 1024).map_max_entries(maps::RINGS, 2).map_max_entries(maps::SERVICES, 4);
     let mut ebpf = loader.load(OBJECT).context("loading the object")?;
-    for name in ["bench_sink", "bench_macswap"] {
+    for name in ["bench_sink", "bench_macswap", "bench_minimal"] {
         let prog: &mut Xdp = ebpf.program_mut(name).with_context(|| format!("program {name}"))?.try_into()?;
         prog.load().with_context(|| format!("loading {name}"))?;
     }
@@ -107,6 +119,7 @@ impl BenchLab {
             ebpf,
             sink: None,
             macswap: None,
+            minimal: None,
             agent_running: false,
             lab,
             client,
@@ -170,6 +183,33 @@ impl BenchLab {
         Ok(())
     }
 
+    /// Attaches the minimal XDP forwarder to lb1's eth0 in xlb's place (the agent must be
+    /// stopped), writing it lb1's MAC and the three backends', and puts the VIP on eth0 as the
+    /// agent does, so that the client's ARP for it still reaches lb1.
+    pub fn attach_minimal(&mut self) -> Result<()> {
+        let ns = self.lb.ns.clone();
+        let mut macs = MinimalMacs { src: xlb_tests::link_mac(&ns, "eth0")?, backends: [[0; 6]; 3] };
+        for (slot, b) in macs.backends.iter_mut().zip(&self.backends) {
+            *slot = xlb_tests::link_mac(&b.ns, "eth0")?;
+        }
+        let mut table: Array<_, MinimalMacs> = Array::try_from(self.ebpf.map_mut("BENCH_MINIMAL").context("map BENCH_MINIMAL")?)?;
+        table.set(0, macs, 0)?;
+        xlb_tests::ip(&["-n", &ns, "addr", "add", &format!("{}/32", plan::VIP4), "dev", "eth0"])?;
+        let prog: &mut Xdp = self.ebpf.program_mut("bench_minimal").expect("loaded").try_into()?;
+        self.minimal = Some(xlb_tests::in_netns(&ns, || prog.attach("eth0", XdpMode::Driver))?.context("attaching bench_minimal to lb1's eth0")?);
+        Ok(())
+    }
+
+    /// Detaches the minimal forwarder and takes the VIP off lb1's eth0 again.
+    pub fn detach_minimal(&mut self) -> Result<()> {
+        if let Some(link) = self.minimal.take() {
+            let prog: &mut Xdp = self.ebpf.program_mut("bench_minimal").expect("loaded").try_into()?;
+            prog.detach(link)?;
+            xlb_tests::ip(&["-n", &self.lb.ns, "addr", "del", &format!("{}/32", plan::VIP4), "dev", "eth0"])?;
+        }
+        Ok(())
+    }
+
     /// `ethtool -S` of `ifname` in `ns`: counter name -> value.
     pub fn ethtool(ns: &str, ifname: &str) -> Result<std::collections::BTreeMap<String, u64>> {
         let out = xlb_tests::run(Command::new("ip").args(["netns", "exec", ns, "ethtool", "-S", ifname]))?;
@@ -215,5 +255,6 @@ impl Drop for BenchLab {
         // links (dropping `ebpf`), then the lab's namespaces.
         self.lab.teardown_processes();
         let _ = self.detach_macswap();
+        let _ = self.detach_minimal();
     }
 }

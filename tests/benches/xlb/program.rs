@@ -35,13 +35,12 @@ use aya::{
     Ebpf, EbpfLoader, Pod,
 };
 use lb_common::{
-    hash::flow_hash, maps, stat, Backend, Flow, FlowKey, LocalMacs, Ring, Service, ServiceKey, VipFilter, BACKEND_F_USABLE,
-    MAX_RING_SIZE,
-    PROTO_TCP, PROTO_UDP, RING_EMPTY,
+    hash::flow_hash, maps, stat, Backend, Flow, FlowKey, LocalMacs, RateWindow, Ring, Service, ServiceKey, Settings, VipFilter,
+    BACKEND_F_USABLE, MAX_RING_SIZE, PROTO_TCP, PROTO_UDP, RING_EMPTY,
 };
 use lb_userspace::{dataplane::OBJECT, maglev};
 use serde_json::{json, Value};
-use xlb_tests::frames::{flow_frame, NODE_MAC};
+use xlb_tests::frames::{flow_frame, tcp_frame, NODE_MAC, TCP_SYN};
 
 use crate::report::{median, write_json, Row};
 use crate::say;
@@ -73,11 +72,42 @@ struct BenchFrame {
     len: u32,
     bump_offset: u32,
     bump_base: u32,
-    _pad: u32,
+    alternate: u32,
     bytes: [u8; 128],
+    alt_bytes: [u8; 128],
 }
 // SAFETY: repr(C), integers and bytes only, no implicit padding.
 unsafe impl Pod for BenchFrame {}
+
+/// `CLOCK_MONOTONIC_COARSE` in nanoseconds: the program's `bpf_ktime_get_coarse_ns`.
+fn coarse_now_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes the timespec it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// One step of the hit path's breakdown: a bench program of lb-ebpf/src/bench.rs that runs
+/// `xlb`'s hit path with steps left out.
+struct Step {
+    name: &'static str,
+    program: &'static str,
+    kind: &'static str,
+    /// Rewrites the MACs (else: XDP_TX with the frame untouched).
+    forwards: bool,
+    /// Moves xlb's counters (tx and flow_hit) as `xlb` does.
+    counts: bool,
+}
+
+/// The hit path built up step by step; `xlb` itself (all steps) follows the last.
+const LADDER: [Step; 6] = [
+    Step { name: "hit_parse", program: "bench_hit_parse", kind: "hit path, step 1: parse + VIP bitmap, XDP_TX", forwards: false, counts: false },
+    Step { name: "hit_lookup", program: "bench_hit_lookup", kind: "hit path, step 2: + flow-table lookup", forwards: false, counts: false },
+    Step { name: "hit_rewrite", program: "bench_hit_rewrite", kind: "hit path, step 3: + backend entry, MAC rewrite", forwards: true, counts: false },
+    Step { name: "hit_checked", program: "bench_hit_checked", kind: "hit path, step 4: + own-MAC check", forwards: true, counts: false },
+    Step { name: "hit_refresh", program: "bench_hit_refresh", kind: "hit path, step 5: + refresh (FIN mark, last seen)", forwards: true, counts: false },
+    Step { name: "hit_norefresh", program: "bench_hit_norefresh", kind: "hit path without refresh (steps 1-4 + counters)", forwards: true, counts: true },
+];
 
 fn backend_mac(i: u32) -> [u8; 6] {
     [0x02, 0xbe, 0, 0, (i >> 8) as u8, i as u8]
@@ -103,6 +133,8 @@ struct Fixture {
     target: ProgramArray<MapData>,
     flows: HashMap<MapData, FlowKey, Flow>,
     stats: PerCpuArray<MapData, u64>,
+    settings: Array<MapData, Settings>,
+    rate: PerCpuArray<MapData, RateWindow>,
     /// The services' Maglev table (backend indices).
     table: Vec<u32>,
 }
@@ -121,7 +153,7 @@ impl Fixture {
             .map_max_entries(maps::SERVICES, 16)
             .map_max_entries(maps::SERVICE_STATS, 4);
         let mut ebpf = loader.load(OBJECT).context("loading the object")?;
-        for name in ["xlb", "bench_macswap", "bench_empty", "bench_wrap"] {
+        for name in ["xlb", "bench_macswap", "bench_empty", "bench_wrap"].into_iter().chain(LADDER.iter().map(|s| s.program)) {
             let prog: &mut Xdp = ebpf.program_mut(name).with_context(|| format!("program {name} missing"))?.try_into()?;
             prog.load().with_context(|| format!("loading program {name}"))?;
         }
@@ -165,6 +197,8 @@ impl Fixture {
             target: take(&mut ebpf, "BENCH_TARGET")?,
             flows: take(&mut ebpf, maps::FLOWS)?,
             stats: take(&mut ebpf, maps::STATS)?,
+            settings: take(&mut ebpf, maps::SETTINGS)?,
+            rate: take(&mut ebpf, maps::NEW_FLOW_RATE)?,
             ebpf,
             table,
         })
@@ -187,12 +221,23 @@ impl Fixture {
     /// Runs `bench_wrap` restoring `frame` (and bumping the IPv4 source address when `bump`)
     /// before tail-calling `target`.
     fn wrapped(&mut self, target: &str, frame: &[u8], bump: bool, repeat: u32) -> Result<Run> {
+        self.wrapped_alt(target, frame, bump, None, repeat)
+    }
+
+    /// [`Fixture::wrapped`], and with `alt`, every odd iteration restores `alt` instead of
+    /// `frame` (unbumped): `bump` must be set.
+    fn wrapped_alt(&mut self, target: &str, frame: &[u8], bump: bool, alt: Option<&[u8]>, repeat: u32) -> Result<Run> {
         ensure!(frame.len() <= 128, "frame too long for the wrapper");
-        let mut saved = BenchFrame { len: frame.len() as u32, bump_offset: 0, bump_base: 0, _pad: 0, bytes: [0; 128] };
+        let mut saved = BenchFrame { len: frame.len() as u32, bump_offset: 0, bump_base: 0, alternate: 0, bytes: [0; 128], alt_bytes: [0; 128] };
         saved.bytes[..frame.len()].copy_from_slice(frame);
         if bump {
             saved.bump_offset = V4_SRC_OFFSET as u32;
             saved.bump_base = NEW_FLOW_BASE;
+        }
+        if let Some(alt) = alt {
+            ensure!(bump && alt.len() == frame.len(), "the alternate frame needs a bumped frame of its length");
+            saved.alternate = 1;
+            saved.alt_bytes[..alt.len()].copy_from_slice(alt);
         }
         self.frame.set(0, saved, 0)?;
         let fd = self.program(target)?.fd()?.try_clone()?;
@@ -202,6 +247,20 @@ impl Fixture {
 
     fn stats(&self) -> Result<Vec<u64>> {
         (0..stat::COUNT).map(|i| Ok(self.stats.get(&i, 0)?.iter().sum())).collect()
+    }
+
+    /// Puts the program past its new-flow limit on every CPU for the next second: a limit of 1
+    /// a second, and a window that started now with the limit already reached and logged.
+    fn past_new_flow_limit(&mut self) -> Result<()> {
+        self.settings.set(0, Settings { new_flows_per_cpu: 1, ..Default::default() }, 0)?;
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
+        let window = RateWindow { start: coarse_now_ns(), recorded: 2 };
+        self.rate.set(0, aya::maps::PerCpuValues::try_from(vec![window; cpus])?, 0)?;
+        Ok(())
+    }
+
+    fn no_new_flow_limit(&mut self) -> Result<()> {
+        Ok(self.settings.set(0, Settings::default(), 0)?)
     }
 
     fn seq(&self) -> Result<u32> {
@@ -287,6 +346,8 @@ fn measure(opts: &Options, cpu: Option<usize>) -> Result<Vec<Row>> {
     let v6_frame = flow_frame(PROTO_TCP, CLIENT6.into(), 40002, VIP6.into(), 80, b"");
     let pass_frame = tcp4(CLIENT4, 40003, OTHER4, 22);
     let new_frame = tcp4(Ipv4Addr::from(NEW_FLOW_BASE), 40000, VIP4, 80);
+    let syn_frame = tcp_frame(TCP_SYN, Ipv4Addr::from(NEW_FLOW_BASE).into(), 40000, VIP4.into(), 80, b"");
+    ensure!(syn_frame.len() == hit_frame.len(), "the SYN and the hit frame differ in length");
 
     // Establish the flows of the established kinds (one new flow each) and learn their
     // backends from the flow table.
@@ -306,7 +367,7 @@ fn measure(opts: &Options, cpu: Option<usize>) -> Result<Vec<Row>> {
     }
     let fwd = |frame: &[u8], b: u32| with_macs(frame, backend_mac(b), NODE_MAC);
     let per_packet_fwd = vec![(stat::VERDICT_TX, 1), (stat::EVENT_FLOW_HIT, 1)];
-    let direct = vec![
+    let mut direct = vec![
         Direct {
             name: "baseline",
             program: "bench_macswap",
@@ -374,6 +435,17 @@ fn measure(opts: &Options, cpu: Option<usize>) -> Result<Vec<Row>> {
             counters: vec![(stat::PASS_NOT_SERVICE, 1)],
         },
     ];
+    for step in &LADDER {
+        let f = if step.forwards { fwd(&hit_frame, established[0]) } else { hit_frame.clone() };
+        direct.push(Direct {
+            name: step.name,
+            program: step.program,
+            frame: hit_frame.clone(),
+            verdict: XDP_TX,
+            out: Box::new(move |_| f.clone()),
+            counters: if step.counts { per_packet_fwd.clone() } else { vec![] },
+        });
+    }
 
     let mut samples: std::collections::BTreeMap<&'static str, Vec<f64>> = Default::default();
     let mut checks: Vec<String> = Vec::new();
@@ -406,9 +478,9 @@ fn measure(opts: &Options, cpu: Option<usize>) -> Result<Vec<Row>> {
         // New flow: restore + bump, tail call into xlb; then the same wrapper into the empty
         // program (calibration).
         let key_of = |seq: u32| FlowKey::new(PROTO_TCP, Ipv4Addr::from(NEW_FLOW_BASE.wrapping_add(seq)).into(), 40000, VIP4.into(), 80);
-        let expect_new_out = |fx: &Fixture, seq: u32| {
+        let expect_out = |fx: &Fixture, frame: &[u8], seq: u32| {
             let src = NEW_FLOW_BASE.wrapping_add(seq).to_be_bytes();
-            let mut f = fwd(&new_frame, fx.choice(&key_of(seq)));
+            let mut f = fwd(frame, fx.choice(&key_of(seq)));
             f[V4_SRC_OFFSET..V4_SRC_OFFSET + 4].copy_from_slice(&src);
             f
         };
@@ -421,7 +493,7 @@ fn measure(opts: &Options, cpu: Option<usize>) -> Result<Vec<Row>> {
             ensure!(fx.seq()? == s0.wrapping_add(repeat), "{what}: the wrapper ran {} times, not {repeat}", fx.seq()?.wrapping_sub(s0));
             ensure!(r.verdict == XDP_TX, "{what}: verdict {} instead of XDP_TX", r.verdict);
             let last = s0.wrapping_add(repeat - 1);
-            ensure!(r.out == expect_new_out(fx, last), "{what}: output is not the frame of 5-tuple #{last} sent to its Maglev choice");
+            ensure!(r.out == expect_out(fx, &new_frame, last), "{what}: output is not the frame of 5-tuple #{last} sent to its Maglev choice");
             expect_delta(&what, &before, &after, &[(stat::VERDICT_TX, repeat as u64), (stat::EVENT_FLOW_NEW, repeat as u64)])?;
             // Every one of the `repeat` distinct 5-tuples is in the flow table, with its
             // Maglev choice; deleting them proves it and restores the table.
@@ -453,6 +525,57 @@ fn measure(opts: &Options, cpu: Option<usize>) -> Result<Vec<Row>> {
         samples.entry("wrap_new").or_default().push(many.ns as f64);
         samples.entry("wrap_new_empty").or_default().push(cal.ns as f64);
 
+        // New flows whose insert is skipped, each iteration a new 5-tuple as in a spoofed
+        // flood: a SYN (never recorded), and an ACK past this CPU's new-flow limit.
+        let skipped = |fx: &mut Fixture, frame: &[u8], what: &str| -> Result<Run> {
+            let s0 = fx.seq()?;
+            let before = fx.stats()?;
+            let r = fx.wrapped("xlb", frame, true, n)?;
+            let after = fx.stats()?;
+            ensure!(fx.seq()? == s0.wrapping_add(n), "{what}: the wrapper ran {} times, not {n}", fx.seq()?.wrapping_sub(s0));
+            ensure!(r.verdict == XDP_TX, "{what}: verdict {} instead of XDP_TX", r.verdict);
+            let last = s0.wrapping_add(n - 1);
+            ensure!(r.out == expect_out(fx, frame, last), "{what}: output is not the frame of 5-tuple #{last} sent to its Maglev choice");
+            // A window of the limit may end during the run (it lasts 1 s): then one flow is
+            // recorded, and removed here.
+            let recorded = after[stat::EVENT_FLOW_NEW as usize] - before[stat::EVENT_FLOW_NEW as usize];
+            let expected = if frame[47] == TCP_SYN {
+                vec![(stat::VERDICT_TX, n as u64)]
+            } else {
+                ensure!(recorded <= 2, "{what}: {recorded} new flows recorded past the limit");
+                vec![(stat::VERDICT_TX, n as u64), (stat::EVENT_FLOW_NEW, recorded), (stat::EVENT_FLOW_UNRECORDED, n as u64 - recorded)]
+            };
+            expect_delta(what, &before, &after, &expected)?;
+            if recorded > 0 {
+                let removed = (0..n).filter(|i| fx.flows.remove(&key_of(s0.wrapping_add(*i))).is_ok()).count() as u64;
+                ensure!(removed == recorded, "{what}: {removed} flows in the table, {recorded} counted recorded");
+            }
+            Ok(r)
+        };
+        let r = skipped(&mut fx, &syn_frame, "new flow, SYN")?;
+        samples.entry("wrap_syn").or_default().push(r.ns as f64);
+        fx.past_new_flow_limit()?;
+        let r = skipped(&mut fx, &new_frame, "new flow past the limit");
+        fx.no_new_flow_limit()?;
+        samples.entry("wrap_limited").or_default().push(r?.ns as f64);
+
+        // The hit during a SYN flood: flood SYNs (new 5-tuples) and the established flow's
+        // packets alternate 1:1; calibrated with the empty program the same way.
+        let s0 = fx.seq()?;
+        let before = fx.stats()?;
+        let r = fx.wrapped_alt("xlb", &syn_frame, true, Some(&hit_frame), n)?;
+        let hits = (0..n).filter(|i| s0.wrapping_add(*i) & 1 == 1).count() as u64;
+        let last = s0.wrapping_add(n - 1);
+        let want = if last & 1 == 1 { fwd(&hit_frame, established[0]) } else { expect_out(&fx, &syn_frame, last) };
+        ensure!(r.verdict == XDP_TX && r.out == want, "hit during a SYN flood: verdict or output differs");
+        expect_delta("hit during a SYN flood", &before, &fx.stats()?, &[(stat::VERDICT_TX, n as u64), (stat::EVENT_FLOW_HIT, hits)])?;
+        let before = fx.stats()?;
+        let cal = fx.wrapped_alt("bench_empty", &syn_frame, true, Some(&hit_frame), n)?;
+        ensure!(cal.verdict == XDP_PASS, "alternating calibration: verdict {}", cal.verdict);
+        expect_delta("alternating calibration", &before, &fx.stats()?, &[])?;
+        samples.entry("wrap_mix").or_default().push(r.ns as f64);
+        samples.entry("wrap_mix_empty").or_default().push(cal.ns as f64);
+
         // Method check: the hit through the restoring wrapper (no bump).
         let before = fx.stats()?;
         let r = fx.wrapped("xlb", &hit_frame, false, n)?;
@@ -469,6 +592,12 @@ fn measure(opts: &Options, cpu: Option<usize>) -> Result<Vec<Row>> {
                 "new flow: {n} iterations through bench_wrap, each with a distinct source address (10.0.0.0 + sequence); flow_new+{n} tx+{n} flow_hit+0; all {n} keys found in (and deleted from) the flow table with their Maglev backend; verdict XDP_TX at repeat 1 and {n}; output = the last 5-tuple's frame with its Maglev backend's MAC"
             ));
             checks.push("wrapper calibration (bench_empty in the slot): verdict XDP_PASS, output = restored frame, no xlb counter moved".to_owned());
+            checks.push(format!(
+                "insert skipped: {n} SYNs (tx+{n} only, flow_new+0) and {n} ACKs past a new-flow limit of 1/s (tx+{n}, flow_unrecorded+{n} less the at most 2 recorded when a 1-s window ends, which are removed), each a distinct 5-tuple; output = the last 5-tuple's frame with its Maglev backend's MAC"
+            ));
+            checks.push(format!(
+                "hit during a SYN flood: {n} iterations alternating a new SYN and the established flow's frame: tx+{n}, flow_hit = the hit iterations, flow_new+0; calibration with bench_empty alternating the same frames"
+            ));
         }
     }
 
@@ -479,6 +608,12 @@ fn measure(opts: &Options, cpu: Option<usize>) -> Result<Vec<Row>> {
     };
     let new_flow = per_round("wrap_new", "wrap_new_empty");
     let hit_wrapped = per_round("wrap_hit", "wrap_hit_empty");
+    let syn_skip = per_round("wrap_syn", "wrap_new_empty");
+    let limited_skip = per_round("wrap_limited", "wrap_new_empty");
+    // Alternating flood SYNs and hits: the mean of the two, so the hit is twice the mean less
+    // the SYN's own cost (measured in the same round).
+    let mix = per_round("wrap_mix", "wrap_mix_empty");
+    let hit_in_flood: Vec<f64> = mix.iter().zip(&syn_skip).map(|(m, syn)| 2.0 * m - syn).collect();
     let base = m("baseline");
     let base_floor = floor(&samples["baseline"]);
     let empty = m("empty");
@@ -509,6 +644,58 @@ fn measure(opts: &Options, cpu: Option<usize>) -> Result<Vec<Row>> {
             kind.to_string(),
             json!({ "median_ns": ns, "floor_ns": ns_floor, "net_of_empty_ns": ns - empty, "ratio_median": r_med, "ratio_min": r_min, "ratio_max": r_max, "floor_ratio": floor_ratio }),
         );
+    }
+    // Under a flood: each figure against the hit of the same round.
+    let hit = &samples["hit"];
+    let against_hit = |v: &[f64]| -> (f64, f64, f64, f64) {
+        let r: Vec<f64> = v.iter().zip(hit).map(|(x, h)| x / h).collect();
+        (median(&r), floor(&r), r.iter().copied().fold(0.0, f64::max), floor(v) / floor(hit))
+    };
+    let mut flood = serde_json::Map::new();
+    for (kind, key, per_run, target) in [
+        ("new flow, insert skipped: a SYN (flood bypass), new 5-tuple each", "syn_skipped", &syn_skip, Some(2.0)),
+        ("new flow, insert skipped: an ACK past new_flow_rate, new 5-tuple each", "rate_limited", &limited_skip, Some(2.0)),
+        ("flow-table hit during a SYN flood (1:1 with flood SYNs)", "hit_during_syn_flood", &hit_in_flood, None),
+    ] {
+        let (r_med, r_min, r_max, floor_ratio) = against_hit(per_run);
+        let (ns, ns_floor) = (median(per_run), floor(per_run));
+        let row = Row::new(PART, kind, format!("{ns:.0} ns/pkt (floor {ns_floor:.0})"))
+            .reference(format!("hit {:.0} ns; per round {r_min:.2}-{r_max:.2}x", m("hit")), Some(r_med));
+        rows.push(match target {
+            Some(t) => row.target(format!("<= {t}x hit (median {r_med:.2}, floor {floor_ratio:.2})"), Some(r_med <= t && floor_ratio <= t)),
+            None => row.target(format!("(none; floor {floor_ratio:.2}x hit)"), None),
+        });
+        flood.insert(
+            key.to_owned(),
+            json!({ "median_ns": ns, "floor_ns": ns_floor, "ratio_to_hit_median": r_med, "ratio_to_hit_min": r_min, "ratio_to_hit_max": r_max, "floor_ratio_to_hit": floor_ratio, "per_run_ns": per_run }),
+        );
+    }
+    // Where a hit's nanoseconds go: each step against the one before, paired by round.
+    let mut steps = serde_json::Map::new();
+    let mut previous = ("the empty program", "empty");
+    let last = LADDER.len() - 1;
+    let ladder: Vec<(&str, &str, &str)> = LADDER[..last]
+        .iter()
+        .zip(["step 1", "step 2", "step 3", "step 4", "step 5"])
+        .map(|(s, short)| (s.kind, s.name, short))
+        .chain([("hit path, step 6: + counters (= xlb's hit)", "hit", "step 6"), (LADDER[last].kind, LADDER[last].name, "")])
+        .collect();
+    for (kind, name, short) in ladder {
+        // The hit without refresh is set against the whole hit: what the refresh costs there.
+        let (against, against_name) = if name == LADDER[last].name { ("xlb's hit", "hit") } else { previous };
+        let diff: Vec<f64> = samples[name].iter().zip(&samples[against_name]).map(|(a, b)| a - b).collect();
+        let (ns, ns_floor) = (median(&samples[name]), floor(&samples[name]));
+        let (d, d_floor) = (median(&diff), ns_floor - floor(&samples[against_name]));
+        rows.push(
+            Row::new(PART, kind, format!("{ns:.0} ns/pkt (floor {ns_floor:.0})"))
+                .reference(format!("{d:+.1} ns against {against} (floors {d_floor:+.0})"), Some(ns / base))
+                .target("(breakdown; ratio to baseline)", None),
+        );
+        steps.insert(
+            name.to_owned(),
+            json!({ "kind": kind, "median_ns": ns, "floor_ns": ns_floor, "against": against_name, "difference_median_of_rounds_ns": d, "difference_of_floors_ns": d_floor }),
+        );
+        previous = (short, name);
     }
     let hw = median(&hit_wrapped);
     rows.push(
@@ -553,6 +740,8 @@ fn measure(opts: &Options, cpu: Option<usize>) -> Result<Vec<Row>> {
         },
         "checks": checks,
         "per_path": spread,
+        "under_flood": flood,
+        "hit_path_steps": steps,
         "baseline_floor_ns": base_floor,
         "rows": rows.iter().map(Row::to_json).collect::<Vec<_>>(),
     });
