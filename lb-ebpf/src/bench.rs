@@ -204,7 +204,7 @@ fn hit<const LOOKUP: bool, const REWRITE: bool, const CHECK: bool, const REFRESH
         stats::count(verdict.stat);
         verdict.action
     } else {
-        forward(ctx, &backend).action
+        forward(ctx, &packet, &backend).action
     }
 }
 
