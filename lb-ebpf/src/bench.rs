@@ -5,9 +5,9 @@
 //! - `bench_macswap`: the baseline, swaps the Ethernet addresses and returns XDP_TX.
 //! - `bench_empty`: does nothing (XDP_PASS); the calibration target of the wrapper.
 //! - `bench_wrap`: BPF_PROG_TEST_RUN with `repeat` does not restore the frame between
-//!   iterations, so this wrapper restores it before every iteration (from `BENCH_FRAME`),
-//!   optionally writes a per-iteration sequence number into one 4-byte field (a new 5-tuple
-//!   every iteration), and tail-calls slot 0 of `BENCH_TARGET`: `xlb`, or `bench_empty` to
+//!   iterations, so this wrapper restores it before every iteration (from `BENCH_FRAME`, after
+//!   undoing a tunnel's growth of the frame's front), optionally writes a per-iteration
+//!   sequence number into one 4-byte field (a new 5-tuple every iteration), and tail-calls slot 0 of `BENCH_TARGET`: `xlb`, or `bench_empty` to
 //!   measure the wrapper's own cost. With `alternate`, every other iteration restores a second
 //!   frame (`alt_bytes`, not bumped) instead: a flood of new 5-tuples interleaved 1:1 with an
 //!   established flow's packets.
@@ -28,7 +28,7 @@
 
 use aya_ebpf::{
     bindings::xdp_action,
-    helpers::generated::bpf_xdp_store_bytes,
+    helpers::generated::{bpf_xdp_adjust_head, bpf_xdp_store_bytes},
     macros::{map, xdp},
     maps::{Array, PerCpuArray, ProgramArray},
     programs::XdpContext,
@@ -111,6 +111,12 @@ fn restore(ctx: &XdpContext) -> Result<(), ()> {
     // SAFETY (this and the reads of `frame` below): a pointer the map returned for entry 0.
     let (len, offset, alternate) = unsafe { ((*frame).len as usize, (*frame).bump_offset, (*frame).alternate) };
     if len == 0 || len > FRAME_MAX {
+        return Err(());
+    }
+    // A tunnel grew the frame at its front in the iteration before: take that back.
+    let grown = (ctx.data_end() - ctx.data()).saturating_sub(len);
+    // SAFETY: the helper checks the new start against the frame itself.
+    if grown > 0 && unsafe { bpf_xdp_adjust_head(ctx.ctx, grown as i32) } != 0 {
         return Err(());
     }
     let mut seq = 0;

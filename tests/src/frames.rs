@@ -324,3 +324,26 @@ impl Rng {
         (0..n).map(|_| self.next_u64() as u8).collect()
     }
 }
+
+/// A tunnel's outer IPv4 header as xlb's program writes it (id 0, TTL 64, DF as asked), for
+/// `payload_len` bytes after it, its checksum filled in.
+pub fn outer_ipv4(tos: u8, proto: u8, src: Ipv4Addr, dst: Ipv4Addr, df: bool, payload_len: usize) -> Vec<u8> {
+    let mut h = vec![0x45, tos];
+    h.extend_from_slice(&((20 + payload_len) as u16).to_be_bytes());
+    h.extend_from_slice(&[0, 0, if df { 0x40 } else { 0 }, 0, 64, proto, 0, 0]);
+    h.extend_from_slice(&src.octets());
+    h.extend_from_slice(&dst.octets());
+    let sum = checksum(&h, 5);
+    h[10..12].copy_from_slice(&sum.to_be_bytes());
+    h
+}
+
+/// A tunnel's outer IPv6 header as xlb's program writes it (hop limit 64).
+pub fn outer_ipv6(tc: u8, flow_label: u32, next: u8, src: Ipv6Addr, dst: Ipv6Addr, payload_len: usize) -> Vec<u8> {
+    let mut h = ((6u32 << 28) | ((tc as u32) << 20) | (flow_label & 0xf_ffff)).to_be_bytes().to_vec();
+    h.extend_from_slice(&(payload_len as u16).to_be_bytes());
+    h.extend_from_slice(&[next, 64]);
+    h.extend_from_slice(&src.octets());
+    h.extend_from_slice(&dst.octets());
+    h
+}

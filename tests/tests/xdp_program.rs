@@ -1098,27 +1098,6 @@ fn with_tos(mut frame: Vec<u8>) -> Vec<u8> {
     frame
 }
 
-/// The outer IPv4 header the program must write, built here independently.
-fn outer_v4(tos: u8, proto: u8, src: Ipv4Addr, dst: Ipv4Addr, df: bool, payload_len: usize) -> Vec<u8> {
-    let mut h = vec![0x45, tos];
-    h.extend_from_slice(&((20 + payload_len) as u16).to_be_bytes());
-    h.extend_from_slice(&[0, 0, if df { 0x40 } else { 0 }, 0, 64, proto, 0, 0]);
-    h.extend_from_slice(&src.octets());
-    h.extend_from_slice(&dst.octets());
-    let sum = pnet_packet::util::checksum(&h, 5);
-    h[10..12].copy_from_slice(&sum.to_be_bytes());
-    h
-}
-
-fn outer_v6(tc: u8, flow_label: u32, next: u8, src: Ipv6Addr, dst: Ipv6Addr, payload_len: usize) -> Vec<u8> {
-    let mut h = ((6u32 << 28) | ((tc as u32) << 20) | (flow_label & 0xf_ffff)).to_be_bytes().to_vec();
-    h.extend_from_slice(&(payload_len as u16).to_be_bytes());
-    h.extend_from_slice(&[next, 64]);
-    h.extend_from_slice(&src.octets());
-    h.extend_from_slice(&dst.octets());
-    h
-}
-
 fn eth_to_router(ethertype: u16) -> Vec<u8> {
     let mut e = ROUTER_MAC.to_vec();
     e.extend_from_slice(&NODE_MAC);
@@ -1147,7 +1126,7 @@ fn ipip_wraps_the_packet_for_the_backend_through_the_router() {
         let frame = with_tos(flow_frame(PROTO_TCP, CLIENT4.into(), 40000, VIP4.into(), 80, b"GET / HTTP/1.0\r\n\r\n"));
         let inner = &frame[14..];
         let mut expected = eth_to_router(0x0800);
-        expected.extend(outer_v4(0xb9, 4, TUNNEL_SRC4, TB4, true, inner.len()));
+        expected.extend(frames::outer_ipv4(0xb9, 4, TUNNEL_SRC4, TB4, true, inner.len()));
         expected.extend_from_slice(inner);
         expect_tunnelled(fx, &frame, &expected);
         assert_eq!((fx.stat(stat::VERDICT_TX), fx.stat(stat::EVENT_FLOW_NEW)), (1, 1));
@@ -1156,7 +1135,7 @@ fn ipip_wraps_the_packet_for_the_backend_through_the_router() {
         v4.frag = 0;
         let frame = v4.frame(&frames::transport(PROTO_UDP, 5353, 53, b"query"));
         let mut expected = eth_to_router(0x0800);
-        expected.extend(outer_v4(0, 4, TUNNEL_SRC4, TB4, false, frame.len() - 14));
+        expected.extend(frames::outer_ipv4(0, 4, TUNNEL_SRC4, TB4, false, frame.len() - 14));
         expected.extend_from_slice(&frame[14..]);
         expect_tunnelled(fx, &frame, &expected);
     });
@@ -1169,14 +1148,14 @@ fn ip6ip6_and_4in6_wrap_in_ipv6_with_the_flow_label_from_the_hash() {
         let frame = with_tos(flow_frame(PROTO_UDP, CLIENT6.into(), 5353, VIP6.into(), 53, b"query"));
         let hash = flow_hash(&key_of(PROTO_UDP, CLIENT6.into(), 5353, VIP6.into(), 53));
         let mut expected = eth_to_router(0x86dd);
-        expected.extend(outer_v6(0xb9, hash, 41, TUNNEL_SRC6, TB6, frame.len() - 14));
+        expected.extend(frames::outer_ipv6(0xb9, hash, 41, TUNNEL_SRC6, TB6, frame.len() - 14));
         expected.extend_from_slice(&frame[14..]);
         expect_tunnelled(fx, &frame, &expected);
         // An IPv4 VIP's packet to the IPv6 backend: 4-in-6 (next header 4).
         let frame = with_tos(flow_frame(PROTO_TCP, CLIENT4.into(), 40001, VIP4.into(), 80, b"x"));
         let hash = flow_hash(&key_of(PROTO_TCP, CLIENT4.into(), 40001, VIP4.into(), 80));
         let mut expected = eth_to_router(0x86dd);
-        expected.extend(outer_v6(0xb9, hash, 4, TUNNEL_SRC6, TB6, frame.len() - 14));
+        expected.extend(frames::outer_ipv6(0xb9, hash, 4, TUNNEL_SRC6, TB6, frame.len() - 14));
         expected.extend_from_slice(&frame[14..]);
         expect_tunnelled(fx, &frame, &expected);
     });
@@ -1191,7 +1170,7 @@ fn gue_wraps_in_udp_to_the_fou_port_with_the_source_port_and_address_from_the_ha
         let inner = &frame[14..];
         let src = Ipv4Addr::new(203, 0, 113, hash.to_be_bytes()[3]);
         let mut expected = eth_to_router(0x0800);
-        expected.extend(outer_v4(0, 17, src, TB4, true, 8 + inner.len()));
+        expected.extend(frames::outer_ipv4(0, 17, src, TB4, true, 8 + inner.len()));
         expected.extend_from_slice(&(0xc000 | (hash & 0x3fff) as u16).to_be_bytes());
         expected.extend_from_slice(&GUE_PORT.to_be_bytes());
         expected.extend_from_slice(&((8 + inner.len()) as u16).to_be_bytes());
@@ -1300,7 +1279,7 @@ fn icmp_too_big_about_a_tunnelled_flow_reaches_its_backend_through_the_tunnel() 
         let reply = V4::new(VIP4, CLIENT4, PROTO_TCP).packet(&frames::transport(PROTO_TCP, 80, 52000, &[0u8; 1400]));
         let icmp = frames::icmp4_frag_needed(ROUTER4, VIP4, &reply, 1280);
         let mut expected = eth_to_router(0x0800);
-        expected.extend(outer_v4(0, 4, TUNNEL_SRC4, TB4, true, icmp.len() - 14));
+        expected.extend(frames::outer_ipv4(0, 4, TUNNEL_SRC4, TB4, true, icmp.len() - 14));
         expected.extend_from_slice(&icmp[14..]);
         expect_tunnelled(fx, &icmp, &expected);
         assert_eq!(fx.stat(stat::EVENT_ICMP_TOO_BIG), 1);

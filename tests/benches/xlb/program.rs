@@ -36,11 +36,11 @@ use aya::{
 };
 use lb_common::{
     hash::flow_hash, maps, stat, Backend, Flow, FlowKey, LocalMacs, RateWindow, Ring, Service, ServiceKey, Settings, VipFilter,
-    BACKEND_F_USABLE, MAX_RING_SIZE, PROTO_TCP, PROTO_UDP, RING_EMPTY,
+    BACKEND_F_USABLE, FAMILY_V4, FORWARD_IPIP, MAX_RING_SIZE, PROTO_TCP, PROTO_UDP, RING_EMPTY,
 };
 use lb_userspace::{dataplane::OBJECT, maglev};
 use serde_json::{json, Value};
-use xlb_tests::frames::{flow_frame, tcp_frame, NODE_MAC, TCP_SYN};
+use xlb_tests::frames::{flow_frame, outer_ipv4, tcp_frame, NODE_MAC, TCP_SYN};
 
 use crate::report::{median, write_json, Row};
 use crate::say;
@@ -62,6 +62,13 @@ const CLIENT6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, 0, 0x10);
 const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, 0, 0x100);
 /// New flows come from 10.0.0.0 + n.
 const NEW_FLOW_BASE: u32 = 0x0a00_0000;
+/// The tunnelled service (VIP4, this TCP port): every flow to the one IPIP backend in slot
+/// `TUNNEL_BACKEND`, behind a router, from the node's tunnel source.
+const TUNNEL_PORT: u16 = 8080;
+const TUNNEL_BACKEND: u32 = BACKENDS;
+const ROUTER_MAC: [u8; 6] = [0x02, 0, 0, 0, 7, 7];
+const TUNNEL_SRC4: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 2);
+const TUNNEL_DST4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 11);
 /// Offset of the IPv4 source address in an Ethernet frame.
 const V4_SRC_OFFSET: usize = 14 + 12;
 
@@ -108,6 +115,21 @@ const LADDER: [Step; 6] = [
     Step { name: "hit_refresh", program: "bench_hit_refresh", kind: "hit path, step 5: + refresh (FIN mark, last seen)", forwards: true, counts: false },
     Step { name: "hit_norefresh", program: "bench_hit_norefresh", kind: "hit path without refresh (steps 1-4 + counters)", forwards: true, counts: true },
 ];
+
+/// The program's settings: the node's tunnel source, and `new_flows_per_cpu`.
+fn tunnel_settings(new_flows_per_cpu: u32) -> Settings {
+    Settings { new_flows_per_cpu, tunnel_src4: TUNNEL_SRC4.octets(), ..Default::default() }
+}
+
+/// `frame` (IPv4, DF) as the program sends it to the tunnelled backend: to the router, in IPIP.
+fn ipip(frame: &[u8]) -> Vec<u8> {
+    let mut out = ROUTER_MAC.to_vec();
+    out.extend_from_slice(&NODE_MAC);
+    out.extend_from_slice(&0x0800u16.to_be_bytes());
+    out.extend(outer_ipv4(0, 4, TUNNEL_SRC4, TUNNEL_DST4, true, frame.len() - 14));
+    out.extend_from_slice(&frame[14..]);
+    out
+}
 
 fn backend_mac(i: u32) -> [u8; 6] {
     [0x02, 0xbe, 0, 0, (i >> 8) as u8, i as u8]
@@ -163,6 +185,18 @@ impl Fixture {
         for i in 0..BACKENDS {
             backends.set(i, Backend { dst_mac: backend_mac(i), src_mac: NODE_MAC, ifindex: 1, flags: BACKEND_F_USABLE, ..Default::default() }, 0)?;
         }
+        let tunnelled = Backend {
+            dst_mac: ROUTER_MAC,
+            src_mac: NODE_MAC,
+            ifindex: 1,
+            flags: BACKEND_F_USABLE,
+            addr: lb_common::addr16(TUNNEL_DST4.into()),
+            method: FORWARD_IPIP,
+            family: FAMILY_V4,
+            mtu: 1500,
+            ..Default::default()
+        };
+        backends.set(TUNNEL_BACKEND, tunnelled, 0)?;
         let entries: Vec<maglev::Entry> = (0..BACKENDS)
             .map(|i| maglev::Entry::for_name(format!("198.18.{}.{}", i / 250, 1 + i % 250).as_bytes(), 1, TABLE_SIZE))
             .collect();
@@ -182,6 +216,9 @@ impl Fixture {
             rings.set(slot, *ring, 0)?;
             services.insert(key, Service { id, flags: 0, ring_size: TABLE_SIZE, ring_slot: slot }, 0)?;
         }
+        let tunnel_ring: Box<Ring> = vec![TUNNEL_BACKEND; MAX_RING_SIZE].into_boxed_slice().try_into().expect("length");
+        rings.set(6, *tunnel_ring, 0)?;
+        services.insert(ServiceKey::new(vip4, TUNNEL_PORT, PROTO_TCP), Service { id: 3, flags: 0, ring_size: TABLE_SIZE, ring_slot: 6 }, 0)?;
         // What the agent writes besides the services: the VIP bitmap, and the MACs frames
         // must be addressed to. The latter for another interface than the test run's (lo,
         // index 1): the program looks its entry up all the same (and finds none, which
@@ -191,13 +228,15 @@ impl Fixture {
         filter.set(0, VipFilter::new(&svcs.map(|(k, _)| k.addr)), 0)?;
         let mut local: Array<MapData, LocalMacs> = take(&mut ebpf, maps::LOCAL_MACS)?;
         local.set(2, LocalMacs::new(2, &[NODE_MAC]).context("one MAC")?, 0)?;
+        let mut settings: Array<MapData, Settings> = take(&mut ebpf, maps::SETTINGS)?;
+        settings.set(0, tunnel_settings(0), 0)?;
         Ok(Fixture {
+            settings,
             frame: take(&mut ebpf, "BENCH_FRAME")?,
             seq: take(&mut ebpf, "BENCH_SEQ")?,
             target: take(&mut ebpf, "BENCH_TARGET")?,
             flows: take(&mut ebpf, maps::FLOWS)?,
             stats: take(&mut ebpf, maps::STATS)?,
-            settings: take(&mut ebpf, maps::SETTINGS)?,
             rate: take(&mut ebpf, maps::NEW_FLOW_RATE)?,
             ebpf,
             table,
@@ -252,7 +291,7 @@ impl Fixture {
     /// Puts the program past its new-flow limit on every CPU for the next second: a limit of 1
     /// a second, and a window that started now with the limit already reached and logged.
     fn past_new_flow_limit(&mut self) -> Result<()> {
-        self.settings.set(0, Settings { new_flows_per_cpu: 1, ..Default::default() }, 0)?;
+        self.settings.set(0, tunnel_settings(1), 0)?;
         let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
         let window = RateWindow { start: coarse_now_ns(), recorded: 2 };
         self.rate.set(0, aya::maps::PerCpuValues::try_from(vec![window; cpus])?, 0)?;
@@ -260,7 +299,7 @@ impl Fixture {
     }
 
     fn no_new_flow_limit(&mut self) -> Result<()> {
-        Ok(self.settings.set(0, Settings::default(), 0)?)
+        Ok(self.settings.set(0, tunnel_settings(0), 0)?)
     }
 
     fn seq(&self) -> Result<u32> {
@@ -348,6 +387,12 @@ fn measure(opts: &Options, cpu: Option<usize>) -> Result<Vec<Row>> {
     let new_frame = tcp4(Ipv4Addr::from(NEW_FLOW_BASE), 40000, VIP4, 80);
     let syn_frame = tcp_frame(TCP_SYN, Ipv4Addr::from(NEW_FLOW_BASE).into(), 40000, VIP4.into(), 80, b"");
     ensure!(syn_frame.len() == hit_frame.len(), "the SYN and the hit frame differ in length");
+    let tunnel_hit_frame = tcp4(CLIENT4, 40004, VIP4, TUNNEL_PORT);
+    let tunnel_new_frame = tcp4(Ipv4Addr::from(NEW_FLOW_BASE), 40000, VIP4, TUNNEL_PORT);
+    let before = fx.stats()?;
+    let r = fx.run("xlb", &tunnel_hit_frame, 1)?;
+    ensure!(r.verdict == XDP_TX && r.out == ipip(&tunnel_hit_frame), "priming the tunnelled flow: verdict {} or output differs", r.verdict);
+    expect_delta("priming the tunnelled flow", &before, &fx.stats()?, &[(stat::VERDICT_TX, 1), (stat::EVENT_FLOW_NEW, 1), (stat::EVENT_ENCAPSULATED, 1)])?;
 
     // Establish the flows of the established kinds (one new flow each) and learn their
     // backends from the flow table.
@@ -587,6 +632,33 @@ fn measure(opts: &Options, cpu: Option<usize>) -> Result<Vec<Row>> {
         expect_delta("restore calibration", &before, &fx.stats()?, &[])?;
         samples.entry("wrap_hit").or_default().push(r.ns as f64);
         samples.entry("wrap_hit_empty").or_default().push(cal.ns as f64);
+
+        // Tunnels: the established flow's packet wrapped in IPIP (through the wrapper, which
+        // also takes back each iteration's 20-byte growth), and new flows to the tunnelled
+        // service (calibrated like the plain ones).
+        let before = fx.stats()?;
+        let r = fx.wrapped("xlb", &tunnel_hit_frame, false, n)?;
+        ensure!(r.verdict == XDP_TX && r.out == ipip(&tunnel_hit_frame), "tunnelled hit: verdict {} or output differs", r.verdict);
+        let per_tunnelled = [(stat::VERDICT_TX, n as u64), (stat::EVENT_FLOW_HIT, n as u64), (stat::EVENT_ENCAPSULATED, n as u64)];
+        expect_delta("tunnelled hit", &before, &fx.stats()?, &per_tunnelled)?;
+        samples.entry("wrap_tunnel_hit").or_default().push(r.ns as f64);
+        let s0 = fx.seq()?;
+        let before = fx.stats()?;
+        let r = fx.wrapped("xlb", &tunnel_new_frame, true, n)?;
+        let mut last = tunnel_new_frame.clone();
+        last[V4_SRC_OFFSET..V4_SRC_OFFSET + 4].copy_from_slice(&NEW_FLOW_BASE.wrapping_add(s0 + n - 1).to_be_bytes());
+        ensure!(r.verdict == XDP_TX && r.out == ipip(&last), "tunnelled new flow: verdict {} or output differs", r.verdict);
+        let per_new = [(stat::VERDICT_TX, n as u64), (stat::EVENT_FLOW_NEW, n as u64), (stat::EVENT_ENCAPSULATED, n as u64)];
+        expect_delta("tunnelled new flow", &before, &fx.stats()?, &per_new)?;
+        let tunnel_key = |seq: u32| FlowKey::new(PROTO_TCP, Ipv4Addr::from(NEW_FLOW_BASE.wrapping_add(seq)).into(), 40000, VIP4.into(), TUNNEL_PORT);
+        let missing = (0..n).filter(|i| fx.flows.remove(&tunnel_key(s0.wrapping_add(*i))).is_err()).count();
+        ensure!(missing == 0, "tunnelled new flow: {missing} of {n} flows not in the flow table");
+        samples.entry("wrap_tunnel_new").or_default().push(r.ns as f64);
+        if round == 0 {
+            checks.push(format!(
+                "tunnels: {n} iterations of the established flow's packet and {n} new flows (distinct sources) to the IPIP backend through bench_wrap: output = the frame in IPIP (outer header built independently) to the router's MAC; tx, flow_hit or flow_new, and encapsulated each +{n}; every new flow in (and deleted from) the table"
+            ));
+        }
         if round == 0 {
             checks.push(format!(
                 "new flow: {n} iterations through bench_wrap, each with a distinct source address (10.0.0.0 + sequence); flow_new+{n} tx+{n} flow_hit+0; all {n} keys found in (and deleted from) the flow table with their Maglev backend; verdict XDP_TX at repeat 1 and {n}; output = the last 5-tuple's frame with its Maglev backend's MAC"
@@ -608,6 +680,8 @@ fn measure(opts: &Options, cpu: Option<usize>) -> Result<Vec<Row>> {
     };
     let new_flow = per_round("wrap_new", "wrap_new_empty");
     let hit_wrapped = per_round("wrap_hit", "wrap_hit_empty");
+    let tunnel_hit = per_round("wrap_tunnel_hit", "wrap_hit_empty");
+    let tunnel_new = per_round("wrap_tunnel_new", "wrap_new_empty");
     let syn_skip = per_round("wrap_syn", "wrap_new_empty");
     let limited_skip = per_round("wrap_limited", "wrap_new_empty");
     // Alternating flood SYNs and hits: the mean of the two, so the hit is twice the mean less
@@ -620,12 +694,14 @@ fn measure(opts: &Options, cpu: Option<usize>) -> Result<Vec<Row>> {
     // Per path: its per-round figures, judged on the median of per-round ratios to the
     // baseline measured in the same round, and on the floors (minimum over the rounds),
     // which move far less between invocations than medians.
-    let results: [(&str, Vec<f64>, Option<f64>); 5] = [
+    let results: [(&str, Vec<f64>, Option<f64>); 7] = [
         ("new flow: a connection's first ACK to a VIP of 100 backends (insert)", new_flow.clone(), Some(8.0)),
         ("flow-table hit: same TCP flow again", samples["hit"].clone(), Some(4.0)),
         ("UDP v4, established flow", samples["udp"].clone(), None),
         ("IPv6 TCP, established flow", samples["ipv6"].clone(), None),
         ("non-VIP packet (XDP_PASS)", samples["pass"].clone(), Some(2.0)),
+        ("tunnelled hit: same TCP flow again, wrapped in IPIP (via the wrapper)", tunnel_hit, None),
+        ("tunnelled new flow: first ACK, recorded and wrapped in IPIP", tunnel_new, None),
     ];
     let mut rows = vec![Row::new(PART, "baseline: MAC swap + XDP_TX", format!("{base:.0} ns/pkt (floor {base_floor:.0})"))];
     let mut spread = serde_json::Map::new();
