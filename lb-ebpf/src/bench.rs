@@ -12,7 +12,8 @@
 //!   frame (`alt_bytes`, not bumped) instead: a flood of new 5-tuples interleaved 1:1 with an
 //!   established flow's packets.
 //! - `bench_sink`: attached by the forwarding-rate benchmark to the switch side of the
-//!   load-balancer node's veth: drops (and counts) the flood, IPv4 UDP to port 9, and passes
+//!   load-balancer node's veth: drops (and counts) the flood, IPv4 UDP to port 9 (or, in IPIP,
+//!   to port 10), and passes
 //!   everything else. It stands for the wire: what the node sends is gone without costing the
 //!   machine a trip through the bridge and a backend's stack.
 //! - `bench_hit_*`: the flow-table hit path of `xlb` built up step by step from the same
@@ -154,10 +155,20 @@ pub fn bench_sink(ctx: XdpContext) -> u32 {
         return sink_count(1, xdp_action::XDP_PASS);
     }
     // SAFETY: the 38 bytes were checked against data_end above.
-    let flood = unsafe {
+    let (flood, ipip) = unsafe {
         let p = start as *const u8;
-        *p.add(12) == 0x08 && *p.add(13) == 0x00 && *p.add(14) == 0x45 && *p.add(23) == 17 && *p.add(36) == 0 && *p.add(37) == 9
+        let ipv4 = *p.add(12) == 0x08 && *p.add(13) == 0x00 && *p.add(14) == 0x45;
+        (ipv4 && *p.add(23) == 17 && *p.add(36) == 0 && *p.add(37) == 9, ipv4 && *p.add(23) == 4)
     };
+    // The flood in IPIP (to the tunnelled service's port 10): outer IPv4 (20), inner IPv4 (20),
+    // UDP ports (4).
+    let flood = flood || (ipip && start + 58 <= ctx.data_end() && {
+        // SAFETY: the 58 bytes were checked against data_end just before.
+        unsafe {
+            let p = start as *const u8;
+            *p.add(34) == 0x45 && *p.add(43) == 17 && *p.add(56) == 0 && *p.add(57) == 10
+        }
+    });
     if flood {
         sink_count(0, xdp_action::XDP_DROP)
     } else {

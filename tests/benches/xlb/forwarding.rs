@@ -28,7 +28,7 @@ use xlb_tests::frames;
 use lb_userspace::config::DEFAULT_NEW_FLOW_RATE;
 
 use crate::{
-    lab::{BenchLab, FLOOD_PORT},
+    lab::{BenchLab, FLOOD_PORT, TUNNEL_FLOOD_PORT},
     report::{median, write_json, Row},
     say, Settings,
 };
@@ -40,11 +40,16 @@ const NEW_FLOWS: u32 = 256 * 1024;
 
 /// The flood: `FLOWS` 60-byte frames, client -> VIP:9, source ports 10000..
 pub(crate) fn flood_frames(dst_mac: [u8; 6], src_mac: [u8; 6]) -> Vec<Vec<u8>> {
+    flood_frames_to(FLOOD_PORT, dst_mac, src_mac)
+}
+
+/// The flood to VIP:`port`.
+fn flood_frames_to(port: u16, dst_mac: [u8; 6], src_mac: [u8; 6]) -> Vec<Vec<u8>> {
     let client = std::net::IpAddr::from([203u8, 0, 113, 10]);
     let vip: std::net::IpAddr = xlb_tests::plan::VIP4.parse().expect("VIP");
     (0..FLOWS)
         .map(|i| {
-            let mut f = frames::flow_frame(frames::PROTO_UDP, client, 10000 + i, vip, FLOOD_PORT, &[0x5a; 18]);
+            let mut f = frames::flow_frame(frames::PROTO_UDP, client, 10000 + i, vip, port, &[0x5a; 18]);
             f[..6].copy_from_slice(&dst_mac);
             f[6..12].copy_from_slice(&src_mac);
             f
@@ -271,6 +276,7 @@ pub fn run(s: &Settings, notes: &mut Vec<String>) -> Result<Vec<Row>> {
     let client_mac = xlb_tests::link_mac(&bl.client.ns, "eth0")?;
     let frames = flood_frames(lb_mac, client_mac);
     let new_frames = new_flow_frames(lb_mac, client_mac);
+    let tunnel_frames = flood_frames_to(TUNNEL_FLOOD_PORT, lb_mac, client_mac);
     let mut windows: Vec<Window> = Vec::new();
     for round in 0..rounds {
         say!("forwarding: round {}/{rounds} ({} s windows)", round + 1, window.as_secs());
@@ -281,6 +287,8 @@ pub fn run(s: &Settings, notes: &mut Vec<String>) -> Result<Vec<Row>> {
         windows.push(measure(&mut bl, "xlb", &frames, &napi, warm, window)?);
         // The same node under a flood of new flows (its default new_flow_rate).
         windows.push(measure(&mut bl, "xlb-new", &new_frames, &napi, warm, window)?);
+        // The same flood to the service whose backends are reached in IPIP.
+        windows.push(measure(&mut bl, "xlb-ipip", &tunnel_frames, &napi, warm, window)?);
         bl.stop_agent()?;
         // baseline
         let before = napi_threads("eth0");
@@ -300,6 +308,7 @@ pub fn run(s: &Settings, notes: &mut Vec<String>) -> Result<Vec<Row>> {
     let new_mpps = med("xlb-new", |w| w.mpps);
     let new_cap = med("xlb-new", |w| w.capacity_mpps);
     let new_busy = med("xlb-new", |w| w.node_busy);
+    let (ipip_mpps, ipip_cap, ipip_busy) = (med("xlb-ipip", |w| w.mpps), med("xlb-ipip", |w| w.capacity_mpps), med("xlb-ipip", |w| w.node_busy));
     if xlb <= 0.0 || base <= 0.0 {
         bail!("nothing was forwarded (xlb {xlb:.3} Mpps, baseline {base:.3} Mpps); see the lab logs");
     }
@@ -340,6 +349,9 @@ pub fn run(s: &Settings, notes: &mut Vec<String>) -> Result<Vec<Row>> {
         )
         .reference(format!("established {xlb_cap:.2} Mpps/CPU"), Some(new_cap / xlb_cap))
         .target(&format!("(reported: {new_cap:.2} Mpps/CPU)"), None),
+        Row::new(PART, "xlb forwarding in IPIP (backends behind a router; established flows)", format!("{ipip_mpps:.2} Mpps @ {:.0}% CPU", ipip_busy * 100.0))
+            .reference(format!("direct routing {xlb_cap:.2} Mpps/CPU"), Some(ipip_cap / xlb_cap))
+            .target(&format!("(reported: {ipip_cap:.2} Mpps/CPU)"), None),
     ];
     let by_window: Vec<serde_json::Value> = windows
         .iter()

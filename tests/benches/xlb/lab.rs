@@ -29,6 +29,10 @@ use xlb_tests::{plan, Host, Lab};
 pub const BACKEND_NAMES: [&str; 3] = ["b1", "b2", "b3"];
 /// UDP port of the flood (discard); a service of its own on the VIP.
 pub const FLOOD_PORT: u16 = 9;
+/// The flood's port on the service whose backends (`TUNNEL_BACKENDS`) are reached in IPIP.
+pub const TUNNEL_FLOOD_PORT: u16 = 10;
+/// Tunnelled backends, routed through b1 (the sink drops their frames before it).
+const TUNNEL_BACKENDS: &str = "198.51.100.0/24";
 
 pub struct BenchLab {
     // Dropped first: detaches the bench programs before the namespaces go.
@@ -49,15 +53,23 @@ pub struct BenchLab {
 fn agent_config(pins: &Path, socket: &Path, backends: &[Host]) -> String {
     let mut s = format!(
         "[agent]\ninterfaces = [\"eth0\"]\nxdp_mode = \"native\"\npin_path = \"{}\"\ncontrol_socket = \"{}\"\n\
-         flow_table_size = 1048576\nmax_services = 4\nassign_vips = true\n",
+         flow_table_size = 1048576\nmax_services = 4\nassign_vips = true\ntunnel_source = \"{}\"\n",
         pins.display(),
-        socket.display()
+        socket.display(),
+        plan::v4(2)
     );
     for (name, port, proto) in [("web", 80, "tcp"), ("flood", FLOOD_PORT, "udp")] {
         s.push_str(&format!("\n[[service]]\nname = \"{name}\"\nvip = \"{}\"\nport = {port}\nprotocol = \"{proto}\"\n", plan::VIP4));
         for b in backends {
             s.push_str(&format!("[[service.backend]]\naddress = \"{}\"\n", b.v4));
         }
+    }
+    s.push_str(&format!(
+        "\n[[service]]\nname = \"flood-ipip\"\nvip = \"{}\"\nport = {TUNNEL_FLOOD_PORT}\nprotocol = \"udp\"\nforward = \"ipip\"\n",
+        plan::VIP4
+    ));
+    for host in 11..=13 {
+        s.push_str(&format!("[[service.backend]]\naddress = \"198.51.100.{host}\"\n"));
     }
     s
 }
@@ -115,6 +127,7 @@ impl BenchLab {
         let config = lab.dir.join("xlb.toml");
         let pins = lab.bpffs()?.join("xlb");
         std::fs::write(&config, agent_config(&pins, &socket, &backends))?;
+        xlb_tests::ip(&["-n", &lb.ns, "route", "add", TUNNEL_BACKENDS, "via", &backends[0].v4.to_string()])?;
         let mut bl = BenchLab {
             ebpf,
             sink: None,
