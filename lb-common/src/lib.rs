@@ -521,10 +521,10 @@ mod tests {
     fn layouts_have_no_hidden_padding() {
         assert_eq!(size_of::<ServiceKey>(), 20);
         assert_eq!(size_of::<Service>(), 16);
-        assert_eq!(size_of::<Backend>(), 40);
+        assert_eq!(size_of::<Backend>(), 48);
         assert_eq!(size_of::<FlowKey>(), 40);
         assert_eq!(size_of::<Flow>(), 24);
-        assert_eq!(size_of::<Settings>(), 8);
+        assert_eq!(size_of::<Settings>(), 32);
         assert_eq!(size_of::<RateWindow>(), 16);
         assert_eq!(size_of::<Counters>(), 24);
         assert_eq!(size_of::<LocalMacs>(), 8 + 6 * MAX_LOCAL_MACS);
