@@ -272,7 +272,8 @@ pub fn run(s: &Settings, notes: &mut Vec<String>) -> Result<Vec<Row>> {
         let (med, min) = build_time(n, reps)?;
         say!("control: Maglev build, {n} backends, M = {M}: median {med:.3} ms, min {min:.3} ms");
         let row = Row::new(PART, format!("Maglev build, {n} backends, M = {M}"), format!("{med:.2} ms (min {min:.2})"));
-        rows.push(if n == 1000 { row.target("< 2 ms", Some(med < 2.0)) } else { row });
+        // The target, judged like part 1's on the floor (the fastest build).
+        rows.push(if n == 1000 { row.target(format!("< 1 ms (floor {min:.2})"), Some(min < 1.0)) } else { row });
         builds.insert(n.to_string(), json!({ "median_ms": med, "min_ms": min, "builds": reps }));
     }
     let mut moves = serde_json::Map::new();

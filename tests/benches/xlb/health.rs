@@ -455,7 +455,7 @@ pub fn run(s: &Settings, notes: &mut Vec<String>) -> Result<Vec<Row>> {
             (cpu.cpu_share - cpu.user_share) * 100.0
         ))
             .reference(format!("{:.0} checks/s, {} skipped", cpu.checks_per_second, cpu.skipped), None)
-            .target("< 5% of one core", Some(cpu.cpu_share < 0.05)),
+            .target("< 2.5% of one core", Some(cpu.cpu_share < 0.025)),
         Row::new(PART, "check start lateness (worst since agent start)", format!("{:.1} ms (mean {:.2} ms)", cpu.late_max_ms, cpu.late_mean_ms))
             .target("< 50 ms", Some(cpu.late_max_ms < 50.0)),
         Row::new(PART, "detection: TCP server stopped -> xlb marks down", format!("{:.0} ms median of {trials}", x * 1e3))
