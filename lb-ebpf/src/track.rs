@@ -12,15 +12,13 @@
 
 use aya_ebpf::{
     helpers::generated::{bpf_jiffies64, bpf_ktime_get_coarse_ns},
-    macros::map,
-    maps::PerCpuArray,
     programs::XdpContext,
 };
 use aya_log_ebpf::warn;
 use lb_common::{stat, Flow, FlowKey, FLOW_F_FIN, FLOW_SEEN_GRANULARITY_NS};
 
 use crate::{
-    maps::{FLOWS, NEW_FLOW_RATE, SETTINGS},
+    maps::{FLOWS, HIT_CLOCK, NEW_FLOW_RATE, SETTINGS},
     rate::{self, Spent},
     stats::count,
 };
@@ -36,18 +34,6 @@ pub fn now() -> u64 {
     // SAFETY: a helper without arguments that only reads the kernel's coarse clock.
     unsafe { bpf_ktime_get_coarse_ns() }
 }
-
-/// A CPU's latest reading of [`now`], and the jiffy it was taken in.
-#[repr(C)]
-pub struct ClockReading {
-    jiffies: u64,
-    ns: u64,
-}
-
-/// Each CPU's [`ClockReading`]: a hit reads the coarse clock once per jiffy (a timer tick),
-/// not once per packet (the helper call was about a sixth of a hit's cost). Not read by the agent.
-#[map]
-static HIT_CLOCK: PerCpuArray<ClockReading> = PerCpuArray::with_max_entries(1, 0);
 
 /// How far the reading of this jiffy may trail the coarse clock: the coarse clock moves when
 /// jiffies do, but a reading taken between the two updates keeps the previous tick's time for
