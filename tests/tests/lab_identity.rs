@@ -150,8 +150,10 @@ fn reload_applies_the_diff_and_keeps_every_connection_that_can_stay() -> Result<
     node.wait_ready(Duration::from_secs(10))?;
     settle();
     untouched("adding a backend, changing a weight")?;
-    let fresh = in_netns(&node.client.ns, || traffic::http_requests(target, 60))??;
-    ensure!(fresh.get("b4").copied().unwrap_or(0) > 3, "new connections reach b4: {fresh:?}");
+    // b4 has 1/6 of the table: about 33 of 200 new connections (60 were too few to tell: CI
+    // once saw 3 of 60).
+    let fresh = in_netns(&node.client.ns, || traffic::http_requests(target, 200))??;
+    ensure!(fresh.get("b4").copied().unwrap_or(0) > 12, "new connections reach b4: {fresh:?}");
 
     // 3. b3 removed: its connections end, and only those.
     write_config(&node, &web4_checked(&[(14, 1), (11, 1), (12, 3)]))?;
