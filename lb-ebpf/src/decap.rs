@@ -35,25 +35,21 @@ use aya_ebpf::{
     macros::classifier,
     programs::TcContext,
 };
+use lb_common::PROTO_UDP;
+
+use crate::{
+    encap::{PROTO_IPIP, PROTO_IPV6},
+    parse::{ETH_LEN, ETH_P_IP, ETH_P_IPV6, IPV4_FRAG_MASK, IPV6_LEN, UDP_LEN},
+};
 
 /// The GUE port; the loader may change it (aya `EbpfLoader::override_global`).
 #[unsafe(no_mangle)]
 static LAB_DECAP_GUE_PORT: u16 = 6080;
 
-const ETH_LEN: usize = 14;
 /// Offset of the Ethernet type.
 const ETH_TYPE_AT: usize = 12;
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86dd;
-const IPV6_LEN: usize = 40;
-const UDP_LEN: usize = 8;
-const PROTO_IPIP: u8 = 4;
-const PROTO_IPV6: u8 = 41;
-const PROTO_UDP: u8 = 17;
 /// `__sk_buff.pkt_type` of a frame sent to one of this host's MACs.
 const PACKET_HOST: u32 = 0;
-/// IPv4 flags/offset: "more fragments" and the offset bits.
-const IPV4_FRAG_MASK: u16 = 0x3fff;
 
 #[classifier]
 pub fn lab_decap(ctx: TcContext) -> i32 {

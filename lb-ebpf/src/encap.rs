@@ -19,23 +19,22 @@ use aya_ebpf::{
     helpers::generated::{bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
     programs::XdpContext,
 };
-use lb_common::{hash::flow_hash, stat, Backend, FAMILY_V6, FORWARD_GUE, TOO_BIG_PER_CPU, TUNNEL_TTL};
+use lb_common::{hash::flow_hash, stat, Backend, FAMILY_V6, FORWARD_GUE, PROTO_UDP, TOO_BIG_PER_CPU, TUNNEL_TTL};
 use network_types::eth::EthHdr;
 
 use crate::{
     maps::{SETTINGS, TOO_BIG_RATE},
     parse::{
         ptr_at, Kind, Packet, ETH_LEN, ETH_P_IP, ETH_P_IPV6, ICMPV6_PACKET_TOO_BIG, ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, ICMP_LEN,
-        IPV4_MIN_LEN, IPV6_LEN, PROTO_ICMP, PROTO_ICMPV6, UDP_LEN,
+        IPV4_DONT_FRAGMENT, IPV4_MIN_LEN, IPV6_LEN, PROTO_ICMP, PROTO_ICMPV6, UDP_LEN,
     },
     rate::{self, Spent},
     track,
 };
 
-const PROTO_IPIP: u8 = 4;
-const PROTO_IPV6: u8 = 41;
-const PROTO_UDP: u8 = 17;
-const IPV4_DONT_FRAGMENT: u16 = 0x4000;
+/// IP protocol numbers of an IPv4 and an IPv6 packet carried in IP.
+pub const PROTO_IPIP: u8 = 4;
+pub const PROTO_IPV6: u8 = 41;
 /// Bytes of the too-big packet an ICMP answer quotes: its IP header (with options) and the
 /// start of its transport header, which is what the client's stack needs to find the socket.
 const QUOTE: usize = 128;

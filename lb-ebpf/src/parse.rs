@@ -34,9 +34,9 @@ pub const ICMP_DEST_UNREACH: u8 = 3;
 pub const ICMP_FRAG_NEEDED: u8 = 4;
 pub const ICMPV6_PACKET_TOO_BIG: u8 = 2;
 /// IPv4 flags/offset: "more fragments" and the offset bits.
-const IPV4_FRAG_MASK: u16 = 0x3fff;
+pub const IPV4_FRAG_MASK: u16 = 0x3fff;
 /// IPv4 flags/offset: "don't fragment".
-const IPV4_DONT_FRAGMENT: u16 = 0x4000;
+pub const IPV4_DONT_FRAGMENT: u16 = 0x4000;
 const IPV6_NEXT_FRAGMENT: u8 = 44;
 
 /// How the packet is steered.
