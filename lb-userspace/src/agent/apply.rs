@@ -52,14 +52,14 @@ impl Agent {
         // A backend that changed its method, or whose tunnel takes another path, is placed
         // again (its MAC learnt again if its next hop changed).
         for slot in &diff.backends_changed {
-            let placement = self.placement(*slot, interfaces, paths);
+            let placement = self.placed(*slot, interfaces, paths);
             if let Some(state) = self.backends.get_mut(slot).filter(|s| s.placement() != placement) {
                 state.place(placement);
             }
         }
         for &slot in &fresh {
             let b = &self.model.backends[&slot];
-            let mut state = BackendState::new(self.placement(slot, interfaces, paths), b.check.as_ref().is_none_or(|c| c.initial == Health::Up));
+            let mut state = BackendState::new(self.placed(slot, interfaces, paths), b.check.as_ref().is_none_or(|c| c.initial == Health::Up));
             let method = forward_method(b.forward).0;
             // A backend an earlier agent knew goes on as it was (its MAC, its health) until
             // this agent learns otherwise: its flows must not move, nor its health flap, on a
@@ -184,27 +184,31 @@ impl Agent {
 
     /// Where backend `slot`'s frames go by its method: direct routing to its address on the
     /// attached subnet it is on; a tunnel to the next hop of its route in `paths`, if that
-    /// leaves through an attached interface. `None` (logged): nowhere, the backend is unusable.
-    pub(super) fn placement(&self, slot: u32, interfaces: &[InterfaceInfo], paths: &Paths) -> Option<Placement> {
-        let b = self.model.backend(slot)?;
+    /// leaves through an attached interface. `Err`: why nowhere (the backend is unusable), for
+    /// the caller to log when it matters.
+    pub(super) fn placement(&self, slot: u32, interfaces: &[InterfaceInfo], paths: &Paths) -> std::result::Result<Placement, String> {
+        let b = self.model.backend(slot).ok_or_else(|| format!("backend slot {slot} is not in the configuration"))?;
         let attached = &self.model.agent.interfaces;
         if b.forward == Forward::Dr {
             let iface = config::egress_interface(b.address(), interfaces, attached).expect("checked by check_environment");
-            return Some(Placement::new(iface, b.address(), 0));
+            return Ok(Placement::new(iface, b.address(), 0));
         }
-        let Some(path) = paths.get(&b.address()) else {
-            warn!("backend {} (a tunnel): the kernel has no route to it; unusable until it has", b.address());
-            return None;
-        };
-        let Some(iface) = interfaces.iter().find(|i| i.ifindex == path.ifindex && attached.contains(&i.name)) else {
-            warn!(
+        let path = paths
+            .get(&b.address())
+            .ok_or_else(|| format!("backend {} (a tunnel): the kernel has no route to it; unusable until it has", b.address()))?;
+        let iface = interfaces.iter().find(|i| i.ifindex == path.ifindex && attached.contains(&i.name)).ok_or_else(|| {
+            format!(
                 "backend {} (a tunnel): its route leaves through interface {}, which xlb is not attached to; unusable",
                 b.address(),
                 path.ifindex
-            );
-            return None;
-        };
-        Some(Placement::new(iface, path.next_hop, path.mtu.unwrap_or(iface.mtu)))
+            )
+        })?;
+        Ok(Placement::new(iface, path.next_hop, path.mtu.unwrap_or(iface.mtu)))
+    }
+
+    /// [`Agent::placement`], its `Err` logged.
+    fn placed(&self, slot: u32, interfaces: &[InterfaceInfo], paths: &Paths) -> Option<Placement> {
+        self.placement(slot, interfaces, paths).inspect_err(|why| warn!("{why}")).ok()
     }
 
     /// Whether a backend may receive packets: its MAC is known and it is healthy.
@@ -325,12 +329,20 @@ impl Agent {
 
     pub(super) fn apply_neighbour(&mut self, n: &Neighbour) -> Result<()> {
         let changed = self.learn(n);
+        self.rewrite_backends(changed)
+    }
+
+    /// Writes the entries of backends whose MAC or place changed, then their services'
+    /// tables (each once).
+    pub(super) fn rewrite_backends(&mut self, mut slots: Vec<u32>) -> Result<()> {
+        slots.sort_unstable();
+        slots.dedup();
         let mut services: Vec<u32> = Vec::new();
-        for slot in &changed {
+        for slot in &slots {
             self.write_backend(*slot)?;
             services.extend(self.model.backend(*slot).map(|b| b.service));
         }
-        services.sort();
+        services.sort_unstable();
         services.dedup();
         for id in services {
             self.publish(id)?;

@@ -364,26 +364,29 @@ impl Agent {
         }
         let interfaces = self.net.interfaces().await?;
         let paths = self.tunnel_paths(&self.model).await;
-        let neighbours = self.net.neighbours().await?;
-        let slots: Vec<u32> = self.model.backends.values().filter(|b| b.forward != Forward::Dr).map(|b| b.slot).collect();
-        for slot in slots {
+        let tunnelled: Vec<u32> = self.model.backends.values().filter(|b| b.forward != Forward::Dr).map(|b| b.slot).collect();
+        let mut moved = Vec::new();
+        for slot in tunnelled {
             let placement = self.placement(slot, &interfaces, &paths);
-            let Some(state) = self.backends.get_mut(&slot).filter(|s| s.placement() != placement) else { continue };
-            let address = self.model.backends[&slot].address();
+            let Some(state) = self.backends.get_mut(&slot).filter(|s| s.placement() != placement.as_ref().ok().cloned()) else {
+                continue;
+            };
             match &placement {
-                Some(p) => info!("backend {address} (a tunnel): now through {} on {}, MTU {}", p.next_hop, p.ifname, p.mtu),
-                None => warn!("backend {address} (a tunnel): no usable route any more"),
+                Ok(p) => info!("backend {} (a tunnel): now through {} on {}, MTU {}", self.model.backends[&slot].address(), p.next_hop, p.ifname, p.mtu),
+                Err(why) => warn!("{why}"),
             }
-            state.place(placement);
-            for n in &neighbours {
-                self.learn(n);
-            }
-            self.write_backend(slot)?;
-            if let Some(service) = self.model.backend(slot).map(|b| b.service) {
-                self.publish(service)?;
-            }
+            state.place(placement.ok());
+            moved.push(slot);
         }
-        Ok(())
+        if moved.is_empty() {
+            return Ok(());
+        }
+        // The new next hops' MACs, if the kernel knows them already (else the resolution
+        // that follows asks, and the answer comes as a neighbour event).
+        for n in self.net.neighbours().await? {
+            moved.extend(self.learn(&n));
+        }
+        self.rewrite_backends(moved)
     }
 
     /// Asks the kernel to resolve backends (all, or only those without a MAC), once per
