@@ -94,7 +94,8 @@ pub(super) fn read_service(report: &mut Report, table: Located<&DeTable<'_>>) ->
 fn check_backends(report: &mut Report, svc: &ServiceDraft) {
     let called = service_called(svc);
     let mut seen: HashMap<IpAddr, usize> = HashMap::new();
-    for address in svc.backends.iter().filter_map(|b| b.address.as_ref()) {
+    for b in &svc.backends {
+        let Some(address) = &b.address else { continue };
         if let Some(first) = seen.get(&address.value) {
             report.error(
                 address.line,
@@ -104,10 +105,9 @@ fn check_backends(report: &mut Report, svc: &ServiceDraft) {
             seen.insert(address.value, address.line);
         }
         let Some(vip) = &svc.vip else { continue };
-        let forward = svc.backends.iter().find(|b| b.address.as_ref() == Some(address)).and_then(|b| b.forward);
         if address.value == vip.value {
             report.error(address.line, format!("backend address {} is the vip of {called}", address.value));
-        } else if let Some(problem) = forward.and_then(|f| family_problem(f, address.value, vip.value)) {
+        } else if let Some(problem) = b.forward.and_then(|f| family_problem(f, address.value, vip.value)) {
             report.error(address.line, format!("backend address {} of {called}: {problem}", address.value));
         }
     }
