@@ -19,9 +19,14 @@ use std::{
 use anyhow::{bail, Context as _, Result};
 use aya::{
     maps::{Array, PerCpuArray},
-    programs::{xdp::XdpLinkId, Xdp, XdpMode},
+    programs::{
+        links::{FdLink, PinnedLink},
+        xdp::{XdpLink, XdpLinkId},
+        Xdp, XdpMode,
+    },
     Ebpf, EbpfLoader, Pod,
 };
+use aya_obj::programs::XdpAttachType;
 use lb_common::{maps, status::Status};
 use lb_userspace::dataplane::OBJECT;
 use xlb_tests::{plan, Host, Lab};
@@ -39,7 +44,6 @@ pub struct BenchLab {
     ebpf: Ebpf,
     sink: Option<XdpLinkId>,
     macswap: Option<XdpLinkId>,
-    minimal: Option<XdpLinkId>,
     pub agent_running: bool,
     pub lab: Lab,
     pub client: Host,
@@ -48,6 +52,8 @@ pub struct BenchLab {
     pub xlb: PathBuf,
     pub config: PathBuf,
     pub socket: PathBuf,
+    /// The agent's pin directory (its maps, program and XDP links).
+    pins: PathBuf,
 }
 
 fn agent_config(pins: &Path, socket: &Path, backends: &[Host]) -> String {
@@ -98,6 +104,15 @@ pub fn bench_programs() -> Result<Ebpf> {
     Ok(ebpf)
 }
 
+/// Replaces the program in the XDP link pinned at `link` with `prog`. The link stays
+/// attached through its pin (and the agent's own fd) when ours is closed.
+fn swap_into_link(prog: &mut Xdp, link: &Path) -> Result<()> {
+    let pinned = PinnedLink::from_pin(link).with_context(|| format!("reading the pinned link {}", link.display()))?;
+    let id = prog.attach_to_link(XdpLink::try_from(FdLink::from(pinned))?)?;
+    drop(prog.take_link(id)?);
+    Ok(())
+}
+
 /// Attaches `bench_sink` of `ebpf` to switch port `port` of `lab`.
 pub fn attach_sink(ebpf: &mut Ebpf, lab: &Lab, port: &str) -> Result<XdpLinkId> {
     let sw = lab.switch_ns().to_owned();
@@ -132,7 +147,7 @@ impl BenchLab {
             ebpf,
             sink: None,
             macswap: None,
-            minimal: None,
+            pins,
             agent_running: false,
             lab,
             client,
@@ -196,10 +211,12 @@ impl BenchLab {
         Ok(())
     }
 
-    /// Attaches the minimal XDP forwarder to lb1's eth0 in xlb's place (the agent must be
-    /// stopped), writing it lb1's MAC and the three backends', and puts the VIP on eth0 as the
-    /// agent does, so that the client's ARP for it still reaches lb1.
-    pub fn attach_minimal(&mut self) -> Result<()> {
+    /// Puts the minimal XDP forwarder in xlb's place on lb1's eth0 while the agent runs: the
+    /// agent's pinned XDP link gets `bench_minimal` (bpf_link_update, atomic: no frame meets eth0
+    /// without a program), after writing it lb1's MAC and the three backends'. The VIP, the
+    /// neighbours and the agent's own work stay as they are, so runs through either program
+    /// differ only in the program. [`Self::use_xlb`] puts xlb's program back.
+    pub fn use_minimal(&mut self) -> Result<()> {
         let ns = self.lb.ns.clone();
         let mut macs = MinimalMacs { src: xlb_tests::link_mac(&ns, "eth0")?, backends: [[0; 6]; 3] };
         for (slot, b) in macs.backends.iter_mut().zip(&self.backends) {
@@ -207,20 +224,15 @@ impl BenchLab {
         }
         let mut table: Array<_, MinimalMacs> = Array::try_from(self.ebpf.map_mut("BENCH_MINIMAL").context("map BENCH_MINIMAL")?)?;
         table.set(0, macs, 0)?;
-        xlb_tests::ip(&["-n", &ns, "addr", "add", &format!("{}/32", plan::VIP4), "dev", "eth0"])?;
+        let link = self.pins.join("link_eth0");
         let prog: &mut Xdp = self.ebpf.program_mut("bench_minimal").expect("loaded").try_into()?;
-        self.minimal = Some(xlb_tests::in_netns(&ns, || prog.attach("eth0", XdpMode::Driver))?.context("attaching bench_minimal to lb1's eth0")?);
-        Ok(())
+        swap_into_link(prog, &link).context("putting bench_minimal into the agent's XDP link on lb1's eth0")
     }
 
-    /// Detaches the minimal forwarder and takes the VIP off lb1's eth0 again.
-    pub fn detach_minimal(&mut self) -> Result<()> {
-        if let Some(link) = self.minimal.take() {
-            let prog: &mut Xdp = self.ebpf.program_mut("bench_minimal").expect("loaded").try_into()?;
-            prog.detach(link)?;
-            xlb_tests::ip(&["-n", &self.lb.ns, "addr", "del", &format!("{}/32", plan::VIP4), "dev", "eth0"])?;
-        }
-        Ok(())
+    /// Puts the agent's own program (its pin) back into its XDP link on lb1's eth0.
+    pub fn use_xlb(&mut self) -> Result<()> {
+        let mut prog = Xdp::from_pin(self.pins.join("prog"), XdpAttachType::Interface).context("xlb's pinned program")?;
+        swap_into_link(&mut prog, &self.pins.join("link_eth0")).context("putting xlb's program back into its XDP link on lb1's eth0")
     }
 
     /// `ethtool -S` of `ifname` in `ns`: counter name -> value.
@@ -268,6 +280,5 @@ impl Drop for BenchLab {
         // links (dropping `ebpf`), then the lab's namespaces.
         self.lab.teardown_processes();
         let _ = self.detach_macswap();
-        let _ = self.detach_minimal();
     }
 }
