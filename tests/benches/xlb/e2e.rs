@@ -116,16 +116,6 @@ impl Target {
             Target::Nginx => "nginx_stream",
         }
     }
-    /// Share of the limit measured here the same way (the anchors).
-    fn anchor(self, mode: Mode) -> Option<f64> {
-        match (self, mode) {
-            (Target::Haproxy, Mode::KeepAlive) => Some(0.38),
-            (Target::Nginx, Mode::KeepAlive) => Some(0.47),
-            (Target::Haproxy, Mode::Close) => Some(0.35),
-            (Target::Nginx, Mode::Close) => Some(0.39),
-            _ => None,
-        }
-    }
 }
 
 /// One wrk process's result.
@@ -509,7 +499,7 @@ pub fn run(s: &Settings, notes: &mut Vec<String>) -> Result<Vec<Row>> {
                 }
                 _ => Row::new(PART, kind, measured)
                     .reference(format!("{:.0} req/s", limit.rps), Some(ratio))
-                    .target(format!("(anchor here: {:.2}x)", target.anchor(mode).unwrap_or(f64::NAN)), None),
+                    .target("(reported)", None),
             };
             rows.push(row);
             mode_json.insert(
@@ -517,7 +507,7 @@ pub fn run(s: &Settings, notes: &mut Vec<String>) -> Result<Vec<Row>> {
                 json!({
                     "rps": sm.rps, "ratio_to_limit": ratio, "p50_ms": sm.p50_us / 1000.0, "p99_ms": sm.p99_us / 1000.0,
                     "p99_ratio_to_limit": sm.p99_us / limit.p99_us, "cpu_seconds_per_100k_requests": sm.cpu_per_100k,
-                    "requests": sm.requests, "errors": sm.errors, "anchor_ratio": target.anchor(mode),
+                    "requests": sm.requests, "errors": sm.errors,
                     "ratio_to_minimal_xdp": sm.rps / minimal.rps, "p99_ratio_to_minimal_xdp": sm.p99_us / minimal.p99_us,
                     "per_round_ratio_to_limit": per_round_ratios(&runs, target, Target::Limit, mode),
                     "per_round_ratio_to_minimal_xdp": per_round_ratios(&runs, target, Target::Minimal, mode),

@@ -694,8 +694,11 @@ fn measure(opts: &Options, cpu: Option<usize>) -> Result<Vec<Row>> {
     // Per path: its per-round figures, judged on the median of per-round ratios to the
     // baseline measured in the same round, and on the floors (minimum over the rounds),
     // which move far less between invocations than medians.
+    // The targets are the benchmark issue's, each an anchor divided by the MAC-swap floor of the
+    // run it was measured in (7 ns), as the issue itself states the hit's (45 ns there, 6.5x):
+    // a new flow at most Katran's 451 ns there, 64x.
     let results: [(&str, Vec<f64>, Option<f64>); 7] = [
-        ("new flow: a connection's first ACK to a VIP of 100 backends (insert)", new_flow.clone(), Some(8.0)),
+        ("new flow: a connection's first ACK to a VIP of 100 backends (insert)", new_flow.clone(), Some(64.0)),
         ("flow-table hit: same TCP flow again", samples["hit"].clone(), Some(6.5)),
         ("UDP v4, established flow", samples["udp"].clone(), None),
         ("IPv6 TCP, established flow", samples["ipv6"].clone(), None),
