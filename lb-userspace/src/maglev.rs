@@ -117,27 +117,88 @@ impl Entry {
 struct Turn {
     /// Next slot of its preference list to try (`next[i]` in the paper, as a slot number).
     pos: u32,
+    /// First slot of the preference list.
+    offset: u32,
     skip: u32,
+    /// `skip`'s inverse modulo `m`, once the endgame needs it (0: not yet computed).
+    inverse: u32,
     /// Index into the caller's entries: what goes into the table.
     index: u32,
     weight: u32,
 }
 
-impl Turn {
-    /// One turn: claim the first free slot of the preference list, starting where the last
-    /// turn stopped. The table must not be full; then this ends, because the preference list
-    /// visits every slot (`m` prime, `0 < skip < m`).
-    #[inline(always)]
-    fn claim(&mut self, table: &mut [u32], m: u32) {
-        // Checking the table itself is faster here than a separate bitmap of taken slots: the
-        // walk is bound by branch mispredictions, not by the 256 KiB table's cache misses.
-        let mut pos = self.pos;
-        while table[pos as usize] != RING_EMPTY {
-            pos = step(pos, self.skip, m);
-        }
-        table[pos as usize] = self.index;
-        self.pos = step(pos, self.skip, m);
+/// Free slots from which [`Fill`] stops walking preference lists. A walk costs about `m / f`
+/// probes with `f` slots free, so the last slots cost the most: with `m` = 65537, the walk
+/// spends nearly half of its 0.77 million probes on the last 128 slots, where a direct search
+/// costs `f` multiplications. Measured with 1000 backends at `m` = 65537: 1.03 ms without the
+/// endgame, 0.85 ms from 128 free slots, 0.86 ms from 256, 0.87 ms from 64.
+const ENDGAME: u32 = 128;
+
+/// The table being populated, and how many of its slots are still free.
+///
+/// A turn claims the first free slot of the backend's preference list from where its last
+/// turn stopped. While many slots are free the backend walks its list. In the endgame (at most
+/// [`ENDGAME`] slots free) it looks the answer up instead: slot `s` is at position
+/// `j(s) = (s - offset) * skip^-1 mod m` of the list, every slot the backend walked past is
+/// taken and stays taken, so the free slot with the smallest `j(s)` is exactly the slot the
+/// walk would reach. Same table, fewer steps.
+struct Fill<'a> {
+    table: &'a mut [u32],
+    free: u32,
+    /// In the endgame, the free slots (unordered); empty before.
+    endgame: Vec<u32>,
+}
+
+impl<'a> Fill<'a> {
+    fn new(table: &'a mut [u32]) -> Fill<'a> {
+        let free = table.len() as u32;
+        Fill { table, free, endgame: Vec::new() }
     }
+
+    fn full(&self) -> bool {
+        self.free == 0
+    }
+
+    /// One turn of `t`. The table must not be full; then this ends, because the preference
+    /// list visits every slot (`m` prime, `0 < skip < m`).
+    #[inline(always)]
+    fn claim(&mut self, t: &mut Turn, m: u32) {
+        let slot = if self.endgame.is_empty() {
+            // Checking the table itself is faster here than a separate bitmap of taken slots:
+            // the walk is bound by branch mispredictions, not by the 256 KiB table's cache misses.
+            let mut pos = t.pos;
+            while self.table[pos as usize] != RING_EMPTY {
+                pos = step(pos, t.skip, m);
+            }
+            t.pos = step(pos, t.skip, m);
+            pos
+        } else {
+            if t.inverse == 0 {
+                t.inverse = inverse_mod(t.skip, m);
+            }
+            let (offset, inverse, m64) = (u64::from(t.offset), u64::from(t.inverse), u64::from(m));
+            let place = |s: u32| (u64::from(s) + m64 - offset) * inverse % m64;
+            let (i, _) = self.endgame.iter().enumerate().min_by_key(|&(_, &s)| place(s)).expect("the table is not full");
+            self.endgame.swap_remove(i)
+        };
+        self.table[slot as usize] = t.index;
+        self.free -= 1;
+        if self.free == ENDGAME.min(m - 1) && self.free > 0 {
+            self.endgame = (0..m).filter(|&s| self.table[s as usize] == RING_EMPTY).collect();
+        }
+    }
+}
+
+/// The inverse of `a` modulo the prime `m` (`0 < a < m`), by the extended Euclidean algorithm.
+fn inverse_mod(a: u32, m: u32) -> u32 {
+    let (mut r0, mut r1) = (i64::from(m), i64::from(a));
+    let (mut t0, mut t1) = (0i64, 1i64);
+    while r1 != 0 {
+        let q = r0 / r1;
+        (r0, r1) = (r1, r0 - q * r1);
+        (t0, t1) = (t1, t0 - q * t1);
+    }
+    t0.rem_euclid(i64::from(m)) as u32
 }
 
 /// `(pos + skip) mod m` for `pos, skip < m` (their sum is below `2m <= 2^18`).
@@ -168,8 +229,9 @@ fn step(pos: u32, skip: u32, m: u32) -> u32 {
 ///
 /// Errors if `table_size` is not a prime or is larger than [`MAX_RING_SIZE`].
 ///
-/// Cost: fewer than `M ln M` probes in all (about 0.7 million at `M = 65537`, roughly 1 ms for
-/// 1000 backends). Scheduling the turns costs `N` credit updates per round when weights are
+/// Cost: walking the preference lists takes fewer than `M ln M` probes in all (about 0.77
+/// million at `M = 65537`), nearly half of them for the last 128 slots, which [`Fill`] finds
+/// directly instead (about 0.4 million probes remain). Scheduling the turns costs `N` credit updates per round when weights are
 /// similar; when they are very unequal (many rounds in which most backends have no turn) the
 /// turns are drawn from a priority queue of due rounds instead, in exactly the same order, so
 /// the cost stays near `M log N` rather than growing towards `N * M`.
@@ -213,7 +275,8 @@ fn build_scheduled(entries: &[Entry], table_size: u32, schedule: Option<Schedule
         .filter_map(|(i, e)| u32::try_from(i).ok().filter(|&i| i != RING_EMPTY).map(|i| (i, e)))
         .map(|(index, e)| {
             let skip = e.skip % m;
-            Turn { pos: e.offset % m, skip: if skip == 0 { 1 } else { skip }, index, weight: e.weight }
+            let offset = e.offset % m;
+            Turn { pos: offset, offset, skip: if skip == 0 { 1 } else { skip }, inverse: 0, index, weight: e.weight }
         })
         .collect();
     let Some(max_weight) = turns.iter().map(|t| t.weight).max() else {
@@ -251,7 +314,7 @@ fn by_rounds<const FIXED: u32>(turns: &mut [Turn], max_weight: u32, table: &mut 
     let max_weight = u64::from(max_weight);
     // credit < max_weight before each add, so at most one turn per round.
     let mut credits = vec![0u64; turns.len()];
-    let mut filled: u32 = 0;
+    let mut fill = Fill::new(table);
     loop {
         for (t, credit) in turns.iter_mut().zip(credits.iter_mut()) {
             *credit += u64::from(t.weight);
@@ -259,9 +322,8 @@ fn by_rounds<const FIXED: u32>(turns: &mut [Turn], max_weight: u32, table: &mut 
                 continue;
             }
             *credit -= max_weight;
-            t.claim(table, m);
-            filled += 1;
-            if filled == m {
+            fill.claim(t, m);
+            if fill.full() {
                 return;
             }
         }
@@ -287,7 +349,7 @@ fn by_due_round<const FIXED: u32>(turns: &mut [Turn], max_weight: u32, table: &m
         .map(|i| Reverse((next_due(0, turns[i].weight), i)))
         .collect();
     let mut due: Vec<usize> = Vec::new();
-    let mut filled: u32 = 0;
+    let mut fill = Fill::new(table);
     for round in 1u64.. {
         due.clear();
         while let Some(&Reverse((r, i))) = light.peek() {
@@ -308,9 +370,8 @@ fn by_due_round<const FIXED: u32>(turns: &mut [Turn], max_weight: u32, table: &m
                 due[d - 1]
             };
             let t = &mut turns[i];
-            t.claim(table, m);
-            filled += 1;
-            if filled == m {
+            fill.claim(t, m);
+            if fill.full() {
                 return;
             }
             if t.weight != max_weight {

@@ -133,6 +133,9 @@ fn schedules_agree() {
                 let b = build_scheduled(&entries, m, Some(Schedule::Due)).unwrap();
                 assert_eq!(a, b, "m={m} n={n} weights={weights:?}");
                 assert_eq!(a, build(&entries, m).unwrap());
+                if shape < 3 {
+                    assert_eq!(a, build_walking(&entries, m), "m={m} n={n}: the endgame changed the table");
+                }
                 cases += 1;
             }
         }
@@ -364,6 +367,61 @@ fn build_pinned_reference(names: &[String]) -> Vec<u32> {
         }
     }
     table
+}
+
+/// The weighted population computed the plain way, independently of `build`: credits per
+/// round, every turn walking the preference list with `%` to the end, no endgame.
+fn build_walking(entries: &[Entry], m: u32) -> Vec<u32> {
+    let mut table = vec![RING_EMPTY; m as usize];
+    let max = entries.iter().map(|e| u64::from(e.weight)).max().unwrap_or(0);
+    if max == 0 {
+        return table;
+    }
+    let (mut next, mut credit) = (vec![0u64; entries.len()], vec![0u64; entries.len()]);
+    let mut filled = 0;
+    loop {
+        for (i, en) in entries.iter().enumerate() {
+            credit[i] += u64::from(en.weight);
+            if en.weight == 0 || credit[i] < max {
+                continue;
+            }
+            credit[i] -= max;
+            let slot = |j: u64| ((u64::from(en.offset) + j * u64::from(en.skip)) % u64::from(m)) as usize;
+            while table[slot(next[i])] != RING_EMPTY {
+                next[i] += 1;
+            }
+            table[slot(next[i])] = i as u32;
+            next[i] += 1;
+            filled += 1;
+            if filled == m {
+                return table;
+            }
+        }
+    }
+}
+
+/// The endgame (the last free slots found by inverting each preference list instead of
+/// walking it) gives the walk's table, with few and many backends, at every size.
+#[test]
+fn the_endgame_gives_the_walks_table() {
+    let names = names(1000);
+    for m in [3u32, 7, 131, 257, 4099, M] {
+        for n in [1usize, 2, 5, 130, 1000] {
+            let entries: Vec<Entry> = names[..n].iter().enumerate().map(|(i, s)| Entry::for_name(s.as_bytes(), 1 + (i as u32 % 3), m)).collect();
+            assert_eq!(build(&entries, m).unwrap(), build_walking(&entries, m), "m={m} n={n}");
+        }
+    }
+}
+
+#[test]
+fn inverses_modulo_a_prime() {
+    for m in [2u32, 3, 7, 13, 65537, 131071] {
+        for a in (1..m).step_by((m as usize / 50).max(1)) {
+            let inv = inverse_mod(a, m);
+            assert!(inv < m);
+            assert_eq!(u64::from(a) * u64::from(inv) % u64::from(m), 1, "{a}^-1 mod {m}");
+        }
+    }
 }
 
 /// The table of a set does not depend on the order it is given in: shuffled, the same
