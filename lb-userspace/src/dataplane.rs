@@ -498,14 +498,11 @@ impl Dataplane {
     /// Removes every flow `doomed` selects; returns how many went.
     pub fn purge_flows(&mut self, mut doomed: impl FnMut(&FlowKey, &Flow) -> bool) -> Result<usize> {
         writable()?;
+        use aya::maps::IterableMap as _;
         let victims: Vec<FlowKey> =
             self.flow_entries(FLOW_BATCH).into_iter().filter(|(k, f)| doomed(k, f)).map(|(k, _)| k).collect();
-        for key in &victims {
-            match self.flows.remove(key) {
-                Ok(()) | Err(MapError::KeyNotFound) => {}
-                Err(e) => return Err(map_err(maps::FLOWS)(e)),
-            }
-        }
+        delete_keys(self.flows.map(), &victims)
+            .map_err(|io_error| map_err(maps::FLOWS)(MapError::SyscallError(aya::sys::SyscallError { call: "bpf_map_delete_batch", io_error })))?;
         Ok(victims.len())
     }
 
@@ -617,6 +614,7 @@ struct BatchAttr {
 }
 
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+const BPF_MAP_DELETE_BATCH: libc::c_long = 27;
 /// Flow entries read in one BPF_MAP_LOOKUP_BATCH call.
 pub const FLOW_BATCH: usize = 4096;
 
@@ -629,6 +627,16 @@ pub fn for_each_entry<K: aya::Pod + Default, V: aya::Pod + Default>(
     map: &MapData,
     batch: usize,
     mut each: impl FnMut(&K, &V),
+) -> io::Result<()> {
+    for_each_chunk(map, batch, |keys: &[K], values: &[V]| keys.iter().zip(values).for_each(|(k, v)| each(k, v)))
+}
+
+/// [`for_each_entry`], handing over the entries of each call together, as soon as it returns
+/// (so that what `each` does with them follows their reading by microseconds).
+pub fn for_each_chunk<K: aya::Pod + Default, V: aya::Pod + Default>(
+    map: &MapData,
+    batch: usize,
+    mut each: impl FnMut(&[K], &[V]),
 ) -> io::Result<()> {
     use std::os::fd::{AsFd as _, AsRawFd as _};
     let fd = map.fd().as_fd().as_raw_fd();
@@ -664,9 +672,8 @@ pub fn for_each_entry<K: aya::Pod + Default, V: aya::Pod + Default>(
             None | Some(libc::ENOENT) => {}
             Some(_) => return Err(error.unwrap_or_else(|| io::Error::other("BPF_MAP_LOOKUP_BATCH"))),
         }
-        for (k, v) in keys.iter().zip(&values).take(attr.count as usize) {
-            each(k, v);
-        }
+        let n = attr.count as usize;
+        each(&keys[..n], &values[..n]);
         if error.is_some() {
             // ENOENT: no bucket left.
             return Ok(());
@@ -674,6 +681,33 @@ pub fn for_each_entry<K: aya::Pod + Default, V: aya::Pod + Default>(
         position = next;
         first = false;
     }
+}
+
+/// Deletes `keys` from a hash map with BPF_MAP_DELETE_BATCH: one system call for them all
+/// rather than one each. Keys already gone (evicted, or removed by the program) are skipped.
+/// Returns how many were deleted.
+pub fn delete_keys<K: aya::Pod>(map: &MapData, keys: &[K]) -> io::Result<usize> {
+    use std::os::fd::{AsFd as _, AsRawFd as _};
+    let fd = map.fd().as_fd().as_raw_fd();
+    let (mut start, mut deleted) = (0, 0);
+    while start < keys.len() {
+        let rest = &keys[start..];
+        let mut attr = BatchAttr { keys: rest.as_ptr() as u64, count: rest.len() as u32, map_fd: fd as u32, ..Default::default() };
+        // SAFETY: the attribute points at `rest.len()` keys of the map's key type, alive across
+        // the call; the kernel only reads them (and writes `count` in the attribute).
+        let r = unsafe { libc::syscall(libc::SYS_bpf, BPF_MAP_DELETE_BATCH, &mut attr as *mut BatchAttr, std::mem::size_of::<BatchAttr>()) };
+        // The kernel stops at the first key it could not delete; `count` says how many went.
+        deleted += attr.count as usize;
+        if r == 0 {
+            break;
+        }
+        let error = io::Error::last_os_error();
+        if error.raw_os_error() != Some(libc::ENOENT) {
+            return Err(error);
+        }
+        start += attr.count as usize + 1;
+    }
+    Ok(deleted)
 }
 
 /// Writes the XDP program's log records (aya-log: rare events such as the new-flow limit

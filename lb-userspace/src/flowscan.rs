@@ -195,33 +195,30 @@ fn scan(
     }
 }
 
-/// One walk of the table: removes the entries past their timeout (read again just before,
-/// so that a flow the program refreshed meanwhile stays) and counts the others.
+/// One walk of the table: removes the entries past their timeout and counts the others. The
+/// expired entries of each batch read are deleted together (one system call) as soon as they
+/// are read, so that a flow the program refreshes just then is almost never caught.
 fn walk(flows: &mut BpfHashMap<MapData, FlowKey, Flow>, timeouts: &FlowTimeouts, tally: &mut Tally) {
     let now = coarse_now();
     let mut per_backend: HashMap<u32, usize> = HashMap::new();
     let mut stale = Vec::new();
-    let read = crate::dataplane::for_each_entry(flows.map(), crate::dataplane::FLOW_BATCH, |key: &FlowKey, flow: &Flow| {
-        if timeouts.expired(key, flow, now) {
-            stale.push(*key);
-        } else {
-            *per_backend.entry(flow.backend).or_default() += 1;
+    let read = crate::dataplane::for_each_chunk(flows.map(), crate::dataplane::FLOW_BATCH, |keys: &[FlowKey], values: &[Flow]| {
+        stale.clear();
+        for (key, flow) in keys.iter().zip(values) {
+            if timeouts.expired(key, flow, now) {
+                stale.push(*key);
+            } else {
+                *per_backend.entry(flow.backend).or_default() += 1;
+            }
+        }
+        match crate::dataplane::delete_keys(flows.map(), &stale) {
+            Ok(n) => tally.expired += n as u64,
+            Err(e) => warn!("removing expired flows: {e}"),
         }
     });
     if let Err(e) = read {
         // Counted as far as it went; the next walk tries again.
         warn!("reading the flow table: {e}");
-    }
-    for key in stale {
-        match flows.get(&key, 0) {
-            Ok(flow) if timeouts.expired(&key, &flow, now) => match flows.remove(&key) {
-                Ok(()) => tally.expired += 1,
-                Err(MapError::KeyNotFound) => {}
-                Err(e) => warn!("removing an expired flow: {e}"),
-            },
-            Ok(flow) => *per_backend.entry(flow.backend).or_default() += 1,
-            Err(_) => {}
-        }
     }
     tally.entries = per_backend.values().sum();
     tally.per_backend = per_backend;
@@ -244,12 +241,9 @@ fn remove(flows: &mut BpfHashMap<MapData, FlowKey, Flow>, doomed: &Doomed) -> us
     }
     let mut removed = 0;
     for batch in victims.chunks(BATCH) {
-        for key in batch {
-            match flows.remove(key) {
-                Ok(()) => removed += 1,
-                Err(MapError::KeyNotFound) => {}
-                Err(e) => warn!("removing a flow: {e}"),
-            }
+        match crate::dataplane::delete_keys(flows.map(), batch) {
+            Ok(n) => removed += n,
+            Err(e) => warn!("removing flows: {e}"),
         }
         std::thread::yield_now();
     }
