@@ -501,9 +501,10 @@ impl Dataplane {
         use aya::maps::IterableMap as _;
         let victims: Vec<FlowKey> =
             self.flow_entries(FLOW_BATCH).into_iter().filter(|(k, f)| doomed(k, f)).map(|(k, _)| k).collect();
-        delete_keys(self.flows.map(), &victims)
-            .map_err(|io_error| map_err(maps::FLOWS)(MapError::SyscallError(aya::sys::SyscallError { call: "bpf_map_delete_batch", io_error })))?;
-        Ok(victims.len())
+        match delete_keys(self.flows.map(), &victims) {
+            (_, Some(io_error)) => Err(map_err(maps::FLOWS)(MapError::SyscallError(aya::sys::SyscallError { call: "bpf_map_delete_batch", io_error }))),
+            (deleted, None) => Ok(deleted),
+        }
     }
 
     pub fn flow_count(&self) -> usize {
@@ -639,6 +640,7 @@ pub fn for_each_chunk<K: aya::Pod + Default, V: aya::Pod + Default>(
     mut each: impl FnMut(&[K], &[V]),
 ) -> io::Result<()> {
     use std::os::fd::{AsFd as _, AsRawFd as _};
+    check_sizes::<K>(map, Some(std::mem::size_of::<V>()))?;
     let fd = map.fd().as_fd().as_raw_fd();
     let mut chunk = batch.max(1);
     let mut keys = vec![K::default(); chunk];
@@ -684,17 +686,25 @@ pub fn for_each_chunk<K: aya::Pod + Default, V: aya::Pod + Default>(
 }
 
 /// Deletes `keys` from a hash map with BPF_MAP_DELETE_BATCH: one system call for them all
-/// rather than one each. Keys already gone (evicted, or removed by the program) are skipped.
-/// Returns how many were deleted.
-pub fn delete_keys<K: aya::Pod>(map: &MapData, keys: &[K]) -> io::Result<usize> {
+/// rather than one each. Keys already gone (evicted, or removed by the program) are skipped;
+/// a key that fails otherwise is skipped too, and the first such error is returned with the
+/// number of keys deleted.
+pub fn delete_keys<K: aya::Pod>(map: &MapData, keys: &[K]) -> (usize, Option<io::Error>) {
     use std::os::fd::{AsFd as _, AsRawFd as _};
+    if keys.is_empty() {
+        return (0, None);
+    }
+    if let Err(e) = check_sizes::<K>(map, None) {
+        return (0, Some(e));
+    }
     let fd = map.fd().as_fd().as_raw_fd();
-    let (mut start, mut deleted) = (0, 0);
+    let (mut start, mut deleted, mut first_error) = (0, 0, None);
     while start < keys.len() {
         let rest = &keys[start..];
         let mut attr = BatchAttr { keys: rest.as_ptr() as u64, count: rest.len() as u32, map_fd: fd as u32, ..Default::default() };
-        // SAFETY: the attribute points at `rest.len()` keys of the map's key type, alive across
-        // the call; the kernel only reads them (and writes `count` in the attribute).
+        // SAFETY: the attribute points at `rest.len()` keys of the map's key type (its size was
+        // checked), alive across the call; the kernel only reads them (and writes `count` in
+        // the attribute).
         let r = unsafe { libc::syscall(libc::SYS_bpf, BPF_MAP_DELETE_BATCH, &mut attr as *mut BatchAttr, std::mem::size_of::<BatchAttr>()) };
         // The kernel stops at the first key it could not delete; `count` says how many went.
         deleted += attr.count as usize;
@@ -702,12 +712,30 @@ pub fn delete_keys<K: aya::Pod>(map: &MapData, keys: &[K]) -> io::Result<usize> 
             break;
         }
         let error = io::Error::last_os_error();
-        if error.raw_os_error() != Some(libc::ENOENT) {
-            return Err(error);
+        if error.raw_os_error() != Some(libc::ENOENT) && first_error.is_none() {
+            first_error = Some(error);
         }
         start += attr.count as usize + 1;
     }
-    Ok(deleted)
+    (deleted, first_error)
+}
+
+/// Checks that the map's keys are `K`-sized, and its values `value` bytes when given: the batch
+/// calls copy whole arrays of them between the kernel and our buffers.
+fn check_sizes<K>(map: &MapData, value: Option<usize>) -> io::Result<()> {
+    let info = map.info().map_err(|e| io::Error::other(format!("reading the map's info: {e}")))?;
+    let (key_size, value_size) = (info.key_size() as usize, info.value_size() as usize);
+    if key_size != std::mem::size_of::<K>() || value.is_some_and(|v| v != value_size) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "map entries of {key_size}+{value_size} bytes handled as {}+{} bytes",
+                std::mem::size_of::<K>(),
+                value.map_or_else(|| "?".to_owned(), |v| v.to_string())
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Writes the XDP program's log records (aya-log: rare events such as the new-flow limit

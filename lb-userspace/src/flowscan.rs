@@ -211,9 +211,10 @@ fn walk(flows: &mut BpfHashMap<MapData, FlowKey, Flow>, timeouts: &FlowTimeouts,
                 *per_backend.entry(flow.backend).or_default() += 1;
             }
         }
-        match crate::dataplane::delete_keys(flows.map(), &stale) {
-            Ok(n) => tally.expired += n as u64,
-            Err(e) => warn!("removing expired flows: {e}"),
+        let (deleted, error) = crate::dataplane::delete_keys(flows.map(), &stale);
+        tally.expired += deleted as u64;
+        if let Some(e) = error {
+            warn!("removing expired flows: {e}");
         }
     });
     if let Err(e) = read {
@@ -241,9 +242,10 @@ fn remove(flows: &mut BpfHashMap<MapData, FlowKey, Flow>, doomed: &Doomed) -> us
     }
     let mut removed = 0;
     for batch in victims.chunks(BATCH) {
-        match crate::dataplane::delete_keys(flows.map(), batch) {
-            Ok(n) => removed += n,
-            Err(e) => warn!("removing flows: {e}"),
+        let (deleted, error) = crate::dataplane::delete_keys(flows.map(), batch);
+        removed += deleted;
+        if let Some(e) = error {
+            warn!("removing flows: {e}");
         }
         std::thread::yield_now();
     }

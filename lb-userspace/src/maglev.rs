@@ -229,12 +229,13 @@ fn step(pos: u32, skip: u32, m: u32) -> u32 {
 ///
 /// Errors if `table_size` is not a prime or is larger than [`MAX_RING_SIZE`].
 ///
-/// Cost: walking the preference lists takes fewer than `M ln M` probes in all (about 0.77
+/// Cost: walking the preference lists takes about `M (ln M + 0.58)` probes in all (0.77
 /// million at `M = 65537`), nearly half of them for the last 128 slots, which [`Fill`] finds
 /// directly instead (about 0.4 million probes remain). Scheduling the turns costs `N` credit
-/// updates per round when weights are similar; when they are very unequal (many rounds in which most backends have no turn) the
-/// turns are drawn from a priority queue of due rounds instead, in exactly the same order, so
-/// the cost stays near `M log N` rather than growing towards `N * M`.
+/// updates per round when weights are similar; when they are very unequal (many rounds in
+/// which most backends have no turn) the turns are drawn from a priority queue of due rounds
+/// instead, in exactly the same order, so the cost stays near `M log N` rather than growing
+/// towards `N * M`.
 pub fn build(entries: &[Entry], table_size: u32) -> Result<Vec<u32>, MaglevError> {
     build_scheduled(entries, table_size, None)
 }

@@ -442,7 +442,7 @@ pub fn run(s: &Settings, notes: &mut Vec<String>) -> Result<Vec<Row>> {
                 }
                 let before = web_packets(bl)?;
                 let run = run_once(bl, &svc, target, mode, r, seconds)?;
-                let moved = web_packets(bl)? - before;
+                let moved = web_packets(bl)?.saturating_sub(before);
                 bl.use_xlb()?;
                 match target {
                     Target::Minimal if moved != 0 => bail!("xlb's web service counted {moved} packets while the minimal forwarder was in its place"),
