@@ -498,10 +498,9 @@ impl Dataplane {
     /// Removes every flow `doomed` selects; returns how many went.
     pub fn purge_flows(&mut self, mut doomed: impl FnMut(&FlowKey, &Flow) -> bool) -> Result<usize> {
         writable()?;
-        use aya::maps::IterableMap as _;
         let victims: Vec<FlowKey> =
             self.flow_entries(FLOW_BATCH).into_iter().filter(|(k, f)| doomed(k, f)).map(|(k, _)| k).collect();
-        match delete_keys(self.flows.map(), &victims) {
+        match delete_keys(&self.flows, &victims) {
             (_, Some(io_error)) => Err(map_err(maps::FLOWS)(MapError::SyscallError(aya::sys::SyscallError { call: "bpf_map_delete_batch", io_error }))),
             (deleted, None) => Ok(deleted),
         }
@@ -523,8 +522,7 @@ impl Dataplane {
     /// Hands every entry of the flow table to `each`, once; a failed read is logged (counted
     /// as far as it went).
     fn each_flow(&self, batch: usize, each: impl FnMut(&FlowKey, &Flow)) {
-        use aya::maps::IterableMap as _;
-        if let Err(e) = for_each_entry(self.flows.map(), batch, each) {
+        if let Err(e) = for_each_entry(&self.flows, batch, each) {
             tracing::warn!("reading the flow table: {e}");
         }
     }
@@ -625,7 +623,7 @@ pub const FLOW_BATCH: usize = 4096;
 /// flood churns the table), each bucket is read once.
 /// `batch` is the entries asked for in one call; a bucket with more makes it grow.
 pub fn for_each_entry<K: aya::Pod + Default, V: aya::Pod + Default>(
-    map: &MapData,
+    map: &HashMap<MapData, K, V>,
     batch: usize,
     mut each: impl FnMut(&K, &V),
 ) -> io::Result<()> {
@@ -635,13 +633,13 @@ pub fn for_each_entry<K: aya::Pod + Default, V: aya::Pod + Default>(
 /// [`for_each_entry`], handing over the entries of each call together, as soon as it returns
 /// (so that what `each` does with them follows their reading by microseconds).
 pub fn for_each_chunk<K: aya::Pod + Default, V: aya::Pod + Default>(
-    map: &MapData,
+    map: &HashMap<MapData, K, V>,
     batch: usize,
     mut each: impl FnMut(&[K], &[V]),
 ) -> io::Result<()> {
+    use aya::maps::IterableMap as _;
     use std::os::fd::{AsFd as _, AsRawFd as _};
-    check_sizes::<K>(map, Some(std::mem::size_of::<V>()))?;
-    let fd = map.fd().as_fd().as_raw_fd();
+    let fd = map.map().fd().as_fd().as_raw_fd();
     let mut chunk = batch.max(1);
     let mut keys = vec![K::default(); chunk];
     let mut values = vec![V::default(); chunk];
@@ -659,8 +657,8 @@ pub fn for_each_chunk<K: aya::Pod + Default, V: aya::Pod + Default>(
             ..Default::default()
         };
         // SAFETY: the attribute points at `position`, `next` and at buffers of `chunk` keys and
-        // values of the map's key and value types, all alive across the call; the kernel writes
-        // at most `count` of each.
+        // values of the map's key and value types (aya's HashMap checked their sizes when it
+        // was made), all alive across the call; the kernel writes at most `count` of each.
         let r = unsafe { libc::syscall(libc::SYS_bpf, BPF_MAP_LOOKUP_BATCH, &mut attr as *mut BatchAttr, std::mem::size_of::<BatchAttr>()) };
         let error = (r < 0).then(io::Error::last_os_error);
         match error.as_ref().and_then(io::Error::raw_os_error) {
@@ -689,22 +687,17 @@ pub fn for_each_chunk<K: aya::Pod + Default, V: aya::Pod + Default>(
 /// rather than one each. Keys already gone (evicted, or removed by the program) are skipped;
 /// a key that fails otherwise is skipped too, and the first such error is returned with the
 /// number of keys deleted.
-pub fn delete_keys<K: aya::Pod>(map: &MapData, keys: &[K]) -> (usize, Option<io::Error>) {
+pub fn delete_keys<K: aya::Pod, V: aya::Pod>(map: &HashMap<MapData, K, V>, keys: &[K]) -> (usize, Option<io::Error>) {
+    use aya::maps::IterableMap as _;
     use std::os::fd::{AsFd as _, AsRawFd as _};
-    if keys.is_empty() {
-        return (0, None);
-    }
-    if let Err(e) = check_sizes::<K>(map, None) {
-        return (0, Some(e));
-    }
-    let fd = map.fd().as_fd().as_raw_fd();
+    let fd = map.map().fd().as_fd().as_raw_fd();
     let (mut start, mut deleted, mut first_error) = (0, 0, None);
     while start < keys.len() {
         let rest = &keys[start..];
         let mut attr = BatchAttr { keys: rest.as_ptr() as u64, count: rest.len() as u32, map_fd: fd as u32, ..Default::default() };
-        // SAFETY: the attribute points at `rest.len()` keys of the map's key type (its size was
-        // checked), alive across the call; the kernel only reads them (and writes `count` in
-        // the attribute).
+        // SAFETY: the attribute points at `rest.len()` keys of the map's key type (aya's HashMap
+        // checked its size when it was made), alive across the call; the kernel only reads
+        // them (and writes `count` in the attribute).
         let r = unsafe { libc::syscall(libc::SYS_bpf, BPF_MAP_DELETE_BATCH, &mut attr as *mut BatchAttr, std::mem::size_of::<BatchAttr>()) };
         // The kernel stops at the first key it could not delete; `count` says how many went.
         deleted += attr.count as usize;
@@ -718,24 +711,6 @@ pub fn delete_keys<K: aya::Pod>(map: &MapData, keys: &[K]) -> (usize, Option<io:
         start += attr.count as usize + 1;
     }
     (deleted, first_error)
-}
-
-/// Checks that the map's keys are `K`-sized, and its values `value` bytes when given: the batch
-/// calls copy whole arrays of them between the kernel and our buffers.
-fn check_sizes<K>(map: &MapData, value: Option<usize>) -> io::Result<()> {
-    let info = map.info().map_err(|e| io::Error::other(format!("reading the map's info: {e}")))?;
-    let (key_size, value_size) = (info.key_size() as usize, info.value_size() as usize);
-    if key_size != std::mem::size_of::<K>() || value.is_some_and(|v| v != value_size) {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!(
-                "map entries of {key_size}+{value_size} bytes handled as {}+{} bytes",
-                std::mem::size_of::<K>(),
-                value.map_or_else(|| "?".to_owned(), |v| v.to_string())
-            ),
-        ));
-    }
-    Ok(())
 }
 
 /// Writes the XDP program's log records (aya-log: rare events such as the new-flow limit

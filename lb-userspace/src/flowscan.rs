@@ -13,7 +13,7 @@ use std::{
     time::Duration,
 };
 
-use aya::maps::{HashMap as BpfHashMap, IterableMap as _, Map, MapData, MapError};
+use aya::maps::{HashMap as BpfHashMap, Map, MapData, MapError};
 use lb_common::{Flow, FlowKey, ServiceKey, FLOW_F_FIN, FLOW_SEEN_GRANULARITY_NS, PROTO_UDP};
 use tokio::sync::mpsc as tokio_mpsc;
 use tracing::warn;
@@ -132,10 +132,10 @@ impl FlowScanner {
     /// finished removals are reported on `done`.
     pub fn start(pin: &Path, timeouts: FlowTimeouts, done: tokio_mpsc::UnboundedSender<Done>) -> Result<FlowScanner, MapError> {
         let data = MapData::from_pin(pin)?;
-        let mut flows: BpfHashMap<MapData, FlowKey, Flow> = BpfHashMap::try_from(Map::LruHashMap(data))?;
+        let flows: BpfHashMap<MapData, FlowKey, Flow> = BpfHashMap::try_from(Map::LruHashMap(data))?;
         let (jobs, queue) = mpsc::channel::<Job>();
         let mut first = Tally::default();
-        walk(&mut flows, &timeouts, &mut first);
+        walk(&flows, &timeouts, &mut first);
         let tally = Arc::new(Mutex::new(first));
         let shared = tally.clone();
         std::thread::Builder::new()
@@ -166,7 +166,7 @@ impl FlowScanner {
 }
 
 fn scan(
-    mut flows: BpfHashMap<MapData, FlowKey, Flow>,
+    flows: BpfHashMap<MapData, FlowKey, Flow>,
     queue: mpsc::Receiver<Job>,
     mut timeouts: FlowTimeouts,
     shared: Arc<Mutex<Tally>>,
@@ -177,7 +177,7 @@ fn scan(
     loop {
         match queue.recv_timeout(every) {
             Ok(Job::Remove(doomed)) => {
-                let removed = remove(&mut flows, &doomed);
+                let removed = remove(&flows, &doomed);
                 if done.send(Done { doomed, removed }).is_err() {
                     return;
                 }
@@ -187,7 +187,7 @@ fn scan(
             Err(mpsc::RecvTimeoutError::Disconnected) => return,
         }
         let started = std::time::Instant::now();
-        walk(&mut flows, &timeouts, &mut tally);
+        walk(&flows, &timeouts, &mut tally);
         if let Ok(mut t) = shared.lock() {
             *t = tally.clone();
         }
@@ -198,11 +198,11 @@ fn scan(
 /// One walk of the table: removes the entries past their timeout and counts the others. The
 /// expired entries of each batch read are deleted together (one system call) as soon as they
 /// are read, so that a flow the program refreshes just then is almost never caught.
-fn walk(flows: &mut BpfHashMap<MapData, FlowKey, Flow>, timeouts: &FlowTimeouts, tally: &mut Tally) {
+fn walk(flows: &BpfHashMap<MapData, FlowKey, Flow>, timeouts: &FlowTimeouts, tally: &mut Tally) {
     let now = coarse_now();
     let mut per_backend: HashMap<u32, usize> = HashMap::new();
     let mut stale = Vec::new();
-    let read = crate::dataplane::for_each_chunk(flows.map(), crate::dataplane::FLOW_BATCH, |keys: &[FlowKey], values: &[Flow]| {
+    let read = crate::dataplane::for_each_chunk(flows, crate::dataplane::FLOW_BATCH, |keys: &[FlowKey], values: &[Flow]| {
         stale.clear();
         for (key, flow) in keys.iter().zip(values) {
             if timeouts.expired(key, flow, now) {
@@ -211,7 +211,7 @@ fn walk(flows: &mut BpfHashMap<MapData, FlowKey, Flow>, timeouts: &FlowTimeouts,
                 *per_backend.entry(flow.backend).or_default() += 1;
             }
         }
-        let (deleted, error) = crate::dataplane::delete_keys(flows.map(), &stale);
+        let (deleted, error) = crate::dataplane::delete_keys(flows, &stale);
         tally.expired += deleted as u64;
         if let Some(e) = error {
             warn!("removing expired flows: {e}");
@@ -226,13 +226,13 @@ fn walk(flows: &mut BpfHashMap<MapData, FlowKey, Flow>, timeouts: &FlowTimeouts,
 }
 
 /// Removes the doomed flows, a batch of keys at a time (the program goes on inserting).
-fn remove(flows: &mut BpfHashMap<MapData, FlowKey, Flow>, doomed: &Doomed) -> usize {
+fn remove(flows: &BpfHashMap<MapData, FlowKey, Flow>, doomed: &Doomed) -> usize {
     let is_doomed = |k: &FlowKey, f: &Flow| match doomed {
         Doomed::Backends(slots) => slots.contains(&f.backend),
         Doomed::NotFitting { filter, .. } => !filter.fits(k, f),
     };
     let mut victims: Vec<FlowKey> = Vec::new();
-    let read = crate::dataplane::for_each_entry(flows.map(), crate::dataplane::FLOW_BATCH, |k: &FlowKey, f: &Flow| {
+    let read = crate::dataplane::for_each_entry(flows, crate::dataplane::FLOW_BATCH, |k: &FlowKey, f: &Flow| {
         if is_doomed(k, f) {
             victims.push(*k);
         }
@@ -242,7 +242,7 @@ fn remove(flows: &mut BpfHashMap<MapData, FlowKey, Flow>, doomed: &Doomed) -> us
     }
     let mut removed = 0;
     for batch in victims.chunks(BATCH) {
-        let (deleted, error) = crate::dataplane::delete_keys(flows.map(), batch);
+        let (deleted, error) = crate::dataplane::delete_keys(flows, batch);
         removed += deleted;
         if let Some(e) = error {
             warn!("removing flows: {e}");
