@@ -15,9 +15,8 @@
 //! Same backends, same client, one invocation; the runs are interleaved, with keep-alive and
 //! with `Connection: close`. Per mode, every round runs xlb and the minimal forwarder back to
 //! back, in an order alternating with the round (every fourth round also runs the limit and
-//! the proxies), and
-//! xlb's rows are judged on the median of per-round ratios (xlb against the same round's
-//! minimal forwarder or limit), shown with their spread. The proxies listen on
+//! the proxies), and xlb's rows are judged on the median of per-round ratios (xlb against the
+//! same round's minimal forwarder or limit), shown with their spread. The proxies listen on
 //! lb1's own address while the agent keeps running, so their packets cross xlb's XDP program
 //! as non-VIP traffic (XDP_PASS; part 1 gives its cost).
 //!
@@ -40,7 +39,7 @@ use xlb_tests::plan;
 
 use crate::{
     lab::BenchLab,
-    report::{median, write_json, Row},
+    report::{spread, write_json, Row},
     say, Settings,
 };
 
@@ -379,11 +378,6 @@ fn per_round_ratios(runs: &[Run], target: Target, reference: Target, mode: Mode)
     (0..rounds).filter_map(|round| Some(find(target, round)? / find(reference, round)?)).collect()
 }
 
-/// Median, min and max of per-round ratios.
-fn spread(ratios: &[f64]) -> (f64, f64, f64) {
-    (median(ratios), ratios.iter().copied().fold(f64::INFINITY, f64::min), ratios.iter().copied().fold(0.0, f64::max))
-}
-
 fn ms(us: f64) -> String {
     format!("{:.2} ms", us / 1000.0)
 }
@@ -437,13 +431,16 @@ pub fn run(s: &Settings, notes: &mut Vec<String>) -> Result<Vec<Row>> {
         for mode in modes {
             let pair = if r % 2 == 0 { [Target::Minimal, Target::Xlb] } else { [Target::Xlb, Target::Minimal] };
             for target in pair {
-                if target == Target::Minimal {
+                let minimal = target == Target::Minimal;
+                if minimal {
                     bl.use_minimal()?;
                 }
                 let before = web_packets(bl)?;
                 let run = run_once(bl, &svc, target, mode, r, seconds)?;
                 let moved = web_packets(bl)?.saturating_sub(before);
-                bl.use_xlb()?;
+                if minimal {
+                    bl.use_xlb()?;
+                }
                 match target {
                     Target::Minimal if moved != 0 => bail!("xlb's web service counted {moved} packets while the minimal forwarder was in its place"),
                     Target::Xlb if moved < run.requests() => {

@@ -159,6 +159,7 @@ impl BenchLab {
         };
         let port = format!("p-{}", bl.lb.name);
         bl.sink = Some(attach_sink(&mut bl.ebpf, &bl.lab, &port)?);
+        bl.write_minimal_macs()?;
         Ok(bl)
     }
 
@@ -211,19 +212,23 @@ impl BenchLab {
         Ok(())
     }
 
-    /// Puts the minimal XDP forwarder in xlb's place on lb1's eth0 while the agent runs: the
-    /// agent's pinned XDP link gets `bench_minimal` (bpf_link_update, atomic: no frame meets eth0
-    /// without a program), after writing it lb1's MAC and the three backends'. The VIP, the
-    /// neighbours and the agent's own work stay as they are, so runs through either program
-    /// differ only in the program. [`Self::use_xlb`] puts xlb's program back.
-    pub fn use_minimal(&mut self) -> Result<()> {
-        let ns = self.lb.ns.clone();
-        let mut macs = MinimalMacs { src: xlb_tests::link_mac(&ns, "eth0")?, backends: [[0; 6]; 3] };
+    /// Writes `bench_minimal` the MACs it forwards with: lb1's and the three backends'.
+    fn write_minimal_macs(&mut self) -> Result<()> {
+        let mut macs = MinimalMacs { src: xlb_tests::link_mac(&self.lb.ns, "eth0")?, backends: [[0; 6]; 3] };
         for (slot, b) in macs.backends.iter_mut().zip(&self.backends) {
             *slot = xlb_tests::link_mac(&b.ns, "eth0")?;
         }
         let mut table: Array<_, MinimalMacs> = Array::try_from(self.ebpf.map_mut("BENCH_MINIMAL").context("map BENCH_MINIMAL")?)?;
         table.set(0, macs, 0)?;
+        Ok(())
+    }
+
+    /// Puts the minimal XDP forwarder in xlb's place on lb1's eth0 while the agent runs: the
+    /// agent's pinned XDP link gets `bench_minimal` (bpf_link_update, atomic: no frame meets eth0
+    /// without a program). The VIP, the neighbours and the agent's own work stay as they are,
+    /// so runs through either program differ only in the program. [`Self::use_xlb`] puts xlb's
+    /// program back.
+    pub fn use_minimal(&mut self) -> Result<()> {
         let link = self.pins.join("link_eth0");
         let prog: &mut Xdp = self.ebpf.program_mut("bench_minimal").expect("loaded").try_into()?;
         swap_into_link(prog, &link).context("putting bench_minimal into the agent's XDP link on lb1's eth0")

@@ -42,7 +42,7 @@ use lb_userspace::{dataplane::OBJECT, maglev};
 use serde_json::{json, Value};
 use xlb_tests::frames::{flow_frame, outer_ipv4, tcp_frame, NODE_MAC, TCP_SYN};
 
-use crate::report::{median, write_json, Row};
+use crate::report::{median, spread, write_json, Row};
 use crate::say;
 
 const PART: &str = "1 program";
@@ -707,10 +707,10 @@ fn measure(opts: &Options, cpu: Option<usize>) -> Result<Vec<Row>> {
         ("tunnelled new flow: first ACK, recorded and wrapped in IPIP", tunnel_new, None),
     ];
     let mut rows = vec![Row::new(PART, "baseline: MAC swap + XDP_TX", format!("{base:.0} ns/pkt (floor {base_floor:.0})"))];
-    let mut spread = serde_json::Map::new();
+    let mut per_path = serde_json::Map::new();
     for (kind, per_run, target) in &results {
         let ratios: Vec<f64> = per_run.iter().zip(&samples["baseline"]).map(|(x, b)| x / b).collect();
-        let (r_med, r_min, r_max) = (median(&ratios), floor(&ratios), ratios.iter().copied().fold(0.0, f64::max));
+        let (r_med, r_min, r_max) = spread(&ratios);
         let (ns, ns_floor) = (median(per_run), floor(per_run));
         let floor_ratio = ns_floor / base_floor;
         let row = Row::new(PART, *kind, format!("{ns:.0} ns/pkt (floor {ns_floor:.0}, {:.0} net of the empty program)", ns - empty))
@@ -719,7 +719,7 @@ fn measure(opts: &Options, cpu: Option<usize>) -> Result<Vec<Row>> {
             Some(t) => row.target(format!("<= {t}x (median {r_med:.2}, floor {floor_ratio:.2})"), Some(r_med <= *t && floor_ratio <= *t)),
             None => row.target(format!("(none; floor {floor_ratio:.2}x)"), None),
         });
-        spread.insert(
+        per_path.insert(
             kind.to_string(),
             json!({ "median_ns": ns, "floor_ns": ns_floor, "net_of_empty_ns": ns - empty, "ratio_median": r_med, "ratio_min": r_min, "ratio_max": r_max, "floor_ratio": floor_ratio }),
         );
@@ -728,7 +728,8 @@ fn measure(opts: &Options, cpu: Option<usize>) -> Result<Vec<Row>> {
     let hit = &samples["hit"];
     let against_hit = |v: &[f64]| -> (f64, f64, f64, f64) {
         let r: Vec<f64> = v.iter().zip(hit).map(|(x, h)| x / h).collect();
-        (median(&r), floor(&r), r.iter().copied().fold(0.0, f64::max), floor(v) / floor(hit))
+        let (r_med, r_min, r_max) = spread(&r);
+        (r_med, r_min, r_max, floor(v) / floor(hit))
     };
     let mut flood = serde_json::Map::new();
     for (kind, key, per_run, target) in [
@@ -818,7 +819,7 @@ fn measure(opts: &Options, cpu: Option<usize>) -> Result<Vec<Row>> {
             "flow_table": format!("LRU hash of {FLOW_TABLE} entries; one run inserts N new flows, all of which are verified present and deleted afterwards (no eviction)"),
         },
         "checks": checks,
-        "per_path": spread,
+        "per_path": per_path,
         "under_flood": flood,
         "hit_path_steps": steps,
         "baseline_floor_ns": base_floor,

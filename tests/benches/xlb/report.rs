@@ -151,6 +151,11 @@ pub fn median(values: &[f64]) -> f64 {
     }
 }
 
+/// Median, minimum and maximum of a list of per-round figures.
+pub fn spread(values: &[f64]) -> (f64, f64, f64) {
+    (median(values), values.iter().copied().fold(f64::INFINITY, f64::min), values.iter().copied().fold(0.0, f64::max))
+}
+
 /// Progress line on stderr (the table goes to stdout at the end).
 #[macro_export]
 macro_rules! say {
