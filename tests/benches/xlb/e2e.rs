@@ -51,9 +51,10 @@ const FILE: &str = "1k";
 /// three wrk processes).
 const CONNECTIONS: usize = 60;
 const THREADS: usize = 3;
-/// The limit, HAProxy and nginx run in every this many rounds (xlb and the minimal forwarder
-/// in every round).
-const OTHERS_EVERY: usize = 4;
+/// Per mode, in order: rounds, and every how many rounds the limit, HAProxy and nginx run too
+/// (xlb and the minimal forwarder run in every round). Three runs of each of the others per
+/// mode; the rest of the time goes to the pair, most of it with `Connection: close`.
+const PHASES: [(Mode, usize, usize); 2] = [(Mode::KeepAlive, 9, 3), (Mode::Close, 15, 5)];
 const STREAM_MODULE: &str = "/usr/lib/nginx/modules/ngx_stream_module.so";
 
 const WRK_SCRIPT: &str = r#"
@@ -383,7 +384,7 @@ fn ms(us: f64) -> String {
 }
 
 pub fn run(s: &Settings, notes: &mut Vec<String>) -> Result<Vec<Row>> {
-    let (seconds, rounds, warmup) = if s.quick { (2u64, 1usize, false) } else { (5, 12, true) };
+    let (seconds, warmup) = if s.quick { (2u64, false) } else { (5, true) };
     if !Path::new(STREAM_MODULE).exists() {
         bail!("{STREAM_MODULE} is missing: install libnginx-mod-stream (cargo xtask bench does)");
     }
@@ -419,53 +420,56 @@ pub fn run(s: &Settings, notes: &mut Vec<String>) -> Result<Vec<Row>> {
     wait_listening(&client_ns, format!("{}:{NGINX_PORT}", plan::v4(2)).parse()?, "nginx stream", &bl.lab, "nginx-stream")?;
     wait_listening(&client_ns, format!("{}:80", plan::VIP4).parse()?, "xlb's VIP", &bl.lab, "xlb")?;
 
-    let modes = [Mode::KeepAlive, Mode::Close];
-    // One round, per mode: xlb and the minimal forwarder back to back (swapped in the agent's
-    // XDP link), in an order that alternates with the round so that a drift of the machine's
-    // speed falls on both alike; then, every `OTHERS_EVERY` rounds, the limit and the proxies,
-    // through xlb. The pair gets the most rounds: its two figures differ by a few percent,
-    // about what one pair of runs varies by here. Each xlb and minimal run also proves which
-    // program forwarded it: xlb's web counters move by the run's requests or more with xlb,
-    // and not at all with the minimal forwarder.
-    let round = |bl: &mut BenchLab, r: usize, seconds: u64, runs: &mut Vec<Run>| -> Result<()> {
-        for mode in modes {
-            let pair = if r % 2 == 0 { [Target::Minimal, Target::Xlb] } else { [Target::Xlb, Target::Minimal] };
-            for target in pair {
-                let minimal = target == Target::Minimal;
-                if minimal {
-                    bl.use_minimal()?;
-                }
-                let before = web_packets(bl)?;
-                let run = run_once(bl, &svc, target, mode, r, seconds)?;
-                let moved = web_packets(bl)?.saturating_sub(before);
-                if minimal {
-                    bl.use_xlb()?;
-                }
-                match target {
-                    Target::Minimal if moved != 0 => bail!("xlb's web service counted {moved} packets while the minimal forwarder was in its place"),
-                    Target::Xlb if moved < run.requests() => {
-                        bail!("xlb's web service counted {moved} packets for {} requests: the run did not go through xlb", run.requests())
-                    }
-                    _ => {}
-                }
-                runs.push(run);
+    // One phase per mode, so that each mode is measured in the steady state of its own
+    // traffic (with the modes interleaved, every run started on a flow table and caches left
+    // by ten seconds of the other mode). A round runs xlb and the minimal forwarder back to
+    // back (swapped in the agent's XDP link), in an order that alternates with the round so
+    // that a drift of the machine's speed falls on both alike; every few rounds it also runs
+    // the limit and the proxies, through xlb. The pair gets the most rounds, and with
+    // `Connection: close`, where its two figures lie closest to the target, more of them. Each
+    // xlb and minimal run also proves which program forwarded it: xlb's web counters move by
+    // the run's requests or more with xlb, and not at all with the minimal forwarder.
+    let phases = if s.quick { [(Mode::KeepAlive, 1, 1), (Mode::Close, 1, 1)] } else { PHASES };
+    let modes = phases.map(|(mode, _, _)| mode);
+    let round = |bl: &mut BenchLab, mode: Mode, r: usize, others: bool, seconds: u64, runs: &mut Vec<Run>| -> Result<()> {
+        let pair = if r % 2 == 0 { [Target::Minimal, Target::Xlb] } else { [Target::Xlb, Target::Minimal] };
+        for target in pair {
+            let minimal = target == Target::Minimal;
+            if minimal {
+                bl.use_minimal()?;
             }
-            if r % OTHERS_EVERY == 0 {
-                for target in [Target::Limit, Target::Haproxy, Target::Nginx] {
-                    runs.push(run_once(bl, &svc, target, mode, r, seconds)?);
+            let before = web_packets(bl)?;
+            let run = run_once(bl, &svc, target, mode, r, seconds)?;
+            let moved = web_packets(bl)?.saturating_sub(before);
+            if minimal {
+                bl.use_xlb()?;
+            }
+            match target {
+                Target::Minimal if moved != 0 => bail!("xlb's web service counted {moved} packets while the minimal forwarder was in its place"),
+                Target::Xlb if moved < run.requests() => {
+                    bail!("xlb's web service counted {moved} packets for {} requests: the run did not go through xlb", run.requests())
                 }
+                _ => {}
+            }
+            runs.push(run);
+        }
+        if others {
+            for target in [Target::Limit, Target::Haproxy, Target::Nginx] {
+                runs.push(run_once(bl, &svc, target, mode, r, seconds)?);
             }
         }
         Ok(())
     };
     let mut runs: Vec<Run> = Vec::new();
-    if warmup {
-        say!("e2e: warm-up, 1 s per target and mode");
-        round(&mut bl, 0, 1, &mut Vec::new())?;
-    }
-    for r in 0..rounds {
-        say!("e2e: round {}/{rounds} ({seconds} s per run)", r + 1);
-        round(&mut bl, r, seconds, &mut runs)?;
+    for (mode, rounds, others_every) in phases {
+        if warmup {
+            say!("e2e: {}: warm-up, 1 s per target", mode.label());
+            round(&mut bl, mode, 0, true, 1, &mut Vec::new())?;
+        }
+        for r in 0..rounds {
+            say!("e2e: {}: round {}/{rounds} ({seconds} s per run)", mode.label(), r + 1);
+            round(&mut bl, mode, r, r % others_every == 0, seconds, &mut runs)?;
+        }
     }
     let mut rows = Vec::new();
     let mut results = serde_json::Map::new();
@@ -526,9 +530,14 @@ pub fn run(s: &Settings, notes: &mut Vec<String>) -> Result<Vec<Row>> {
     }
     notes.push(format!(
         "end-to-end: wrk, {CONNECTIONS} connections and {THREADS} threads per target (the limit: 3 wrk x 1 thread x {} connections, one per backend, summed), \
-         {seconds} s runs, {rounds} round(s), each per mode xlb and the minimal XDP forwarder back to back (swapped in the agent's XDP link, order alternating by round), and in every {OTHERS_EVERY}th round from the first the limit, HAProxy and nginx; nginx backends 1 worker each, HAProxy 2 threads, nginx stream 2 workers; \
+         {seconds} s runs, one phase per mode ({}), each round xlb and the minimal XDP forwarder back to back (swapped in the agent's XDP link, order alternating by round); nginx backends 1 worker each, HAProxy 2 threads, nginx stream 2 workers; \
          client, proxies, backends and wrk share the machine's 2 CPUs; CPU-s/100k is the whole machine's busy time",
-        CONNECTIONS / 3
+        CONNECTIONS / 3,
+        phases
+            .iter()
+            .map(|(mode, rounds, every)| format!("{}: {rounds} round(s), the limit, HAProxy and nginx in every {every}th from the first", mode.label()))
+            .collect::<Vec<_>>()
+            .join("; ")
     ));
     let per_run: Vec<serde_json::Value> = runs
         .iter()
@@ -544,7 +553,7 @@ pub fn run(s: &Settings, notes: &mut Vec<String>) -> Result<Vec<Row>> {
     let json = json!({
         "part": "end to end (wrk, nginx backends serving 1 KiB)",
         "seconds_per_run": seconds,
-        "rounds": rounds,
+        "phases": phases.iter().map(|(mode, rounds, every)| json!({"mode": mode.key(), "rounds": rounds, "others_every": every})).collect::<Vec<_>>(),
         "connections": CONNECTIONS,
         "threads": THREADS,
         "results": results,
