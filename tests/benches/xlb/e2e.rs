@@ -12,9 +12,9 @@
 //!   running: the same veth and XDP path, VIP and background work as xlb, with nothing of xlb's
 //!   own per-packet work.
 //!
-//! Same backends, same client, one invocation; the runs are interleaved, with keep-alive and
-//! with `Connection: close`. Per mode, every round runs xlb and the minimal forwarder back to
-//! back, in an order alternating with the round (every fourth round also runs the limit and
+//! Same backends, same client, one invocation: a phase with keep-alive, then one with
+//! `Connection: close` ([`PHASES`]). Every round of a phase runs xlb and the minimal forwarder
+//! back to back, in an order alternating with the round (every few rounds also the limit and
 //! the proxies), and xlb's rows are judged on the median of per-round ratios (xlb against the
 //! same round's minimal forwarder or limit), shown with their spread. The proxies listen on
 //! lb1's own address while the agent keeps running, so their packets cross xlb's XDP program
@@ -421,8 +421,8 @@ pub fn run(s: &Settings, notes: &mut Vec<String>) -> Result<Vec<Row>> {
     wait_listening(&client_ns, format!("{}:80", plan::VIP4).parse()?, "xlb's VIP", &bl.lab, "xlb")?;
 
     // One phase per mode, so that each mode is measured in the steady state of its own
-    // traffic (with the modes interleaved, every run started on a flow table and caches left
-    // by ten seconds of the other mode). A round runs xlb and the minimal forwarder back to
+    // traffic (with the modes interleaved, each round's runs of a mode came straight after
+    // ten seconds of the other mode, on the flow table and caches it left). A round runs xlb and the minimal forwarder back to
     // back (swapped in the agent's XDP link), in an order that alternates with the round so
     // that a drift of the machine's speed falls on both alike; every few rounds it also runs
     // the limit and the proxies, through xlb. The pair gets the most rounds, and with
