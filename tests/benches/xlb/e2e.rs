@@ -422,9 +422,9 @@ pub fn run(s: &Settings, notes: &mut Vec<String>) -> Result<Vec<Row>> {
 
     // One phase per mode, so that each mode is measured in the steady state of its own
     // traffic (with the modes interleaved, each round's runs of a mode came straight after
-    // ten seconds of the other mode, on the flow table and caches it left). A round runs xlb and the minimal forwarder back to
-    // back (swapped in the agent's XDP link), in an order that alternates with the round so
-    // that a drift of the machine's speed falls on both alike; every few rounds it also runs
+    // ten seconds of the other mode, on the flow table and caches it left). A round runs xlb
+    // and the minimal forwarder back to back (swapped in the agent's XDP link), in an order
+    // that alternates with the round so that a drift of the machine's speed falls on both alike; every few rounds it also runs
     // the limit and the proxies, through xlb. The pair gets the most rounds, and with
     // `Connection: close`, where its two figures lie closest to the target, more of them. Each
     // xlb and minimal run also proves which program forwarded it: xlb's web counters move by

@@ -42,7 +42,7 @@ use lb_userspace::{dataplane::OBJECT, maglev};
 use serde_json::{json, Value};
 use xlb_tests::frames::{flow_frame, outer_ipv4, tcp_frame, NODE_MAC, TCP_SYN};
 
-use crate::report::{median, spread, write_json, Row};
+use crate::report::{floor, median, spread, write_json, Row};
 use crate::say;
 
 const PART: &str = "1 program";
@@ -674,7 +674,6 @@ fn measure(opts: &Options, cpu: Option<usize>) -> Result<Vec<Row>> {
     }
 
     let m = |k: &str| median(&samples[k]);
-    let floor = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
     let per_round = |a: &str, b: &str| -> Vec<f64> {
         samples[a].iter().zip(&samples[b]).zip(&samples["empty"]).map(|((x, c), e)| x - c + e).collect()
     };

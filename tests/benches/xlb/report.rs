@@ -151,9 +151,14 @@ pub fn median(values: &[f64]) -> f64 {
     }
 }
 
+/// The smallest of a list of per-round figures (a path's floor).
+pub fn floor(values: &[f64]) -> f64 {
+    values.iter().copied().fold(f64::INFINITY, f64::min)
+}
+
 /// Median, minimum and maximum of a list of per-round figures.
 pub fn spread(values: &[f64]) -> (f64, f64, f64) {
-    (median(values), values.iter().copied().fold(f64::INFINITY, f64::min), values.iter().copied().fold(0.0, f64::max))
+    (median(values), floor(values), values.iter().copied().fold(0.0, f64::max))
 }
 
 /// Progress line on stderr (the table goes to stdout at the end).
